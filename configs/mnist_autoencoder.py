@@ -1,0 +1,25 @@
+"""The MNIST autoencoder of §2.3 / A.5: 784-50-30-20-30-50-784 ReLU, MSE, batch 64, 100 epochs.
+
+Variants by config string: ``configs/mnist_autoencoder.py:adam``, ``:sgd0.01``, ``:rmsprop,quick``.
+- (none)/paper: the paper's setup on full MNIST through tfds (offline: ``--config.data.source=files
+  --config.data.data_dir=../shared/data/mnist``);
+- quick: a few minutes on 2 CPU cores on the embedded 6,000-digit sample;
+- testing: seconds, for the test suite.
+"""
+
+from nta import config as default
+
+LEARNING_RATES = {"rmsprop": 1e-3, "adam": 1e-2, "sgd": 0.1, "adagrad": 1e-2}
+
+
+def get_config(arg="rmsprop"):
+  optimizer, lr, flags = default.parse_variant(arg, LEARNING_RATES)
+  c = default.get_config()
+  c.model, c.loss, c.batch_size, c.num_epochs = "autoencoder", "mse", 64, 100
+  c.data.source, c.data.name = "tfds", "mnist"
+  c.optimizer.name, c.optimizer.learning_rate = optimizer, lr
+  if "quick" in flags:
+    c.data.source, c.num_epochs = "sample", 20
+  if "testing" in flags:
+    c.data.source, c.data.train_size, c.num_epochs, c.verbose = "sample", 256, 2, 0
+  return c

@@ -1,0 +1,85 @@
+"""Run configuration: defaults shared by every experiment, variant parsing and validation.
+
+The experiment configs in ``configs/`` import :func:`get_config` and adjust it (configs are code).
+
+Every field can be overridden on the command line, e.g. ``--config.num_epochs=5``. Empty strings and zeros
+mean "unset" (so that the command line can override them with a typed value).
+"""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+
+from nta.errors import NTAError
+
+
+def get_config():
+  """The default ConfigDict; see the comments for each field."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # drives weight init, data order, recorder subsets: same seed -> same numbers on CPU
+  c.model = "autoencoder"  # "autoencoder" or "convnet" (nta.models)
+  c.loss = "mse"  # "mse" or "cross_entropy" (nta.losses)
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "sample"  # "tfds", "files" or "sample" (nta.data)
+  c.data.name = "mnist"  # tfds name, or the file format for source=files (mnist, fashion_mnist, cifar10)
+  c.data.data_dir = ""  # tfds data_dir / folder of original files; "" = tfds default
+  c.data.train_size = 0  # 0 = the whole training split
+  c.batch_size = 64
+  c.num_epochs = 100
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "rmsprop"
+  c.optimizer.learning_rate = 1e-3
+  c.checkpoint_every = 1  # epochs between checkpoints
+  c.eval_test = True  # test loss (and accuracy) at each epoch end
+  c.verbose = 1  # 0 silent, 1 progress bar, 2 one line per epoch
+  c.record = ml_collections.ConfigDict()
+  return c
+
+
+# Paper learning rates (A.5); SGD is swept over 1.0, 0.1 and 0.01 (fig. 5); AdaGrad is not in the paper.
+def parse_variant(arg, learning_rates, default_optimizer="rmsprop"):
+  """Splits a config string like "adam", "sgd0.01,quick" into (optimizer, learning rate, flags)."""
+  tokens = [t for t in (arg or "").split(",") if t]
+  optimizer, lr, flags = default_optimizer, None, set()
+  for token in tokens:
+    if token.startswith("sgd") and token != "sgd":
+      optimizer, lr = "sgd", float(token[3:])
+    elif token in learning_rates:
+      optimizer = token
+    elif token in ("quick", "testing", "paper"):
+      flags.add(token)
+    else:
+      raise NTAError(f"unknown config variant '{token}'; use an optimizer ({', '.join(learning_rates)}, "
+                       "sgd1.0, sgd0.1, sgd0.01) and optionally quick, testing or paper, comma-separated")
+  return optimizer, lr if lr is not None else learning_rates[optimizer], flags
+
+
+def to_dict(config) -> dict:
+  """Plain-dict copy of a ConfigDict (what goes to ``config.json``)."""
+  return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else dict(config)
+
+
+def validate(config) -> None:
+  """Raises NTAError (one line naming the field) for values no run can use."""
+  checks = [
+      (config.batch_size > 0, f"config.batch_size must be positive, got {config.batch_size}"),
+      (config.num_epochs > 0, f"config.num_epochs must be positive, got {config.num_epochs}"),
+      (config.optimizer.learning_rate > 0,
+       f"config.optimizer.learning_rate must be positive, got {config.optimizer.learning_rate}"),
+      (config.data.train_size >= 0, f"config.data.train_size must be >= 0, got {config.data.train_size}"),
+      (config.checkpoint_every > 0, f"config.checkpoint_every must be positive, got {config.checkpoint_every}"),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise NTAError(message)
+
+
+def check_resumable(saved: dict, current: dict, workdir: str) -> None:
+  """A run directory may only be continued with the same config (num_epochs may grow)."""
+  ignore = {"num_epochs", "verbose"}
+  diff = sorted(k for k in set(saved) | set(current) if k not in ignore and saved.get(k) != current.get(k))
+  if diff:
+    raise NTAError(f"{workdir} holds a run with a different config (fields: {', '.join(diff)}); "
+                   "choose another --workdir or remove the old run")

@@ -1,0 +1,104 @@
+"""One experiment of §2.3 / §3.3 from a config: data, model, recorders, training, figures.
+
+:func:`run` is what ``bin/train.py`` calls. It seeds everything once from ``config.seed``, writes the
+resolved config to ``<workdir>/config.json`` (refusing to continue a directory that holds another config),
+trains with ``nta.training.fit`` (resuming when possible) and draws the run's loss curve (figure 6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from nta import config as config_lib
+from nta import data as data_lib
+from nta import models
+from nta import plots
+from nta import training
+from nta.errors import NTAError
+
+
+def seed_everything(seed: int) -> None:
+  """The run's single seed: Python, NumPy and TF RNGs, and deterministic TF kernels."""
+  keras.utils.set_random_seed(seed)
+  tf.config.experimental.enable_op_determinism()
+
+
+def build_model(config, train: data_lib.Split) -> keras.Model:
+  """The config's paper model, shaped for the training data."""
+  if config.model == "autoencoder":
+    return models.autoencoder()
+  if config.model == "convnet":
+    return models.convnet(train.x.shape[1:], train.num_classes)
+  raise NTAError(f"unknown model '{config.model}' in config.model; choose 'autoencoder' or 'convnet'")
+
+
+def build_recorders(config, spec) -> list:
+  """The recorders the config asks for (``config.record``); none by default."""
+  del spec
+  recorders = []
+  return recorders
+
+
+def load_data(config):
+  """(train, test) splits from ``config.data``."""
+  return data_lib.load(config.data.source, config.data.name, data_dir=config.data.data_dir or None,
+                       train_size=config.data.train_size or None)
+
+
+def _prepare_workdir(config, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  current = config_lib.to_dict(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      config_lib.check_resumable(json.load(f), current, workdir)
+  training.write_json(path, current)
+
+
+def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] = None) -> training.RunResult:
+  """Trains the experiment ``config`` in ``workdir`` (resuming an interrupted run) and draws figure 6.
+
+  Args:
+    config: a ConfigDict from ``configs/``.
+    workdir: the run directory (see ``nta.training`` for its layout); None keeps everything in memory.
+    recorders: recorders to use instead of those the config asks for.
+    verbose: overrides ``config.verbose``.
+
+  Returns:
+    The ``nta.training.RunResult``.
+  """
+  config_lib.validate(config)
+  seed_everything(config.seed)
+  train, test = load_data(config)
+  net = build_model(config, train)
+  spec = models.inspect(net)
+  if workdir:
+    _prepare_workdir(config, workdir)
+  target = "input" if config.model == "autoencoder" else "labels"
+  if recorders is None:
+    recorders = build_recorders(config, spec)
+  optimizer = training.make_optimizer(config.optimizer.name, config.optimizer.learning_rate)
+
+  def dataset_fn(initial_epoch):
+    return data_lib.train_dataset(train, config.batch_size, config.seed, config.num_epochs, initial_epoch,
+                                  target=target, input_shape=spec.input_shape)
+
+  test_eval = None
+  if config.eval_test:
+    x_test = data_lib.eval_arrays(test, input_shape=spec.input_shape)
+    y_test = x_test.reshape(len(x_test), -1) if target == "input" else test.y
+    test_eval = training.make_test_eval(training.TaylorModel(net, config.loss), x_test, y_test)
+  result = training.fit(
+      net, dataset_fn, len(train.y), loss=config.loss, optimizer=optimizer, batch_size=config.batch_size,
+      num_epochs=config.num_epochs, seed=config.seed, workdir=workdir, recorders=recorders,
+      test_eval=test_eval, checkpoint_every=config.checkpoint_every,
+      verbose=config.verbose if verbose is None else verbose, train=train, config=config)
+  if workdir:
+    plots.training_losses({os.path.basename(os.path.normpath(workdir)): workdir},
+                          os.path.join(workdir, "figure6"))
+  return result

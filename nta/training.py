@@ -1,0 +1,398 @@
+"""Online training of a ReLU network as in §2.3: rounds n = 1..N of minibatch SGD/RMSProp/Adam/AdaGrad.
+
+:class:`TaylorModel` wraps any Keras model that ``nta.models.inspect`` accepts and replaces Keras'
+``train_step`` with one that, on every round n,
+
+1. evaluates the network as a pure function of its weights (``nta.models.forward``) and the minibatch
+   training loss ℓ(f_{W^n}(x^n), y^n) *before* the update — the left-hand side of the paper's eq. (3);
+2. takes gradients w.r.t. the weights W^n and the output f (∂ℓ/∂f is the paper's J_L^ℰ);
+3. hands that round's tensors to the pluggable recorders (``nta.recorders``);
+4. applies the optimizer.
+
+:func:`fit` drives ``model.fit`` (progress bar, callbacks) over a resumable run directory:
+
+    <workdir>/config.json          the resolved config (JSON)
+    <workdir>/status.json          state (running / finished / failed), epochs and rounds done, message
+    <workdir>/rounds.csv           one row per round: round, epoch, loss (before the update), seconds
+    <workdir>/epochs.csv           one row per epoch: epoch, rounds, mean loss, test loss/accuracy, seconds
+    <workdir>/checkpoints/         tf.train checkpoints (weights, optimizer state, recorder state) per epoch
+    <workdir>/tensorboard/         TensorBoard events: per-round and per-epoch scalars
+    <workdir>/records/<recorder>/  whatever each recorder writes
+    <workdir>/model.keras          the trained Keras model, once the run has finished
+
+Records are appended only at epoch ends, immediately before the checkpoint; a run killed mid-epoch
+(Ctrl-C or kill -9) resumes from the last checkpoint and drops any later records, so the finished run's
+per-round records equal those of an uninterrupted run. A non-finite loss stops the run: every record up to
+and including that round is kept, status.json says what happened, and :class:`nta.errors.NTAError` is raised.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nta import losses as losses_lib
+from nta import models
+from nta.errors import NTAError
+from nta.recorders import Recorder, RoundTensors, RunInfo
+
+# Keras defaults are kept deliberately (the paper: "all other hyperparameters at literature-standard values").
+# Keras conventions: RMSprop rho=0.9, momentum=0, epsilon=1e-7 added *outside* the square root,
+# w -= lr * g / (sqrt(v) + eps); Adam beta_1=0.9, beta_2=0.999, epsilon=1e-7 outside the root (the
+# "epsilon hat" of Kingma & Ba §2); AdaGrad initial_accumulator_value=0.1, epsilon=1e-7; SGD momentum=0.
+OPTIMIZERS = {
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adam": keras.optimizers.Adam,
+    "adagrad": keras.optimizers.Adagrad,
+}
+
+
+def make_optimizer(name: str, learning_rate: float, **kwargs) -> keras.optimizers.Optimizer:
+  """An optimizer by name (sgd, rmsprop, adam, adagrad) at Keras defaults apart from ``kwargs``."""
+  if name not in OPTIMIZERS:
+    raise NTAError(f"unknown optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}")
+  if not (isinstance(learning_rate, (int, float)) and learning_rate > 0 and math.isfinite(learning_rate)):
+    raise NTAError(f"learning rate must be a positive number, got {learning_rate!r}")
+  return OPTIMIZERS[name](learning_rate=learning_rate, **kwargs)
+
+
+class TaylorModel(keras.Model):
+  """Wraps a user's Keras ReLU model with the round-recording ``train_step``.
+
+  Args:
+    net: the Keras model to train (its variables are the ones updated).
+    loss: a loss name registered in ``nta.losses`` ("mse" or "cross_entropy").
+    recorders: ``nta.recorders.Recorder`` instances updated on every round.
+  """
+
+  def __init__(self, net: keras.Model, loss: str = "mse", recorders: Sequence[Recorder] = (), **kwargs):
+    super().__init__(name=f"taylor_{net.name}", **kwargs)
+    self.net = net
+    self.spec = models.inspect(net)
+    self.loss_name = loss
+    self.loss_fn = losses_lib.get(loss)
+    self.recorders = list(recorders)
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self._flat_vars = [v for pair in self.spec.weights() for v in pair if v is not None]
+
+  def call(self, x, training=False):
+    return self.net(x, training=training)
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker]
+
+  def _regroup(self, flat):
+    """Flat per-variable list -> [(kernel, bias or None), ...] matching ``spec.weights()``."""
+    it = iter(flat)
+    return [(next(it), None if b is None else next(it)) for _, b in self.spec.weights()]
+
+  def train_step(self, data):
+    x, y = data["x"], data["y"]
+    step = tf.cast(self.optimizer.iterations, tf.int64)
+    with tf.GradientTape() as tape:
+      output, taps = models.forward(self.spec, self.spec.weights(), x, taps=True)
+      loss = self.loss_fn(y, output)
+    # One backward pass gives both dℓ/dW (for the update) and dℓ/df (the recorders' J_L^ℰ).
+    grads = tape.gradient(loss, self._flat_vars + [output])
+    logs = {"round_loss": loss}
+    if self.recorders:
+      # Reads ordered before the optimizer's assignments by TF's automatic control dependencies: W^n.
+      weights = self._regroup([tf.convert_to_tensor(v) for v in self._flat_vars])
+      rt = RoundTensors(step=step, x=x, y=y, index=data["index"], weights=weights, taps=taps,
+                        output=output, loss=loss, output_grad=grads[-1], grads=self._regroup(grads[:-1]))
+      for rec in self.recorders:
+        out = rec.update(rt)
+        for key, value in (out or {}).items():
+          logs[f"{rec.name}/{key}"] = value
+    self.optimizer.apply(grads[:-1], self._flat_vars)
+    self.loss_tracker.update_state(loss)
+    logs["loss"] = self.loss_tracker.result()
+    return logs
+
+
+class _Progbar(keras.callbacks.ProgbarLogger):
+  """Keras' progress bar showing only the epoch-mean loss (recorder arrays and round_loss hidden)."""
+
+  @staticmethod
+  def _scalars(logs):
+    return {"loss": logs["loss"]} if logs and "loss" in logs else logs
+
+  def on_train_batch_end(self, batch, logs=None):
+    super().on_train_batch_end(batch, self._scalars(logs))
+
+  def on_epoch_end(self, epoch, logs=None):
+    super().on_epoch_end(epoch, self._scalars(logs))
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What :func:`fit` returns: the per-round and per-epoch records of the whole run (resumed parts too)."""
+  workdir: Optional[str]
+  round_losses: np.ndarray  # (rounds,) float64 values of the float32 per-round losses
+  epochs: list  # one dict per epoch (the rows of epochs.csv)
+  state: str  # "finished" or "failed"
+  model: keras.Model
+
+
+_ROUND_FIELDS = ["round", "epoch", "loss", "seconds"]
+_EPOCH_FIELDS = ["epoch", "rounds", "loss", "test_loss", "test_accuracy", "seconds"]
+
+
+def _read_csv(path):
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _write_csv(path, fields, rows):
+  """Atomic rewrite: a kill during the write leaves the previous file intact."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write_json(path, obj):
+  """Atomic JSON write."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+  os.replace(tmp, path)
+
+
+class _RunRecorder(keras.callbacks.Callback):
+  """Keeps per-round/epoch records, TensorBoard events and checkpoints; feeds host-side recorders."""
+
+  def __init__(self, run, workdir, ckpt_manager, rounds, epochs, test_eval, checkpoint_every):
+    super().__init__()
+    self.run, self.workdir, self.manager = run, workdir, ckpt_manager
+    self.rounds, self.epochs = rounds, epochs
+    self.test_eval, self.checkpoint_every = test_eval, checkpoint_every
+    self.pending = []
+    self.failure = None
+    self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if workdir else None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.epoch = epoch
+    self.pending = []
+    self.t_epoch = self.t_last = time.perf_counter()
+
+  def on_train_batch_end(self, batch, logs=None):
+    now = time.perf_counter()
+    loss = float(logs["round_loss"])
+    n = len(self.rounds) + len(self.pending)
+    self.pending.append({"round": n, "epoch": self.epoch, "loss": repr(loss),
+                         "seconds": f"{now - self.t_last:.6f}"})
+    self.t_last = now
+    for rec in self.tmodel.recorders:
+      prefix = rec.name + "/"
+      rec.consume(n, {k[len(prefix):]: v for k, v in logs.items() if k.startswith(prefix)})
+    if not math.isfinite(loss):
+      self.failure = f"loss became {loss} at round {n} (epoch {self.epoch})"
+      self.model.stop_training = True
+
+  def _flush_rounds(self):
+    self.rounds.extend(self.pending)
+    if self.workdir:
+      _write_csv(os.path.join(self.workdir, "rounds.csv"), _ROUND_FIELDS, self.rounds)
+      if self.writer is not None:
+        with self.writer.as_default():
+          for row in self.pending:
+            tf.summary.scalar("round/loss", float(row["loss"]), step=row["round"])
+    self.pending = []
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.failure:
+      return
+    pending_losses = [float(r["loss"]) for r in self.pending]
+    row = {"epoch": epoch, "rounds": len(pending_losses), "loss": repr(float(np.mean(pending_losses))),
+           "test_loss": "", "test_accuracy": "", "seconds": f"{time.perf_counter() - self.t_epoch:.3f}"}
+    if self.test_eval is not None:
+      test_loss, test_acc = self.test_eval()
+      row["test_loss"] = repr(test_loss)
+      row["test_accuracy"] = "" if test_acc is None else repr(test_acc)
+    self._flush_rounds()
+    self.epochs.append(row)
+    for rec in self.tmodel.recorders:
+      rec.save(epoch)
+    if self.workdir:
+      _write_csv(os.path.join(self.workdir, "epochs.csv"), _EPOCH_FIELDS, self.epochs)
+      with self.writer.as_default():
+        for key in ("loss", "test_loss", "test_accuracy"):
+          if row[key] != "":
+            tf.summary.scalar(f"epoch/{key}", float(row[key]), step=len(self.rounds))
+      self.writer.flush()
+      last = epoch + 1 == self.run.num_epochs
+      if (epoch + 1) % self.checkpoint_every == 0 or last:
+        self.manager.save(checkpoint_number=epoch + 1)
+      _status(self.workdir, "running", len(self.epochs), len(self.rounds))
+
+  @property
+  def tmodel(self):
+    return self.model
+
+
+def _status(workdir, state, epochs_done, rounds_done, message=""):
+  write_json(os.path.join(workdir, "status.json"),
+             {"state": state, "epochs_done": epochs_done, "rounds_done": rounds_done, "message": message})
+
+
+def read_status(workdir: str) -> dict:
+  """The run's status.json, or an empty dict when the run has not started."""
+  path = os.path.join(workdir, "status.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_rounds(workdir: str) -> np.ndarray:
+  """Per-round training losses of a run directory, shape (rounds,), float64."""
+  rows = _read_csv(os.path.join(workdir, "rounds.csv"))
+  if not rows:
+    raise NTAError(f"no per-round records in {workdir}: rounds.csv is missing or empty (has the run started?)")
+  return np.array([float(r["loss"]) for r in rows])
+
+
+def read_epochs(workdir: str) -> list:
+  """Per-epoch rows of a run directory's epochs.csv (dicts of strings)."""
+  return _read_csv(os.path.join(workdir, "epochs.csv"))
+
+
+def make_test_eval(tmodel: TaylorModel, x: np.ndarray, y, batch_size: int = 1000):
+  """A function returning (test loss, accuracy or None) of the current weights; pure forward, no state."""
+  spec, loss_fn = tmodel.spec, tmodel.loss_fn
+  classify = tmodel.loss_name == "cross_entropy"
+
+  @tf.function(reduce_retracing=True)
+  def batch_stats(xb, yb):
+    out = models.forward(spec, spec.weights(), xb)
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(out, -1), tf.cast(yb, tf.int64)), tf.float64)) \
+        if classify else tf.constant(0.0, tf.float64)
+    return tf.cast(loss_fn(yb, out), tf.float64) * tf.cast(tf.shape(xb)[0], tf.float64), correct
+
+  def evaluate():
+    total, correct = 0.0, 0.0
+    for i in range(0, len(x), batch_size):
+      l, c = batch_stats(x[i:i + batch_size], y[i:i + batch_size])
+      total, correct = total + float(l), correct + float(c)
+    return total / len(x), (correct / len(x) if classify else None)
+
+  return evaluate
+
+
+def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer: keras.optimizers.Optimizer,
+        batch_size: int, num_epochs: int, seed: int = 0, workdir: Optional[str] = None,
+        recorders: Sequence[Recorder] = (), test_eval=None, checkpoint_every: int = 1, verbose: int = 1,
+        callbacks: Sequence[keras.callbacks.Callback] = (), train=None, config=None) -> RunResult:
+  """Trains ``net`` round by round, recording and checkpointing into ``workdir``; resumes if possible.
+
+  Args:
+    net: a Keras model accepted by ``nta.models.inspect``.
+    dataset_fn: ``dataset_fn(initial_epoch) -> tf.data.Dataset`` of dicts {"x", "y", "index"} covering
+      epochs initial_epoch..num_epochs-1 in a fixed seeded order (``nta.data.train_dataset``).
+    num_examples: training-set size (gives the rounds per epoch).
+    loss: "mse" or "cross_entropy".
+    optimizer: a Keras optimizer (``make_optimizer``).
+    batch_size: minibatch size.
+    num_epochs: total epochs of the run.
+    seed: the run's seed (already applied by the caller through ``keras.utils.set_random_seed``).
+    workdir: run directory; None trains in memory only (no resume).
+    recorders: ``nta.recorders.Recorder`` instances.
+    test_eval: optional ``() -> (loss, accuracy or None)`` evaluated at each epoch end.
+    checkpoint_every: checkpoint every this many epochs (and at the last).
+    verbose: Keras progress bar verbosity (0 silent, 1 bar, 2 one line per epoch).
+    callbacks: extra Keras callbacks.
+    train: the training split (handed to recorders through ``RunInfo``).
+    config: the run's config (handed to recorders).
+
+  Returns:
+    A :class:`RunResult` with the records of every round (including resumed parts).
+
+  Raises:
+    NTAError: on a non-finite loss (after keeping all records) or bad arguments.
+  """
+  if batch_size <= 0 or num_epochs <= 0:
+    raise NTAError(f"batch_size and num_epochs must be positive (got {batch_size}, {num_epochs})")
+  steps = -(-num_examples // batch_size)
+  tmodel = TaylorModel(net, loss=loss, recorders=recorders)
+  tmodel.compile(optimizer=optimizer, jit_compile=False)
+  optimizer.build(tmodel._flat_vars)
+  run = RunInfo(workdir=workdir, spec=tmodel.spec, model=net, loss=loss, steps_per_epoch=steps,
+                num_epochs=num_epochs, batch_size=batch_size, seed=seed, train=train, config=config)
+  for rec in recorders:
+    rec.build(run)
+  if verbose:
+    for rec in recorders:
+      print(rec.describe())
+
+  rounds, epochs, initial_epoch, manager = [], [], 0, None
+  if workdir:
+    os.makedirs(workdir, exist_ok=True)
+    trackables = {"net": net, "optimizer": optimizer}
+    for rec in recorders:
+      for key, var in rec.variables().items():
+        trackables[f"rec_{rec.name}_{key}"] = var
+    ckpt = tf.train.Checkpoint(**trackables)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    status = read_status(workdir)
+    if manager.latest_checkpoint:
+      ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+      initial_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[-1])
+      # Drop what was recorded after the checkpoint (an epoch killed between records and checkpoint).
+      epochs = [r for r in _read_csv(os.path.join(workdir, "epochs.csv")) if int(r["epoch"]) < initial_epoch]
+      rounds = [r for r in _read_csv(os.path.join(workdir, "rounds.csv")) if int(r["epoch"]) < initial_epoch]
+      for r in rounds:
+        r["round"], r["epoch"] = int(r["round"]), int(r["epoch"])
+      if len(rounds) != int(optimizer.iterations):
+        raise NTAError(f"{workdir}: rounds.csv holds {len(rounds)} rounds before epoch {initial_epoch} but the "
+                       f"checkpoint is at round {int(optimizer.iterations)}; the run directory is inconsistent")
+      for rec in recorders:
+        rec.restore(initial_epoch)
+      if verbose and initial_epoch < num_epochs:
+        print(f"Resuming {workdir} from epoch {initial_epoch} (round {len(rounds)}).")
+    elif status.get("rounds_done"):
+      raise NTAError(f"{workdir} has records but no checkpoint; remove it or choose another --workdir")
+    _status(workdir, "running", initial_epoch, len(rounds))
+
+  recorder_cb = _RunRecorder(run, workdir, manager, rounds, epochs, test_eval, checkpoint_every)
+  if initial_epoch < num_epochs:
+    dataset = dataset_fn(initial_epoch)
+    cbs = [recorder_cb, *callbacks]
+    if verbose:
+      cbs.append(_Progbar())
+    tmodel.fit(dataset, epochs=num_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+               callbacks=cbs, verbose=verbose, shuffle=False)
+  round_losses = np.array([float(r["loss"]) for r in rounds + recorder_cb.pending])
+  if recorder_cb.failure:
+    recorder_cb._flush_rounds()
+    for rec in recorders:
+      rec.save(recorder_cb.epoch)
+      rec.close()
+    message = (f"{recorder_cb.failure}; every record up to that round is kept in {workdir or 'memory'}; "
+               "lower the learning rate")
+    if workdir:
+      _status(workdir, "failed", len(epochs), len(rounds), message)
+    raise NTAError(message)
+  for rec in recorders:
+    rec.close()
+  if workdir:
+    net.save(os.path.join(workdir, "model.keras"))
+    _status(workdir, "finished", len(epochs), len(rounds))
+  return RunResult(workdir, round_losses, epochs, "finished", net)

@@ -1,0 +1,206 @@
+"""Tests for nta.training: the round-recording train_step, optimizers, determinism, resume, NaN stop."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nta import data
+from nta import experiments
+from nta import losses
+from nta import models
+from nta import training
+from nta.errors import NTAError
+from nta.recorders import Recorder
+
+from helpers import ROOT, config
+
+
+class _Spy(Recorder):
+  """Hands every round's tensors to the host so the test can check them."""
+  name = "spy"
+
+  def __init__(self):
+    self.rounds = []
+
+  def update(self, rt):
+    out = {"step": rt.step, "x": rt.x, "y": rt.y, "index": rt.index, "output": rt.output, "loss": rt.loss,
+           "output_grad": rt.output_grad}
+    for i, ((k, b), (gk, gb), tap) in enumerate(zip(rt.weights, rt.grads, rt.taps)):
+      out.update({f"k{i}": k, f"b{i}": b, f"gk{i}": gk, f"gb{i}": gb, f"in{i}": tap.input, f"pre{i}": tap.preact})
+    return out
+
+  def consume(self, step, outputs):
+    self.rounds.append((step, outputs))
+
+
+def _tiny_run(optimizer="rmsprop", lr=1e-2, model="autoencoder", epochs=2, n=96, batch=32, recorders=()):
+  keras.utils.set_random_seed(0)
+  if model == "autoencoder":
+    net, loss, target = models.autoencoder(), "mse", "input"
+  else:
+    net, loss, target = models.convnet((28, 28, 1)), "cross_entropy", "labels"
+  train, _ = data.load("sample", train_size=n)
+  spec = models.inspect(net)
+  initial = [v.numpy().copy() for v in net.trainable_variables]
+  result = training.fit(
+      net, lambda e0: data.train_dataset(train, batch, 0, epochs, e0, target=target, input_shape=spec.input_shape),
+      n, loss=loss, optimizer=training.make_optimizer(optimizer, lr), batch_size=batch, num_epochs=epochs,
+      recorders=recorders, verbose=0, train=train)
+  return result, initial, net, train
+
+
+@pytest.mark.parametrize("optimizer", sorted(training.OPTIMIZERS))
+@pytest.mark.parametrize("model", ["autoencoder", "convnet"])
+def test_one_step_of_every_optimizer(optimizer, model):
+  spy = _Spy()
+  result, initial, net, train = _tiny_run(optimizer, 1e-3, model, epochs=1, n=8, batch=8, recorders=[spy])
+  assert len(result.round_losses) == 1 and np.isfinite(result.round_losses[0])
+  assert any(not np.array_equal(a, b.numpy()) for a, b in zip(initial, net.trainable_variables))
+  # The recorded loss is the loss of the weights *before* the update.
+  step, out = spy.rounds[0]
+  spec = models.inspect(net)
+  before = [(initial[2 * i], initial[2 * i + 1]) for i in range(len(spec.layers))]
+  loss_fn = losses.get("mse" if model == "autoencoder" else "cross_entropy")
+  expected = loss_fn(out["y"], models.forward(spec, before, out["x"]))
+  assert step == 0 and out["step"] == 0
+  np.testing.assert_allclose(result.round_losses[0], float(expected), rtol=1e-6)
+
+
+def test_round_tensors_are_those_of_the_round_before_the_update():
+  spy = _Spy()
+  result, initial, net, train = _tiny_run("sgd", 0.1, epochs=1, n=64, batch=32, recorders=[spy])
+  spec = models.inspect(net)
+  (s0, r0), (s1, r1) = spy.rounds
+  assert (s0, s1) == (0, 1)
+  # Round 0 sees the initial weights; round 1 sees W^0 - lr * grad^0 (plain SGD).
+  for i in range(len(spec.layers)):
+    np.testing.assert_array_equal(r0[f"k{i}"], initial[2 * i])
+    np.testing.assert_allclose(r1[f"k{i}"], r0[f"k{i}"] - 0.1 * r0[f"gk{i}"], rtol=1e-5, atol=1e-7)
+  for _, r in spy.rounds:
+    x = r["x"]
+    np.testing.assert_array_equal(x, data.eval_arrays(train, r["index"], spec.input_shape))
+    np.testing.assert_array_equal(r["y"], x)  # the autoencoder's target is its input
+    np.testing.assert_allclose(r["output_grad"], 2 * (r["output"] - x) / x.size, rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(r["in0"], x)
+    weights = [(r[f"k{i}"], r[f"b{i}"]) for i in range(len(spec.layers))]
+    out, taps = models.forward(spec, weights, x, taps=True)
+    np.testing.assert_allclose(r["output"], out, rtol=1e-6)
+    for i, tap in enumerate(taps):
+      np.testing.assert_allclose(r[f"pre{i}"], tap.preact, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r["loss"], np.mean((out - x) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(result.round_losses, [r["loss"] for _, r in spy.rounds])
+
+
+def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
+  a = experiments.run(config(), str(tmp_path / "a"))
+  b = experiments.run(config(), str(tmp_path / "b"))
+  c = experiments.run(config(seed=1), str(tmp_path / "c"))
+  assert len(a.round_losses) == 8
+  np.testing.assert_array_equal(a.round_losses, b.round_losses)
+  np.testing.assert_array_equal(training.read_rounds(str(tmp_path / "a")), a.round_losses)
+  assert not np.array_equal(a.round_losses, c.round_losses)
+
+
+class _Crash(keras.callbacks.Callback):
+  def __init__(self, at_round):
+    super().__init__()
+    self.at_round, self.seen = at_round, 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.seen += 1
+    if self.seen == self.at_round:
+      raise KeyboardInterrupt
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
+  cfg = config(num_epochs=4)
+  full = experiments.run(cfg, str(tmp_path / "full"))
+  workdir = str(tmp_path / "crashed")
+  real_fit = training.fit
+  # Interrupt mid-epoch 3 (round 10 of 16): the checkpoint after epoch 2 survives, epoch 3's rounds do not.
+  monkeypatch.setattr(training, "fit", lambda *a, **k: real_fit(*a, **{**k, "callbacks": [_Crash(10)]}))
+  with pytest.raises(KeyboardInterrupt):
+    experiments.run(cfg, workdir)
+  monkeypatch.setattr(training, "fit", real_fit)
+  assert training.read_status(workdir)["state"] == "running"
+  assert len(training.read_rounds(workdir)) == 8
+  resumed = experiments.run(cfg, workdir)
+  np.testing.assert_array_equal(resumed.round_losses, full.round_losses)
+  np.testing.assert_array_equal(training.read_rounds(workdir), full.round_losses)
+  assert [r["epoch"] for r in training.read_epochs(workdir)] == ["0", "1", "2", "3"]
+  assert training.read_status(workdir)["state"] == "finished"
+
+
+def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
+  args = ["--config=configs/mnist_autoencoder.py:testing", "--config.num_epochs=40", "--config.verbose=0"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+  cmd = [sys.executable, str(ROOT / "bin" / "train.py"), *args]
+  killed = str(tmp_path / "killed")
+  proc = subprocess.Popen(cmd + [f"--workdir={killed}"], cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    status = training.read_status(killed) if os.path.exists(os.path.join(killed, "status.json")) else {}
+    if status.get("epochs_done", 0) >= 3:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done = training.read_status(killed)["epochs_done"]
+  assert 3 <= done < 40, f"the run was not killed mid-way (epochs done: {done})"
+  subprocess.run(cmd + [f"--workdir={killed}"], cwd=ROOT, env=env, check=True, capture_output=True)
+  full = str(tmp_path / "full")
+  subprocess.run(cmd + [f"--workdir={full}"], cwd=ROOT, env=env, check=True, capture_output=True)
+  np.testing.assert_array_equal(training.read_rounds(killed), training.read_rounds(full))
+  assert len(training.read_rounds(full)) == 160
+
+
+def test_non_finite_loss_stops_with_records_kept(tmp_path):
+  workdir = str(tmp_path / "nan")
+  cfg = config(num_epochs=5, **{"optimizer.name": "sgd", "optimizer.learning_rate": 1e6})
+  with pytest.raises(NTAError, match=r"loss became (nan|inf) at round \d+ \(epoch \d+\); every record up to that round"):
+    experiments.run(cfg, workdir)
+  status = training.read_status(workdir)
+  losses_ = training.read_rounds(workdir)
+  assert status["state"] == "failed" and "lower the learning rate" in status["message"]
+  assert not np.isfinite(losses_[-1]) and np.all(np.isfinite(losses_[:-1]))
+  assert len(losses_) >= 2
+
+
+def test_other_config_in_same_workdir_is_refused(tmp_path):
+  experiments.run(config(), str(tmp_path / "r"))
+  with pytest.raises(NTAError, match=r"different config \(fields: optimizer\)"):
+    experiments.run(config(**{"optimizer.learning_rate": 0.5}), str(tmp_path / "r"))
+
+
+def test_finished_run_is_not_retrained_and_can_be_extended(tmp_path):
+  workdir = str(tmp_path / "r")
+  first = experiments.run(config(), workdir)
+  again = experiments.run(config(), workdir)
+  np.testing.assert_array_equal(first.round_losses, again.round_losses)
+  longer = experiments.run(config(num_epochs=3), workdir)
+  assert len(longer.round_losses) == 12
+  np.testing.assert_array_equal(longer.round_losses[:8], first.round_losses)
+
+
+@pytest.mark.parametrize("name,lr,match", [("adamw", 0.1, "unknown optimizer 'adamw'"),
+                                           ("sgd", -1.0, "learning rate must be a positive")])
+def test_bad_optimizer_arguments(name, lr, match):
+  with pytest.raises(NTAError, match=match):
+    training.make_optimizer(name, lr)
+
+
+def test_convnet_test_accuracy_is_recorded(tmp_path):
+  result = experiments.run(config("cifar_convnet"), str(tmp_path / "c"))
+  row = result.epochs[-1]
+  assert 0.0 <= float(row["test_accuracy"]) <= 1.0 and float(row["test_loss"]) > 0
+  assert json.load(open(tmp_path / "c" / "config.json"))["model"] == "convnet"
+  assert tf.io.gfile.glob(str(tmp_path / "c" / "tensorboard" / "events.out.tfevents.*"))
