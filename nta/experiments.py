@@ -99,6 +99,7 @@ def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] =
       test_eval=test_eval, checkpoint_every=config.checkpoint_every,
       verbose=config.verbose if verbose is None else verbose, train=train, config=config)
   if workdir:
-    plots.training_losses({os.path.basename(os.path.normpath(workdir)): workdir},
-                          os.path.join(workdir, "figure6"))
+    label = f"{config.optimizer.name} (lr {config.optimizer.learning_rate:g})"
+    plots.training_losses({label: workdir}, os.path.join(workdir, "figure6"),
+                          title=f"Training loss: {config.model} on {config.data.name} ({config.data.source})")
   return result
