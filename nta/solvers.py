@@ -1,0 +1,346 @@
+"""Solvers for the hindsight Taylor optimum min_V Σ_{n≤N} 𝒯^n(V) of §2.1-2.3 and A.5.
+
+Regret(N) (§2.1; eqs. (3)-(4) of Theorem 2) compares the cumulative training loss with the optimal-in-hindsight
+Taylor loss. Each Taylor loss 𝒯^n(V) = ℓ(T^n(V), y^n) is convex in V because T^n is affine (A.2, T3), so the
+Taylor optimum is a convex program, solved here in one of two ways:
+
+* Squared loss. The summed Taylor loss is the quadratic q(v) = vᵀAv − 2bᵀv + c in v = vec(V) and has a closed
+  form (A.5). :func:`solve_quadratic` returns its minimum-norm minimiser through an eigendecomposition of A,
+  i.e. a pseudo-inverse, because dead ReLUs and constant inputs make A singular.
+* Cross-entropy. There is no closed form, and A.5 uses SGD. :func:`minimize` runs L-BFGS with a strong-Wolfe
+  line search to a gradient-norm tolerance instead, so optimiser error does not leak into the reported optimum.
+
+Both are compiled with ``tf.function`` and return a :class:`Solution` of tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from nta.errors import NTAError
+
+_FLOAT_DTYPES = (tf.float32, tf.float64)
+
+
+class Solution(NamedTuple):
+  """The minimiser of a Taylor-optimum problem and how well it was found.
+
+  For a batch of quadratics, every field has the batch shape ``(...)`` in front (``v`` is ``(..., d)``).
+
+  Attributes:
+    v: the minimiser, shape (..., d) for :func:`solve_quadratic`, ``v0.shape`` for :func:`minimize`.
+    value: the minimum value q(v*) or fun(v*), shape (...).
+    grad_norm: Euclidean norm of the gradient at ``v``, shape (...).
+    iterations: solver iterations, int32 (...); 0 for the closed-form quadratic.
+    converged: bool (...); whether ``v`` is a minimiser to the solver's accuracy (see each solver).
+    rank: int32 (...), the numerical rank of A (quadratic only; ``None`` for :func:`minimize`).
+  """
+  v: Any
+  value: Any
+  grad_norm: Any
+  iterations: Any
+  converged: Any
+  rank: Any = None
+
+  def numpy(self) -> dict:
+    """The fields as numpy arrays, ``rank`` left out when absent; ready for ``np.savez(path, **sol.numpy())``."""
+    return {k: np.asarray(x) for k, x in self._asdict().items() if x is not None}
+
+
+def _check_finite(name: str, x: tf.Tensor) -> None:
+  # Only checkable eagerly; inside a caller's graph a non-finite input surfaces as converged=False instead.
+  if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(x))):
+    raise NTAError(f"{name} has non-finite entries (NaN or inf); check the accumulated Taylor statistics")
+
+
+def _as_float(name: str, x: Any, dtype: Optional[tf.DType] = None) -> tf.Tensor:
+  try:
+    x = tf.convert_to_tensor(x)
+  except (TypeError, ValueError) as e:
+    raise NTAError(f"{name} is not convertible to a tensor: {e}") from None
+  if not (x.dtype.is_floating or x.dtype.is_integer):
+    raise NTAError(f"{name} must be a real number array, got dtype {x.dtype.name}")
+  return tf.cast(x, dtype) if dtype is not None else x
+
+
+def solve_quadratic(A: Any, b: Any, c: Any, rcond: Optional[float] = None) -> Solution:
+  """Minimises q(v) = vᵀAv − 2bᵀv + c for symmetric PSD A, batched, in float64.
+
+  With the eigendecomposition A = Q diag(λ) Qᵀ, eigenvalues λ_i ≤ rcond · max_j |λ_j| are treated as zero
+  (the pseudo-inverse A⁺), and the minimum-norm minimiser v* = A⁺b is returned. The default
+  rcond = d · eps(float64) is the tolerance of ``numpy.linalg.matrix_rank(A)``: eigenvalues below it are
+  indistinguishable from roundoff in A itself. Statistics summed over many rounds carry more roundoff
+  (about N · eps relative after N rounds); pass a larger rcond if spurious tiny eigenvalues blow up ‖v*‖.
+  If A, b, c come from a least-squares problem (A = MᵀM, b = Mᵀt, c = tᵀt), v* equals the minimum-norm
+  ``lstsq(M, t)`` solution and q(v*) its squared residual.
+
+  The value is computed as c − Σ_{i kept} (q_iᵀb)² / λ_i, which equals q(v*) since Av* = A A⁺ b. It loses
+  accuracy to cancellation when q(v*) ≪ c; the absolute error bound is
+  tol = 16 · d · eps · (|c| + λ_max ‖v*‖²). A computed value in [−tol, 0) is set to 0: the move stays within
+  the error bound, and for sum-of-squares statistics q ≥ 0, so only roundoff can make it negative.
+  More negative values are returned unchanged (they expose statistics that are not a sum of squares).
+
+  Args:
+    A: (..., d, d) symmetric PSD matrices; the symmetric part (A + Aᵀ)/2 is used.
+    b: (..., d) linear terms.
+    c: (...) constants.
+    rcond: relative eigenvalue cutoff, ≥ 0; None for d · eps.
+
+  Returns:
+    A :class:`Solution` of float64 tensors: ``v`` (..., d); ``value``, ``grad_norm`` = ‖2Av* − 2b‖ (...);
+    ``rank`` int32 (...), the number of kept eigenvalues; ``iterations`` zeros; ``converged`` is False where
+    the inputs are not finite, A has an eigenvalue below −√eps · λ_max (not PSD) or the gradient norm
+    exceeds √eps · (2λ_max‖v*‖ + 2‖b‖) (b outside the range of A: q is unbounded below).
+
+  Raises:
+    NTAError: A is not square, b or c do not match A's batch shape, rcond < 0, or (eagerly) an input is not
+      finite.
+  """
+  A, b, c = (_as_float(n, x, tf.float64) for n, x in (("A", A), ("b", b), ("c", c)))
+  if A.shape.rank is None or A.shape.rank < 2 or A.shape[-1] != A.shape[-2]:
+    raise NTAError(f"A must be square with shape (..., d, d), got shape {A.shape}")
+  if b.shape != A.shape[:-1]:
+    raise NTAError(f"b must have shape {A.shape[:-1]} to match A of shape {A.shape}, got {b.shape}")
+  if c.shape != A.shape[:-2]:
+    raise NTAError(f"c must have shape {A.shape[:-2]} to match A of shape {A.shape}, got {c.shape}")
+  d = A.shape[-1]
+  if d is None or d == 0:
+    raise NTAError(f"A must have a known, non-zero dimension d, got shape {A.shape}")
+  if rcond is None:
+    rcond = d * np.finfo(np.float64).eps
+  elif not np.isfinite(rcond) or rcond < 0:
+    raise NTAError(f"rcond must be a finite number >= 0, got {rcond}")
+  for name, x in (("A", A), ("b", b), ("c", c)):
+    _check_finite(name, x)
+  v, value, grad_norm, rank, converged = _solve_quadratic(A, b, c, tf.constant(rcond, tf.float64))
+  return Solution(v=v, value=value, grad_norm=grad_norm, iterations=tf.zeros_like(rank), converged=converged,
+                  rank=rank)
+
+
+@tf.function(reduce_retracing=True)
+def _solve_quadratic(A, b, c, rcond):
+  eps = tf.constant(np.finfo(np.float64).eps, tf.float64)
+  d = tf.cast(tf.shape(A)[-1], tf.float64)
+  # eigh reads one triangle; statistics accumulated in different orders can be asymmetric at roundoff level.
+  A = 0.5 * (A + tf.linalg.matrix_transpose(A))
+  lam, Q = tf.linalg.eigh(A)
+  lam_max = tf.reduce_max(tf.abs(lam), axis=-1)
+  keep = lam > rcond * lam_max[..., None]  # all False for A = 0: v* = 0, q(v*) = c.
+  inv = tf.where(keep, 1.0 / tf.where(keep, lam, 1.0), 0.0)
+  z = tf.linalg.matvec(Q, b, transpose_a=True)
+  v = tf.linalg.matvec(Q, inv * z)
+  btv = tf.reduce_sum(inv * tf.square(z), axis=-1)  # bᵀA⁺b = v*ᵀAv* ≥ 0 term by term.
+  value = c - btv
+  vv = tf.reduce_sum(tf.square(v), axis=-1)
+  tol = 16.0 * d * eps * (tf.abs(c) + lam_max * vv)
+  value = tf.where((value < 0.0) & (value >= -tol), tf.zeros_like(value), value)
+  grad_norm = tf.norm(2.0 * (tf.linalg.matvec(A, v) - b), axis=-1)
+  sqrt_eps = tf.sqrt(eps)
+  psd = lam[..., 0] >= -sqrt_eps * lam_max
+  stationary = grad_norm <= sqrt_eps * (2.0 * lam_max * tf.sqrt(vv) + 2.0 * tf.norm(b, axis=-1))
+  finite = tf.math.is_finite(value) & tf.reduce_all(tf.math.is_finite(v), axis=-1)
+  rank = tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1)
+  return v, value, grad_norm, rank, finite & psd & stationary
+
+
+def minimize(fun: Callable[..., Any], v0: Any, tol: float = 1e-6, max_iter: int = 1000, *, args: tuple = (),
+             history: int = 10, max_line_search: int = 30) -> Solution:
+  """Minimises a smooth convex function with L-BFGS, compiled with ``tf.function``.
+
+  L-BFGS (Nocedal & Wright, Alg. 7.4-7.5) with the two-loop recursion over the last ``history`` curvature
+  pairs, and a line search satisfying the strong Wolfe conditions (c1 = 1e-4, c2 = 0.9; bracketing by
+  doubling, then zoom with safeguarded cubic interpolation, N&W Alg. 3.5-3.6). Where f is flat to roundoff
+  (|f − f(x)| ≤ 100 · eps · |f(x)|), the approximate Wolfe conditions of Hager & Zhang (2005) also accept a
+  step, so the gradient tolerance stays reachable in float32. The first step, with no curvature pairs yet,
+  is α·(−g) with α = min(1, 1/‖g‖), at most unit length. Iteration stops when the Euclidean gradient norm is
+  ≤ ``tol`` (converged), after ``max_iter`` iterations, or when a line search finds no decrease (roundoff
+  stopping progress before a small ``tol``); the last two report ``converged=False``. A cross-entropy Taylor
+  loss on linearly separable rounds has no minimiser (the infimum is approached as ‖v‖ → ∞); the solver then
+  stops at a large v where the gradient norm falls below ``tol``.
+
+  For warm starts pass the previous horizon's ``Solution.v`` as ``v0``. ``fun`` is traced once per distinct
+  Python callable (and argument shapes): pass data through ``args`` as tensors, rather than building a new
+  closure per horizon, to reuse the compiled solver.
+
+  Args:
+    fun: ``fun(v, *args) -> (value, grad)``, TensorFlow-traceable; ``value`` a scalar, ``grad`` shaped like
+      ``v``, both in v's dtype.
+    v0: starting point, any shape, float32 or float64; sets the dtype of the computation.
+    tol: gradient-norm tolerance, > 0.
+    max_iter: maximum number of L-BFGS iterations (line searches), ≥ 0.
+    args: extra tensors (any nested structure) passed to ``fun``.
+    history: number of stored curvature pairs, ≥ 1.
+    max_line_search: maximum function evaluations per line search, ≥ 1.
+
+  Returns:
+    A :class:`Solution` of tensors: ``v`` shaped like v0; scalar ``value``, ``grad_norm``; int32
+    ``iterations``; bool ``converged``; ``rank`` None.
+
+  Raises:
+    NTAError: v0 is not float32/float64, empty or (eagerly) not finite; a parameter is out of range;
+      ``fun`` returns a non-scalar value or a gradient of the wrong shape or dtype; (eagerly) fun(v0) is not
+      finite.
+  """
+  v0 = _as_float("v0", v0)
+  if v0.dtype not in _FLOAT_DTYPES:
+    raise NTAError(f"v0 must be float32 or float64, got dtype {v0.dtype.name}")
+  if not v0.shape.is_fully_defined() or v0.shape.num_elements() == 0:
+    raise NTAError(f"v0 must have a known, non-empty shape, got {v0.shape}")
+  if not (np.isfinite(tol) and tol > 0):
+    raise NTAError(f"tol must be a finite number > 0, got {tol}")
+  for name, value, low in (("max_iter", max_iter, 0), ("history", history, 1),
+                           ("max_line_search", max_line_search, 1)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+      raise NTAError(f"{name} must be an integer >= {low}, got {value!r}")
+  if not callable(fun):
+    raise NTAError(f"fun must be callable as fun(v, *args) -> (value, grad), got {type(fun).__name__}")
+  _check_finite("v0", v0)
+  v, value, grad_norm, iterations, converged, start_finite = _lbfgs(
+      fun, v0, tuple(args), tf.constant(tol, v0.dtype), tf.constant(max_iter, tf.int32), int(history),
+      tf.constant(max_line_search, tf.int32))
+  if tf.executing_eagerly() and not bool(start_finite):
+    raise NTAError("fun(v0) returned a non-finite value or gradient; start from a point where the Taylor "
+                   "loss is finite (e.g. the network weights W^n)")
+  return Solution(v=v, value=value, grad_norm=grad_norm, iterations=iterations, converged=converged)
+
+
+def _value_and_grad(fun, args, v0):
+  """Wraps fun(v, *args) as a function of the flat vector, checking its outputs at trace time."""
+  def f(x):
+    v = tf.reshape(x, tf.shape(v0))
+    v.set_shape(v0.shape)  # reduce_retracing may relax v0's shape; keep what is known static for fun.
+    value, grad = fun(v, *args)
+    value, grad = tf.convert_to_tensor(value), tf.convert_to_tensor(grad)
+    if value.dtype != v0.dtype or grad.dtype != v0.dtype:
+      raise NTAError(f"fun must return (value, grad) in v's dtype {v0.dtype.name}, got {value.dtype.name} and "
+                     f"{grad.dtype.name}")
+    if value.shape.num_elements() != 1:
+      raise NTAError(f"fun must return a scalar value, got shape {value.shape}")
+    if not grad.shape.is_compatible_with(v0.shape):
+      raise NTAError(f"fun must return a gradient of v's shape {v0.shape}, got {grad.shape}")
+    return tf.reshape(value, []), tf.reshape(grad, [-1])
+  return f
+
+
+def _dot(x, y):
+  return tf.reduce_sum(x * y)
+
+
+def _cubic_step(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi):
+  """Minimiser of the cubic through both bracket ends, or bisection when that is not safely inside."""
+  d1 = d_lo + d_hi - 3.0 * (f_lo - f_hi) / (a_lo - a_hi)
+  d2 = tf.sign(a_hi - a_lo) * tf.sqrt(tf.maximum(d1 * d1 - d_lo * d_hi, 0.0))
+  a = a_hi - (a_hi - a_lo) * (d_hi + d2 - d1) / (d_hi - d_lo + 2.0 * d2)
+  left, right = tf.minimum(a_lo, a_hi), tf.maximum(a_lo, a_hi)
+  margin = 0.1 * (right - left)
+  # Staying 10% away from the ends guarantees the bracket shrinks geometrically (N&W §3.5).
+  safe = tf.math.is_finite(a) & (a >= left + margin) & (a <= right - margin)
+  return tf.where(safe, a, 0.5 * (a_lo + a_hi))
+
+
+def _line_search(f, x, f0, g0, p, dphi0, alpha1, max_evals):
+  """Strong-Wolfe line search along p; returns (ok, alpha, f, g) with ok meaning a decrease was found.
+
+  One loop serves both phases of N&W Alg. 3.5-3.6: stage 0 brackets (lo = previous trial, hi unset), stage 1
+  zooms within [lo, hi], stage 2 is done. Until a step is accepted, lo satisfies sufficient decrease and has
+  the lowest value so far, so on running out of evaluations lo (if > 0) is still a valid, decreasing step.
+  """
+  dtype = x.dtype
+  c1, c2 = tf.constant(1e-4, dtype), tf.constant(0.9, dtype)
+  zero = tf.zeros([], dtype)
+  flat = 100.0 * np.finfo(dtype.as_numpy_dtype).eps * tf.abs(f0)
+
+  def cond(i, stage, *_):
+    return (stage < 2) & (i < max_evals)
+
+  def body(i, stage, a_lo, f_lo, d_lo, g_lo, a_hi, f_hi, d_hi):
+    a = tf.where(stage == 0, tf.where(i == 0, alpha1, 2.0 * a_lo),
+                 _cubic_step(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi))
+    fa, ga = f(x + a * p)
+    da = _dot(ga, p)
+    # NaN comparisons are False, so a non-finite trial must be caught explicitly and treated as too long.
+    too_long = (~tf.math.is_finite(fa)) | (~tf.math.is_finite(da)) | (fa > f0 + c1 * a * dphi0) | (fa >= f_lo)
+    # Near the optimum, decreases fall below the roundoff of f (early in float32); the approximate Wolfe
+    # conditions of Hager & Zhang (2005) then accept on the derivative alone, so small tolerances stay reachable.
+    approx = (tf.math.is_finite(fa) & tf.math.is_finite(da) & (fa <= f0 + flat) & (da >= c2 * dphi0)
+              & (da <= -0.8 * dphi0))
+    accept = (~too_long & (tf.abs(da) <= -c2 * dphi0)) | approx
+    flip = tf.where(stage == 0, da >= 0.0, da * (a_hi - a_lo) >= 0.0)
+    new_hi = ~accept & (too_long | flip)
+    a_hi = tf.where(new_hi, tf.where(too_long, a, a_lo), a_hi)
+    f_hi = tf.where(new_hi, tf.where(too_long, fa, f_lo), f_hi)
+    d_hi = tf.where(new_hi, tf.where(too_long, da, d_lo), d_hi)
+    move_lo = ~too_long | accept
+    stage = tf.where(new_hi, 1, stage)
+    stage = tf.where(accept, 2, stage)
+    return (i + 1, stage, tf.where(move_lo, a, a_lo), tf.where(move_lo, fa, f_lo),
+            tf.where(move_lo, da, d_lo), tf.where(move_lo, ga, g_lo), a_hi, f_hi, d_hi)
+
+  state = (tf.constant(0), tf.constant(0), zero, f0, dphi0, g0, zero, f0, dphi0)
+  _, _, a_lo, f_lo, _, g_lo, _, _, _ = tf.while_loop(cond, body, state)
+  return a_lo > 0.0, a_lo, f_lo, g_lo
+
+
+@tf.function(reduce_retracing=True)
+def _lbfgs(fun, v0, args, tol, max_iter, history, max_evals):
+  dtype = v0.dtype
+  eps = tf.constant(np.finfo(dtype.as_numpy_dtype).eps, dtype)
+  f = _value_and_grad(fun, args, v0)
+  x0 = tf.reshape(v0, [-1])
+  n = tf.size(x0)
+  f0, g0 = f(x0)
+  start_finite = tf.math.is_finite(f0) & tf.reduce_all(tf.math.is_finite(g0))
+  gnorm0 = tf.norm(g0)
+  converged0 = start_finite & (gnorm0 <= tol)
+  # Curvature pairs, oldest first; unused slots are zero with rho = 0, which makes them no-ops below.
+  S = tf.zeros([history, n], dtype)
+  Y = tf.zeros([history, n], dtype)
+  rho = tf.zeros([history], dtype)
+
+  def direction(g, S, Y, rho):
+    q, alphas = g, []
+    for i in reversed(range(history)):
+      alpha = rho[i] * _dot(S[i], q)
+      q = q - alpha * Y[i]
+      alphas.append(alpha)
+    yy = _dot(Y[-1], Y[-1])
+    gamma = tf.where(rho[-1] > 0.0, 1.0 / tf.where(rho[-1] > 0.0, rho[-1] * yy, 1.0), 1.0)
+    r = gamma * q
+    for i, alpha in zip(range(history), reversed(alphas)):
+      beta = rho[i] * _dot(Y[i], r)
+      r = r + (alpha - beta) * S[i]
+    return -r
+
+  def cond(k, x, fx, g, gnorm, S, Y, rho, done, converged):
+    return (~done) & (k < max_iter)
+
+  def body(k, x, fx, g, gnorm, S, Y, rho, done, converged):
+    p = direction(g, S, Y, rho)
+    dphi = _dot(g, p)
+    # Roundoff can spoil the memory; restart from steepest descent rather than search uphill.
+    restart = ~(dphi < 0.0)
+    p = tf.where(restart, -g, p)
+    dphi = tf.where(restart, -gnorm * gnorm, dphi)
+    S, Y, rho = (tf.where(restart, tf.zeros_like(t), t) for t in (S, Y, rho))
+    # Without curvature information the scale of -g is unknown; a first step of length <= 1 is safe.
+    alpha1 = tf.where(rho[-1] > 0.0, tf.ones([], dtype), tf.minimum(tf.ones([], dtype), 1.0 / gnorm))
+    ok, alpha, f_new, g_new = _line_search(f, x, fx, g, p, dphi, alpha1, max_evals)
+    s, y = alpha * p, g_new - g
+    sy = _dot(s, y)
+    store = ok & (sy > eps * _dot(y, y))
+    S = tf.where(store, tf.concat([S[1:], s[None]], 0), S)
+    Y = tf.where(store, tf.concat([Y[1:], y[None]], 0), Y)
+    rho = tf.where(store, tf.concat([rho[1:], [1.0 / tf.where(store, sy, 1.0)]], 0), rho)
+    x = tf.where(ok, x + s, x)
+    fx = tf.where(ok, f_new, fx)
+    g = tf.where(ok, g_new, g)
+    gnorm = tf.norm(g)
+    converged = gnorm <= tol
+    return k + 1, x, fx, g, gnorm, S, Y, rho, converged | ~ok, converged
+
+  state = (tf.constant(0), x0, f0, g0, gnorm0, S, Y, rho, converged0 | ~start_finite, converged0)
+  k, x, fx, _, gnorm, _, _, _, _, converged = tf.while_loop(cond, body, state)
+  return tf.reshape(x, tf.shape(v0)), fx, gnorm, k, converged, start_finite

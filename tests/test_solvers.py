@@ -1,0 +1,280 @@
+"""Tests for nta.solvers: the Taylor-optimum solvers against scipy and closed forms."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.optimize
+import tensorflow as tf
+
+from nta import solvers
+from nta.errors import NTAError
+
+# Relative tolerances on values and minimisers, and the gradient tolerance handed to minimize, by dtype.
+TOL = {
+    np.float64: {"value": 1e-6, "v": 1e-5, "grad": 1e-6},
+    np.float32: {"value": 1e-5, "v": 1e-2, "grad": 1e-4},
+}
+
+
+def _lstsq_problem(rng, rows, cols, rank=None, consistent=False):
+  """Rows M, targets t of an explicit least-squares problem, optionally of reduced rank."""
+  M = rng.normal(size=(rows, cols))
+  if rank is not None:
+    M = rng.normal(size=(rows, rank)) @ rng.normal(size=(rank, cols))
+    M[:, 0] = 0.0  # a dead unit: its statistics are exactly zero.
+    M[:, 1] = 1.0  # a constant input, collinear with a bias column ...
+    M[:, 2] = 1.0  # ... here.
+  t = M @ rng.normal(size=cols) if consistent else rng.normal(size=rows)
+  return M, t
+
+
+def _statistics(M, t):
+  return M.T @ M, M.T @ t, t @ t
+
+
+@pytest.mark.parametrize("rows,cols,rank", [(60, 15, None), (50, 12, 6), (8, 20, None)])
+def test_solve_quadratic_matches_lstsq(rows, cols, rank):
+  rng = np.random.default_rng(cols)
+  M, t = _lstsq_problem(rng, rows, cols, rank)
+  x, _, lstsq_rank, _ = scipy.linalg.lstsq(M, t)
+  sol = solvers.solve_quadratic(*_statistics(M, t))
+  residual = np.sum((M @ x - t) ** 2)
+  np.testing.assert_allclose(sol.v.numpy(), x, rtol=1e-7, atol=1e-9)  # minimum-norm solution
+  np.testing.assert_allclose(sol.value.numpy(), residual, rtol=1e-9, atol=1e-10 * (t @ t))
+  assert sol.rank.numpy() == lstsq_rank == np.linalg.matrix_rank(M)
+  assert sol.iterations.numpy() == 0
+  assert bool(sol.converged.numpy())
+  assert sol.grad_norm.numpy() < 1e-9 * np.linalg.norm(M.T @ t)
+  assert sol.v.dtype == tf.float64
+
+
+def test_solve_quadratic_value_is_exact_minimum_not_just_c_minus_btv():
+  # The value must be q(v*) itself: check it against a direct evaluation at v* and at nearby points.
+  rng = np.random.default_rng(1)
+  M, t = _lstsq_problem(rng, 40, 10, rank=5)
+  A, b, c = _statistics(M, t)
+  sol = solvers.solve_quadratic(A, b, c)
+  v = sol.v.numpy()
+  q = lambda w: w @ A @ w - 2 * b @ w + c
+  np.testing.assert_allclose(sol.value.numpy(), q(v), rtol=1e-9)
+  for _ in range(5):
+    assert q(v + 1e-3 * rng.normal(size=v.size)) >= sol.value.numpy()
+
+
+def test_solve_quadratic_zero_residual_is_nonnegative():
+  # t in the range of M: the optimum is 0 up to cancellation in c − bᵀv*, which must not come out negative.
+  rng = np.random.default_rng(2)
+  M, t = _lstsq_problem(rng, 30, 12, rank=7, consistent=True)
+  t = 1e3 * t
+  sol = solvers.solve_quadratic(*_statistics(M, t))
+  assert 0.0 <= sol.value.numpy() <= 1e-10 * (t @ t)
+  np.testing.assert_allclose(M @ sol.v.numpy(), t, rtol=1e-6, atol=1e-6 * np.abs(t).max())
+
+
+def test_solve_quadratic_batched_matches_unbatched():
+  rng = np.random.default_rng(3)
+  problems = [[_statistics(*_lstsq_problem(rng, 25, 9, rank=(4 if (i + j) % 2 else None)))
+               for j in range(4)] for i in range(3)]
+  A = np.array([[p[0] for p in row] for row in problems])
+  b = np.array([[p[1] for p in row] for row in problems])
+  c = np.array([[p[2] for p in row] for row in problems])
+  batched = solvers.solve_quadratic(A, b, c)
+  assert batched.v.shape == (3, 4, 9) and batched.value.shape == (3, 4) and batched.rank.shape == (3, 4)
+  for i in range(3):
+    for j in range(4):
+      single = solvers.solve_quadratic(A[i, j], b[i, j], c[i, j])
+      np.testing.assert_allclose(batched.v.numpy()[i, j], single.v.numpy(), rtol=1e-9, atol=1e-12)
+      np.testing.assert_allclose(batched.value.numpy()[i, j], single.value.numpy(), rtol=1e-9, atol=1e-12)
+      assert batched.rank.numpy()[i, j] == single.rank.numpy() == np.linalg.matrix_rank(A[i, j])
+
+
+def test_solve_quadratic_zero_matrix_and_rcond():
+  sol = solvers.solve_quadratic(np.zeros((3, 3)), np.zeros(3), 2.5)
+  np.testing.assert_array_equal(sol.v.numpy(), np.zeros(3))
+  assert sol.value.numpy() == 2.5 and sol.rank.numpy() == 0 and bool(sol.converged.numpy())
+  # A larger cutoff drops the small eigenvalue: v* lives in the top eigenspace only.
+  A, b = np.diag([1.0, 1e-6]), np.array([1.0, 1.0])
+  assert solvers.solve_quadratic(A, b, 0.0).rank.numpy() == 2
+  cut = solvers.solve_quadratic(A, b, 0.0, rcond=1e-3)
+  assert cut.rank.numpy() == 1
+  np.testing.assert_allclose(cut.v.numpy(), [1.0, 0.0])
+  np.testing.assert_allclose(cut.value.numpy(), -1.0)
+
+
+def test_solve_quadratic_flags_unbounded_and_indefinite_problems():
+  # b outside range(A): q is unbounded below along the null space.
+  unbounded = solvers.solve_quadratic(np.diag([1.0, 0.0]), np.array([1.0, 1.0]), 0.0)
+  assert not bool(unbounded.converged.numpy())
+  np.testing.assert_allclose(unbounded.grad_norm.numpy(), 2.0)
+  indefinite = solvers.solve_quadratic(np.diag([1.0, -1.0]), np.array([1.0, 0.0]), 0.0)
+  assert not bool(indefinite.converged.numpy())
+
+
+@pytest.mark.parametrize("A,b,c,match", [
+    (np.zeros((3, 4)), np.zeros(3), 0.0, "square"),
+    (np.zeros((3, 3)), np.zeros(4), 0.0, "b must have shape"),
+    (np.zeros((2, 3, 3)), np.zeros((2, 3)), 0.0, "c must have shape"),
+    (np.full((2, 2), np.nan), np.zeros(2), 0.0, "A has non-finite"),
+    (np.eye(2), np.array([1.0, np.inf]), 0.0, "b has non-finite"),
+])
+def test_solve_quadratic_bad_input(A, b, c, match):
+  with pytest.raises(NTAError, match=match):
+    solvers.solve_quadratic(A, b, c)
+
+
+def test_solve_quadratic_bad_rcond():
+  with pytest.raises(NTAError, match="rcond"):
+    solvers.solve_quadratic(np.eye(2), np.ones(2), 0.0, rcond=-1.0)
+
+
+# --- minimize -------------------------------------------------------------------------------------------
+
+
+def _cross_entropy_rounds(rng, rounds, batch, classes, d):
+  """A summed Taylor cross-entropy Σ_n mean_b CE(r_{n,b} + M_{n,b} v, y_{n,b}), materialised."""
+  r = rng.normal(size=(rounds, batch, classes))
+  M = rng.normal(size=(rounds, batch, classes, d)) / np.sqrt(d)
+  y = rng.integers(0, classes, size=(rounds, batch))
+  return r, M, y
+
+
+def _numpy_cross_entropy(v, r, M, y):
+  """Independent numpy value and gradient, for scipy."""
+  z = r + M @ v
+  z = z - z.max(axis=-1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+  onehot = np.eye(z.shape[-1])[y]
+  value = -(onehot * logp).sum(axis=-1).mean(axis=1).sum()
+  delta = (np.exp(logp) - onehot) / z.shape[1]
+  return value, np.einsum("nbc,nbcd->d", delta, M)
+
+
+def _tf_cross_entropy(v, r, M, y):
+  with tf.GradientTape() as tape:
+    tape.watch(v)
+    z = r + tf.linalg.matvec(M, v)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z)
+    value = tf.reduce_sum(tf.reduce_mean(ce, axis=1))
+  return value, tape.gradient(value, v)
+
+
+def _scipy_optimum(r, M, y, d):
+  res = scipy.optimize.minimize(_numpy_cross_entropy, np.zeros(d), args=(r, M, y), jac=True,
+                                method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000})
+  return res.x, res.fun
+
+
+@pytest.mark.parametrize("d,rounds", [(10, 2), (30, 4)])
+def test_minimize_cross_entropy_matches_scipy(d, rounds):
+  rng = np.random.default_rng(d)
+  r, M, y = _cross_entropy_rounds(rng, rounds, batch=16, classes=5, d=d)
+  x_ref, f_ref = _scipy_optimum(r, M, y, d)
+  tol = TOL[np.float64]
+  sol = solvers.minimize(_tf_cross_entropy, np.zeros(d), tol=tol["grad"], args=(r, M, y))
+  assert bool(sol.converged.numpy()) and sol.grad_norm.numpy() <= tol["grad"]
+  np.testing.assert_allclose(sol.value.numpy(), f_ref, rtol=tol["value"])
+  np.testing.assert_allclose(_numpy_cross_entropy(sol.v.numpy(), r, M, y)[0], sol.value.numpy(), rtol=1e-12)
+  np.testing.assert_allclose(sol.v.numpy(), x_ref, rtol=0, atol=tol["v"] * np.abs(x_ref).max())
+  assert 0 < sol.iterations.numpy() < 200 and sol.rank is None
+
+  # Warm starts: at the optimum nothing is left to do; from scipy's optimum at most a step or two.
+  again = solvers.minimize(_tf_cross_entropy, sol.v, tol=tol["grad"], args=(r, M, y))
+  assert again.iterations.numpy() == 0 and bool(again.converged.numpy())
+  from_scipy = solvers.minimize(_tf_cross_entropy, x_ref, tol=tol["grad"], args=(r, M, y))
+  assert from_scipy.iterations.numpy() <= 2 and bool(from_scipy.converged.numpy())
+
+
+def test_minimize_warm_start_from_previous_horizon_is_cheaper():
+  # Horizon 41 after horizon 40: the optimum moves little, but L-BFGS must rebuild its curvature memory, so
+  # the saving is modest (about 20% here); an ignored v0 would give exactly the cold count.
+  rng = np.random.default_rng(1)
+  r, M, y = _cross_entropy_rounds(rng, 41, batch=16, classes=5, d=30)
+  M = M * np.logspace(-0.5, 0.5, 30)  # Hessian condition number ~ 100: enough iterations to compare.
+  previous = solvers.minimize(_tf_cross_entropy, np.zeros(30), args=(r[:40], M[:40], y[:40]))
+  cold = solvers.minimize(_tf_cross_entropy, np.zeros(30), args=(r, M, y))
+  warm = solvers.minimize(_tf_cross_entropy, previous.v, args=(r, M, y))
+  assert bool(warm.converged.numpy()) and bool(cold.converged.numpy())
+  assert warm.iterations.numpy() < cold.iterations.numpy()
+  np.testing.assert_allclose(warm.value.numpy(), cold.value.numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_minimize_strictly_convex_quadratic_closed_form(dtype):
+  rng = np.random.default_rng(4)
+  d = 20
+  Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+  H = (Q * np.logspace(0, 2, d)) @ Q.T  # condition number 100
+  g = rng.normal(size=d)
+  v_star = np.linalg.solve(H, g)
+  f_star = -0.5 * g @ v_star
+  Ht, gt = tf.constant(H, dtype), tf.constant(g, dtype)
+
+  def fun(v, H, g):
+    Hv = tf.linalg.matvec(H, v)
+    return 0.5 * tf.reduce_sum(v * Hv) - tf.reduce_sum(g * v), Hv - g
+
+  tol = TOL[dtype]
+  sol = solvers.minimize(fun, np.zeros(d, dtype), tol=tol["grad"], args=(Ht, gt))
+  assert sol.v.dtype == dtype and sol.value.dtype == dtype
+  assert bool(sol.converged.numpy()) and sol.grad_norm.numpy() <= tol["grad"]
+  np.testing.assert_allclose(sol.v.numpy(), v_star, rtol=0, atol=tol["v"] * np.abs(v_star).max())
+  np.testing.assert_allclose(sol.value.numpy(), f_star, rtol=tol["value"])
+
+
+def test_minimize_float32_cross_entropy_reaches_float64_optimum():
+  rng = np.random.default_rng(5)
+  r, M, y = _cross_entropy_rounds(rng, 3, batch=16, classes=4, d=12)
+  _, f_ref = _scipy_optimum(r, M, y, 12)
+  args32 = (r.astype(np.float32), M.astype(np.float32), y)
+  sol = solvers.minimize(_tf_cross_entropy, np.zeros(12, np.float32), tol=TOL[np.float32]["grad"], args=args32)
+  assert bool(sol.converged.numpy()) and sol.v.dtype == tf.float32
+  np.testing.assert_allclose(sol.value.numpy(), f_ref, rtol=TOL[np.float32]["value"])
+
+
+def test_minimize_keeps_matrix_shape_and_reuses_trace():
+  rng = np.random.default_rng(6)
+  target = rng.normal(size=(3, 4))
+
+  def fun(V, T):
+    return tf.reduce_sum(tf.square(V - T)), 2.0 * (V - T)
+
+  before = solvers._lbfgs.experimental_get_tracing_count()
+  sol = solvers.minimize(fun, np.zeros((3, 4)), args=(target,))
+  other = solvers.minimize(fun, np.ones((3, 4)), args=(2.0 * target,))
+  assert solvers._lbfgs.experimental_get_tracing_count() - before <= 1
+  assert sol.v.shape == (3, 4)
+  np.testing.assert_allclose(sol.v.numpy(), target, atol=1e-7)
+  np.testing.assert_allclose(other.v.numpy(), 2.0 * target, atol=1e-7)
+  out = sol.numpy()
+  assert set(out) == {"v", "value", "grad_norm", "iterations", "converged"}
+  assert isinstance(out["v"], np.ndarray) and out["converged"].dtype == bool
+
+
+def test_minimize_max_iter_zero_returns_start():
+  def fun(v):
+    return tf.reduce_sum(tf.square(v - 1.0)), 2.0 * (v - 1.0)
+
+  sol = solvers.minimize(fun, np.zeros(3), max_iter=0)
+  assert sol.iterations.numpy() == 0 and not bool(sol.converged.numpy())
+  np.testing.assert_array_equal(sol.v.numpy(), np.zeros(3))
+  np.testing.assert_allclose(sol.grad_norm.numpy(), np.sqrt(12.0))
+
+
+def _square(v):
+  return tf.reduce_sum(tf.square(v)), 2.0 * v
+
+
+@pytest.mark.parametrize("fun,v0,kwargs,match", [
+    (_square, np.zeros(3, np.int32), {}, "float32 or float64"),
+    (_square, np.array([0.0, np.nan]), {}, "v0 has non-finite"),
+    (_square, np.zeros(3), {"tol": 0.0}, "tol"),
+    (_square, np.zeros(3), {"history": 0}, "history"),
+    (_square, np.zeros(3), {"max_iter": -1}, "max_iter"),
+    (lambda v: (tf.reduce_sum(v), v[:2]), np.zeros(3), {}, "gradient of v's shape"),
+    (lambda v: (v, v), np.zeros(3), {}, "scalar value"),
+    (lambda v: (tf.reduce_sum(tf.cast(v, tf.float32)), tf.cast(v, tf.float32)), np.zeros(3), {}, "dtype"),
+    (lambda v: (tf.reduce_sum(tf.math.log(v)), 1.0 / v), np.zeros(3), {}, r"fun\(v0\) returned a non-finite"),
+])
+def test_minimize_bad_input(fun, v0, kwargs, match):
+  with pytest.raises(NTAError, match=match):
+    solvers.minimize(fun, v0, **kwargs)
