@@ -35,6 +35,12 @@ def get_config():
   c.eval_test = True  # test loss (and accuracy) at each epoch end
   c.verbose = 1  # 0 silent, 1 progress bar, 2 one line per epoch
   c.record = ml_collections.ConfigDict()
+  c.record.every = 1  # record Taylor statistics every k-th round
+  c.record.taylor = False  # hindsight Taylor optimum statistics (nta.hindsight)
+  c.record.memory_mb = 16.0  # budget for exact Taylor statistics; larger layers are skipped (printed)
+  c.record.trace = False  # per-round weights, batch and loss on disk (small runs only)
+  c.record.exploration = False  # activation configurations (nta.exploration)
+  c.record.exploration_every_rounds = 0  # 0 = at every epoch end
   return c
 
 

@@ -16,8 +16,10 @@ import tensorflow as tf
 
 from nta import config as config_lib
 from nta import data as data_lib
+from nta import hindsight
 from nta import models
 from nta import plots
+from nta import recorders as recorders_lib
 from nta import training
 from nta.errors import NTAError
 
@@ -37,10 +39,20 @@ def build_model(config, train: data_lib.Split) -> keras.Model:
   raise NTAError(f"unknown model '{config.model}' in config.model; choose 'autoencoder' or 'convnet'")
 
 
-def build_recorders(config, spec) -> list:
+def build_recorders(config) -> list:
   """The recorders the config asks for (``config.record``); none by default."""
-  del spec
   recorders = []
+  if config.record.taylor:
+    if config.loss == "mse":
+      recorders.append(hindsight.TaylorRecorder(memory_mb=config.record.memory_mb, record_every=config.record.every))
+    else:
+      from nta import hindsight_ce  # pylint: disable=g-import-not-at-top
+      recorders.append(hindsight_ce.CrossEntropyTaylorRecorder(record_every=config.record.every))
+  if config.record.exploration:
+    from nta import exploration  # pylint: disable=g-import-not-at-top
+    recorders.append(exploration.ConfigurationRecorder(every_rounds=config.record.exploration_every_rounds or None))
+  if config.record.trace:
+    recorders.append(recorders_lib.TraceRecorder())
   return recorders
 
 
@@ -81,7 +93,7 @@ def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] =
     _prepare_workdir(config, workdir)
   target = "input" if config.model == "autoencoder" else "labels"
   if recorders is None:
-    recorders = build_recorders(config, spec)
+    recorders = build_recorders(config)
   optimizer = training.make_optimizer(config.optimizer.name, config.optimizer.learning_rate)
 
   def dataset_fn(initial_epoch):

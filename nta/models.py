@@ -307,6 +307,10 @@ def forward(spec: ModelSpec, weights: Sequence, x, taps: bool = False):
     The output (batch, *spec.output_shape), and the list of taps if ``taps``.
   """
   recorded = []
+  dtype = tf.as_dtype(weights[0][0].dtype)
+  x = tf.convert_to_tensor(x)
+  if x.dtype != dtype:  # float32 data into a float64 model (the exact tests)
+    x = tf.cast(x, dtype)
   for op in spec.ops:
     if op.kind in ("dense", "conv2d"):
       layer = spec.layers[op.layer]

@@ -12,10 +12,13 @@ records equal an uninterrupted run's.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
+
+from nta.errors import NTAError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,3 +101,81 @@ class Recorder:
 def as_numpy(tree):
   """Converts a nest of tensors to numpy (helper for recorders)."""
   return tf.nest.map_structure(lambda t: t if t is None else np.asarray(t), tree)
+
+
+class TraceRecorder(Recorder):
+  """``record.trace``: every round's W^n, x^n, y^n and ℓ^n on disk, to recompute any Taylor quantity.
+
+  Writes ``<workdir>/records/trace/epoch_<e>.npz`` per epoch with arrays ``round`` (R,), ``loss`` (R,),
+  ``x`` (R, batch, *input_shape), ``y`` (R, batch, ...), ``index`` (R, batch) and, per weight layer l,
+  ``kernel{l}`` (R, *kernel_shape) and ``bias{l}`` (R, units) — the weights *before* round n's update.
+  A partial last batch is zero-padded, and ``batch_size`` (R,) gives the true size. Meant for small runs:
+  ``describe()`` prints the disk it will take.
+  """
+
+  name = "trace"
+
+  def build(self, run: RunInfo) -> None:
+    self.run, self.rows = run, []
+    self.dir = os.path.join(run.workdir, "records", self.name) if run.workdir else None
+    if self.dir:
+      os.makedirs(self.dir, exist_ok=True)
+
+  def describe(self) -> str:
+    per_round = self.run.spec.num_params + self.run.batch_size * (
+        int(np.prod(self.run.spec.input_shape)) + int(np.prod(self.run.spec.output_shape)) + 1)
+    total = per_round * 4 * self.run.steps_per_epoch * self.run.num_epochs
+    return f"trace: weights, batch and loss of every round, ~{total / 2**20:.1f} MB on disk for the whole run"
+
+  def update(self, rt: RoundTensors) -> dict:
+    out = {"step": rt.step, "loss": rt.loss, "x": rt.x, "y": rt.y, "index": rt.index}
+    for l, (k, b) in enumerate(rt.weights):
+      out[f"kernel{l}"] = k
+      if b is not None:
+        out[f"bias{l}"] = b
+    return out
+
+  def consume(self, step: int, outputs: dict) -> None:
+    self.rows.append(outputs)
+
+  def save(self, epoch: int) -> None:
+    if not self.dir or not self.rows:
+      return
+    batch = max(len(r["x"]) for r in self.rows)
+    pad = lambda a: np.concatenate([a, np.zeros((batch - len(a),) + a.shape[1:], a.dtype)]) if len(a) < batch else a  # noqa: E731
+    arrays = {"round": np.array([r["step"] for r in self.rows], np.int64),
+              "loss": np.array([r["loss"] for r in self.rows]),
+              "batch_size": np.array([len(r["x"]) for r in self.rows], np.int64)}
+    for key in ("x", "y", "index"):
+      arrays[key] = np.stack([pad(np.asarray(r[key])) for r in self.rows])
+    for key in self.rows[0]:
+      if key.startswith(("kernel", "bias")):
+        arrays[key] = np.stack([r[key] for r in self.rows])
+    tmp = os.path.join(self.dir, f"epoch_{epoch:04d}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, os.path.join(self.dir, f"epoch_{epoch:04d}.npz"))
+    self.rows = []
+
+  def restore(self, epochs_done: int) -> None:
+    self.rows = []
+    if self.dir:
+      for name in os.listdir(self.dir):
+        if name.startswith("epoch_") and int(name[6:10]) >= epochs_done:
+          os.remove(os.path.join(self.dir, name))
+
+
+def load_trace(workdir: str) -> dict:
+  """All epochs of ``records/trace`` concatenated along rounds (see :class:`TraceRecorder`)."""
+  folder = os.path.join(workdir, "records", "trace")
+  names = sorted(n for n in os.listdir(folder) if n.endswith(".npz") and ".tmp" not in n) \
+      if os.path.isdir(folder) else []
+  if not names:
+    raise NTAError(f"no trace in {workdir}: train with --config.record.trace=True to write {folder}")
+  parts = []
+  for name in names:
+    try:
+      with np.load(os.path.join(folder, name)) as z:
+        parts.append({k: z[k] for k in z.files})
+    except Exception as e:
+      raise NTAError(f"{os.path.join(folder, name)} is unreadable ({type(e).__name__}); rerun the run") from None
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,341 @@
+"""The hindsight Taylor optimum min_V Σ_{n≤N} 𝒯^n(V) (Theorem 2, §2.3), recorded while training.
+
+For the squared loss the summed Taylor loss is an exact quadratic in the weights of a layer or a neuron, so
+:class:`TaylorRecorder` accumulates its quadratic, linear and constant terms online, in float64, and memory
+does not grow with the number of rounds N. At each horizon N it solves the quadratic
+(``nta.solvers.solve_quadratic``: normal equations with a pseudo-inverse) and keeps the optimum.
+
+Derivation (one sample b of round n; ℓ = mean over batch B and P output units of squared errors). For layer l
+with augmented input x̃ = [x_{l-1}, 1] and augmented kernel Ṽ (fan_in + 1, units) — the bias is the last row,
+fed by the constant 1 (``nta.taylor``'s convention) — the layer pre-activation at V is s = Ṽᵀ x̃ and
+
+    T_l^n(V) - y = e + J (s - a),    e = f_{W^n}(x) - y,   J = ∂f/∂a_l (P × units),   a = a_l at W^n,
+    ‖T_l^n(V) - y‖² = κ + 2 hᵀ s + sᵀ M s,   M = JᵀJ,  r = Jᵀe,  h = r - M a,  κ = ‖e‖² - 2 rᵀa + aᵀMa.
+
+Summing over samples and rounds with weight 1/(B P), and writing v = vec(Ṽ) row-major (index i·units + j):
+
+    Σ_n 𝒯_l^n(V) = vᵀ A v - 2 bᵀ v + c,   A = Σ kron(x̃x̃ᵀ, M),  b = -Σ vec(x̃ hᵀ),  c = Σ κ.
+
+For neuron α only M_αα = ‖J[:, α]‖² enters: A_α = Σ M_αα x̃x̃ᵀ, b_α = -Σ (r_α - M_αα a_α) x̃, c_α = Σ κ_α.
+For ReLU MLP tails M and r follow from chains of masked matmuls (Observation 2: the configuration is clamped):
+with J_L = I at a linear output, J_k = J_{k+1} K_{k+1}ᵀ diag(1_k), hence M_k = D_k K_{k+1} M_{k+1} K_{k+1}ᵀ D_k
+and r_k = D_k K_{k+1} r_{k+1} — only Gram matrices (units × units), never J itself. For the linear output
+layer M = I, so every output neuron shares one Gram matrix Σ x̃x̃ᵀ.
+
+Outputs in ``<workdir>/records/taylor/``:
+
+    optima.npz   per horizon N (1-based round count): ``N``; for each recorded layer l
+                 ``layer{l}/value`` (H,), ``layer{l}/grad_norm`` (H,), ``layer{l}/rank`` (H,); for each layer l
+                 with recorded neurons ``neurons{l}/units`` (K,), ``neurons{l}/value`` (H, K),
+                 ``neurons{l}/grad_norm`` (H, K), ``neurons{l}/rank`` (H, K). Values are min_V Σ_{n≤N} 𝒯^n(V)
+                 over the recorded rounds.
+    meta.json    what is recorded: layers, neurons, record_every, memory, the loss.
+
+With ``record_every = k`` only rounds n with n mod k = 0 enter the sums (the regret then compares the same
+rounds' training losses).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from nta import regret as regret_lib
+from nta import solvers
+from nta.errors import NTAError
+from nta.recorders import Recorder, RunInfo
+
+_F64 = 8  # bytes
+
+
+def _dense_tail(spec, layer: int) -> bool:
+  """True when every layer from ``layer`` on is Dense (the masked-matmul chain applies)."""
+  return all(l.kind == "dense" for l in spec.layers[layer:]) and not spec.layers[-1].relu
+
+
+def layer_stat_bytes(wl) -> int:
+  """float64 bytes of the layer-scale statistics of a dense layer."""
+  d = (wl.kernel_shape[0] + 1) * wl.units
+  return d * d * _F64
+
+
+def neuron_stat_bytes(wl, num_units: int, output_layer: bool) -> int:
+  """float64 bytes of the neuron-scale statistics of ``num_units`` units of a dense layer."""
+  p = wl.kernel_shape[0] + 1
+  return (p * p * (1 if output_layer else num_units) + p * num_units) * _F64
+
+
+class TaylorRecorder(Recorder):
+  """Streams exact squared-loss Taylor statistics per layer and per neuron and solves them at horizons.
+
+  Args:
+    layers: layer indices (0-based) to record at layer scale; None = every dense layer whose statistics fit
+      ``memory_mb`` (smallest first), [] = none.
+    neurons: {layer: unit indices} to record at neuron scale; None = all units of every dense layer that
+      fits the budget, {} = none.
+    memory_mb: budget for the statistics (float64) used by the defaults.
+    record_every: accumulate every k-th round.
+    horizons: 1-based horizons N at which to solve; None = epoch ends plus 20 log-spaced early rounds.
+    rcond: relative eigenvalue cut-off of the pseudo-inverse (None: solvers' default).
+  """
+
+  name = "taylor"
+
+  def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
+               memory_mb: float = 16.0, record_every: int = 1, horizons: Optional[Sequence[int]] = None,
+               rcond: Optional[float] = None):
+    if record_every < 1:
+      raise NTAError(f"record_every must be >= 1, got {record_every}")
+    self.req_layers, self.req_neurons = layers, neurons
+    self.memory_mb, self.record_every, self.req_horizons, self.rcond = memory_mb, record_every, horizons, rcond
+    self.results = []  # one dict of numpy results per solved horizon
+    self.skipped = []
+
+  # ----------------------------------------------------------------------------------------------- set-up
+  def build(self, run: RunInfo) -> None:
+    spec = self.spec = run.spec
+    if run.loss != "mse":
+      raise NTAError(f"the Taylor statistics recorder needs the squared loss (mse); this run uses '{run.loss}'")
+    if not _dense_tail(spec, 0):
+      raise NTAError(f"model '{spec.name}': the streaming Taylor recorder supports dense ReLU networks with a "
+                     "linear output layer; it found " + ", ".join(f"{l.name} ({l.kind})" for l in spec.layers))
+    self.P = math.prod(spec.output_shape)
+    last = len(spec.layers) - 1
+    budget = self.memory_mb * 2**20
+    if self.req_layers is None:
+      layers, used = [], 0
+      for wl in sorted(spec.layers, key=layer_stat_bytes):
+        if used + layer_stat_bytes(wl) <= budget:
+          layers.append(wl.index)
+          used += layer_stat_bytes(wl)
+        else:
+          self.skipped.append(f"layer {wl.index} ({wl.name}): {layer_stat_bytes(wl) / 2**20:.0f} MB")
+      layers.sort()
+    else:
+      layers = [spec.layer(i).index for i in self.req_layers]
+      used = sum(layer_stat_bytes(spec.layers[i]) for i in layers)
+    if self.req_neurons is None:
+      neurons = {}
+      for wl in spec.layers:
+        cost = neuron_stat_bytes(wl, wl.units, wl.index == last)
+        if used + cost <= budget:
+          neurons[wl.index] = list(range(wl.units))
+          used += cost
+        else:
+          self.skipped.append(f"neurons of layer {wl.index} ({wl.name}): {cost / 2**20:.0f} MB")
+    else:
+      neurons = {}
+      for i, units in self.req_neurons.items():
+        wl = spec.layer(i)
+        units = [int(u) for u in units]
+        bad = [u for u in units if not 0 <= u < wl.units]
+        if bad:
+          raise NTAError(f"neuron index {bad[0]} out of range for layer {wl.index} ({wl.name}), "
+                         f"which has {wl.units} units")
+        neurons[wl.index] = units
+        used += neuron_stat_bytes(wl, len(units), wl.index == last)
+    self.layers, self.neurons, self.bytes = layers, neurons, used
+    self.num_rounds = run.steps_per_epoch * run.num_epochs
+    if self.req_horizons is None:
+      hz = regret_lib.horizons(self.num_rounds, run.steps_per_epoch)
+    else:
+      hz = np.asarray(sorted(set(int(h) for h in self.req_horizons)))
+      if len(hz) and (hz[0] < 1 or hz[-1] > self.num_rounds):
+        raise NTAError(f"horizons must lie in 1..{self.num_rounds} (the run's rounds), got {hz[0]}..{hz[-1]}")
+    self.horizons = set(int(h) for h in hz)
+    self.steps_per_epoch = run.steps_per_epoch
+    self.dir = os.path.join(run.workdir, "records", self.name) if run.workdir else None
+
+    self.vars = {}
+    self.dtype = tf.as_dtype(spec.layers[0].kernel.dtype)
+    for l in layers:
+      wl = spec.layers[l]
+      p, u = wl.kernel_shape[0] + 1, wl.units
+      # A is kept as A4[i, i', j, k] (= A[(i, j), (i', k)]) so the per-round update is one matmul.
+      self.vars[f"layer{l}_A"] = tf.Variable(tf.zeros((p * p, u * u), tf.float64), trainable=False)
+      self.vars[f"layer{l}_b"] = tf.Variable(tf.zeros((p, u), tf.float64), trainable=False)
+      self.vars[f"layer{l}_c"] = tf.Variable(tf.zeros((), tf.float64), trainable=False)
+    for l, units in neurons.items():
+      p, k = spec.layers[l].kernel_shape[0] + 1, len(units)
+      shape = (1, p, p) if l == last else (k, p, p)
+      self.vars[f"neurons{l}_A"] = tf.Variable(tf.zeros(shape, tf.float64), trainable=False)
+      self.vars[f"neurons{l}_b"] = tf.Variable(tf.zeros((k, p), tf.float64), trainable=False)
+      self.vars[f"neurons{l}_c"] = tf.Variable(tf.zeros((k,), tf.float64), trainable=False)
+    # Per-round terms are computed in the model's dtype and summed into `pending`, which is folded into the
+    # float64 totals every FLUSH_EVERY rounds (and before every solve and checkpoint): float32 arithmetic per
+    # round, float64 accuracy over thousands of rounds.
+    self.pending = {k: tf.Variable(tf.zeros(v.shape, self.dtype), trainable=False) for k, v in self.vars.items()}
+    if self.dir:
+      os.makedirs(self.dir, exist_ok=True)
+      meta = {"loss": run.loss, "layers": layers, "neurons": {str(k): v for k, v in neurons.items()},
+              "record_every": self.record_every, "bytes": self.bytes, "num_rounds": self.num_rounds,
+              "steps_per_epoch": run.steps_per_epoch, "skipped": self.skipped}
+      with open(os.path.join(self.dir, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+
+  def describe(self) -> str:
+    names = {l.index: l.name for l in self.spec.layers}
+    lines = [f"taylor: exact squared-loss Taylor statistics, every {self.record_every} round(s), "
+             f"solved at {len(self.horizons)} horizons; {self.bytes / 2**20:.1f} MB in memory "
+             "(does not grow with rounds), optima on disk < 1 MB",
+             "  layer scale: " + (", ".join(f"{l} ({names[l]})" for l in self.layers) or "none"),
+             "  neuron scale: " + (", ".join(f"{l} ({names[l]}: {len(u)} units)" for l, u in self.neurons.items())
+                                   or "none")]
+    if self.skipped:
+      lines.append(f"  over the {self.memory_mb:g} MB budget, not recorded: " + "; ".join(self.skipped))
+    return "\n".join(lines)
+
+  def variables(self) -> dict:
+    return dict(self.vars)
+
+  # ------------------------------------------------------------------------------------------ per round
+  FLUSH_EVERY = 64
+
+  def update(self, rt):
+    if self.record_every == 1:
+      self._accumulate(rt)
+    else:
+      tf.cond(tf.equal(rt.step % self.record_every, 0), lambda: self._accumulate(rt) or tf.constant(0),
+              lambda: tf.constant(0))
+    tf.cond(tf.equal(rt.step % self.FLUSH_EVERY, self.FLUSH_EVERY - 1), lambda: self._flush() or tf.constant(0),
+            lambda: tf.constant(0))
+    return None
+
+  def _flush(self):
+    for key, var in self.vars.items():
+      var.assign_add(tf.cast(self.pending[key], tf.float64))
+      self.pending[key].assign(tf.zeros_like(self.pending[key]))
+
+  def _add(self, key, value):
+    self.pending[key].assign_add(value)
+
+  def _accumulate(self, rt):
+    spec, last = self.spec, len(self.spec.layers) - 1
+    dt = self.dtype
+    f64 = lambda t: tf.cast(t, dt)  # noqa: E731
+    batch = tf.shape(rt.x)[0]
+    scale = 1.0 / (f64(batch) * self.P)
+    e = f64(tf.reshape(rt.output, [batch, -1]) - tf.reshape(tf.cast(rt.y, rt.output.dtype), [batch, -1]))
+    e2 = tf.reduce_sum(e * e, axis=1)
+    lowest = min(self.layers + list(self.neurons) + [last])
+    # Walk down from the output: r_k = J_kᵀ e and M_k = J_kᵀ J_k (None at the output, where M = I).
+    r, M = e, None
+    for k in range(last, lowest - 1, -1):
+      if k < last:
+        kernel = f64(rt.weights[k + 1][0])  # (u_k, u_{k+1})
+        mask = f64(rt.taps[k].preact > 0)  # the clamped activation configuration 1_k
+        r = mask * tf.matmul(r, kernel, transpose_b=True)
+        if M is None:
+          M = tf.matmul(kernel, kernel, transpose_b=True)[None] * mask[:, :, None] * mask[:, None, :]
+        else:
+          M = tf.matmul(tf.matmul(kernel[None], M), kernel, transpose_b=True) * mask[:, :, None] * mask[:, None, :]
+      if k not in self.layers and k not in self.neurons:
+        continue
+      x = f64(rt.taps[k].input)
+      xt = tf.concat([x, tf.ones([batch, 1], dt)], axis=1)  # x̃ = [x, 1]
+      a = f64(rt.taps[k].preact)
+      if k in self.layers:
+        Ma = a if M is None else tf.einsum("bjk,bk->bj", M, a)
+        h = r - Ma
+        kappa = e2 - 2.0 * tf.reduce_sum(r * a, 1) + tf.reduce_sum(a * Ma, 1)
+        p, u = xt.shape[1], a.shape[1]
+        xx = tf.reshape(xt[:, :, None] * xt[:, None, :], [batch, p * p])
+        MM = tf.reshape(tf.eye(u, batch_shape=[batch], dtype=dt) if M is None else M, [batch, u * u])
+        self._add(f"layer{k}_A", scale * tf.matmul(xx, MM, transpose_a=True))
+        self._add(f"layer{k}_b", -scale * tf.matmul(xt, h, transpose_a=True))
+        self._add(f"layer{k}_c", scale * tf.reduce_sum(kappa))
+      if k in self.neurons:
+        units = self.neurons[k]
+        idx = tf.constant(units, tf.int32)
+        a_u, r_u = tf.gather(a, idx, axis=1), tf.gather(r, idx, axis=1)
+        if M is None:
+          d = tf.ones_like(a_u)
+          self._add(f"neurons{k}_A", scale * tf.matmul(xt, xt, transpose_a=True)[None])
+        else:
+          d = tf.gather(tf.linalg.diag_part(M), idx, axis=1)  # ‖J[:, α]‖²
+          p = xt.shape[1]
+          weighted = tf.reshape(d[:, :, None] * xt[:, None, :], [batch, -1])  # (b, K·p): one GEMM for all
+          self._add(f"neurons{k}_A", scale * tf.reshape(tf.matmul(weighted, xt, transpose_a=True), [-1, p, p]))
+        self._add(f"neurons{k}_b", -scale * tf.matmul(r_u - d * a_u, xt, transpose_a=True))
+        kappa = e2[:, None] - 2.0 * r_u * a_u + d * a_u * a_u
+        self._add(f"neurons{k}_c", scale * tf.reduce_sum(kappa, 0))
+    return None
+
+  # ------------------------------------------------------------------------------------ host: horizons
+  def quadratics(self):
+    """The current statistics as quadratics: {"layer{l}": (A, b, c), "neurons{l}": (A, b, c)} in numpy.
+
+    Layer A is (d, d) with d = (fan_in + 1)·units, v = vec(Ṽ) row-major; neuron A is (K, p, p).
+    """
+    self._flush()
+    out = {}
+    for l in self.layers:
+      wl = self.spec.layers[l]
+      p, u = wl.kernel_shape[0] + 1, wl.units
+      A4 = self.vars[f"layer{l}_A"].numpy().reshape(p, p, u, u)
+      A = A4.transpose(0, 2, 1, 3).reshape(p * u, p * u)
+      out[f"layer{l}"] = (A, self.vars[f"layer{l}_b"].numpy().reshape(-1), self.vars[f"layer{l}_c"].numpy())
+    for l, units in self.neurons.items():
+      A = self.vars[f"neurons{l}_A"].numpy()
+      if A.shape[0] != len(units):
+        A = np.broadcast_to(A, (len(units),) + A.shape[1:])
+      out[f"neurons{l}"] = (A, self.vars[f"neurons{l}_b"].numpy(), self.vars[f"neurons{l}_c"].numpy())
+    return out
+
+  def solve(self) -> dict:
+    """Solves every recorded quadratic now: {"layer{l}/value": ..., "neurons{l}/value": (K,), ...}."""
+    result = {}
+    for key, (A, b, c) in self.quadratics().items():
+      sol = solvers.solve_quadratic(A, b, c, rcond=self.rcond)
+      result[f"{key}/value"] = np.asarray(sol.value)
+      result[f"{key}/grad_norm"] = np.asarray(sol.grad_norm)
+      result[f"{key}/rank"] = np.asarray(sol.rank)
+    return result
+
+  def consume(self, step: int, outputs: dict) -> None:
+    if step + 1 in self.horizons:
+      result = self.solve()
+      result["N"] = step + 1
+      self.results.append(result)
+
+  def save(self, epoch: int) -> None:
+    self._flush()  # the checkpoint that follows must hold everything in the float64 totals
+    if not self.dir or not self.results:
+      return
+    arrays = {"N": np.array([r["N"] for r in self.results], np.int64)}
+    for key in self.results[0]:
+      if key != "N":
+        arrays[key] = np.stack([r[key] for r in self.results])
+    for l, units in self.neurons.items():
+      arrays[f"neurons{l}/units"] = np.asarray(units, np.int64)
+    tmp = os.path.join(self.dir, "optima.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, os.path.join(self.dir, "optima.npz"))
+
+  def restore(self, epochs_done: int) -> None:
+    """Reloads the optima solved before the checkpoint (statistics come back through the checkpoint)."""
+    self.results = []
+    path = os.path.join(self.dir, "optima.npz") if self.dir else None
+    if not path or not os.path.exists(path):
+      return
+    with np.load(path) as z:
+      keep = z["N"] <= epochs_done * self.steps_per_epoch
+      for i in np.flatnonzero(keep):
+        self.results.append({k: (int(z[k][i]) if k == "N" else z[k][i]) for k in z.files if "/units" not in k})
+
+
+def load_optima(workdir: str) -> dict:
+  """The arrays of ``<workdir>/records/taylor/optima.npz`` (see the module docstring)."""
+  path = os.path.join(workdir, "records", "taylor", "optima.npz")
+  if not os.path.exists(path):
+    raise NTAError(f"no Taylor optima in {workdir}: {path} is missing; train with --config.record.taylor=True")
+  try:
+    with np.load(path) as z:
+      return {k: z[k] for k in z.files}
+  except Exception as e:  # a truncated or foreign file
+    raise NTAError(f"{path} is unreadable ({type(e).__name__}: {e}); rerun training to regenerate it") from None

@@ -1,0 +1,157 @@
+"""Tests for nta.hindsight: exact streaming squared-loss statistics against brute force (A.5 reference path)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nta import data
+from nta import hindsight
+from nta import models
+from nta import recorders
+from nta import taylor
+from nta import training
+from nta.errors import NTAError
+
+
+def _tiny_net(dtype="float64"):
+  """A float64 Keras model, so the run's own tensors are float64 and comparisons can be tight."""
+  return keras.Sequential([keras.Input((6,), dtype=dtype), keras.layers.Dense(5, activation="relu", dtype=dtype),
+                           keras.layers.Dense(4, activation="relu", dtype=dtype), keras.layers.Dense(6, dtype=dtype)])
+
+
+def _run(tmp_path, num_epochs=2, n=24, batch=8, **kwargs):
+  keras.utils.set_random_seed(1)
+  rng = np.random.default_rng(0)
+  split = data.Split(rng.integers(0, 256, (n, 2, 3, 1), dtype=np.uint8), np.zeros(n, np.int64), "toy", 10)
+  net = _tiny_net()
+  rec = hindsight.TaylorRecorder(**kwargs)
+  workdir = str(tmp_path / "run")
+  training.fit(net, lambda e0: data.train_dataset(split, batch, 0, num_epochs, e0, target="input",
+                                                   input_shape=(6,)),
+               n, loss="mse", optimizer=training.make_optimizer("sgd", 0.5), batch_size=batch,
+               num_epochs=num_epochs, workdir=workdir, recorders=[rec, recorders.TraceRecorder()], verbose=0)
+  return rec, models.inspect(net), recorders.load_trace(workdir), workdir
+
+
+def _states(spec, trace):
+  """Round states rebuilt in float64 from the trace (weights before each update)."""
+  states = []
+  for n in range(len(trace["round"])):
+    b = trace["batch_size"][n]
+    weights = [(tf.constant(trace[f"kernel{l}"][n], tf.float64), tf.constant(trace[f"bias{l}"][n], tf.float64))
+               for l in range(len(spec.layers))]
+    x = tf.constant(trace["x"][n][:b], tf.float64)
+    states.append(taylor.snapshot(spec, x, x, weights))
+  return states
+
+
+def _q(A, b, c, v):
+  return float(v @ A @ v - 2 * b @ v + c)
+
+
+def test_layer_and_neuron_statistics_equal_the_summed_reference_taylor_loss(tmp_path):
+  rec, spec, trace, _ = _run(tmp_path)
+  states = _states(spec, trace)
+  quads = rec.quadratics()
+  rng = np.random.default_rng(3)
+  assert rec.layers == [0, 1, 2] and sorted(rec.neurons) == [0, 1, 2]
+  for l, wl in enumerate(spec.layers):
+    K = wl.kernel_shape[0] + 1
+    for _ in range(2):
+      V = rng.normal(size=(K, wl.units))
+      brute = sum(float(taylor.taylor_loss(s, V, "mse", layer=l, method="jacobian")) for s in states)
+      np.testing.assert_allclose(_q(*quads[f"layer{l}"], V.reshape(-1)), brute, rtol=1e-10)
+      A, b, c = quads[f"neurons{l}"]
+      for unit in (0, wl.units - 1):
+        v = rng.normal(size=K)
+        brute = sum(float(taylor.taylor_loss(s, v, "mse", layer=l, unit=unit, method="jacobian")) for s in states)
+        np.testing.assert_allclose(_q(A[unit], b[unit], c[unit], v), brute, rtol=1e-10)
+
+
+def test_optimum_matches_least_squares_on_materialised_jacobians(tmp_path):
+  rec, spec, trace, workdir = _run(tmp_path, horizons=[2, 6])
+  states = _states(spec, trace)
+  optima = hindsight.load_optima(workdir)
+  np.testing.assert_array_equal(optima["N"], [2, 6])
+  for h, N in enumerate(optima["N"]):
+    for l, wl in enumerate(spec.layers):
+      rows, rhs = [], []
+      for s in states[:N]:
+        G = taylor.jacobian_tensor(s, l, method="jacobian").numpy()  # (b, P, K, units)
+        bsz, P = G.shape[:2]
+        G = G.reshape(bsz * P, -1)
+        w = taylor.augment(wl, *s.weights[l]).numpy().reshape(-1)
+        t0 = s.output.numpy().reshape(-1) - G @ w - s.y.numpy().reshape(-1)
+        rows.append(G / np.sqrt(bsz * P))
+        rhs.append(-t0 / np.sqrt(bsz * P))
+      M, t = np.concatenate(rows), np.concatenate(rhs)
+      v, *_ = np.linalg.lstsq(M, t, rcond=None)
+      np.testing.assert_allclose(optima[f"layer{l}/value"][h], np.sum((M @ v - t) ** 2), rtol=1e-7, atol=1e-12)
+      assert optima[f"layer{l}/grad_norm"][h] < 1e-8
+
+
+def test_t1_t2_statistics_reproduce_loss_and_gradient_at_the_round_weights(tmp_path):
+  rec, spec, trace, _ = _run(tmp_path, num_epochs=1, n=8, batch=8)
+  quads = rec.quadratics()
+  loss = trace["loss"][0]
+  weights = [(tf.constant(trace[f"kernel{l}"][0], tf.float64), tf.constant(trace[f"bias{l}"][0], tf.float64))
+             for l in range(len(spec.layers))]
+  x = tf.constant(trace["x"][0], tf.float64)
+  with tf.GradientTape() as tape:
+    tape.watch(weights)
+    f = models.forward(spec, weights, x)
+    ell = tf.reduce_mean(tf.square(f - x))
+  grads = tape.gradient(ell, weights)
+  for l, wl in enumerate(spec.layers):
+    w = taylor.augment(wl, *weights[l]).numpy()
+    A, b, c = quads[f"layer{l}"]
+    np.testing.assert_allclose(_q(A, b, c, w.reshape(-1)), loss, rtol=1e-10)  # T1
+    g = taylor.augment(wl, *grads[l]).numpy().reshape(-1)
+    np.testing.assert_allclose(2 * A @ w.reshape(-1) - 2 * b, g, rtol=1e-9, atol=1e-12)  # T2
+    An, bn, cn = quads[f"neurons{l}"]
+    for unit in range(wl.units):
+      np.testing.assert_allclose(_q(An[unit], bn[unit], cn[unit], w[:, unit]), loss, rtol=1e-10)
+
+
+def test_budget_skips_large_layers_and_says_so(tmp_path):
+  rec, spec, _, _ = _run(tmp_path, num_epochs=1, memory_mb=0.011)
+  assert rec.layers and len(rec.layers) < 3 and rec.skipped
+  assert "not recorded" in rec.describe()
+  assert rec.layers == [1] and rec.bytes <= 0.011 * 2**20
+
+
+def test_record_every_accumulates_every_kth_round(tmp_path):
+  every, _, _, _ = _run(tmp_path / "a", record_every=2, layers=[1], neurons={})
+  full, spec, trace, _ = _run(tmp_path / "b", layers=[1], neurons={})
+  states = _states(spec, trace)
+  V = np.random.default_rng(0).normal(size=(6, 4))
+  brute = sum(float(taylor.taylor_loss(s, V, "mse", layer=1, method="jacobian")) for s in states[::2])
+  np.testing.assert_allclose(_q(*every.quadratics()["layer1"], V.reshape(-1)), brute, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"layers": [7]}, r"layer index 7 out of range"),
+    ({"neurons": {1: [4]}}, r"neuron index 4 out of range for layer 1 \(dense_\d+\), which has 4 units"),
+    ({"horizons": [100]}, r"horizons must lie in 1..6"),
+    ({"record_every": 0}, r"record_every must be >= 1"),
+])
+def test_bad_arguments(tmp_path, kwargs, match):
+  with pytest.raises(NTAError, match=match):
+    _run(tmp_path, **kwargs)
+
+
+def test_cross_entropy_run_is_refused():
+  rec = hindsight.TaylorRecorder()
+  run = recorders.RunInfo(None, models.inspect(_tiny_net()), None, "cross_entropy", 1, 1, 1, 0)
+  with pytest.raises(NTAError, match="needs the squared loss"):
+    rec.build(run)
+
+
+def test_missing_optima_file(tmp_path):
+  with pytest.raises(NTAError, match="optima.npz is missing"):
+    hindsight.load_optima(str(tmp_path))
+  (tmp_path / "records" / "taylor").mkdir(parents=True)
+  (tmp_path / "records" / "taylor" / "optima.npz").write_bytes(b"PK\x03\x04truncated")
+  with pytest.raises(NTAError, match="is unreadable"):
+    hindsight.load_optima(str(tmp_path))
