@@ -85,7 +85,14 @@ def validate(config) -> None:
 def check_resumable(saved: dict, current: dict, workdir: str) -> None:
   """A run directory may only be continued with the same config (num_epochs may grow)."""
   ignore = {"num_epochs", "verbose"}
-  diff = sorted(k for k in set(saved) | set(current) if k not in ignore and saved.get(k) != current.get(k))
+
+  def differs(a, b):
+    # Fields present on only one side are new defaults of a later nta, not a different experiment.
+    if isinstance(a, dict) and isinstance(b, dict):
+      return any(differs(a[k], b[k]) for k in set(a) & set(b))
+    return a != b
+
+  diff = sorted(k for k in set(saved) & set(current) if k not in ignore and differs(saved[k], current[k]))
   if diff:
     raise NTAError(f"{workdir} holds a run with a different config (fields: {', '.join(diff)}); "
                    "choose another --workdir or remove the old run")

@@ -245,3 +245,129 @@ def fit_exponent(N: Any, regret: Any, min_N: Optional[int] = None,
     return float(slope[0]), (float(lo[0]), float(hi[0]))
   return slope, (lo, hi)
 
+
+
+# ------------------------------------------------------------------------------ run directories
+REGRET_FILE = "regret.npz"
+SUMMARY_FILE = "regret.json"
+
+
+def _record_every(workdir: str) -> int:
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "records", "taylor", "meta.json")
+  if not os.path.exists(path):
+    return 1
+  with open(path) as f:
+    return int(json.load(f).get("record_every", 1))
+
+
+def compute(workdir: str, min_epochs: float = 1.0) -> dict:
+  """Regret curves of a run directory at every recorded scale, layer and neuron, and their exponents.
+
+  Reads ``rounds.csv`` (per-round training losses) and ``records/taylor/optima.npz`` (hindsight optima per
+  horizon), writes ``<workdir>/regret.npz`` and ``<workdir>/regret.json`` and TensorBoard scalars
+  ``regret/<key>`` (neuron keys: the mean over neurons), and returns the arrays.
+
+  ``regret.npz`` holds ``N`` (H,) horizons in rounds, ``N_recorded`` (H,) recorded rounds up to N,
+  ``cumulative_loss`` (H,), and for each key ``layer{l}`` / ``neurons{l}``: ``{key}/taylor_optimum``,
+  ``{key}/regret``, ``{key}/regret_over_sqrt_n`` — (H,) for a layer, (K, H) for K neurons — and
+  ``{key}/exponent``, ``{key}/exponent_lo``, ``{key}/exponent_hi`` (scalars or (K,)): the least-squares slope
+  of log Regret against log N over horizons from ``min_epochs`` epochs on (early rounds are transients), with
+  its 95% interval; ``neurons{l}/units`` (K,). ``regret.json`` summarises each key (for neurons: median
+  exponent, the fraction of neurons whose interval contains 1/2, final regret/√N mean and std).
+
+  Args:
+    workdir: a run directory trained with Taylor recording.
+    min_epochs: first horizon (in epochs) used for the exponent fit.
+
+  Returns:
+    The arrays written to ``regret.npz``.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from nta import hindsight  # pylint: disable=g-import-not-at-top
+  from nta import training  # pylint: disable=g-import-not-at-top
+
+  optima = hindsight.load_optima(workdir)
+  losses = training.read_rounds(workdir)
+  epochs = training.read_epochs(workdir)
+  steps = int(epochs[0]["rounds"]) if epochs else len(losses)
+  every = _record_every(workdir)
+  N = optima["N"].astype(np.int64)
+  if N.max() > len(losses):
+    raise NTAError(f"horizon N={N.max()} is beyond the {len(losses)} rounds recorded in {workdir}/rounds.csv")
+  recorded = losses[::every]
+  n_rec = -(-N // every)  # recorded rounds n < N with n mod every = 0
+  out = {"N": N, "N_recorded": n_rec, "cumulative_loss": cumulative(recorded)[n_rec - 1]}
+  summary = {"workdir": workdir, "record_every": every, "horizons": int(len(N)),
+             "fit_from_round": int(min_epochs * steps)}
+  keys = sorted({k.split("/")[0] for k in optima if "/" in k})
+  for key in keys:
+    values = optima[f"{key}/value"]
+    neuron = key.startswith("neurons")
+    table = regret_table(recorded, n_rec, values.T if neuron else values)
+    out[f"{key}/taylor_optimum"] = table["taylor_optimum"]
+    out[f"{key}/regret"] = table["regret"]
+    # Normalised by the horizon in rounds actually summed, as in the paper's figures.
+    out[f"{key}/regret_over_sqrt_n"] = table["regret_over_sqrt_n"]
+    try:
+      slope, (lo, hi) = fit_exponent(n_rec, table["regret"], min_N=max(1, int(min_epochs * steps) // every))
+    except NTAError:
+      nan = np.full(values.shape[1], np.nan) if neuron else np.nan
+      slope, lo, hi = nan, nan, nan
+    out[f"{key}/exponent"], out[f"{key}/exponent_lo"], out[f"{key}/exponent_hi"] = slope, lo, hi
+    final = table["regret_over_sqrt_n"][..., -1]
+    if neuron:
+      out[f"{key}/units"] = optima[f"{key}/units"]
+      ok = np.isfinite(slope)
+      summary[key] = {"neurons": int(values.shape[1]), "exponent_median": float(np.nanmedian(slope)) if ok.any() else None,
+                      "exponent_mean": float(np.nanmean(slope)) if ok.any() else None,
+                      "fraction_ci_contains_half": float(np.mean((lo <= 0.5) & (hi >= 0.5))),
+                      "fraction_fitted": float(np.mean(ok)),
+                      "final_regret_over_sqrt_n_mean": float(np.mean(final)),
+                      "final_regret_over_sqrt_n_std": float(np.std(final))}
+    else:
+      summary[key] = {"exponent": float(slope), "ci95": [float(lo), float(hi)],
+                      "final_regret_over_sqrt_n": float(final), "final_regret": float(table["regret"][-1]),
+                      "final_cumulative_loss": float(out["cumulative_loss"][-1]),
+                      "final_taylor_optimum": float(table["taylor_optimum"][-1])}
+  np.savez(os.path.join(workdir, REGRET_FILE), **out)
+  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
+    json.dump(summary, f, indent=2)
+  _tensorboard(workdir, out, keys)
+  return out
+
+
+def _tensorboard(workdir, out, keys):
+  import os  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "regret"))
+  with writer.as_default():
+    for h, n in enumerate(out["N"]):
+      tf.summary.scalar("regret/cumulative_loss_over_sqrt_n", out["cumulative_loss"][h] / np.sqrt(out["N_recorded"][h]), step=int(n))
+      for key in keys:
+        value = out[f"{key}/regret_over_sqrt_n"][..., h]
+        tf.summary.scalar(f"regret/{key}_over_sqrt_n", float(np.mean(value)), step=int(n))
+  writer.close()
+
+
+def load(workdir: str) -> dict:
+  """The arrays of ``<workdir>/regret.npz`` (see :func:`compute`)."""
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, REGRET_FILE)
+  if not os.path.exists(path):
+    raise NTAError(f"no regret curves in {workdir}: run bin/regret.py --workdir={workdir} first")
+  with np.load(path) as z:
+    return {k: z[k] for k in z.files}
+
+
+def solve_if_needed(workdir: str) -> None:
+  """Cross-entropy runs record chunks; solve their horizons once (squared-loss runs solved while training)."""
+  import os  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(workdir, "records", "taylor")
+  if not os.path.isdir(folder):
+    raise NTAError(f"no Taylor records in {workdir}: train with --config.record.taylor=True")
+  if not os.path.exists(os.path.join(folder, "optima.npz")):
+    from nta import hindsight_ce  # pylint: disable=g-import-not-at-top
+    hindsight_ce.solve_horizons(workdir)

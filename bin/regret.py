@@ -1,0 +1,41 @@
+"""Regret curves of a trained run: hindsight Taylor optimum, regret, regret/√N and fitted exponents.
+
+  python bin/regret.py --workdir=runs/ae_rmsprop
+
+Writes <workdir>/regret.npz, regret.json and TensorBoard scalars (nta.regret.compute documents the arrays).
+For cross-entropy runs the hindsight optima are first solved from the recorded chunks.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+
+from nta import cli
+from nta import regret
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --config.record.taylor=True.")
+_MIN_EPOCHS = flags.DEFINE_float("min_epochs", 1.0, "First horizon (epochs) used for the exponent fit.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  cli.no_extra_args(argv)
+  with cli.errors_to_exit():
+    regret.solve_if_needed(_WORKDIR.value)
+    regret.compute(_WORKDIR.value, _MIN_EPOCHS.value)
+    with open(os.path.join(_WORKDIR.value, regret.SUMMARY_FILE)) as f:
+      summary = json.load(f)
+    for key, s in summary.items():
+      if isinstance(s, dict) and "exponent" in s:
+        print(f"{key:<12} regret ~ N^{s['exponent']:.3f} (95% CI {s['ci95'][0]:.3f}..{s['ci95'][1]:.3f}), "
+              f"final regret/sqrt(N) {s['final_regret_over_sqrt_n']:.4g}")
+      elif isinstance(s, dict) and "neurons" in s:
+        print(f"{key:<12} {s['neurons']} neurons: median exponent {s['exponent_median']}, "
+              f"{100 * s['fraction_ci_contains_half']:.0f}% of intervals contain 1/2")
+    print(f"wrote {os.path.join(_WORKDIR.value, regret.REGRET_FILE)}")
+
+
+if __name__ == "__main__":
+  app.run(main)
