@@ -13,10 +13,13 @@ from absl import app
 from absl import flags
 
 from nta import cli
+from nta import hindsight
 from nta import regret
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --config.record.taylor=True.")
 _MIN_EPOCHS = flags.DEFINE_float("min_epochs", 1.0, "First horizon (epochs) used for the exponent fit.")
+_NETWORK = flags.DEFINE_bool("network", False, "Also solve the network-scale optimum from records/trace "
+                             "(needs --config.record.trace=True; L-BFGS over all weights, small runs only).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -24,11 +27,13 @@ def main(argv):
   cli.no_extra_args(argv)
   with cli.errors_to_exit():
     regret.solve_if_needed(_WORKDIR.value)
+    if _NETWORK.value:
+      hindsight.solve_network(_WORKDIR.value)
     regret.compute(_WORKDIR.value, _MIN_EPOCHS.value)
     with open(os.path.join(_WORKDIR.value, regret.SUMMARY_FILE)) as f:
       summary = json.load(f)
     for key, s in summary.items():
-      if isinstance(s, dict) and "exponent" in s:
+      if isinstance(s, dict) and "exponent" in s and s["exponent"] == s["exponent"]:
         print(f"{key:<12} regret ~ N^{s['exponent']:.3f} (95% CI {s['ci95'][0]:.3f}..{s['ci95'][1]:.3f}), "
               f"final regret/sqrt(N) {s['final_regret_over_sqrt_n']:.4g}")
       elif isinstance(s, dict) and "neurons" in s:

@@ -12,6 +12,7 @@ records equal an uninterrupted run's.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Optional
 
@@ -109,7 +110,8 @@ class TraceRecorder(Recorder):
   Writes ``<workdir>/records/trace/epoch_<e>.npz`` per epoch with arrays ``round`` (R,), ``loss`` (R,),
   ``x`` (R, batch, *input_shape), ``y`` (R, batch, ...), ``index`` (R, batch) and, per weight layer l,
   ``kernel{l}`` (R, *kernel_shape) and ``bias{l}`` (R, units) — the weights *before* round n's update.
-  A partial last batch is zero-padded, and ``batch_size`` (R,) gives the true size. Meant for small runs:
+  A partial last batch is zero-padded, and ``batch_size`` (R,) gives the true size; ``meta.json`` names the
+  loss, rounds per epoch and batch size. Meant for small runs:
   ``describe()`` prints the disk it will take.
   """
 
@@ -120,6 +122,8 @@ class TraceRecorder(Recorder):
     self.dir = os.path.join(run.workdir, "records", self.name) if run.workdir else None
     if self.dir:
       os.makedirs(self.dir, exist_ok=True)
+      with open(os.path.join(self.dir, "meta.json"), "w") as f:
+        json.dump({"loss": run.loss, "steps_per_epoch": run.steps_per_epoch, "batch_size": run.batch_size}, f)
 
   def describe(self) -> str:
     per_round = self.run.spec.num_params + self.run.batch_size * (
@@ -160,7 +164,7 @@ class TraceRecorder(Recorder):
     self.rows = []
     if self.dir:
       for name in os.listdir(self.dir):
-        if name.startswith("epoch_") and int(name[6:10]) >= epochs_done:
+        if name.startswith("epoch_") and name[6:10].isdigit() and int(name[6:10]) >= epochs_done:
           os.remove(os.path.join(self.dir, name))
 
 

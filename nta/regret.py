@@ -274,7 +274,8 @@ def compute(workdir: str, min_epochs: float = 1.0) -> dict:
   ``{key}/regret``, ``{key}/regret_over_sqrt_n`` — (H,) for a layer, (K, H) for K neurons — and
   ``{key}/exponent``, ``{key}/exponent_lo``, ``{key}/exponent_hi`` (scalars or (K,)): the least-squares slope
   of log Regret against log N over horizons from ``min_epochs`` epochs on (early rounds are transients), with
-  its 95% interval; ``neurons{l}/units`` (K,). ``regret.json`` summarises each key (for neurons: median
+  its 95% interval; ``neurons{l}/units`` (K,). When the network-scale optimum was solved
+  (``nta.hindsight.solve_network``), ``network/N`` and ``network/*`` hold the network scale on its own horizons. ``regret.json`` summarises each key (for neurons: median
   exponent, the fraction of neurons whose interval contains 1/2, final regret/√N mean and std).
 
   Args:
@@ -332,6 +333,27 @@ def compute(workdir: str, min_epochs: float = 1.0) -> dict:
                       "final_regret_over_sqrt_n": float(final), "final_regret": float(table["regret"][-1]),
                       "final_cumulative_loss": float(out["cumulative_loss"][-1]),
                       "final_taylor_optimum": float(table["taylor_optimum"][-1])}
+  net_path = os.path.join(workdir, "records", "taylor", hindsight.NETWORK_FILE)
+  if os.path.exists(net_path):
+    with np.load(net_path) as z:
+      Nn, values = z["N"].astype(np.int64), z["value"]
+    if Nn.max() > len(losses):
+      raise NTAError(f"network horizon N={Nn.max()} is beyond the {len(losses)} rounds in {workdir}/rounds.csv")
+    table = regret_table(losses, Nn, values)
+    out.update({"network/N": Nn, "network/cumulative_loss": table["cumulative_loss"],
+                "network/taylor_optimum": table["taylor_optimum"], "network/regret": table["regret"],
+                "network/regret_over_sqrt_n": table["regret_over_sqrt_n"]})
+    try:
+      slope, (lo, hi) = fit_exponent(Nn, table["regret"], min_N=max(1, int(min_epochs * steps)))
+    except NTAError:
+      slope, lo, hi = np.nan, np.nan, np.nan
+    out["network/exponent"], out["network/exponent_lo"], out["network/exponent_hi"] = slope, lo, hi
+    summary["network"] = {"exponent": float(slope), "ci95": [float(lo), float(hi)],
+                          "final_regret_over_sqrt_n": float(table["regret_over_sqrt_n"][-1]),
+                          "final_regret": float(table["regret"][-1]),
+                          "final_cumulative_loss": float(table["cumulative_loss"][-1]),
+                          "final_taylor_optimum": float(table["taylor_optimum"][-1]),
+                          "note": "network scale solved by L-BFGS from the trace; see records/taylor/network.npz"}
   np.savez(os.path.join(workdir, REGRET_FILE), **out)
   with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
     json.dump(summary, f, indent=2)

@@ -1,0 +1,52 @@
+"""Regenerates results/: runs every experiment figures 3-6 need (skipping finished runs, resuming
+interrupted ones), computes regret and exploration measures, draws the figures and checks the paper's claims.
+
+  python bin/regenerate_results.py --scale=quick                       # minutes, embedded MNIST sample
+  python bin/regenerate_results.py --scale=paper --data_source=files --mnist_dir=../shared/data/mnist \
+      --convnet_epochs=10 --convnet_train_size=10000                   # AE at paper scale, convnet reduced
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from nta import cli
+from nta import results
+
+_SCALE = flags.DEFINE_enum("scale", "quick", ["quick", "paper"], "quick: minutes on a CPU; paper: 100 epochs.")
+_RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where run directories go (default runs/<scale>).")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", "results", "Where figures and README.md go.")
+_MODELS = flags.DEFINE_list("models", ["autoencoder", "convnet"], "Which experiments.")
+_OPTIMIZERS = flags.DEFINE_list("optimizers", list(results.OPTIMIZERS), "Which optimizer variants.")
+_SOURCE = flags.DEFINE_enum("data_source", None, ["tfds", "files", "sample"],
+                            "Data source (default: sample for quick, tfds for paper).")
+_MNIST_DIR = flags.DEFINE_string("mnist_dir", "", "MNIST IDX folder for --data_source=files.")
+_CIFAR_DIR = flags.DEFINE_string("cifar_dir", "", "Folder with cifar-10-batches-py for the convnet; empty: the "
+                                 "convnet runs on MNIST-shaped input from the same source as the autoencoder.")
+_AE_EPOCHS = flags.DEFINE_integer("ae_epochs", None, "Override the autoencoder's epochs.")
+_CNN_EPOCHS = flags.DEFINE_integer("convnet_epochs", None, "Override the convnet's epochs.")
+_CNN_TRAIN = flags.DEFINE_integer("convnet_train_size", None, "Train the convnet on the first N examples.")
+_SEED = flags.DEFINE_integer("seed", 0, "The seed of every run.")
+
+
+def main(argv):
+  cli.no_extra_args(argv)
+  with cli.errors_to_exit():
+    scale = _SCALE.value
+    source = _SOURCE.value or ("sample" if scale == "quick" else "tfds")
+    cifar = bool(_CIFAR_DIR.value) or (source == "tfds")
+    settings = results.Settings(
+        scale=scale, runs_dir=_RUNS_DIR.value or f"runs/{scale}", results_dir=_RESULTS_DIR.value,
+        models=tuple(_MODELS.value), optimizers=tuple(_OPTIMIZERS.value),
+        ae_source=source, ae_data_dir=_MNIST_DIR.value if source == "files" else "",
+        convnet_source="files" if _CIFAR_DIR.value else source, convnet_name="cifar10" if cifar else "mnist",
+        convnet_data_dir=_CIFAR_DIR.value or (_MNIST_DIR.value if source == "files" else ""),
+        ae_epochs=_AE_EPOCHS.value, convnet_epochs=_CNN_EPOCHS.value, convnet_train_size=_CNN_TRAIN.value,
+        seed=_SEED.value)
+    path = results.regenerate(settings, "python bin/regenerate_results.py " + " ".join(sys.argv[1:]))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
