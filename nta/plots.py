@@ -1,12 +1,28 @@
-"""Figures of the paper, drawn from run directories: figure 6 (training losses).
+"""Figures 3-6 of the paper, drawn from run directories.
 
-Every function writes both ``<out>.png`` and ``<out>.pdf`` and returns the paths.
+* :func:`figure3` — neuron-wise regret of one run (§2.4, fig. 3), from ``<run>/regret.npz``;
+* :func:`figure4` — layer-wise regret and losses of several optimizers (§2.4, fig. 4), from ``regret.npz``;
+* :func:`figure5` — the three exploration measures of §3.3 (fig. 5), from ``<run>/exploration.npz``;
+* :func:`figure6` / :func:`training_losses` — training losses (fig. 6), from ``rounds.csv``.
+
+``regret.npz`` is written by ``bin/regret.py`` (``nta.regret.compute``) and ``exploration.npz`` by
+``bin/exploration.py`` (``nta.exploration.save_measures``). Cumulative quantities are divided by √N, N the
+number of recorded rounds summed, so that anything growing like √N (Theorem 2's regret) flattens out.
+
+Layer arguments are 0-based weight-layer indices, the ``l`` of the ``layer{l}`` / ``neurons{l}`` keys of
+``regret.npz``; labels on the figures count from 1 as the paper does (index 1 is the paper's "layer 2").
+A run keeps one colour across figures: it is chosen from its optimizer and learning rate (:func:`color_for`).
+
+Every figure function writes both ``<out>.png`` and ``<out>.pdf`` and returns the paths.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Mapping
+import re
+import zipfile
+from typing import Mapping, Optional, Sequence
 
 import matplotlib
 
@@ -14,6 +30,7 @@ matplotlib.use("Agg")  # headless: figures go to files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nta import regret  # noqa: E402
 from nta import training  # noqa: E402
 from nta.errors import NTAError  # noqa: E402
 
@@ -71,3 +88,450 @@ def training_losses(runs: Mapping[str, str], out: str, title: str = "Training lo
   ax.grid(alpha=0.3)
   ax.legend()
   return _save(fig, out) if fig is not None else []
+
+
+# ------------------------------------------------------------------------------------ labels and colours
+OPTIMIZER_NAMES = {"rmsprop": "RMSProp", "adam": "Adam", "sgd": "SGD", "adagrad": "AdaGrad"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+# The paper compares RMSProp, Adam and SGD at three learning rates (figs. 4-6); each keeps its colour.
+_RESERVED = [("rmsprop", None, "tab:blue"), ("adam", None, "tab:orange"), ("sgd", 1.0, "tab:red"),
+             ("sgd", 0.1, "tab:green"), ("sgd", 0.01, "tab:purple"), ("adagrad", None, "tab:pink")]
+_SPARE = ["tab:brown", "tab:olive", "tab:cyan", "tab:gray", "black", "gold", "navy", "teal", "lime", "maroon"]
+
+
+def _read_config(workdir: str) -> dict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise NTAError(f"{path} is missing: is '{workdir}' a run directory made by bin/train.py?")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise NTAError(f"cannot read {path}: {e}") from None
+
+
+def label_for(workdir: str) -> str:
+  """A legend label for a run from its ``config.json``, e.g. "RMSProp (lr 0.001)" or "SGD (lr 0.1)".
+
+  Args:
+    workdir: a run directory.
+
+  Returns:
+    The optimizer's usual spelling and the learning rate.
+
+  Raises:
+    NTAError: ``config.json`` is missing, unreadable or names no optimizer.
+  """
+  optimizer = _read_config(workdir).get("optimizer") or {}
+  name, lr = optimizer.get("name"), optimizer.get("learning_rate")
+  if not name:
+    raise NTAError(f"{os.path.join(workdir, 'config.json')} has no optimizer.name to label the run with")
+  text = OPTIMIZER_NAMES.get(str(name).lower(), str(name))
+  return f"{text} (lr {float(lr):g})" if lr is not None else text
+
+
+def color_for(optimizer: str, learning_rate: Optional[float] = None) -> Optional[str]:
+  """The colour reserved for an optimizer (and, for SGD, a learning rate) in every figure.
+
+  Args:
+    optimizer: "rmsprop", "adam", "sgd" or "adagrad" (any case).
+    learning_rate: needed for SGD, whose three paper rates 1.0, 0.1 and 0.01 get their own colours.
+
+  Returns:
+    A matplotlib colour name, or None when nothing is reserved (e.g. SGD at another rate).
+  """
+  name = optimizer.lower()
+  for opt, lr, color in _RESERVED:
+    if name == opt and (lr is None or (learning_rate is not None and np.isclose(learning_rate, lr))):
+      return color
+  return None
+
+
+def _optimizer_of(label: str, workdir: str) -> tuple:
+  """(optimizer, learning rate) of a run: from config.json, else guessed from the label ("SGD lr=0.1")."""
+  try:
+    optimizer = _read_config(workdir).get("optimizer") or {}
+    name, lr = str(optimizer.get("name", "")).lower(), optimizer.get("learning_rate")
+  except NTAError:
+    match = re.search(r"(rmsprop|adagrad|adam|sgd)", label, re.IGNORECASE)
+    if not match:
+      return (label, None)
+    name = match.group(1).lower()
+    number = re.search(r"(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)", label[match.end():])
+    lr = float(number.group(1)) if number else None
+  return (name, None if lr is None else float(f"{float(lr):.6g}"))
+
+
+def _colors(*groups: Mapping[str, str]) -> dict:
+  """run directory -> colour: reserved colours first, spare ones for the rest.
+
+  Groups (convnet, autoencoder) are coloured independently: their tuned learning rates differ, and RMSProp
+  should be blue in both.
+  """
+  out = {}
+  for runs in groups:
+    by_key, used = {}, []
+    for label, workdir in runs.items():
+      key = _optimizer_of(label, workdir)
+      if key not in by_key:
+        color = color_for(*key)
+        if color is None or color in used:
+          free = [c for c in _SPARE if c not in used]
+          color = free[0] if free else _SPARE[len(used) % len(_SPARE)]
+        by_key[key] = color
+        used.append(color)
+      out[workdir] = by_key[key]
+  return out
+
+
+def _group_title(model: str, runs: Mapping[str, str]) -> str:
+  """"Convnet (CIFAR-10)": the model name and the data set(s) its runs were trained on."""
+  names = []
+  for workdir in runs.values():
+    try:
+      name = (_read_config(workdir).get("data") or {}).get("name")
+    except NTAError:
+      continue
+    if name and DATASET_NAMES.get(name, name) not in names:
+      names.append(DATASET_NAMES.get(name, name))
+  return f"{model} ({', '.join(names)})" if names else model
+
+
+def _groups(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], figure: str) -> list:
+  groups = [(name, dict(runs)) for name, runs in (("Convnet", runs_convnet or {}), ("Autoencoder", runs_ae or {}))
+            if runs]
+  if not groups:
+    raise NTAError(f"{figure} needs at least one run (convnet or autoencoder); both groups are empty")
+  return groups
+
+
+# ------------------------------------------------------------------------------------ measure files
+def _load_npz(workdir: str, name: str, binary: str, required: Sequence[str]) -> dict:
+  """The arrays of ``<workdir>/<name>``; a missing or unreadable file says which binary makes it."""
+  if not os.path.isdir(workdir):
+    raise NTAError(f"run directory '{workdir}' does not exist")
+  path = os.path.join(workdir, name)
+  remake = f"python bin/{binary}.py --workdir={workdir}"
+  if not os.path.exists(path):
+    raise NTAError(f"{path} is missing: make it with {remake}")
+  try:
+    with np.load(path) as z:
+      arrays = {k: z[k] for k in z.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise NTAError(f"cannot read {path} ({e}): remake it with {remake}") from None
+  missing = [k for k in required if k not in arrays]
+  if missing:
+    raise NTAError(f"{path} lacks {', '.join(missing)}: remake it with {remake}")
+  return arrays
+
+
+def _load_regret(workdir: str) -> dict:
+  arrays = _load_npz(workdir, regret.REGRET_FILE, "regret", ["N", "cumulative_loss"])
+  arrays["_path"] = os.path.join(workdir, regret.REGRET_FILE)
+  return arrays
+
+
+def _load_exploration(workdir: str) -> dict:
+  return _load_npz(workdir, "exploration.npz", "exploration",
+                   ["min_hamming_fraction", "switch_proportion", "log_singular_product", "snapshot_epochs"])
+
+
+def _recorded(arrays: dict, prefix: str) -> list:
+  """Sorted layer indices l with ``{prefix}{l}/...`` keys."""
+  found = {int(m.group(1)) for m in (re.match(rf"{prefix}(\d+)/", k) for k in arrays) if m}
+  return sorted(found)
+
+
+def _available(arrays: dict) -> str:
+  keys = [f"{p}{l}" for p in ("layer", "neurons") for l in _recorded(arrays, p)]
+  return ", ".join(keys) or "none (was the run trained with --config.record.taylor=True?)"
+
+
+def _neuron_layer(arrays: dict, layer: int) -> str:
+  key = f"neurons{layer}"
+  if f"{key}/regret_over_sqrt_n" not in arrays or f"{key}/taylor_optimum" not in arrays:
+    raise NTAError(f"{arrays['_path']} has no neuron-wise regret for layer index {layer} ({key}/...); "
+                   f"recorded: {_available(arrays)}")
+  return key
+
+
+def _root_n(arrays: dict) -> np.ndarray:
+  """√N with N the recorded rounds summed up to each horizon (all rounds when every round is recorded)."""
+  return np.sqrt(np.asarray(arrays.get("N_recorded", arrays["N"]), np.float64))
+
+
+def _layer_curves(arrays: dict, layer: int) -> dict:
+  """Layer-wise regret/√N and Taylor optimum/√N, else their means over the layer's neurons ("fallback")."""
+  root = _root_n(arrays)
+  key = f"layer{layer}"
+  if f"{key}/regret_over_sqrt_n" in arrays and f"{key}/taylor_optimum" in arrays:
+    return {"regret": arrays[f"{key}/regret_over_sqrt_n"], "optimum": arrays[f"{key}/taylor_optimum"] / root,
+            "fallback": False}
+  if f"neurons{layer}/regret_over_sqrt_n" in arrays and f"neurons{layer}/taylor_optimum" in arrays:
+    return {"regret": regret.mean_std(arrays[f"neurons{layer}/regret_over_sqrt_n"])[0],
+            "optimum": regret.mean_std(arrays[f"neurons{layer}/taylor_optimum"])[0] / root, "fallback": True}
+  raise NTAError(f"{arrays['_path']} has no regret for layer index {layer} (neither layer{layer}/... nor "
+                 f"neurons{layer}/...); recorded: {_available(arrays)}")
+
+
+def _steps_per_epoch(workdir: str) -> Optional[int]:
+  try:
+    rows = training.read_epochs(workdir)
+    return max(1, int(rows[0]["rounds"])) if rows else None
+  except (OSError, ValueError, KeyError):
+    return None
+
+
+def _time_axis(workdirs: Sequence[str]) -> tuple:
+  """({workdir: rounds per x unit}, x label): epochs when every run has epochs.csv, else rounds."""
+  steps = {w: _steps_per_epoch(w) for w in workdirs}
+  if all(s is not None for s in steps.values()):
+    return steps, "epoch"
+  return {w: 1 for w in workdirs}, "round N"
+
+
+def _band(ax, x, curves, color, label, lw=1.8):
+  """Mean line and ±1 standard deviation band of (K, H) curves."""
+  mean, std = regret.mean_std(curves)
+  ax.plot(x, mean, color=color, lw=lw, label=label)
+  ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+
+
+def _finish(ax, xlabel, ylabel, title, legend=True):
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  if legend:
+    ax.legend(fontsize=8)
+
+
+# ------------------------------------------------------------------------------------ figures 3-6
+def figure3(workdir: str, out: str, layers: Optional[Sequence[int]] = None,
+            detail_layers: Optional[Sequence[int]] = None, num_individual: int = 10) -> list:
+  """Figure 3: neuron-wise regret of one run (the paper: the convnet trained with RMSProp).
+
+  (a) regret/√N of the neurons of each layer: mean (line), ±1 standard deviation (band) and up to
+  ``num_individual`` individual neurons (thin dashed). (b), (c), ... for each detail layer: on top the
+  network's cumulative loss/√N and the neurons' Taylor optimum/√N (mean ± std), below their regret/√N
+  (mean ± std) — the regret is the gap between the two top curves, usually too small to see at their scale.
+
+  Args:
+    workdir: a run directory holding ``regret.npz`` with neuron keys (``bin/regret.py``).
+    out: output path without extension.
+    layers: 0-based weight-layer indices for (a); None: every layer with neuron-wise regret.
+    detail_layers: 0-based indices of the layers given their own panel; None: the first two recorded
+      (layers 0 and 1 of the convnet, the paper's layers 1 and 2).
+    num_individual: individual neurons drawn per layer in (a).
+
+  Returns:
+    The written paths (PNG, PDF).
+
+  Raises:
+    NTAError: ``regret.npz`` is missing or unreadable, or a requested layer has no neuron-wise regret
+      (the message lists the recorded keys).
+  """
+  arrays = _load_regret(workdir)
+  recorded = _recorded(arrays, "neurons")
+  if not recorded:
+    raise NTAError(f"{arrays['_path']} has no neuron-wise regret (neurons<l>/... keys); recorded: "
+                   f"{_available(arrays)}")
+  layers = recorded if layers is None else [int(l) for l in layers]
+  detail = recorded[:2] if detail_layers is None else [int(l) for l in detail_layers]
+  keys = {l: _neuron_layer(arrays, l) for l in list(layers) + list(detail)}
+  if not layers:
+    raise NTAError("figure 3 needs at least one layer for panel (a)")
+  steps, xlabel = _time_axis([workdir])
+  x = np.asarray(arrays["N"], np.float64) / steps[workdir]
+  root = _root_n(arrays)
+
+  fig = plt.figure(figsize=(5.2 * (1 + len(detail)), 5.2))
+  grid = fig.add_gridspec(2, 1 + len(detail), height_ratios=[1.6, 1.0], hspace=0.08, wspace=0.28)
+  ax = fig.add_subplot(grid[:, 0])
+  for i, l in enumerate(layers):
+    curves = arrays[f"{keys[l]}/regret_over_sqrt_n"]
+    color = f"C{i % 10}"
+    _band(ax, x, curves, color, f"layer {l + 1}: mean ± std of {len(curves)} neurons", lw=2.0)
+    # Evenly spaced neurons, not the first few: neighbouring units are no more alike than any others.
+    for k in np.unique(np.linspace(0, len(curves) - 1, min(num_individual, len(curves))).round().astype(int)):
+      ax.plot(x, curves[k], color=color, lw=0.6, ls="--", alpha=0.7)
+  if num_individual > 0:
+    ax.plot([], [], color="gray", lw=0.6, ls="--", label="individual neurons")
+  _finish(ax, xlabel, "regret / √N", "(a) neuron-wise regret per layer (layers numbered from 1)")
+  ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+
+  for j, l in enumerate(detail):
+    letter = chr(ord("b") + j)
+    top = fig.add_subplot(grid[0, 1 + j])
+    top.plot(x, arrays["cumulative_loss"] / root, color="black", lw=2.4, label="network loss (cumulative)")
+    # Dashed on top of the network loss: the two are often closer than a line width (the gap is the regret).
+    optimum = arrays[f"{keys[l]}/taylor_optimum"] / root
+    mean, std = regret.mean_std(optimum)
+    top.fill_between(x, mean - std, mean + std, color="tab:green", alpha=0.25, lw=0)
+    top.plot(x, mean, color="tab:green", lw=1.6, ls="--", label="Taylor optimum (mean ± std over neurons)")
+    _finish(top, "", "cumulative loss / √N", f"({letter}) layer {l + 1}: losses and regret of its "
+            f"{len(arrays[f'{keys[l]}/regret'])} neurons")
+    top.tick_params(labelbottom=False)
+    bottom = fig.add_subplot(grid[1, 1 + j], sharex=top)
+    _band(bottom, x, arrays[f"{keys[l]}/regret_over_sqrt_n"], "tab:red", "regret (mean ± std over neurons)")
+    _finish(bottom, xlabel, "regret / √N", "")
+  fig.suptitle(f"Figure 3: normalised cumulative regret of neurons — {_describe(workdir)}", fontsize=11)
+  return _save(fig, out)
+
+
+def _describe(workdir: str) -> str:
+  """"RMSProp (lr 0.001), convnet on CIFAR-10", or the directory name when config.json is unusable."""
+  try:
+    cfg = _read_config(workdir)
+    data = DATASET_NAMES.get((cfg.get("data") or {}).get("name"), (cfg.get("data") or {}).get("name"))
+    return f"{label_for(workdir)}, {cfg.get('model', '?')} on {data}"
+  except NTAError:
+    return os.path.basename(os.path.normpath(workdir))
+
+
+def figure4(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: str, convnet_layer: int = 1,
+            ae_layer: int = 2) -> list:
+  """Figure 4: layer-wise regret of several optimizers, and the autoencoder's losses.
+
+  (a) regret/√N of the convnet layer, one line per run; (b) the same on the autoencoder layer; (c) on that
+  layer, each run's cumulative network loss/√N (solid) and Taylor-optimal loss/√N (dashed), in the run's
+  colour. A run whose ``regret.npz`` lacks the layer-wise key (``layer{l}``) falls back to the mean over
+  the layer's neurons (``neurons{l}``), and the panel title says so. An empty group leaves out its panels.
+
+  Args:
+    runs_convnet: label -> convnet run directory (may be empty).
+    runs_ae: label -> autoencoder run directory (may be empty).
+    out: output path without extension.
+    convnet_layer: 0-based weight-layer index for (a) (1: the paper's "layer 2").
+    ae_layer: 0-based weight-layer index for (b) and (c) (2: the paper's "layer 3").
+
+  Returns:
+    The written paths (PNG, PDF).
+
+  Raises:
+    NTAError: both groups are empty, a ``regret.npz`` is missing, or a run recorded neither the layer nor
+      its neurons (the message lists the recorded keys).
+  """
+  groups = dict(_groups(runs_convnet, runs_ae, "figure 4"))
+  colors = _colors(*groups.values())
+  panels = ([("a", "Convnet", convnet_layer, "regret")] if "Convnet" in groups else []) + \
+      ([("b", "Autoencoder", ae_layer, "regret"), ("c", "Autoencoder", ae_layer, "losses")]
+       if "Autoencoder" in groups else [])
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.3), squeeze=False)
+  for ax, (letter, model, layer, what) in zip(axes[0], panels):
+    runs = groups[model]
+    steps, xlabel = _time_axis(list(runs.values()))
+    fallback = []
+    for label, workdir in runs.items():
+      arrays = _load_regret(workdir)
+      curves = _layer_curves(arrays, layer)
+      if curves["fallback"]:
+        fallback.append(label)
+      x = np.asarray(arrays["N"], np.float64) / steps[workdir]
+      color = colors[workdir]
+      if what == "regret":
+        ax.plot(x, curves["regret"], color=color, lw=1.6, label=label)
+      else:
+        ax.plot(x, arrays["cumulative_loss"] / _root_n(arrays), color=color, lw=1.6, label=label)
+        ax.plot(x, curves["optimum"], color=color, lw=1.6, ls="--")
+    title = (f"({letter}) {_group_title(model, runs)} regret, layer {layer + 1}" if what == "regret" else
+             f"({letter}) {model}: cumulative and Taylor-optimal\nloss, layer {layer + 1}")
+    if fallback:
+      title += f"\nmean over neurons (no layer-wise regret) for {', '.join(fallback)}"
+    _finish(ax, xlabel, "regret / √N" if what == "regret" else "cumulative loss / √N", title, legend=False)
+    handles, labels = ax.get_legend_handles_labels()
+    if what == "losses":
+      handles += [plt.Line2D([], [], color="gray", lw=1.6), plt.Line2D([], [], color="gray", lw=1.6, ls="--")]
+      labels += ["network loss (solid)", "Taylor optimum (dashed)"]
+    ax.legend(handles, labels, fontsize=8)
+  fig.suptitle("Figure 4: layer-wise regret per optimizer (cumulative quantities divided by √N)", fontsize=11)
+  fig.tight_layout()
+  return _save(fig, out)
+
+
+def figure5(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: str) -> list:
+  """Figure 5: exploration of activation configurations (§3.3), one row per model, one line per run.
+
+  (a) minimum Hamming distance between each epoch's configuration and all earlier ones, as a fraction of
+  the D·M entries; (b) activation-state switches of each data point over all epochs and units, as a
+  proportion of the (N−1)·M possible ones, sorted (x: data points as a fraction of D, since runs may record
+  different D); (c) log-product of each neuron's first singular values (sorted), with the floor of a unit
+  that never switches dotted.
+
+  Args:
+    runs_convnet: label -> convnet run directory holding ``exploration.npz`` (may be empty: no top row).
+    runs_ae: label -> autoencoder run directory (may be empty: no bottom row).
+    out: output path without extension.
+
+  Returns:
+    The written paths (PNG, PDF).
+
+  Raises:
+    NTAError: both groups are empty, or an ``exploration.npz`` is missing or unreadable.
+  """
+  groups = _groups(runs_convnet, runs_ae, "figure 5")
+  colors = _colors(*(runs for _, runs in groups))
+  fig, axes = plt.subplots(len(groups), 3, figsize=(16, 4.2 * len(groups)), squeeze=False)
+  for row, (model, runs) in zip(axes, groups):
+    floors, singular = set(), set()
+    for label, workdir in runs.items():
+      m = _load_exploration(workdir)
+      color = colors[workdir]
+      epochs = np.asarray(m["snapshot_epochs"], np.float64)[1:]
+      fraction = m["min_hamming_fraction"]
+      row[0].plot(epochs, fraction, color=color, lw=1.4, marker="o" if len(epochs) <= 30 else None, ms=3,
+                  label=label)
+      switches = m["switch_proportion"]
+      row[1].plot((np.arange(len(switches)) + 0.5) / len(switches), switches, color=color, lw=1.4,
+                  marker="o" if len(switches) <= 30 else None, ms=3, label=label)
+      products = m["log_singular_product"]
+      row[2].plot(np.arange(1, len(products) + 1), products, color=color, lw=1.4, label=label)
+      if "num_singular" in m and "log_floor" in m:
+        singular.add(int(m["num_singular"]))
+        floors.add(float(m["num_singular"]) * float(m["log_floor"]))
+    for floor in sorted(floors):
+      row[2].axhline(floor, color="gray", ls=":", lw=1.0)
+    if floors:
+      row[2].plot([], [], color="gray", ls=":", label="floor: unit never switches")
+    title = _group_title(model, runs)
+    count = f"first {singular.pop()} " if len(singular) == 1 else ""
+    _finish(row[0], "epoch", "min Hamming distance / (D·M)", f"{title}: (a) minimum Hamming distance to\n"
+            "the configurations of all earlier epochs")
+    _finish(row[1], "data points (sorted, fraction of D)", "switches / ((N−1)·M)",
+            f"{title}: (b) activation-state switches\nper data point over all units and epochs", legend=False)
+    _finish(row[2], "neurons (sorted)", f"Σ log σ ({count}singular values)",
+            f"{title}: (c) log-product of the {count}singular\nvalues of each neuron's configurations")
+    row[0].set_ylim(bottom=0)
+    row[1].set_ylim(bottom=0)
+    row[1].set_xlim(0, 1)
+  fig.suptitle("Figure 5: exploration of activation configurations (higher = more exploration)", fontsize=11)
+  fig.tight_layout()
+  return _save(fig, out)
+
+
+def figure6(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: str) -> list:
+  """Figure 6: training losses of the convnet and autoencoder runs, one panel each (per-round, smoothed).
+
+  Args:
+    runs_convnet: label -> convnet run directory (may be empty: no panel).
+    runs_ae: label -> autoencoder run directory (may be empty: no panel).
+    out: output path without extension.
+
+  Returns:
+    The written paths (PNG, PDF).
+
+  Raises:
+    NTAError: both groups are empty or a run has no ``rounds.csv``.
+  """
+  groups = _groups(runs_convnet, runs_ae, "figure 6")
+  colors = _colors(*(runs for _, runs in groups))
+  fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.3), squeeze=False)
+  for ax, letter, (model, runs) in zip(axes[0], "ab", groups):
+    training_losses(runs, out, title=f"({letter}) {_group_title(model, runs)}", ax=ax)
+    # training_losses draws one line per run, in order; recolour so each optimizer matches figures 4-5.
+    for line, workdir in zip(ax.lines, runs.values()):
+      line.set_color(colors[workdir])
+    ax.legend()
+  fig.suptitle("Figure 6: training loss per optimizer", fontsize=11)
+  fig.tight_layout()
+  return _save(fig, out)
