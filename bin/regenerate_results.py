@@ -25,6 +25,7 @@ _MNIST_DIR = flags.DEFINE_string("mnist_dir", "", "MNIST IDX folder for --data_s
 _CIFAR_DIR = flags.DEFINE_string("cifar_dir", "", "Folder with cifar-10-batches-py for the convnet; empty: the "
                                  "convnet runs on MNIST-shaped input from the same source as the autoencoder.")
 _AE_EPOCHS = flags.DEFINE_integer("ae_epochs", None, "Override the autoencoder's epochs.")
+_AE_TRAIN = flags.DEFINE_integer("ae_train_size", None, "Train the autoencoder on the first N examples.")
 _CNN_EPOCHS = flags.DEFINE_integer("convnet_epochs", None, "Override the convnet's epochs.")
 _CNN_TRAIN = flags.DEFINE_integer("convnet_train_size", None, "Train the convnet on the first N examples.")
 _SEED = flags.DEFINE_integer("seed", 0, "The seed of every run.")
@@ -42,7 +43,7 @@ def main(argv):
         ae_source=source, ae_data_dir=_MNIST_DIR.value if source == "files" else "",
         convnet_source="files" if _CIFAR_DIR.value else source, convnet_name="cifar10" if cifar else "mnist",
         convnet_data_dir=_CIFAR_DIR.value or (_MNIST_DIR.value if source == "files" else ""),
-        ae_epochs=_AE_EPOCHS.value, convnet_epochs=_CNN_EPOCHS.value, convnet_train_size=_CNN_TRAIN.value,
+        ae_epochs=_AE_EPOCHS.value, ae_train_size=_AE_TRAIN.value, convnet_epochs=_CNN_EPOCHS.value, convnet_train_size=_CNN_TRAIN.value,
         seed=_SEED.value)
     path = results.regenerate(settings, "python bin/regenerate_results.py " + " ".join(sys.argv[1:]))
     print(f"wrote {path}")

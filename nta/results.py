@@ -48,6 +48,7 @@ class Settings:
   convnet_name: str = "mnist"
   convnet_data_dir: str = ""
   ae_epochs: Optional[int] = None
+  ae_train_size: Optional[int] = None
   convnet_epochs: Optional[int] = None
   convnet_train_size: Optional[int] = None
   seed: int = 0
@@ -76,6 +77,8 @@ def run_config(s: Settings, model: str, optimizer: str):
     c.data.source, c.data.data_dir = s.ae_source, s.ae_data_dir
     if s.ae_epochs:
       c.num_epochs = s.ae_epochs
+    if s.ae_train_size:
+      c.data.train_size = s.ae_train_size
   else:
     c.data.source, c.data.name, c.data.data_dir = s.convnet_source, s.convnet_name, s.convnet_data_dir
     if s.convnet_epochs:
@@ -193,7 +196,8 @@ def claims(infos: dict) -> list:
   for (m, o), w in done.items():
     s = _summary(w).get("layer2") if m == "autoencoder" else None
     if s:
-      gaps[o] = s["final_regret"] / max(1, _summary(w)["horizons"] and int(np.load(os.path.join(w, "regret.npz"))["N_recorded"][-1]))
+      with np.load(os.path.join(w, "regret.npz")) as z:
+        gaps[o] = s["final_regret"] / int(z["N_recorded"][-1])
   ada, sgd = {o: gaps[o] for o in ADAPTIVE if o in gaps}, {o: gaps[o] for o in SGDS if o in gaps}
   rows.append(("The gap between incurred and Taylor-optimal loss (regret/N, autoencoder layer 3) is smaller for "
                "adaptive optimizers", ", ".join(f"{o} {v:.3g}" for o, v in sorted(gaps.items(), key=lambda kv: kv[1]))

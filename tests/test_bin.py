@@ -6,13 +6,16 @@ import os
 
 import numpy as np
 
+from nta import experiments
+from nta import exploration
+from nta import regret
 from nta import training
 
-from helpers import ROOT, error_lines, run_binary
+from helpers import ROOT, config, error_lines, run_binary
 
 
 def test_every_binary_is_tested():
-  tested = {"train", "plot_losses", "exploration"}
+  tested = {"train", "plot_losses", "exploration", "plot_figures", "regret", "regenerate_results"}
   assert {os.path.basename(p)[:-3] for p in glob.glob(str(ROOT / "bin" / "*.py"))} <= tested
 
 
@@ -53,3 +56,57 @@ def test_plot_losses(tmp_path):
   assert "fig6.png" in proc.stdout
   bad = run_binary("plot_losses", f"--runs={tmp_path / 'missing'}", f"--out={tmp_path / 'x'}", check=False)
   assert bad.returncode == 1 and len(error_lines(bad.stderr)) == 1
+
+
+def test_plot_figures(tmp_path):
+  workdir = str(tmp_path / "ae")
+  experiments.run(config(variant="rmsprop,testing", **{"record.taylor": True, "record.exploration": True}),
+                  workdir)
+  regret.compute(workdir)
+  exploration.save_measures(workdir)
+  # Autoencoder runs only: figure 3 details its first two recorded layers, figure 4 draws panels (b)-(c).
+  proc = run_binary("plot_figures", f"--ae={workdir}", f"--out_dir={tmp_path / 'figs'}")
+  for k in (3, 4, 5, 6):
+    for ext in ("png", "pdf"):
+      path = tmp_path / "figs" / f"figure{k}.{ext}"
+      assert path.stat().st_size > 1000 and str(path) in proc.stdout, path
+  bad = run_binary("plot_figures", "--figures=3", f"--ae={workdir}", "--detail_layers=0",
+                   f"--out_dir={tmp_path / 'x'}", check=False)
+  lines = error_lines(bad.stderr)
+  assert bad.returncode == 1 and len(lines) == 1 and "recorded: layer2" in lines[0], bad.stderr
+  assert "Traceback" not in bad.stderr
+
+
+def test_regret_writes_curves_and_exponents(tmp_path):
+  workdir = tmp_path / "run"
+  run_binary("train", "--config=configs/mnist_autoencoder.py:testing", f"--workdir={workdir}",
+             "--config.num_epochs=4", "--config.record.taylor=True")
+  proc = run_binary("regret", f"--workdir={workdir}", "--min_epochs=0")
+  assert "layer2" in proc.stdout and "regret ~ N^" in proc.stdout
+  with np.load(workdir / "regret.npz") as z:
+    assert z["N"][-1] == 16 and np.all(np.diff(z["N"]) > 0)
+    np.testing.assert_allclose(z["cumulative_loss"][-1], training.read_rounds(str(workdir)).sum())
+    regret = z["layer2/regret"]
+    np.testing.assert_allclose(regret, z["cumulative_loss"] - z["layer2/taylor_optimum"])
+    assert z["neurons5/regret"].shape == (784, len(z["N"]))
+  summary = json.loads((workdir / "regret.json").read_text())
+  assert np.isfinite(summary["layer2"]["exponent"])
+  bad = run_binary("regret", f"--workdir={tmp_path / 'nothing'}", check=False)
+  assert bad.returncode == 1 and len(error_lines(bad.stderr)) == 1 and "no Taylor records" in bad.stderr
+
+
+def test_regenerate_results_quick_writes_readme_figures_and_claims(tmp_path):
+  runs, out = tmp_path / "runs", tmp_path / "results"
+  args = ["--scale=quick", "--models=autoencoder", "--optimizers=rmsprop,sgd0.1", "--ae_epochs=2",
+          "--ae_train_size=640", f"--runs_dir={runs}", f"--results_dir={out}"]
+  run_binary("regenerate_results", *args, timeout=600)
+  readme = (out / "README.md").read_text()
+  for name in ("figure4.png", "figure5.png", "figure6.png", "figure3_autoencoder.png"):
+    assert (out / name).exists() and name in readme
+  claims = json.loads((out / "claims.json").read_text())
+  assert any("lower final autoencoder training loss" in c["claim"] for c in claims)
+  assert all(c["holds"] in ("yes", "no", "n/a") or c["holds"].startswith("partly") for c in claims)
+  assert (runs / "autoencoder_rmsprop" / "exploration.npz").exists()
+  # A second invocation skips the finished runs.
+  again = run_binary("regenerate_results", *args, timeout=600)
+  assert again.stdout.count("complete, skipped") == 2 or "skipped" in again.stderr
