@@ -17,7 +17,7 @@ from nta import hindsight
 from nta import regret
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --config.record.taylor=True.")
-_MIN_EPOCHS = flags.DEFINE_float("min_epochs", 1.0, "First horizon (epochs) used for the exponent fit.")
+_MIN_EPOCHS = flags.DEFINE_float("min_epochs", 0.0, "First horizon (epochs) used for the exponent fit.")
 _NETWORK = flags.DEFINE_bool("network", False, "Also solve the network-scale optimum from records/trace "
                              "(needs --config.record.trace=True; L-BFGS over all weights, small runs only).")
 flags.mark_flag_as_required("workdir")
@@ -34,7 +34,8 @@ def main(argv):
       summary = json.load(f)
     for key, s in summary.items():
       if isinstance(s, dict) and "exponent" in s and s["exponent"] == s["exponent"]:
-        print(f"{key:<12} regret ~ N^{s['exponent']:.3f} (95% CI {s['ci95'][0]:.3f}..{s['ci95'][1]:.3f}), "
+        print(f"{key:<12} regret ~ N^{s['exponent']:.3f} (95% CI {s['ci95'][0]:.3f}..{s['ci95'][1]:.3f}) "
+              f"while positive (up to N={s.get('positive_until', '?')} of {s.get('rounds', '?')}), "
               f"final regret/sqrt(N) {s['final_regret_over_sqrt_n']:.4g}")
       elif isinstance(s, dict) and "neurons" in s:
         print(f"{key:<12} {s['neurons']} neurons: median exponent {s['exponent_median']}, "

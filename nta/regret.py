@@ -262,7 +262,17 @@ def _record_every(workdir: str) -> int:
     return int(json.load(f).get("record_every", 1))
 
 
-def compute(workdir: str, min_epochs: float = 1.0) -> dict:
+def positive_stretch(regret: np.ndarray) -> np.ndarray:
+  """Mask of the horizons before regret first becomes non-positive (per row for a batch of curves).
+
+  Regret against one fixed comparator can turn negative on long runs, when the moving iterates beat every
+  fixed V; a power law only describes the stretch before that, so exponents are fitted there.
+  """
+  regret = np.asarray(regret, np.float64)
+  return np.cumprod(regret > 0, axis=-1).astype(bool)
+
+
+def compute(workdir: str, min_epochs: float = 0.0) -> dict:
   """Regret curves of a run directory at every recorded scale, layer and neuron, and their exponents.
 
   Reads ``rounds.csv`` (per-round training losses) and ``records/taylor/optima.npz`` (hindsight optima per
@@ -273,8 +283,9 @@ def compute(workdir: str, min_epochs: float = 1.0) -> dict:
   ``cumulative_loss`` (H,), and for each key ``layer{l}`` / ``neurons{l}``: ``{key}/taylor_optimum``,
   ``{key}/regret``, ``{key}/regret_over_sqrt_n`` — (H,) for a layer, (K, H) for K neurons — and
   ``{key}/exponent``, ``{key}/exponent_lo``, ``{key}/exponent_hi`` (scalars or (K,)): the least-squares slope
-  of log Regret against log N over horizons from ``min_epochs`` epochs on (early rounds are transients), with
-  its 95% interval; ``neurons{l}/units`` (K,). When the network-scale optimum was solved
+  of log Regret against log N over horizons from ``min_epochs`` epochs on and before the regret first turns
+  non-positive (``{key}/positive_until``: the last such horizon, per neuron for neuron keys), with its 95%
+  interval; ``neurons{l}/units`` (K,). When the network-scale optimum was solved
   (``nta.hindsight.solve_network``), ``network/N`` and ``network/*`` hold the network scale on its own horizons. ``regret.json`` summarises each key (for neurons: median
   exponent, the fraction of neurons whose interval contains 1/2, final regret/√N mean and std).
 
@@ -312,13 +323,18 @@ def compute(workdir: str, min_epochs: float = 1.0) -> dict:
     out[f"{key}/regret"] = table["regret"]
     # Normalised by the horizon in rounds actually summed, as in the paper's figures.
     out[f"{key}/regret_over_sqrt_n"] = table["regret_over_sqrt_n"]
+    reg = np.asarray(table["regret"], np.float64)
+    stretch = positive_stretch(reg)
     try:
-      slope, (lo, hi) = fit_exponent(n_rec, table["regret"], min_N=max(1, int(min_epochs * steps) // every))
+      slope, (lo, hi) = fit_exponent(n_rec, np.where(stretch, reg, np.nan),
+                                     min_N=max(1, int(min_epochs * steps) // every))
     except NTAError:
       nan = np.full(values.shape[1], np.nan) if neuron else np.nan
       slope, lo, hi = nan, nan, nan
     out[f"{key}/exponent"], out[f"{key}/exponent_lo"], out[f"{key}/exponent_hi"] = slope, lo, hi
     final = table["regret_over_sqrt_n"][..., -1]
+    positive_until = np.where(stretch.any(-1), N[np.maximum(stretch.sum(-1) - 1, 0)], 0)
+    out[f"{key}/positive_until"] = positive_until
     if neuron:
       out[f"{key}/units"] = optima[f"{key}/units"]
       ok = np.isfinite(slope)
@@ -326,10 +342,13 @@ def compute(workdir: str, min_epochs: float = 1.0) -> dict:
                       "exponent_mean": float(np.nanmean(slope)) if ok.any() else None,
                       "fraction_ci_contains_half": float(np.mean((lo <= 0.5) & (hi >= 0.5))),
                       "fraction_fitted": float(np.mean(ok)),
+                      "fraction_positive_at_end": float(np.mean(reg[:, -1] > 0)),
+                      "positive_until_median": float(np.median(positive_until)),
                       "final_regret_over_sqrt_n_mean": float(np.mean(final)),
                       "final_regret_over_sqrt_n_std": float(np.std(final))}
     else:
       summary[key] = {"exponent": float(slope), "ci95": [float(lo), float(hi)],
+                      "positive_until": int(positive_until), "rounds": int(N[-1]),
                       "final_regret_over_sqrt_n": float(final), "final_regret": float(table["regret"][-1]),
                       "final_cumulative_loss": float(out["cumulative_loss"][-1]),
                       "final_taylor_optimum": float(table["taylor_optimum"][-1])}
@@ -343,8 +362,10 @@ def compute(workdir: str, min_epochs: float = 1.0) -> dict:
     out.update({"network/N": Nn, "network/cumulative_loss": table["cumulative_loss"],
                 "network/taylor_optimum": table["taylor_optimum"], "network/regret": table["regret"],
                 "network/regret_over_sqrt_n": table["regret_over_sqrt_n"]})
+    stretch = positive_stretch(np.asarray(table["regret"], np.float64))
     try:
-      slope, (lo, hi) = fit_exponent(Nn, table["regret"], min_N=max(1, int(min_epochs * steps)))
+      slope, (lo, hi) = fit_exponent(Nn, np.where(stretch, table["regret"], np.nan),
+                                     min_N=max(1, int(min_epochs * steps)))
     except NTAError:
       slope, lo, hi = np.nan, np.nan, np.nan
     out["network/exponent"], out["network/exponent_lo"], out["network/exponent_hi"] = slope, lo, hi
