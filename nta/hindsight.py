@@ -59,7 +59,7 @@ def _dense_tail(spec, layer: int) -> bool:
 
 
 def layer_stat_bytes(wl) -> int:
-  """float64 bytes of the layer-scale statistics of a dense layer."""
+  """float64 bytes of a dense layer's quadratic at its largest: the full A (d × d) that the solve decomposes."""
   d = (wl.kernel_shape[0] + 1) * wl.units
   return d * d * _F64
 
@@ -153,11 +153,15 @@ class TaylorRecorder(Recorder):
 
     self.vars = {}
     self.dtype = tf.as_dtype(spec.layers[0].kernel.dtype)
+    self.triu = {}
     for l in layers:
       wl = spec.layers[l]
       p, u = wl.kernel_shape[0] + 1, wl.units
-      # A is kept as A4[i, i', j, k] (= A[(i, j), (i', k)]) so the per-round update is one matmul.
-      self.vars[f"layer{l}_A"] = tf.Variable(tf.zeros((p * p, u * u), tf.float64), trainable=False)
+      # A[(i, j), (i', k)] = Σ x̃_i x̃_i' M_jk is symmetric in (i, i') and in (j, k) separately, so only pairs
+      # i <= i', j <= k are accumulated (a quarter of the work), as one matmul per round.
+      ip, iu = np.triu_indices(p), np.triu_indices(u)
+      self.triu[l] = (ip, iu)
+      self.vars[f"layer{l}_A"] = tf.Variable(tf.zeros((len(ip[0]), len(iu[0])), tf.float64), trainable=False)
       self.vars[f"layer{l}_b"] = tf.Variable(tf.zeros((p, u), tf.float64), trainable=False)
       self.vars[f"layer{l}_c"] = tf.Variable(tf.zeros((), tf.float64), trainable=False)
     for l, units in neurons.items():
@@ -243,9 +247,11 @@ class TaylorRecorder(Recorder):
         Ma = a if M is None else tf.einsum("bjk,bk->bj", M, a)
         h = r - Ma
         kappa = e2 - 2.0 * tf.reduce_sum(r * a, 1) + tf.reduce_sum(a * Ma, 1)
-        p, u = xt.shape[1], a.shape[1]
-        xx = tf.reshape(xt[:, :, None] * xt[:, None, :], [batch, p * p])
-        MM = tf.reshape(tf.eye(u, batch_shape=[batch], dtype=dt) if M is None else M, [batch, u * u])
+        (pi, pj), (ui, uj) = self.triu[k]
+        xx = tf.gather(xt, pi, axis=1) * tf.gather(xt, pj, axis=1)  # (b, p(p+1)/2)
+        u = a.shape[1]
+        MM = tf.gather(tf.reshape(tf.eye(u, batch_shape=[batch], dtype=dt) if M is None else M, [batch, u * u]),
+                       ui * u + uj, axis=1)  # (b, u(u+1)/2)
         self._add(f"layer{k}_A", scale * tf.matmul(xx, MM, transpose_a=True))
         self._add(f"layer{k}_b", -scale * tf.matmul(xt, h, transpose_a=True))
         self._add(f"layer{k}_c", scale * tf.reduce_sum(kappa))
@@ -277,7 +283,11 @@ class TaylorRecorder(Recorder):
     for l in self.layers:
       wl = self.spec.layers[l]
       p, u = wl.kernel_shape[0] + 1, wl.units
-      A4 = self.vars[f"layer{l}_A"].numpy().reshape(p, p, u, u)
+      (pi, pj), (ui, uj) = self.triu[l]
+      pair_p, pair_u = np.zeros((p, p), np.int64), np.zeros((u, u), np.int64)
+      pair_p[pi, pj] = pair_p[pj, pi] = np.arange(len(pi))
+      pair_u[ui, uj] = pair_u[uj, ui] = np.arange(len(ui))
+      A4 = self.vars[f"layer{l}_A"].numpy()[pair_p[:, :, None, None], pair_u[None, None, :, :]]  # (p, p, u, u)
       A = A4.transpose(0, 2, 1, 3).reshape(p * u, p * u)
       out[f"layer{l}"] = (A, self.vars[f"layer{l}_b"].numpy().reshape(-1), self.vars[f"layer{l}_c"].numpy())
     for l, units in self.neurons.items():
