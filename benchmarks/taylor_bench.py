@@ -1,0 +1,283 @@
+"""Benchmark: per-round cost of the Taylor analysis (§2.2, A.5), fast path vs reference, and its overhead in fit.
+
+  python benchmarks/taylor_bench.py [--rounds=10] [--repeats=3] [--fit_rounds=300]
+
+(1) One round of the hindsight analysis with ``nta.taylor``'s fast path against its reference path
+    (``method="jacobian"``, the A.5 procedure: the gradient of every output component, assembled into a
+    Jacobian). Both run compiled in ``tf.function`` on real MNIST batches; results must agree to
+    max |fast - reference| / max |reference| <= 1e-5 (float32) for every output tensor.
+
+    - autoencoder, batch 64, every layer: the per-sample statistics from which the closed-form optimum of
+      the squared loss is assembled (``nta.hindsight``): r_l = J_lᵀ e (e = f - y) and the Gram matrix
+      M_l = J_lᵀ J_l of J_l = ∂f/∂a_l for the hidden layers; the output layer has M = I in closed form, so
+      its neuron-scale ‖J_α‖² is computed instead. Budget: fast >= 100x faster than the reference. (The
+      reference's Jacobian tensors G_l would take 16.8 GB at batch 64, so its J_l form is used.)
+    - convnet on 28x28x1 input, batch 128, layer 1 (conv2): the cross-entropy layer Taylor loss and its
+      gradient at a random V_l, what SGD on the Taylor loss evaluates (A.5). The reference builds G_l from
+      1,280 backward passes (one per output component), so it is timed on a single round.
+
+(2) Seconds per epoch (60,000 examples) of ``nta.training.fit`` on the autoencoder with a default
+    ``nta.hindsight.TaylorRecorder`` (every layer and neuron within its memory budget, horizons reduced to
+    the last round) against no recorder. Alternating, best of ``--repeats``, after a discarded warm-up fit;
+    rounds are timed after 20 warm-up rounds (tracing) and before the final round's solve.
+    Budget: ratio <= 2.
+
+(3) The solve of every recorded quadratic (``nta.solvers.solve_quadratic``), per key and in total; the
+    statistics have a fixed size, so this is the solve time at any horizon (e.g. after 100 epochs).
+"""
+
+import math
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from nta import data  # noqa: E402
+from nta import hindsight  # noqa: E402
+from nta import models  # noqa: E402
+from nta import regret  # noqa: E402
+from nta import solvers  # noqa: E402
+from nta import taylor  # noqa: E402
+from nta import training  # noqa: E402
+
+_DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist")
+_DATA_DIR = flags.DEFINE_string("data_dir", _DEFAULT_DATA, "MNIST files; the embedded sample if missing.")
+_ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed autoencoder rounds (distinct batches) per measurement in (1).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repetitions; the best time is kept.")
+_FIT_ROUNDS = flags.DEFINE_integer("fit_rounds", 300, "Timed training rounds per fit in (2).")
+
+_EXAMPLES = 60_000  # one MNIST epoch
+_WARMUP = 20  # rounds of each fit left untimed (tracing, first-call costs)
+_TOLERANCE = 1e-5  # float32
+_SPEEDUP_BUDGET = 100.0
+_OVERHEAD_BUDGET = 2.0
+
+
+def _numpy(tree):
+  return tf.nest.map_structure(lambda t: t.numpy(), tree)
+
+
+def _rel_diff(fast, ref) -> float:
+  """max over tensors of max |fast - ref| / max |ref|."""
+  worst = 0.0
+  for a, b in zip(tf.nest.flatten(fast), tf.nest.flatten(ref)):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    worst = max(worst, float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)))
+  return worst
+
+
+def _seconds_per_round(fn, batches) -> float:
+  start = time.perf_counter()
+  for args in batches:
+    _numpy(fn(*args))
+  return (time.perf_counter() - start) / len(batches)
+
+
+def _verdict(ok: bool) -> str:
+  return "OK" if ok else "MISSED"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (1) fast vs reference.
+
+
+def _autoencoder_statistics(spec, x, method):
+  state = taylor.snapshot(spec, x)
+  e = state.output - x
+  last = len(spec.layers) - 1
+  out = []
+  for l in range(last + 1):
+    out.append(taylor.preact_vjp(state, l, e, method))
+    out.append(taylor.preact_gram(state, l, method) if l < last else taylor.preact_sq_norms(state, l, method))
+  return out
+
+
+def bench_autoencoder(train) -> None:
+  keras.utils.set_random_seed(0)
+  spec = models.inspect(models.autoencoder())
+  ds = data.train_dataset(train, 64, 0, 1, target="input", input_shape=spec.input_shape)
+  batches = [(d["x"],) for d in ds.take(_ROUNDS.value)]
+  fns = {m: tf.function(lambda x, m=m: _autoencoder_statistics(spec, x, m)) for m in ("fast", "jacobian")}
+  results = {m: _numpy(fn(*batches[0])) for m, fn in fns.items()}  # traces and warms up both
+  diff = _rel_diff(results["fast"], results["jacobian"])
+  best = {m: np.inf for m in fns}
+  for _ in range(_REPEATS.value):
+    for m, fn in fns.items():
+      best[m] = min(best[m], _seconds_per_round(fn, batches))
+  speedup = best["jacobian"] / best["fast"]
+  print("(1a) autoencoder, batch 64, all 6 layers: per-sample J_lᵀe and J_lᵀJ_l (hidden) / ‖J_α‖² (output),")
+  print("     the per-round statistics of the closed-form squared-loss optimum; both paths in tf.function,")
+  print(f"     mean of {len(batches)} real MNIST rounds, best of {_REPEATS.value}")
+  print(f"     reference (method='jacobian', batch_jacobian over 784 outputs) {best['jacobian'] * 1e3:9.2f} ms/round")
+  print(f"     fast      (method='fast', clamped chain + Gram factorisation)  {best['fast'] * 1e3:9.2f} ms/round")
+  g_bytes = 64 * math.prod(spec.output_shape) * sum(taylor.num_inputs(wl) * wl.units for wl in spec.layers) * 4
+  print(f"     (A.5's G_l of every layer, jacobian_tensor(method='jacobian'), would hold {g_bytes / 1e9:.1f} GB of "
+        "float32 at batch 64: not run)")
+  print(f"     speed-up {speedup:.1f}x (budget >= {_SPEEDUP_BUDGET:.0f}x: {_verdict(speedup >= _SPEEDUP_BUDGET)}); "
+        f"max relative difference {diff:.2e} (<= {_TOLERANCE:g}: {_verdict(diff <= _TOLERANCE)})")
+
+
+def _conv_loss_and_grad(spec, layer, x, y, v, method):
+  state = taylor.snapshot(spec, x, y)
+  with tf.GradientTape() as tape:
+    tape.watch(v)
+    loss = taylor.taylor_loss(state, v, "cross_entropy", layer=layer, method=method)
+  return loss, tape.gradient(loss, v)
+
+
+def bench_convnet(train) -> None:
+  layer, batch = 1, 128
+  keras.utils.set_random_seed(0)
+  spec = models.inspect(models.convnet((28, 28, 1)))
+  wl = spec.layers[layer]
+  ds = data.train_dataset(train, batch, 0, 1, input_shape=spec.input_shape)
+  batches = [(d["x"], d["y"]) for d in ds.take(max(_ROUNDS.value // 2, 2))]
+  w = taylor.augment(wl, *spec.weight_values()[layer]).numpy()
+  rng = np.random.default_rng(0)
+  v = tf.constant(w + w.std() * rng.standard_normal(w.shape).astype(w.dtype))
+  fns = {m: tf.function(lambda x, y, m=m: _conv_loss_and_grad(spec, layer, x, y, v, m))
+         for m in ("fast", "jacobian")}
+  fast = _numpy(fns["fast"](*batches[0]))  # traces and warms up
+  best_fast = _seconds_per_round(fns["fast"], batches)
+  fns["jacobian"].get_concrete_function(*batches[0])  # trace outside the timing
+  start = time.perf_counter()
+  ref = _numpy(fns["jacobian"](*batches[0]))
+  ref_s = time.perf_counter() - start
+  best_fast = min(best_fast, _seconds_per_round(fns["fast"], batches))
+  diff = _rel_diff(fast, ref)
+  print(f"(1b) convnet 28x28x1, batch {batch}, layer {layer} ({wl.name}, V_l of {taylor.num_inputs(wl)} x "
+        f"{wl.units}): cross-entropy layer Taylor loss")
+  print("     and its gradient at a random V_l; both paths in tf.function")
+  print(f"     reference (method='jacobian', G_l from {batch * 10} per-component backward passes) "
+        f"{ref_s:8.2f} s, one round (traced beforehand)")
+  print(f"     fast      (method='fast', clamped JVP and its transpose)          {best_fast:8.3f} s/round, "
+        f"mean of {len(batches)} rounds, best of 2")
+  print(f"     speed-up {ref_s / best_fast:.0f}x; max relative difference {diff:.2e} (loss and gradient, "
+        f"<= {_TOLERANCE:g}: {_verdict(diff <= _TOLERANCE)})")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (2) fit with and without the Taylor recorder; (3) solve.
+
+
+class _Timer(keras.callbacks.Callback):
+  """Wall time from the end of round ``start`` to the end of round ``stop`` (1-based counts)."""
+
+  def __init__(self, start, stop):
+    super().__init__()
+    self.start_at, self.stop_at, self.count = start, stop, 0
+    self.t0, self.seconds = None, None
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.count += 1
+    if self.count == self.start_at:
+      self.t0 = time.perf_counter()
+    elif self.count == self.stop_at:
+      self.seconds = time.perf_counter() - self.t0
+
+
+def _fit(train, rounds, recorders) -> float:
+  """Seconds per epoch, extrapolated from ``rounds`` timed rounds."""
+  keras.utils.set_random_seed(0)
+  net = models.autoencoder()
+  spec = models.inspect(net)
+  timer = _Timer(_WARMUP, _WARMUP + rounds)
+  training.fit(net, lambda e0: data.train_dataset(train, 64, 0, 1, e0, target="input",
+                                                   input_shape=spec.input_shape),
+               len(train.y), loss="mse", optimizer=training.make_optimizer("rmsprop", 1e-3), batch_size=64,
+               num_epochs=1, recorders=recorders, verbose=0, callbacks=[timer])
+  return timer.seconds / rounds * -(-_EXAMPLES // 64)
+
+
+def _recorder_flops(recorder, batch: int) -> tuple:
+  """FLOPs per round of the recorder's accumulating GEMMs (layer, neuron scale) and of one training step."""
+  spec = recorder.spec
+  last = len(spec.layers) - 1
+  p = {wl.index: wl.kernel_shape[0] + 1 for wl in spec.layers}
+  layer = sum(2 * batch * p[l] ** 2 * spec.layers[l].units ** 2 for l in recorder.layers)
+  neuron = sum(2 * batch * p[l] ** 2 * (1 if l == last else len(u)) for l, u in recorder.neurons.items())
+  train = 6 * batch * sum(taylor.num_inputs(wl) * wl.units for wl in spec.layers)  # forward + backward
+  return layer, neuron, train
+
+
+def bench_fit():
+  rounds = _FIT_ROUNDS.value
+  num_rounds = _WARMUP + rounds + 1  # the last round solves the quadratics; it is left out of the timing
+  train = _load(64 * num_rounds)
+  _fit(train, min(rounds, 50), [])  # discarded: the first fit pays one-off costs
+  best = {"none": np.inf, "taylor": np.inf}
+  recorder = None
+  for _ in range(_REPEATS.value):
+    best["none"] = min(best["none"], _fit(train, rounds, []))
+    recorder = hindsight.TaylorRecorder(horizons=[num_rounds])
+    best["taylor"] = min(best["taylor"], _fit(train, rounds, [recorder]))
+  ratio = best["taylor"] / best["none"]
+  print(f"(2) autoencoder fit, batch 64, {rounds} timed rounds after {_WARMUP} warm-up rounds, alternating, "
+        f"best of {_REPEATS.value}; epoch = {_EXAMPLES} examples")
+  print("    recorder: " + recorder.describe().replace("\n", "\n    "))
+  print(f"    no recorder   {best['none']:7.2f} s/epoch")
+  print(f"    TaylorRecorder {best['taylor']:6.2f} s/epoch (statistics only; solves in (3))")
+  print(f"    ratio {ratio:.2f} (budget <= {_OVERHEAD_BUDGET:g}: {_verdict(ratio <= _OVERHEAD_BUDGET)})")
+  layer, neuron, train = _recorder_flops(recorder, 64)
+  print(f"    arithmetic per round: the statistics' GEMMs take {layer / 1e6:.0f} MFLOP (layer scale, 2·B·p²·u² "
+        f"per layer) + {neuron / 1e6:.0f} MFLOP (neuron scale)")
+  print(f"    against ~{train / 1e6:.0f} MFLOP for the training step (6·B·params): "
+        f"~{1 + (layer + neuron) / train:.1f}x expected at equal arithmetic efficiency")
+  return recorder, num_rounds, best["none"]
+
+
+def bench_solve(recorder, num_rounds, epoch_s) -> None:
+  quads = recorder.quadratics()
+  print(f"(3) solve of the recorded quadratics after {num_rounds} rounds (eigendecomposition in float64, "
+        f"best of {_REPEATS.value}). The statistics have a fixed size ({recorder.bytes / 2**20:.1f} MB) whatever")
+  print("    the number of rounds N, so this is also the solve time after 100 epochs (93,800 rounds):")
+  total = 0.0
+  for key, (a, b, c) in quads.items():
+    solvers.solve_quadratic(a, b, c, rcond=recorder.rcond)  # warm-up: traces this shape
+    best = np.inf
+    for _ in range(_REPEATS.value):
+      start = time.perf_counter()
+      _numpy(tuple(solvers.solve_quadratic(a, b, c, rcond=recorder.rcond))[:3])
+      best = min(best, time.perf_counter() - start)
+    total += best
+    shape = "x".join(map(str, a.shape))
+    print(f"    {key:<10} A {shape:<12} {best * 1e3:8.1f} ms")
+  best_solve = np.inf
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    recorder.solve()
+    best_solve = min(best_solve, time.perf_counter() - start)
+  per_epoch = -(-_EXAMPLES // 64)
+  num_horizons = len(regret.horizons(100 * per_epoch, per_epoch))
+  print(f"    sum over keys {total * 1e3:.1f} ms; TaylorRecorder.solve() (statistics to numpy + all solves) "
+        f"{best_solve * 1e3:.1f} ms")
+  print(f"    a 100-epoch run solves at {num_horizons} horizons (epoch ends + 20 early rounds): "
+        f"{num_horizons * best_solve:.1f} s in all, {num_horizons * best_solve / (100 * epoch_s) * 100:.2f}% of "
+        f"its training time without a recorder")
+
+
+def _load(train_size=None):
+  if os.path.isdir(_DATA_DIR.value):
+    return data.load("files", "mnist", _DATA_DIR.value, train_size=train_size)[0]
+  return data.load("sample", train_size=train_size)[0]
+
+
+def main(argv):
+  del argv
+  train = _load()
+  print(f"data: {train.name} ({len(train.y)} examples); threads: "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
+  bench_autoencoder(train)
+  bench_convnet(train)
+  recorder, num_rounds, epoch_s = bench_fit()
+  bench_solve(recorder, num_rounds, epoch_s)
+
+
+if __name__ == "__main__":
+  app.run(main)
