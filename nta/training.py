@@ -218,6 +218,10 @@ class _RunRecorder(keras.callbacks.Callback):
     self.pending = []
 
   def on_epoch_end(self, epoch, logs=None):
+    # Keras hands every callback the same logs dict and History (last in the list) keeps it per epoch:
+    # drop the per-round recorder arrays so they are not kept for the whole run.
+    for key in [k for k in (logs or {}) if "/" in k or k == "round_loss"]:
+      del logs[key]
     if self.failure:
       return
     pending_losses = [float(r["loss"]) for r in self.pending]

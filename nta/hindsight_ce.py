@@ -1,0 +1,1291 @@
+"""The cross-entropy hindsight Taylor optimum min_V Σ_{n≤N} 𝒯^n(V) from per-round records (Theorem 2, §2.3, A.5).
+
+For the squared loss ``nta.hindsight.TaylorRecorder`` streams a quadratic. The cross-entropy Taylor loss
+𝒯^n(V) = CE(T^n(V), y^n) is convex but not quadratic: its hindsight optimum needs every round's data, so
+:class:`CrossEntropyTaylorRecorder` writes the smallest exact per-round representation of T^n to chunk files
+while training, and :func:`solve_horizons` minimises Σ_n 𝒯^n with ``nta.solvers.minimize`` (L-BFGS, float64)
+afterwards. The recorder only records: solving the convnet's 150 neurons at ~25 horizons costs far more than
+training, so it is a separate step (the training driver calls it after training, or the user does).
+
+What is exact, and why it is small. For layer l, neuron α, per sample b (augmented weights and inputs as in
+``nta.taylor``: bias last, x̃ = [patch, 1]; conv neuron = one filter shared over positions):
+
+    T_α(v) = f + Σ_p J[:, p, α] (x̃_p · (v − w_α)),      J = ∂f/∂a_l (p_L × positions × units),
+
+so f (p_L), J restricted to the neuron and the layer input x_{l-1} (from which the patches x̃_p follow) with
+w_α^n determine T_α and its gradient exactly. Three representations of a layer's recorded units; the recorder
+stores, per layer, whichever is smallest for the run (the choice is printed before training):
+
+* ``identity``: the linear output layer (∂f/∂a_L = I): only x_{L-1}.
+* ``jacobian``: x_{l-1} (shared by all units) and J[:, q, α] for each stored position q. When a ReLU and a
+  max-pool follow a conv layer, the clamped max-pool passes each pooled window's cotangent to one position (its
+  argmax, zero if the ReLU is off there), so only the pooled positions are stored, with the argmax position
+  as a small integer: J of a convnet conv2 filter is 10 × 7·7 numbers instead of 10 × 14·14.
+* ``tensor``: G_α = Σ_p J[:, p, α] ⊗ x̃_p (p_L × K): smaller when K is small (conv1: 26 vs 10·14·14 + input).
+
+T^n is evaluated through the clamped network of round n (Observation 2): ∂f/∂(each recorded point) comes from
+one reverse pass of the round's linearisation per output unit (cost ≈ p_L backward passes), in the graph.
+
+Run-directory layout, ``<workdir>/records/taylor/``:
+
+    meta.json          what is recorded: per layer the units, scale(s), representation, shapes, conv config;
+                       dtype, batch size, record_every, bytes per round, estimated total
+    index.json         the committed chunks {file, epoch, steps} and ``rounds_done``, written at every epoch
+                       end just before the checkpoint (chunks not listed are from an interrupted epoch)
+    chunk_00000.npz    consecutive recorded rounds of one epoch (R rounds; B = batch size, shorter batches are
+                       zero-padded and ``batch`` holds the true size), in the network's dtype (float32 for the
+                       paper's models):
+                         step (R,) int64 0-based rounds; batch (R,) int32; f (R, B, p_L) logits; y (R, B) int32;
+                         layer{l}/w (R, K, U) augmented weights W^n of the U recorded units;
+                         layer{l}/x (R, B, *input shape) layer input       [identity, jacobian]
+                         layer{l}/j (R, B, p_L, Q, U) or dense (R, B, p_L, U)  J at the stored positions [jacobian]
+                         layer{l}/pos (R, B, Q, U) uint8/16/int32 argmax position in a_l's H·W  [jacobian, pooled]
+                         layer{l}/g (R, B, p_L, K, U) G_α                  [tensor]
+    optima.npz         written by :func:`solve_horizons`, the format of ``nta.hindsight`` with ``iterations``
+                       and ``converged`` in place of ``rank``: ``N`` (H,); ``layer{l}/value|grad_norm|iterations|
+                       converged`` (H,); ``neurons{l}/units`` (U,), ``neurons{l}/value|grad_norm|iterations|
+                       converged`` (H, U). Values are min_V Σ_{recorded n≤N} 𝒯^n(V) (n 1-based).
+    solve.json         the solve's settings and timings.
+
+With ``record_every = k`` only rounds with (n − 1) mod k = 0 are recorded and summed. Memory while solving: one
+layer's records up to the last horizon, in the stored dtype; a conv neuron's G_α is materialised in float64
+when it fits ``memory_mb`` (about 20× faster evaluations than re-running its convolution).
+
+Solving. Each problem is minimised in float64 by ``nta.solvers.minimize`` on the diagonally rescaled variable
+u = V / d, d = diag(Σ ω GᵀG)^(-1/2) (Jacobi preconditioning: layer inputs and the bias' constant 1 differ by
+orders of magnitude, which otherwise costs L-BFGS 10-50× the iterations); the tolerance is met on the gradient
+in V. A cross-entropy Taylor loss has no minimiser when the recorded rounds are separable for the problem
+(roughly: more weights than samples whose loss can be driven to 0, e.g. a conv neuron's 1,601 weights over the
+first ~15 rounds of 128 samples, or the output layer): the infimum lies at ‖V‖ → ∞, the solver stops where the
+gradient falls below ``tol`` or after ``max_iter`` iterations, and ``value`` is an upper bound on the infimum.
+
+Costs (convnet of §2.3 on 28×28×1 input, batch 128, 2 CPU cores): recording with the defaults takes ~0.45 s per
+recorded round on top of a 0.09 s training step (the p_L = 10 transposed conv2 passes for conv1's Jacobian are
+most of it) and 37 MB per round on disk. One evaluation of a summed Taylor loss costs, per recorded round,
+~1.5 ms for a conv neuron (materialised), ~0.2 ms for a dense neuron, ~2 ms for the conv1 and dense1 layers,
+~60 ms for conv3 and ~250 ms for conv2 at layer scale (float64 convolutions); a solve takes tens to 1,000
+evaluations per horizon.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import glob
+import json
+import math
+import os
+import shutil
+import time
+import zipfile
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from nta import regret as regret_lib
+from nta import solvers
+from nta import taylor
+from nta.errors import NTAError
+from nta.recorders import Recorder, RunInfo
+
+FORMAT = "nta.hindsight_ce/1"
+MODES = ("identity", "jacobian", "tensor")
+_WEIGHT_OPS = ("dense", "conv2d")
+_MB = 2**20
+# Working set of one block of rounds inside the solver's objective (float64 temporaries).
+_BLOCK_BYTES = 128 * _MB
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What is recorded for a layer.
+
+
+@dataclasses.dataclass
+class Site:
+  """The records of one weight layer: its recorded units and how their Taylor approximations are stored.
+
+  Attributes:
+    layer: weight layer index l.
+    name: the Keras layer name.
+    kind: "dense" or "conv2d".
+    units: recorded unit indices (sorted); all units when ``layer_scale``.
+    neurons: the units solved at neuron scale (a subset of ``units``).
+    layer_scale: whether the layer-scale problem (all units together) is solved.
+    mode: "identity", "jacobian" or "tensor" (module docstring).
+    K: augmented weights per unit (fan_in + bias).
+    use_bias: whether the layer has a bias.
+    kernel_shape: the kernel's shape.
+    input_shape: per-sample shape of x_{l-1}.
+    preact_shape: per-sample shape of a_l.
+    conv: strides, padding, dilations of a conv layer (None for dense).
+    pooled: whether only the max-pool argmax positions are stored (ReLU + max-pool after a conv layer).
+    positions: Q, positions stored per unit and sample (1 for dense).
+    pool_shape: (Hp, Wp), the pooled grid when ``pooled``, else None.
+    op: position of the layer's op in ``spec.ops``.
+    read: op index whose input cotangent ∂f/∂(input of op ``read``) is read (len(ops) for identity).
+  """
+  layer: int
+  name: str
+  kind: str
+  units: list
+  neurons: list
+  layer_scale: bool
+  mode: str
+  K: int
+  use_bias: bool
+  kernel_shape: list
+  input_shape: list
+  preact_shape: list
+  conv: Optional[dict]
+  pooled: bool
+  positions: int
+  pool_shape: Optional[list]
+  op: int
+  read: int
+
+  @property
+  def spatial(self) -> int:
+    """P, positions of a_l per unit (H·W for conv, 1 for dense)."""
+    return math.prod(self.preact_shape[:-1]) if self.kind == "conv2d" else 1
+
+  @property
+  def fan_in(self) -> int:
+    return self.K - int(self.use_bias)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: dict) -> "Site":
+    return cls(**d)
+
+
+def _index_dtype(size: int):
+  """Smallest integer dtype holding positions 0..size-1."""
+  return np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.int32
+
+
+def _op_shapes(spec) -> list:
+  """Per-sample shape of the value entering each op, plus the output's."""
+  shapes, shape = [], tuple(spec.input_shape)
+  for op in spec.ops:
+    shapes.append(shape)
+    if op.kind in _WEIGHT_OPS:
+      shape = tuple(spec.layers[op.layer].output_shape)
+    elif op.kind == "maxpool":
+      (h, w, c), (kh, kw), (sh, sw) = shape, op.config["ksize"], op.config["strides"]
+      if op.config["padding"] == "SAME":
+        shape = (-(-h // sh), -(-w // sw), c)
+      else:
+        shape = ((h - kh) // sh + 1, (w - kw) // sw + 1, c)
+    elif op.kind == "flatten":
+      shape = (math.prod(shape),)
+    elif op.kind == "reshape":
+      shape = tuple(op.config)
+  shapes.append(shape)
+  return shapes
+
+
+def _make_site(spec, layer: int, units: Sequence[int], neurons: Sequence[int], layer_scale: bool,
+               batch: int, itemsize: int, mode: Optional[str] = None) -> Site:
+  wl = spec.layers[layer]
+  ops = spec.ops
+  op = next(i for i, o in enumerate(ops) if o.kind in _WEIGHT_OPS and o.layer == layer)
+  pooled = (wl.kind == "conv2d" and op + 2 < len(ops) and ops[op + 1].kind == "relu"
+            and ops[op + 2].kind == "maxpool")
+  conv = None
+  if wl.kind == "conv2d":
+    cfg = ops[op].config
+    conv = {"strides": list(cfg["strides"]), "padding": cfg["padding"], "dilations": list(cfg["dilations"])}
+  pool_shape = None
+  if pooled:
+    pool_shape = list(_op_shapes(spec)[op + 3][:-1])
+    positions = math.prod(pool_shape)
+  else:
+    positions = math.prod(wl.output_shape[:-1]) if wl.kind == "conv2d" else 1
+  identity = op == len(ops) - 1 and wl.kind == "dense"
+  site = Site(layer, wl.name, wl.kind, sorted(int(u) for u in units), sorted(int(u) for u in neurons),
+              bool(layer_scale), "identity" if identity else "jacobian", taylor.num_inputs(wl), wl.use_bias,
+              list(wl.kernel_shape), list(wl.input_shape), list(wl.output_shape), conv, pooled, positions,
+              pool_shape, op,
+              len(ops) if identity else (op + 3 if pooled else op + 1))
+  if mode is not None and (mode == "identity") != identity:
+    raise NTAError(f"representation '{mode}' does not apply to layer {layer} ({wl.name}): 'identity' is for the "
+                   "linear output layer only, 'jacobian' and 'tensor' for the others")
+  if mode is not None:
+    site.mode = mode
+  elif not identity:
+    p_l = math.prod(spec.output_shape)
+    sizes = {m: _site_bytes(dataclasses.replace(site, mode=m), batch, p_l, itemsize)
+             for m in ("jacobian", "tensor")}
+    site.mode = min(sizes, key=lambda m: (sizes[m], m != "jacobian"))
+  return site
+
+
+def _site_bytes(site: Site, batch: int, p_l: int, itemsize: int) -> int:
+  """Bytes one recorded round of ``site`` takes in a chunk (full batch)."""
+  u = len(site.units)
+  total = site.K * u * itemsize
+  if site.mode in ("identity", "jacobian"):
+    total += batch * math.prod(site.input_shape) * itemsize
+  if site.mode == "jacobian":
+    total += batch * p_l * site.positions * u * itemsize
+    if site.pooled:
+      total += batch * site.positions * u * np.dtype(_index_dtype(site.spatial)).itemsize
+  elif site.mode == "tensor":
+    total += batch * p_l * site.K * u * itemsize
+  return total
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The recorder.
+
+
+class CrossEntropyTaylorRecorder(Recorder):
+  """Records, every k-th round, the exact data of the cross-entropy Taylor losses of chosen layers and neurons.
+
+  Use with ``nta.training.fit`` on a cross-entropy run with a run directory; afterwards call
+  :func:`solve_horizons` to compute ``records/taylor/optima.npz``.
+
+  Args:
+    layers: layer indices to record at layer scale; None = every layer whose extra records fit ``disk_mb``
+      (cheapest first), [] = none.
+    neurons: {layer: unit indices} at neuron scale; None = ``neurons_per_layer`` seeded filters of every conv
+      layer (as the paper's 50) and all units of every dense layer; {} = none.
+    neurons_per_layer: conv filters drawn per layer by default (seeded by the run's seed and the layer).
+    disk_mb: disk budget for the whole run, used to pick the default layer-scale layers.
+    record_every: record rounds n with (n − 1) mod k = 0.
+    chunk_mb: the host buffer is written to a new chunk file whenever it reaches this size (and at epoch ends).
+    representations: {layer: "jacobian" or "tensor"} to override the smallest representation (e.g. "tensor"
+      solves faster when disk allows); default the smallest per layer.
+  """
+
+  name = "taylor"
+
+  def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
+               neurons_per_layer: int = 50, disk_mb: float = 10240.0, record_every: int = 1,
+               chunk_mb: float = 256.0, representations: Optional[Mapping[int, str]] = None):
+    if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) or record_every < 1:
+      raise NTAError(f"record_every must be an integer >= 1, got {record_every!r}")
+    if neurons_per_layer < 1:
+      raise NTAError(f"neurons_per_layer must be >= 1, got {neurons_per_layer}")
+    if not disk_mb > 0 or not chunk_mb > 0:
+      raise NTAError(f"disk_mb and chunk_mb must be positive, got {disk_mb} and {chunk_mb}")
+    self.req_layers, self.req_neurons = layers, neurons
+    self.neurons_per_layer, self.disk_mb = int(neurons_per_layer), float(disk_mb)
+    self.record_every, self.chunk_bytes = int(record_every), int(chunk_mb * _MB)
+    self.representations = dict(representations or {})
+    bad = {m for m in self.representations.values() if m not in MODES}
+    if bad:
+      raise NTAError(f"unknown representation {sorted(bad)[0]!r}; choose one of: {', '.join(MODES)}")
+
+  # ----------------------------------------------------------------------------------------------- set-up
+  def build(self, run: RunInfo) -> None:
+    spec = self.spec = run.spec
+    if run.loss != "cross_entropy":
+      raise NTAError(f"CrossEntropyTaylorRecorder records cross-entropy runs; this run uses '{run.loss}': use "
+                     "nta.hindsight.TaylorRecorder, whose squared-loss statistics are exact and stream in "
+                     "constant memory")
+    if len(spec.output_shape) != 1:
+      raise NTAError(f"model '{spec.name}' outputs shape {spec.output_shape}; cross-entropy needs logits "
+                     "of shape (classes,)")
+    if not run.workdir:
+      raise NTAError("CrossEntropyTaylorRecorder writes its records to <workdir>/records/taylor; train with a "
+                     "run directory (workdir=...)")
+    self.dir = os.path.join(run.workdir, "records", self.name)
+    self.num_outputs = math.prod(spec.output_shape)
+    self.batch_size, self.steps_per_epoch = run.batch_size, run.steps_per_epoch
+    self.dtype = np.dtype(spec.layers[0].kernel.dtype)
+    itemsize = self.dtype.itemsize
+    total_rounds = run.steps_per_epoch * run.num_epochs
+    self.recorded_rounds = -(-total_rounds // self.record_every)
+
+    neurons = self._pick_neurons(spec, run.seed)
+    modes = {spec.layer(int(l)).index: m for l, m in self.representations.items()}
+    sites = lambda scale: {  # noqa: E731
+        l: _make_site(spec, l, range(spec.layers[l].units) if l in scale else neurons[l], neurons.get(l, []),
+                      l in scale, self.batch_size, itemsize, modes.get(l))
+        for l in sorted(set(neurons) | set(scale))}
+    per_round = lambda s: sum(_site_bytes(x, self.batch_size, self.num_outputs, itemsize)  # noqa: E731
+                              for x in s.values()) + self._common_bytes()
+    self.skipped = []
+    if self.req_layers is None:
+      budget = self.disk_mb * _MB
+      chosen = set()
+      base = per_round(sites(chosen))
+      extra = {}
+      for l in range(len(spec.layers)):
+        extra[l] = per_round(sites({l})) - base
+      for l in sorted(extra, key=lambda i: (extra[i], i)):
+        if per_round(sites(chosen | {l})) * self.recorded_rounds <= budget:
+          chosen.add(l)
+        else:
+          self.skipped.append(f"layer {l} ({spec.layers[l].name}): +{extra[l] / _MB:.1f} MB/round")
+      layers = chosen
+    else:
+      layers = {spec.layer(int(l)).index for l in self.req_layers}
+    self.sites = sites(layers)
+    self.bytes_per_round = per_round(self.sites)
+    self.total_bytes = self.bytes_per_round * self.recorded_rounds
+    self.meta = {
+        "format": FORMAT, "loss": run.loss, "model": spec.name, "dtype": self.dtype.name,
+        "num_outputs": self.num_outputs, "batch_size": self.batch_size, "steps_per_epoch": run.steps_per_epoch,
+        "num_epochs": run.num_epochs, "record_every": self.record_every, "seed": run.seed,
+        "sites": {str(l): s.to_json() for l, s in self.sites.items()},
+        "bytes_per_round": self.bytes_per_round, "estimated_bytes": self.total_bytes, "skipped": self.skipped}
+    os.makedirs(self.dir, exist_ok=True)
+    # Fail before training rather than at epoch 60: chunks already written (a resumed run) count as available.
+    free = shutil.disk_usage(self.dir).free + sum(os.path.getsize(p) for p in glob.glob(os.path.join(
+        self.dir, "chunk_*.npz")))
+    if self.total_bytes > free:
+      raise NTAError(f"the Taylor records of this run need ~{self.total_bytes / 2**30:.1f} GB but {self.dir} has "
+                     f"{free / 2**30:.1f} GB free; set record_every >= "
+                     f"{self.record_every * math.ceil(self.total_bytes / max(free, 1))} or record fewer "
+                     "neurons/layers")
+    self._out_specs = self._output_specs()
+    self.rounds_per_chunk = max(1, self.chunk_bytes // self.bytes_per_round)
+    # Chunk files are written by one background thread while training goes on; save() waits for them.
+    self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="taylor-chunks")
+    self._writes = []
+    self._chunk, self._count, self._pending = None, 0, []
+    self._fresh, self._last_step, self._next_chunk = True, -1, 0
+
+  def _pick_neurons(self, spec, seed: int) -> dict:
+    if self.req_neurons is None:
+      neurons = {}
+      for wl in spec.layers:
+        if wl.kind == "conv2d":
+          rng = np.random.default_rng([int(seed), wl.index])
+          k = min(self.neurons_per_layer, wl.units)
+          neurons[wl.index] = sorted(int(u) for u in rng.choice(wl.units, k, replace=False))
+        else:
+          neurons[wl.index] = list(range(wl.units))
+      return neurons
+    neurons = {}
+    for l, units in self.req_neurons.items():
+      wl = spec.layer(int(l))
+      units = sorted({int(u) for u in units})
+      bad = [u for u in units if not 0 <= u < wl.units]
+      if bad:
+        raise NTAError(f"neuron index {bad[0]} out of range for layer {wl.index} ({wl.name}), which has "
+                       f"{wl.units} units (0..{wl.units - 1})")
+      if units:
+        neurons[wl.index] = units
+    return neurons
+
+  def _common_bytes(self) -> int:
+    return self.batch_size * (self.num_outputs * self.dtype.itemsize + 4) + 12
+
+  def _output_specs(self) -> dict:
+    """Key -> (per-sample shape, numpy dtype, batched) of what :meth:`update` returns."""
+    p_l = self.num_outputs
+    out = {"f": ((p_l,), self.dtype, True), "y": ((), np.int32, True)}
+    for l, s in self.sites.items():
+      u = len(s.units)
+      out[f"layer{l}/w"] = ((s.K, u), self.dtype, False)
+      if s.mode in ("identity", "jacobian"):
+        out[f"layer{l}/x"] = (tuple(s.input_shape), self.dtype, True)
+      if s.mode == "jacobian":
+        out[f"layer{l}/j"] = ((p_l, u) if s.kind == "dense" else (p_l, s.positions, u), self.dtype, True)
+        if s.pooled:
+          out[f"layer{l}/pos"] = ((s.positions, u), _index_dtype(s.spatial), True)
+      elif s.mode == "tensor":
+        out[f"layer{l}/g"] = ((p_l, s.K, u), self.dtype, True)
+    return out
+
+  def describe(self) -> str:
+    mb = lambda b: f"{b / _MB:.1f} MB"  # noqa: E731
+    itemsize = self.dtype.itemsize
+    lines = [f"taylor: cross-entropy Taylor records every {self.record_every} round(s): {self.recorded_rounds} "
+             f"rounds x {mb(self.bytes_per_round)} = {self.total_bytes / 2**30:.2f} GB in {self.dir} "
+             f"(chunks of <= {self.chunk_bytes / _MB:.0f} MB); solve afterwards with "
+             "nta.hindsight_ce.solve_horizons(workdir)"]
+    for l, s in self.sites.items():
+      scale = " + ".join(x for x in (("layer" if s.layer_scale else ""),
+                                     (f"{len(s.neurons)} neurons" if s.neurons else "")) if x)
+      what = {"identity": "layer input (∂f/∂a = I)",
+              "jacobian": f"layer input + ∂f/∂a at {s.positions} position(s)/unit"
+                          + (" (max-pool argmax)" if s.pooled else ""),
+              "tensor": f"G = J ⊗ x̃ ({self.num_outputs} x {s.K}/unit)"}[s.mode]
+      lines.append(f"  layer {l} ({s.name}, {s.kind}): {scale}; {len(s.units)} units stored as {what}: "
+                   f"{mb(_site_bytes(s, self.batch_size, self.num_outputs, itemsize))}/round")
+    if self.skipped:
+      lines.append(f"  layer scale not recorded (over the {self.disk_mb:g} MB budget): " + "; ".join(self.skipped))
+    if self.total_bytes > self.disk_mb * _MB:
+      lines.append(f"  note: the records exceed the {self.disk_mb:g} MB budget; raise record_every or record "
+                   "fewer neurons to shrink them")
+    return "\n".join(lines)
+
+  # ------------------------------------------------------------------------------------------ per round
+  def update(self, rt):
+    if self.record_every == 1:
+      return self._extract(rt)
+    return tf.cond(tf.equal(rt.step % self.record_every, 0), lambda: self._extract(rt), self._empty)
+
+  def _empty(self):
+    # Zero-length stand-ins with the recorded structure: a skipped round costs nothing on the host.
+    return {k: tf.zeros((0, *shape), _graph_dtype(k, dtype)) for k, (shape, dtype, _) in self._out_specs.items()}
+
+  def _extract(self, rt):
+    spec, p_l = self.spec, self.num_outputs
+    dtype = rt.output.dtype
+    batch = tf.shape(rt.x)[0]
+    out = {"f": tf.reshape(rt.output, [batch, p_l]), "y": tf.cast(tf.reshape(rt.y, [batch]), tf.int32)}
+    reads = sorted({s.read for s in self.sites.values() if s.mode != "identity"})
+    cot, entries = {}, {}
+    if reads:
+      start = min(s.op for s in self.sites.values() if s.mode != "identity")
+      entries = _clamped_entries(spec, rt.taps, start)
+      cot = _output_cotangents(spec, rt.weights, entries, reads, batch, p_l, dtype)
+    state = None
+    for l, s in self.sites.items():
+      wl = spec.layers[l]
+      every = len(s.units) == wl.units
+      # Gathers along the innermost axis are slow; skip them when every unit is recorded.
+      pick = (lambda t: t) if every else (lambda t: tf.gather(t, s.units, axis=-1))  # noqa: E731
+      kernel, bias = rt.weights[l]
+      out[f"layer{l}/w"] = pick(taylor.augment(wl, kernel, bias))[None]
+      x = rt.taps[l].input
+      if s.mode == "identity":
+        out[f"layer{l}/x"] = x
+        continue
+      pos = pool = None
+      if s.kind == "dense":
+        jc = pick(cot[s.read])  # (p_L, B, U)
+        j = tf.transpose(jc, [1, 0, 2])  # (B, p_L, U)
+      else:
+        jc = cot[s.read]
+        if s.pooled:
+          pool = entries[s.op + 2]
+          jc = jc * tf.cast(pool.positive, dtype)[None]  # zero where the ReLU is off at the argmax
+          pos = tf.reshape(pick(pool.spatial), [batch, s.positions, len(s.units)])
+        jc = tf.reshape(pick(jc), [p_l, batch, s.positions, len(s.units)])
+        if pool is not None and pool.winners is not None and s.mode == "tensor":
+          if state is None:
+            state = taylor.RoundState.from_round(spec, rt)
+          out[f"layer{l}/g"] = _tiled_tensor(s, jc, pos, taylor.layer_inputs(state, l),
+                                             spec.ops[s.op + 2].config["ksize"])
+          continue
+        j = tf.transpose(jc, [1, 0, 2, 3])  # (B, p_L, Q, U)
+      if s.mode == "jacobian":
+        out[f"layer{l}/x"] = x
+        out[f"layer{l}/j"] = j
+        if pos is not None:
+          out[f"layer{l}/pos"] = pos
+        continue
+      if state is None:
+        state = taylor.RoundState.from_round(spec, rt)
+      xt = taylor.layer_inputs(state, l)
+      if s.kind == "dense":
+        out[f"layer{l}/g"] = tf.einsum("bou,bk->boku", j, xt)
+        continue
+      xt = tf.reshape(xt, [batch, s.spatial, s.K])
+      if pos is not None:
+        sel = tf.gather(xt, tf.reshape(pos, [batch, -1]), batch_dims=1)
+        sel = tf.reshape(sel, [batch, s.positions, len(s.units), s.K])
+        out[f"layer{l}/g"] = tf.einsum("boqu,bquk->boku", j, sel)
+      else:
+        out[f"layer{l}/g"] = tf.einsum("bopu,bpk->boku", j, xt)
+    return out
+
+  # --------------------------------------------------------------------------------------------- host
+  def consume(self, step: int, outputs: dict) -> None:
+    self._last_step = step
+    if step % self.record_every:
+      return
+    if self._fresh:
+      self._start_fresh()
+    if self._chunk is None:
+      # Rounds are copied straight into preallocated chunk arrays (zeros: short batches stay zero-padded).
+      n = self.rounds_per_chunk
+      self._chunk = {"step": np.zeros(n, np.int64), "batch": np.zeros(n, np.int32)}
+      for key, (shape, dtype, batched) in self._out_specs.items():
+        self._chunk[key] = np.zeros((n, self.batch_size, *shape) if batched else (n, *shape), dtype)
+    i = self._count
+    batch = np.asarray(outputs["f"]).reshape(-1, self.num_outputs).shape[0]
+    self._chunk["step"][i], self._chunk["batch"][i] = step, batch
+    for key, (shape, _, batched) in self._out_specs.items():
+      value = np.asarray(outputs[key]).reshape((-1, *shape))
+      if batched:
+        self._chunk[key][i, :batch] = value
+      else:
+        self._chunk[key][i] = value[0]
+    self._count += 1
+    if self._count == self.rounds_per_chunk:
+      self._flush()
+
+  def _start_fresh(self):
+    """A run that starts from round 0 without a checkpoint: records left by an earlier attempt are stale."""
+    for path in glob.glob(os.path.join(self.dir, "*")):
+      if os.path.isfile(path):
+        os.remove(path)
+    _write_json(os.path.join(self.dir, "meta.json"), self.meta)
+    _write_json(os.path.join(self.dir, "index.json"), {"chunks": [], "rounds_done": 0})
+    self._fresh = False
+
+  def _flush(self):
+    if not self._count:
+      return
+    arrays = {k: v[:self._count] for k, v in self._chunk.items()}
+    name = f"chunk_{self._next_chunk:05d}.npz"
+    self._writes.append(self._writer.submit(_write_chunk, os.path.join(self.dir, name), arrays))
+    steps = [int(s) for s in arrays["step"]]
+    self._pending.append({"file": name, "epoch": steps[0] // self.steps_per_epoch, "steps": steps})
+    self._next_chunk += 1
+    self._chunk, self._count = None, 0
+
+  def _wait(self):
+    writes, self._writes = self._writes, []
+    for w in writes:
+      w.result()  # re-raises a failed write (e.g. a full disk) here, before the index names the chunk
+
+  def save(self, epoch: int) -> None:
+    if self._fresh:
+      self._start_fresh()  # an epoch without recorded rounds still advances rounds_done
+    self._flush()
+    self._wait()
+    index = _read_index(self.dir)
+    index["chunks"] += self._pending
+    index["rounds_done"] = self._last_step + 1
+    _write_json(os.path.join(self.dir, "index.json"), index)
+    self._pending = []
+
+  def restore(self, epochs_done: int) -> None:
+    """Drops chunks recorded after the checkpoint (epochs >= ``epochs_done``); checks the records match."""
+    self._wait()
+    meta_path = os.path.join(self.dir, "meta.json")
+    rounds_done = epochs_done * self.steps_per_epoch
+    index = _read_index(self.dir) if os.path.exists(os.path.join(self.dir, "index.json")) else None
+    if index is None or not os.path.exists(meta_path):
+      if rounds_done:
+        raise NTAError(f"{self.dir} has no Taylor records but the run resumes after {rounds_done} rounds; the "
+                       "records would have a gap (was the recorder added to a started run?); use a new workdir")
+      self._fresh = True
+      return
+    with open(meta_path) as f:
+      old = json.load(f)
+    keys = ("format", "dtype", "batch_size", "record_every", "sites", "steps_per_epoch")
+    changed = [k for k in keys if old.get(k) != self.meta[k]]
+    if changed:
+      raise NTAError(f"{self.dir} holds Taylor records of another recorder setup (fields: {', '.join(changed)}); "
+                     "resume with the same recorder or use a new workdir")
+    keep = [c for c in index["chunks"] if c["epoch"] < epochs_done]
+    kept_files = {c["file"] for c in keep}
+    dropped = False
+    for path in glob.glob(os.path.join(self.dir, "chunk_*")):
+      if os.path.basename(path) not in kept_files:
+        os.remove(path)
+        dropped = True
+    recorded = [s for c in keep for s in c["steps"]]
+    expected = list(range(0, rounds_done, self.record_every))
+    if recorded != expected:
+      raise NTAError(f"{self.dir}: the committed chunks hold rounds {recorded[:3]}... ({len(recorded)}) but "
+                     f"{len(expected)} recorded rounds precede epoch {epochs_done}; the records are inconsistent "
+                     "with the checkpoint; use a new workdir")
+    if dropped and os.path.exists(os.path.join(self.dir, "optima.npz")):
+      os.remove(os.path.join(self.dir, "optima.npz"))  # solved from rounds that are now re-recorded
+    _write_json(os.path.join(self.dir, "index.json"), {"chunks": keep, "rounds_done": rounds_done})
+    numbers = [int(c["file"][6:11]) for c in keep]
+    self._next_chunk = max(numbers) + 1 if numbers else 0
+    self._chunk, self._count, self._pending = None, 0, []
+    self._last_step = rounds_done - 1
+    self._fresh = False
+
+  def close(self) -> None:
+    self._wait()
+    self._writer.shutdown(wait=True)
+
+
+def _write_chunk(path: str, arrays: dict) -> None:
+  # No fsync: a killed process leaves complete files (the rename is atomic); only a machine crash can leave a
+  # truncated chunk, which solve_horizons reports by name.
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(path + ".tmp", path)
+
+
+def _graph_dtype(key: str, dtype) -> tf.DType:
+  """Positions travel as int32 in the graph and are narrowed on the host."""
+  return tf.int32 if key.endswith("/pos") else tf.as_dtype(dtype)
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def _read_index(directory: str) -> dict:
+  path = os.path.join(directory, "index.json")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise NTAError(f"{path} is missing or unreadable ({e}); the Taylor records cannot be used") from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Graph side: the round's clamped linearisation, run backwards from the output.
+
+
+def _tiled_pool(op, in_shape) -> bool:
+  """A max-pool whose windows tile its input without overlap or padding (the paper's 2x2, stride 2)."""
+  (h, w, _), (kh, kw), (sh, sw) = in_shape, op.config["ksize"], op.config["strides"]
+  return (kh, kw) == (sh, sw) and (op.config["padding"] == "VALID" or (h % sh == 0 and w % sw == 0))
+
+
+def _clamped_entries(spec, taps, start: int) -> dict:
+  """ReLU masks and max-pool argmaxes of round n for ops after ``start`` (a weight op), from the taps.
+
+  A max-pool's entry is a :class:`_Pool`.
+  """
+  shapes = _op_shapes(spec)
+  entries, h = {}, None
+  for i in range(start, len(spec.ops)):
+    op = spec.ops[i]
+    if op.kind in _WEIGHT_OPS:
+      h = taps[op.layer].preact
+    elif op.kind == "relu":
+      entries[i] = h > 0  # TF's ReluGrad convention (derivative 0 at 0), as nta.taylor.
+      h = tf.nn.relu(h)
+    elif op.kind == "maxpool":
+      size = tf.size(h, out_type=tf.int64)
+      h, argmax = tf.nn.max_pool_with_argmax(h, op.config["ksize"], op.config["strides"], op.config["padding"],
+                                             include_batch_in_index=True)
+      height, width, channels = shapes[i]
+      local = argmax % (height * width * channels)
+      spatial = tf.cast(local // channels, tf.int32)  # h·W + w of each window's argmax
+      winners = None
+      if _tiled_pool(op, shapes[i]):
+        kh, kw = op.config["ksize"]
+        offset = (spatial // width % kh) * kw + spatial % width % kw
+        pattern = (np.arange(height)[:, None] % kh) * kw + np.arange(width)[None, :] % kw
+        winners = tf.equal(_upsample(offset, op.config["ksize"], shapes[i], -1),
+                           tf.constant(pattern[:, :, None], tf.int32))
+      # After a ReLU the window max is > 0 exactly when the ReLU is on at the argmax.
+      entries[i] = _Pool(argmax, size, spatial, winners, h > 0)
+    elif op.kind == "flatten":
+      h = tf.reshape(h, [tf.shape(h)[0], -1])
+    elif op.kind == "reshape":
+      h = tf.reshape(h, [tf.shape(h)[0], *op.config])
+  return entries
+
+
+@dataclasses.dataclass
+class _Pool:
+  """A max-pool of round n: argmax (batch, Hp, Wp, C) flat over the batch's input; its input size; spatial
+  (batch, Hp, Wp, C) int32 h·W + w of the argmax; winners (batch, H, W, C) bool, where an input element is its
+  window's argmax (tiled pools only: their transpose is an upsampling times it, a scatter otherwise); positive,
+  the pooled value is > 0."""
+  argmax: tf.Tensor
+  size: tf.Tensor
+  spatial: tf.Tensor
+  winners: Optional[tf.Tensor]
+  positive: tf.Tensor
+
+
+def _upsample(t, ksize, in_shape, fill):
+  """Repeats each pooled window's value over the window, padding (VALID remainder) with ``fill``."""
+  (kh, kw), (h, w) = ksize, in_shape[:2]
+  up = tf.repeat(tf.repeat(t, kh, axis=-3), kw, axis=-2)
+  extra_h, extra_w = h - up.shape[-3], w - up.shape[-2]
+  if extra_h or extra_w:
+    pads = [[0, 0]] * (up.shape.rank - 3) + [[0, extra_h], [0, extra_w], [0, 0]]
+    up = tf.pad(up, pads, constant_values=fill)
+  return up
+
+
+def _output_cotangents(spec, weights, entries, reads, batch, p_l, dtype) -> dict:
+  """∂f/∂(input of op i) for i in ``reads``, each (p_L, batch, *shape): one reverse pass with p_L cotangents."""
+  shapes = _op_shapes(spec)
+  cot = tf.broadcast_to(tf.eye(p_l, dtype=dtype)[:, None, :], [p_l, batch, p_l])
+  out = {}
+  for i in range(len(spec.ops) - 1, min(reads) - 1, -1):
+    op = spec.ops[i]
+    if op.kind == "dense":
+      cot = tf.einsum("...o,io->...i", cot, weights[op.layer][0])
+    elif op.kind == "conv2d":
+      wl = spec.layers[op.layer]
+      flat = tf.reshape(cot, [-1, *wl.output_shape])
+      back = tf.nn.conv2d_transpose(flat, weights[op.layer][0], tf.stack([tf.shape(flat)[0], *shapes[i]]),
+                                    strides=op.config["strides"], padding=op.config["padding"],
+                                    dilations=op.config["dilations"])
+      cot = tf.reshape(back, [p_l, batch, *shapes[i]])
+    elif op.kind == "relu":
+      cot = cot * tf.cast(entries[i], dtype)
+    elif op.kind == "maxpool":
+      # The transpose of the argmax selection: each window's cotangent goes back to its argmax.
+      pool = entries[i]
+      if pool.winners is not None:
+        cot = _upsample(cot, op.config["ksize"], shapes[i], 0) * tf.cast(pool.winners, dtype)
+      else:
+        flat = tf.transpose(tf.reshape(cot, [p_l, -1]))
+        back = tf.math.unsorted_segment_sum(flat, tf.reshape(pool.argmax, [-1]), pool.size)
+        cot = tf.reshape(tf.transpose(back), [p_l, batch, *shapes[i]])
+    else:  # flatten, reshape
+      cot = tf.reshape(cot, [p_l, batch, *shapes[i]])
+    if i in reads:
+      out[i] = cot
+  return out
+
+
+def _tiled_tensor(site: Site, jc, pos, patches, ksize):
+  """G = Σ_q J[:, q] ⊗ x̃_{argmax(q)} for a tiled max-pool, as one batched matmul per offset in the window.
+
+  Grouping the pooled windows by where their argmax sits (offset t = (di, dj)) turns the per-window gather of
+  patches into strided slices of the patch grid: G_b = Σ_t (J_b · 1[offset = t]) @ patches_b[di::kh, dj::kw].
+
+  Args:
+    site: the layer's site (pooled conv).
+    jc: (p_L, B, Q, U) J at the pooled positions.
+    pos: (B, Q, U) argmax spatial index in a_l's H·W.
+    patches: (B, H, W, K) augmented patches (``nta.taylor.layer_inputs``).
+    ksize: the pool's window (kh, kw).
+
+  Returns:
+    (B, p_L, K, U).
+  """
+  (kh, kw), width = ksize, site.preact_shape[1]
+  batch, p_l, q, u = tf.shape(jc)[1], jc.shape[0], jc.shape[2], jc.shape[3]
+  hp, wp = site.pool_shape
+  offset = (pos // width % kh) * kw + pos % width % kw  # (B, Q, U)
+  jt = tf.transpose(jc, [1, 0, 3, 2])  # (B, p_L, U, Q)
+  g = 0
+  for di in range(kh):
+    for dj in range(kw):
+      sel = tf.cast(tf.equal(offset, di * kw + dj), jc.dtype)  # (B, Q, U)
+      jt_t = tf.reshape(jt * tf.transpose(sel, [0, 2, 1])[:, None], [batch, p_l * u, q])
+      grid = patches[:, di:di + kh * hp:kh, dj:dj + kw * wp:kw]  # (B, Hp, Wp, K)
+      g += tf.matmul(jt_t, tf.reshape(grid, [batch, q, site.K]))
+  return tf.transpose(tf.reshape(g, [batch, p_l, u, site.K]), [0, 1, 3, 2])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading the records.
+
+
+class Records:
+  """The recorded rounds of a run directory (``records/taylor``), read lazily one layer at a time.
+
+  Attributes:
+    dir: the records folder.
+    meta: meta.json.
+    sites: {layer: :class:`Site`}.
+    chunks: the committed chunk entries of index.json.
+    steps: (R,) 0-based recorded rounds, ascending.
+    rounds_done: rounds the records cover (horizons may go up to it).
+  """
+
+  def __init__(self, workdir: str):
+    self.dir = os.path.join(workdir, "records", "taylor")
+    meta_path = os.path.join(self.dir, "meta.json")
+    if not os.path.exists(meta_path):
+      raise NTAError(f"no cross-entropy Taylor records in {workdir}: {meta_path} is missing; train with "
+                     "nta.hindsight_ce.CrossEntropyTaylorRecorder")
+    with open(meta_path) as f:
+      self.meta = json.load(f)
+    if self.meta.get("format") != FORMAT:
+      loss = self.meta.get("loss")
+      hint = (" (a squared-loss run: its optima come from nta.hindsight.TaylorRecorder, already in optima.npz)"
+              if loss == "mse" else "")
+      raise NTAError(f"{self.dir} does not hold cross-entropy Taylor records{hint}")
+    self.sites = {int(l): Site.from_json(s) for l, s in self.meta["sites"].items()}
+    index = _read_index(self.dir)
+    self.chunks = index["chunks"]
+    self.steps = np.array([s for c in self.chunks for s in c["steps"]], np.int64)
+    self.rounds_done = int(index["rounds_done"])
+    self._cache = (None, None)  # the last layer read: its neurons are solved one after another
+
+  def num_rounds(self, horizon: int) -> int:
+    """Recorded rounds n ≤ horizon (1-based n)."""
+    return int(np.searchsorted(self.steps, horizon, side="left"))
+
+  def check_horizons(self, horizons) -> np.ndarray:
+    """Validated sorted unique int64 horizons; NTAError for one beyond the recorded rounds."""
+    h = np.asarray(horizons)
+    if h.ndim != 1 or h.size == 0 or not np.issubdtype(h.dtype, np.integer):
+      raise NTAError(f"horizons must be a non-empty list of integers, got {horizons!r}")
+    h = np.unique(h.astype(np.int64))
+    if h[0] < 1:
+      raise NTAError(f"horizons are 1-based round counts and must be >= 1, got {int(h[0])}")
+    if h[-1] > self.rounds_done:
+      raise NTAError(f"horizon N={int(h[-1])} is beyond the {self.rounds_done} rounds recorded in {self.dir} "
+                     f"({len(self.steps)} recorded, every {self.meta['record_every']}); horizons must be <= "
+                     f"{self.rounds_done}")
+    return h
+
+  def arrays(self, keys: Sequence[str], num_rounds: int) -> dict:
+    """The chunk arrays ``keys`` (plus step, batch) of the first ``num_rounds`` recorded rounds, concatenated."""
+    keys = ["step", "batch", *keys]
+    if self._cache[0] == (tuple(keys), num_rounds):
+      return self._cache[1]
+    self._cache = (None, None)
+    parts = {k: [] for k in keys}
+    have = 0
+    for c in self.chunks:
+      if have >= num_rounds:
+        break
+      path = os.path.join(self.dir, c["file"])
+      if not os.path.exists(path):
+        raise NTAError(f"Taylor record chunk {path} is missing (listed in index.json); restore it or rerun "
+                       "training in a new workdir; nothing was deleted")
+      try:
+        # Our own handle: np.load leaks the file it opened when the zip turns out to be truncated.
+        with open(path, "rb") as fh, np.load(fh) as z:
+          arrays = {k: z[k] for k in keys}
+      except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise NTAError(f"Taylor record chunk {path} is partial or unreadable ({type(e).__name__}: {e}); restore "
+                       "it or rerun training in a new workdir; nothing was deleted") from None
+      if arrays["step"].tolist() != c["steps"] or any(len(a) != len(c["steps"]) for a in arrays.values()):
+        raise NTAError(f"Taylor record chunk {path} does not hold the rounds index.json lists for it; restore it "
+                       "or rerun training in a new workdir; nothing was deleted")
+      take = min(len(c["steps"]), num_rounds - have)
+      for k in keys:
+        parts[k].append(arrays[k][:take])
+      have += take
+    if have < num_rounds:
+      raise NTAError(f"{self.dir}: {num_rounds} recorded rounds asked for, the chunks hold {have}")
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    self._cache = ((tuple(keys), num_rounds), out)
+    return out
+
+  def problem(self, layer: int, unit: Optional[int] = None, horizon: Optional[int] = None,
+              memory_mb: float = 2048.0) -> "TaylorProblem":
+    """The summed Taylor loss of one layer (``unit`` None) or neuron, over recorded rounds ≤ ``horizon``."""
+    if layer not in self.sites:
+      raise NTAError(f"layer {layer} is not recorded in {self.dir}; recorded layers: "
+                     f"{', '.join(map(str, sorted(self.sites)))}")
+    site = self.sites[layer]
+    if unit is None and not site.layer_scale:
+      raise NTAError(f"layer {layer} ({site.name}) was recorded at neuron scale only (units {site.units[:5]}...)")
+    if unit is not None and int(unit) not in site.units:
+      raise NTAError(f"unit {unit} of layer {layer} ({site.name}) is not recorded; recorded units: {site.units}")
+    horizon = self.rounds_done if horizon is None else int(self.check_horizons([horizon])[-1])
+    return TaylorProblem(self, site, unit, self.num_rounds(horizon), memory_mb)
+
+
+def load_records(workdir: str) -> Records:
+  """The cross-entropy Taylor records of a run directory (see the module docstring)."""
+  return Records(workdir)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The summed Taylor loss of one layer or neuron.
+
+
+class TaylorProblem:
+  """Σ_{recorded n} 𝒯^n(V) = Σ_n mean_b CE(T^n_b(V), y^n_b) for one layer or neuron, in float64.
+
+  T^n(V) = base^n + L^n(V) with L^n linear and base^n = f^n − L^n(W^n), so one compiled objective serves
+  every round and horizon. V is the neuron's (K,) augmented weight vector or the layer's (K, units) augmented
+  kernel (``nta.taylor``'s convention).
+
+  Args:
+    records: the run's :class:`Records`.
+    site: the layer's :class:`Site`.
+    unit: the neuron α, or None for the layer scale.
+    num_rounds: recorded rounds to load (those ≤ the last horizon to be solved).
+    memory_mb: a conv neuron's G_α (float64) is materialised when it takes at most this much memory.
+
+  Attributes:
+    steps: (R,) the loaded rounds (0-based).
+    weights: W^n of the loaded rounds, (R, K) for a neuron, (R, K, units) for a layer.
+    shape: the shape of V.
+    kind: how T is evaluated: "matrix" (G stored or materialised), "dense" or "conv" (from x and J).
+    scale: (K, U) the preconditioner d.
+  """
+
+  _FUNS = {}  # (kind, static config) -> objective; one trace per layer, shared by its neurons and horizons.
+
+  def __init__(self, records: Records, site: Site, unit: Optional[int], num_rounds: int, memory_mb: float):
+    self.site, self.unit = site, unit
+    keys = ["f", "y"] + [k for k in (f"layer{site.layer}/{n}" for n in ("w", "x", "j", "pos", "g"))
+                         if _stored(site, k.rsplit("/", 1)[1])]
+    a = records.arrays(keys, num_rounds)
+    self.steps = a["step"]
+    col = None if unit is None else site.units.index(int(unit))
+    pick = (lambda t: t) if col is None else (lambda t: np.ascontiguousarray(t[..., col:col + 1]))  # noqa: E731
+    l = site.layer
+    w = pick(a[f"layer{l}/w"]).astype(np.float64)  # (R, K, U)
+    self.weights = w[..., 0] if unit is not None else w
+    rounds, batch = a["f"].shape[:2]
+    valid = np.arange(batch)[None, :] < a["batch"][:, None]
+    common = {"f": tf.constant(a["f"].astype(np.float64)), "y": tf.constant(a["y"].astype(np.int32)),
+              "weight": tf.constant(np.where(valid, 1.0 / a["batch"][:, None], 0.0))}
+    u = 1 if unit is not None else len(site.units)
+    shared = {}
+    if site.mode == "tensor":
+      kind, data = "matrix", {"m": pick(a[f"layer{l}/g"])}
+      data["m"] = data["m"].reshape(rounds, batch, -1, site.K * u)
+    elif site.kind == "dense":
+      kind, data = "dense", {"x": a[f"layer{l}/x"]}
+      if site.mode == "jacobian":
+        data["j"] = pick(a[f"layer{l}/j"])
+      else:
+        units = site.units if unit is None else [int(unit)]
+        shared["e"] = tf.constant(np.eye(records.meta["num_outputs"])[:, units])
+    else:
+      j = pick(a[f"layer{l}/j"])
+      pos = pick(a[f"layer{l}/pos"]) if site.pooled else None
+      x = a[f"layer{l}/x"]
+      need = np.prod(j.shape[:3]) * site.K * 8
+      if unit is not None and need <= memory_mb * _MB:
+        kind, data = "matrix", {"m": _materialise(site, x, j[..., 0], None if pos is None else pos[..., 0])}
+      else:
+        kind, data = "conv", {"x": x, "j": j}
+        if pos is not None:
+          data["pos"] = pos
+    data = {k: tf.constant(v) for k, v in data.items()}
+    self.kind = kind
+    per_round = sum(int(np.prod(t.shape[1:])) for t in data.values()) * 8
+    if kind == "conv":
+      per_round += batch * site.spatial * u * 8 * 3
+    block = max(1, _BLOCK_BYTES // max(per_round, 1))
+    geometry = {k: v for k, v in site.to_json().items() if k not in ("layer", "name", "units", "neurons",
+                                                                      "layer_scale")}
+    static = (kind, block, json.dumps(geometry, sort_keys=True))
+    if static not in self._FUNS:
+      self._FUNS[static] = _objective(_linear_map(kind, site), block)
+    self._fun = self._FUNS[static]
+    # base^n = f^n − L^n(W^n), round by round (W^n differs per round).
+    lin = _linear_map(kind, site)
+    shape = (site.K, u)
+    base = []
+    for r in range(rounds):
+      d = {k: t[r:r + 1] for k, t in data.items()}
+      base.append(lin(tf.constant(w[r].reshape(shape)), d, shared)[0])
+    data["base"] = common["f"] - (tf.stack(base) if base else tf.zeros_like(common["f"]))
+    data["y"], data["weight"] = common["y"], common["weight"]
+    self._data, self._shared = data, shared
+    self._shape = shape  # (K, U) inside; a neuron's V is (K,) outside
+    self.shape = (site.K,) if unit is not None else shape
+    self.scale = _jacobi_scale(_curvature(kind, site, data, shared, block))
+
+  @property
+  def num_rounds(self) -> int:
+    return len(self.steps)
+
+  def _rounds(self, horizon: Optional[int]) -> int:
+    """Loaded rounds n ≤ horizon; the problem was loaded up to its last horizon."""
+    return len(self.steps) if horizon is None else int(np.searchsorted(self.steps, horizon, side="left"))
+
+  def start(self, horizon: Optional[int] = None) -> np.ndarray:
+    """W^n of the last recorded round n ≤ horizon: where the Taylor loss equals the training loss (T1)."""
+    return self.weights[max(self._rounds(horizon) - 1, 0)]
+
+  def _args(self, horizon):
+    return (tf.constant(self._rounds(horizon), tf.int32), self._data, self._shared)
+
+  def value_and_grad(self, v, horizon: Optional[int] = None):
+    """(Σ_{recorded n ≤ horizon} 𝒯^n(V), its gradient) in float64; V shaped (K,) or (K, units)."""
+    v = tf.reshape(tf.constant(np.asarray(v, np.float64)), self._shape)
+    value, grad = self._fun(v, *self._args(horizon))
+    return float(value), grad.numpy().reshape(self.shape)
+
+  def solve(self, horizons: Sequence[int], tol: float = 1e-6, max_iter: int = 1000,
+            v0=None) -> list:
+    """Minimises at each horizon (ascending), warm-started from the previous optimum.
+
+    Each horizon starts from whichever is lower there: the previous horizon's optimum or W^n of its last
+    recorded round. When the rounds so far are separable the infimum lies at infinity and the previous
+    "optimum" is a far-out point where the next rounds' losses can be huge; W^n is then the better start.
+
+    Args:
+      horizons: ascending 1-based horizons within the loaded rounds.
+      tol: gradient-norm tolerance.
+      max_iter: L-BFGS iterations per horizon.
+      v0: start of the first horizon (default W^n of its last round).
+
+    Returns:
+      One ``nta.solvers.Solution`` (numpy fields, ``v`` shaped like V) per horizon.
+    """
+    prev = None if v0 is None else tf.constant(np.reshape(np.asarray(v0, np.float64), self._shape))
+    d = tf.constant(self.scale)
+    # ‖∇_v‖ = ‖∇_u / d‖ ≤ ‖∇_u‖ / min(d): meeting tol·min(d) in u guarantees tol in v.
+    tol_u = tol * float(np.min(self.scale))
+    out = []
+    for n in horizons:
+      args = self._args(int(n))
+      v = tf.constant(np.reshape(self.start(int(n)), self._shape))
+      if prev is not None and self._fun(prev, *args)[0] < self._fun(v, *args)[0]:
+        v = prev
+      sol = solvers.minimize(_preconditioned(self._fun), v / d, tol_u, max_iter, args=(d, *args))
+      v = d * sol.v
+      value, grad = self._fun(v, *args)
+      grad_norm = float(tf.norm(grad))
+      # Roundoff can stop the scaled solve short of tol·min(d) while the true gradient already meets tol.
+      converged = bool(np.isfinite(float(value)) and grad_norm <= tol)
+      out.append(solvers.Solution(v=v.numpy().reshape(self.shape), value=np.float64(value),
+                                  grad_norm=np.float64(grad_norm), iterations=np.asarray(sol.iterations),
+                                  converged=np.bool_(converged)))
+      prev = v
+    return out
+
+
+_PRECONDITIONED = {}
+
+
+def _preconditioned(fun):
+  """fun in the scaled variable u = v / d: (value, d ⊙ ∇_v); one wrapper per objective, so one trace."""
+  if fun not in _PRECONDITIONED:
+    def scaled(u, d, *args):
+      value, grad = fun(d * u, *args)
+      return value, d * grad
+    _PRECONDITIONED[fun] = scaled
+  return _PRECONDITIONED[fun]
+
+
+def _curvature(kind: str, site: Site, data: dict, shared: dict, block: int) -> np.ndarray:
+  """diag(Σ_s ω_s G_sᵀ G_s), (K, U): the Gauss-Newton diagonal of the summed Taylor loss without the softmax
+  factor (exact for the matrix and dense forms; conv drops the cross terms between positions)."""
+  f64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
+  total = 0.0
+  rounds = data["weight"].shape[0]
+  for r0 in range(0, rounds, block):
+    d = {k: t[r0:r0 + block] for k, t in data.items()}
+    w = f64(d["weight"])
+    if kind == "matrix":
+      c = tf.reshape(tf.einsum("rbod,rb->d", tf.square(f64(d["m"])), w), [site.K, -1])
+    elif kind == "dense":
+      x = f64(d["x"])
+      if site.use_bias:
+        x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
+      jj = (tf.reduce_sum(tf.square(f64(d["j"])), 2) if "j" in d
+            else tf.reduce_sum(tf.square(shared["e"]), 0)[None, None])
+      c = tf.einsum("rbk,rbu,rb->ku", tf.square(x), jj * tf.ones_like(w)[..., None], w)
+    else:
+      # The Σ_q ‖J_q‖² (x̃_q)² map is linear in a stand-in V: its gradient is the diagonal.
+      sq = dict(d, x=tf.square(f64(d["x"])), j=tf.reduce_sum(tf.square(f64(d["j"])), 2, keepdims=True))
+      v = tf.zeros([site.K, d["j"].shape[-1]], tf.float64)
+      with tf.GradientTape() as tape:
+        tape.watch(v)
+        value = tf.reduce_sum(_linear_map("conv", site)(v, sq, shared)[..., 0] * w)
+      c = tape.gradient(value, v)
+    total = total + c
+  return np.asarray(total)
+
+
+def _jacobi_scale(curvature: np.ndarray) -> np.ndarray:
+  """d = 1/√c per weight, capped at 10⁶× the smallest d; 1 where c = 0 (weights the rounds never see)."""
+  c = np.asarray(curvature, np.float64)
+  top = c.max() if c.size and c.max() > 0 else 1.0
+  return np.where(c > 0, 1.0 / np.sqrt(np.maximum(c, 1e-12 * top)), 1.0)
+
+
+def _stored(site: Site, name: str) -> bool:
+  return {"w": True, "x": site.mode in ("identity", "jacobian"), "j": site.mode == "jacobian",
+          "pos": site.mode == "jacobian" and site.pooled, "g": site.mode == "tensor"}[name]
+
+
+def _linear_map(kind: str, site: Site):
+  """L(V, data, shared) -> (r, B, p_L): the V-dependent part of T over a block of rounds, in float64."""
+  f64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
+
+  def matrix(v, d, shared):
+    return tf.einsum("rbod,d->rbo", f64(d["m"]), tf.reshape(v, [-1]))
+
+  def dense(v, d, shared):
+    x = f64(d["x"])
+    if site.use_bias:
+      x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
+    z = tf.einsum("rbk,ku->rbu", x, v)
+    if "j" in d:
+      return tf.einsum("rbou,rbu->rbo", f64(d["j"]), z)
+    return tf.einsum("ou,rbu->rbo", shared["e"], z)
+
+  def conv(v, d, shared):
+    x = f64(d["x"])
+    lead = tf.shape(x)[:2]
+    u = v.shape[-1]
+    kernel = tf.reshape(v[:site.fan_in], [*site.kernel_shape[:-1], u])
+    z = tf.nn.conv2d(tf.reshape(x, [-1, *site.input_shape]), kernel, strides=site.conv["strides"],
+                     padding=site.conv["padding"], dilations=site.conv["dilations"])
+    if site.use_bias:
+      z = z + v[site.fan_in]
+    z = tf.reshape(z, tf.concat([lead, [site.spatial, u]], 0))
+    if "pos" in d:
+      z = tf.gather(tf.transpose(z, [0, 1, 3, 2]), tf.transpose(tf.cast(d["pos"], tf.int32), [0, 1, 3, 2]),
+                    batch_dims=3)
+      return tf.einsum("rboqu,rbuq->rbo", f64(d["j"]), z)
+    return tf.einsum("rbopu,rbpu->rbo", f64(d["j"]), z)
+
+  return {"matrix": matrix, "dense": dense, "conv": conv}[kind]
+
+
+def _objective(lin, block: int):
+  """fun(v, n, data, shared) -> (Σ over the first n rounds of the weighted CE, gradient), blockwise."""
+  def fun(v, n, data, shared):
+    def body(i, total, grad):
+      hi = tf.minimum(i + block, n)
+      d = {k: t[i:hi] for k, t in data.items()}
+      with tf.GradientTape() as tape:
+        tape.watch(v)
+        logits = d["base"] + lin(v, d, shared)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=d["y"], logits=logits)
+        value = tf.reduce_sum(ce * d["weight"])
+      return hi, total + value, grad + tape.gradient(value, v)
+    zero = tf.zeros([], tf.float64)
+    _, total, grad = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), zero, tf.zeros_like(v)))
+    return total, grad
+  return fun
+
+
+def _patch_table(site: Site) -> tuple:
+  """(pads, table): zero padding of x and, per output position, the flat padded-input index of each tap."""
+  (h, w, _), (kh, kw) = site.input_shape, site.kernel_shape[:2]
+  (sh, sw), (dh, dw) = site.conv["strides"], site.conv["dilations"]
+  ho, wo = site.preact_shape[:2]
+  if site.conv["padding"] == "SAME":
+    ph = max((ho - 1) * sh + (kh - 1) * dh + 1 - h, 0)
+    pw = max((wo - 1) * sw + (kw - 1) * dw + 1 - w, 0)
+  else:
+    ph = pw = 0
+  pads = [[ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2]]
+  rows = (np.arange(ho) * sh)[:, None, None, None] + (np.arange(kh) * dh)[None, None, :, None]
+  cols = (np.arange(wo) * sw)[None, :, None, None] + (np.arange(kw) * dw)[None, None, None, :]
+  table = (rows * (w + pw) + cols).reshape(ho * wo, kh * kw)
+  return pads, table
+
+
+def _materialise(site: Site, x, j, pos) -> np.ndarray:
+  """G_α = Σ_q J[:, q] ⊗ x̃_{pos(q)} of one conv neuron, (R, B, p_L, K) float64, from its stored J and x."""
+  pads, table = _patch_table(site)
+  table = tf.constant(table, tf.int32)
+  rounds, batch, p_l, q = j.shape
+  per_round = batch * q * site.K * 8 * 2 + x[0].nbytes * 2
+  block = max(1, _BLOCK_BYTES // per_round)
+  out = np.empty((rounds, batch, p_l, site.K), np.float64)
+  for r0 in range(0, rounds, block):
+    xb = tf.cast(x[r0:r0 + block], tf.float64)
+    xb = tf.pad(xb, [[0, 0], [0, 0], *pads, [0, 0]])
+    xb = tf.reshape(xb, [xb.shape[0], batch, -1, xb.shape[-1]])
+    where = tf.range(q)[None, None] if pos is None else tf.cast(pos[r0:r0 + block], tf.int32)
+    where = tf.broadcast_to(where, [xb.shape[0], batch, q])
+    idx = tf.gather(table, where)  # (r, B, Q, kh·kw)
+    patches = tf.gather(xb, tf.reshape(idx, [xb.shape[0], batch, -1]), batch_dims=2)
+    patches = tf.reshape(patches, [xb.shape[0], batch, q, site.fan_in])
+    if site.use_bias:
+      patches = tf.concat([patches, tf.ones_like(patches[..., :1])], -1)
+    out[r0:r0 + block] = tf.einsum("rboq,rbqk->rbok", tf.cast(j[r0:r0 + block], tf.float64), patches).numpy()
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Horizons.
+
+
+def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizons: Optional[Sequence[int]] = None,
+                   layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
+                   memory_mb: float = 2048.0, progress: bool = True) -> dict:
+  """(Re)computes ``records/taylor/optima.npz`` from the chunk files: the hindsight optimum at each horizon.
+
+  Every layer and neuron is its own L-BFGS problem (``nta.solvers.minimize`` to gradient norm ``tol``,
+  float64), solved at the horizons in ascending order, each warm-started from the previous horizon's optimum
+  (or from W^n of its last recorded round where that is lower, see :meth:`TaylorProblem.solve`). Neurons are
+  solved one by one, so each meets ``tol`` on its own. Where the recorded rounds are separable for a problem
+  (e.g. a conv neuron over its first ~15 rounds, the output layer) no minimiser exists and the infimum is
+  approached as ‖V‖ → ∞: the solver stops at a far-out V where the gradient norm fell below ``tol`` (the loss
+  decays like e^{-margin·‖V‖}, so this can be well above the infimum) or after ``max_iter`` iterations
+  (``converged`` False); ``value`` is then an upper bound. Those problems dominate the cost: budget with
+  ``max_iter``, ``horizons``, ``layers`` and ``neurons`` (module docstring: costs).
+
+  Args:
+    workdir: the run directory.
+    tol: gradient-norm tolerance of Σ_n 𝒯^n (a sum over recorded rounds, not a mean).
+    max_iter: L-BFGS iterations per problem and horizon.
+    horizons: 1-based horizons N; default ``nta.regret.horizons(rounds_done, steps_per_epoch)`` (epoch ends
+      and log-spaced early rounds).
+    layers: layer-scale problems to solve; default every recorded one.
+    neurons: {layer: units} to solve; default every recorded neuron.
+    memory_mb: memory allowed for one conv neuron's materialised G_α (see :class:`TaylorProblem`).
+    progress: print a line per solved problem (layer or neuron) and per layer of neurons.
+
+  Returns:
+    The arrays written to optima.npz (module docstring).
+
+  Raises:
+    NTAError: no records, a horizon beyond the recorded rounds, a missing or partial chunk (nothing is
+      deleted), an unknown layer or unit.
+  """
+  rec = Records(workdir)
+  meta = rec.meta
+  if len(rec.steps) == 0:
+    raise NTAError(f"{rec.dir} holds no committed rounds yet (finish at least one epoch)")
+  if horizons is None:
+    hz = regret_lib.horizons(rec.rounds_done, meta["steps_per_epoch"])
+    hz = hz[hz > rec.steps[0]]
+  else:
+    hz = rec.check_horizons(horizons)
+  if layers is None:
+    layers = [l for l, s in rec.sites.items() if s.layer_scale]
+  layers = [int(l) for l in layers]
+  for l in layers:
+    if l not in rec.sites or not rec.sites[l].layer_scale:
+      raise NTAError(f"layer {l} is not recorded at layer scale in {rec.dir}; layer-scale layers: "
+                     f"{[i for i, s in rec.sites.items() if s.layer_scale]}")
+  if neurons is None:
+    neurons = {l: s.neurons for l, s in rec.sites.items() if s.neurons}
+  else:
+    neurons = {int(l): [int(u) for u in units] for l, units in neurons.items()}
+    for l, units in neurons.items():
+      if l not in rec.sites:
+        raise NTAError(f"layer {l} is not recorded in {rec.dir}; recorded layers: {sorted(rec.sites)}")
+      bad = [u for u in units if u not in rec.sites[l].units]
+      if bad:
+        raise NTAError(f"unit {bad[0]} of layer {l} is not recorded; recorded units: {rec.sites[l].units}")
+  last = int(hz[-1])
+  out = {"N": hz.astype(np.int64)}
+  timings = {}
+  path = os.path.join(rec.dir, "optima.npz")
+
+  def keep(prefix, sols):
+    out[f"{prefix}/value"] = np.array([s.value for s in sols], np.float64)
+    out[f"{prefix}/grad_norm"] = np.array([s.grad_norm for s in sols], np.float64)
+    out[f"{prefix}/iterations"] = np.array([s.iterations for s in sols], np.int64)
+    out[f"{prefix}/converged"] = np.array([s.converged for s in sols], bool)
+
+  def write():
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+      np.savez(f, **out)
+    os.replace(tmp, path)
+    _write_json(os.path.join(rec.dir, "solve.json"),
+                {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(), "seconds": timings})
+
+  for l in layers:
+    t0 = time.perf_counter()
+    prob = rec.problem(int(l), None, last, memory_mb)
+    keep(f"layer{l}", prob.solve(hz, tol, max_iter))
+    timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
+    write()
+    if progress:
+      print(f"taylor: layer {l} ({rec.sites[l].name}) layer scale solved at {len(hz)} horizons in "
+            f"{timings[f'layer{l}']:.1f} s; converged {int(out[f'layer{l}/converged'].sum())}/{len(hz)}",
+            flush=True)
+  for l, units in neurons.items():
+    if not units:
+      continue
+    t0 = time.perf_counter()
+    per_unit = []
+    for i, u in enumerate(units):
+      t1 = time.perf_counter()
+      per_unit.append(rec.problem(l, u, last, memory_mb).solve(hz, tol, max_iter))
+      if progress:
+        print(f"taylor: layer {l} ({rec.sites[l].name}) neuron {u} ({i + 1}/{len(units)}): "
+              f"{time.perf_counter() - t1:.1f} s, converged at {sum(bool(s.converged) for s in per_unit[-1])}/"
+              f"{len(hz)} horizons", flush=True)
+    out[f"neurons{l}/units"] = np.asarray(units, np.int64)
+    for field in ("value", "grad_norm", "iterations", "converged"):
+      dtype = {"iterations": np.int64, "converged": bool}.get(field, np.float64)
+      out[f"neurons{l}/{field}"] = np.array([[getattr(s, field) for s in sols] for sols in per_unit],
+                                            dtype).T  # (H, U)
+    timings[f"neurons{l}"] = round(time.perf_counter() - t0, 3)
+    write()
+    if progress:
+      print(f"taylor: layer {l} ({rec.sites[l].name}) {len(units)} neurons solved at {len(hz)} horizons in "
+            f"{timings[f'neurons{l}']:.1f} s; converged {int(out[f'neurons{l}/converged'].sum())}/"
+            f"{out[f'neurons{l}/converged'].size}", flush=True)
+  write()
+  return out
