@@ -74,6 +74,7 @@ import tensorflow as tf
 
 from nta import data as data_lib
 from nta import models
+from nta import training
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
 
@@ -363,11 +364,6 @@ def _atomic_save_npy(path: str, array: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-def _atomic_write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 
 
 def _list_snapshots(directory: str) -> list:
@@ -515,7 +511,7 @@ class ConfigurationRecorder(Recorder):
   def _write_meta(self) -> None:
     _atomic_save_npy(os.path.join(self.directory, UNITS_FILE), self.units)
     _atomic_save_npy(os.path.join(self.directory, DATA_INDICES_FILE), self.data_indices)
-    _atomic_write_json(os.path.join(self.directory, META_FILE), self.meta)
+    training.write_json(os.path.join(self.directory, META_FILE), self.meta)
     self._conflict = False
 
   @staticmethod

@@ -86,6 +86,7 @@ import tensorflow as tf
 from nta import regret as regret_lib
 from nta import solvers
 from nta import taylor
+from nta import training
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
 
@@ -520,8 +521,8 @@ class CrossEntropyTaylorRecorder(Recorder):
     for path in glob.glob(os.path.join(self.dir, "*")):
       if os.path.isfile(path):
         os.remove(path)
-    _write_json(os.path.join(self.dir, "meta.json"), self.meta)
-    _write_json(os.path.join(self.dir, "index.json"), {"chunks": [], "rounds_done": 0})
+    training.write_json(os.path.join(self.dir, "meta.json"), self.meta)
+    training.write_json(os.path.join(self.dir, "index.json"), {"chunks": [], "rounds_done": 0})
     self._fresh = False
 
   def _flush(self):
@@ -548,7 +549,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     index = _read_index(self.dir)
     index["chunks"] += self._pending
     index["rounds_done"] = self._last_step + 1
-    _write_json(os.path.join(self.dir, "index.json"), index)
+    training.write_json(os.path.join(self.dir, "index.json"), index)
     self._pending = []
 
   def restore(self, epochs_done: int) -> None:
@@ -585,7 +586,7 @@ class CrossEntropyTaylorRecorder(Recorder):
                      "with the checkpoint; use a new workdir")
     if dropped and os.path.exists(os.path.join(self.dir, "optima.npz")):
       os.remove(os.path.join(self.dir, "optima.npz"))  # solved from rounds that are now re-recorded
-    _write_json(os.path.join(self.dir, "index.json"), {"chunks": keep, "rounds_done": rounds_done})
+    training.write_json(os.path.join(self.dir, "index.json"), {"chunks": keep, "rounds_done": rounds_done})
     numbers = [int(c["file"][6:11]) for c in keep]
     self._next_chunk = max(numbers) + 1 if numbers else 0
     self._chunk, self._count, self._pending = None, 0, []
@@ -610,11 +611,6 @@ def _graph_dtype(key: str, dtype) -> tf.DType:
   return tf.int32 if key.endswith("/pos") else tf.as_dtype(dtype)
 
 
-def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
 
 
 def _read_index(directory: str) -> dict:
@@ -1251,7 +1247,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     with open(tmp, "wb") as f:
       np.savez(f, **out)
     os.replace(tmp, path)
-    _write_json(os.path.join(rec.dir, "solve.json"),
+    training.write_json(os.path.join(rec.dir, "solve.json"),
                 {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(), "seconds": timings})
 
   for l in layers:
