@@ -219,20 +219,30 @@ class TaylorRecorder(Recorder):
     self.pending[key].assign_add(value)
 
   def _accumulate(self, rt):
+    kernels = [k for k, _ in rt.weights]
+    contributions = self._contributions(rt.output, rt.y, kernels, [t.input for t in rt.taps],
+                                           [t.preact for t in rt.taps])
+    for key, value in contributions.items():
+      self._add(key, value)
+    return None
+
+  def _contributions(self, output, y, kernels, inputs, preacts):
+    """This round's terms of every recorded quadratic, {variable name: tensor} (a pure function)."""
+    out = {}
     spec, last = self.spec, len(self.spec.layers) - 1
     dt = self.dtype
     f64 = lambda t: tf.cast(t, dt)  # noqa: E731
-    batch = tf.shape(rt.x)[0]
+    batch = tf.shape(output)[0]
     scale = 1.0 / (f64(batch) * self.P)
-    e = f64(tf.reshape(rt.output, [batch, -1]) - tf.reshape(tf.cast(rt.y, rt.output.dtype), [batch, -1]))
+    e = f64(tf.reshape(output, [batch, -1]) - tf.reshape(tf.cast(y, output.dtype), [batch, -1]))
     e2 = tf.reduce_sum(e * e, axis=1)
     lowest = min(self.layers + list(self.neurons) + [last])
     # Walk down from the output: r_k = J_kᵀ e and M_k = J_kᵀ J_k (None at the output, where M = I).
     r, M = e, None
     for k in range(last, lowest - 1, -1):
       if k < last:
-        kernel = f64(rt.weights[k + 1][0])  # (u_k, u_{k+1})
-        mask = f64(rt.taps[k].preact > 0)  # the clamped activation configuration 1_k
+        kernel = f64(kernels[k + 1])  # (u_k, u_{k+1})
+        mask = f64(preacts[k] > 0)  # the clamped activation configuration 1_k
         r = mask * tf.matmul(r, kernel, transpose_b=True)
         if M is None:
           M = tf.matmul(kernel, kernel, transpose_b=True)[None] * mask[:, :, None] * mask[:, None, :]
@@ -240,9 +250,9 @@ class TaylorRecorder(Recorder):
           M = tf.matmul(tf.matmul(kernel[None], M), kernel, transpose_b=True) * mask[:, :, None] * mask[:, None, :]
       if k not in self.layers and k not in self.neurons:
         continue
-      x = f64(rt.taps[k].input)
+      x = f64(inputs[k])
       xt = tf.concat([x, tf.ones([batch, 1], dt)], axis=1)  # x̃ = [x, 1]
-      a = f64(rt.taps[k].preact)
+      a = f64(preacts[k])
       if k in self.layers:
         Ma = a if M is None else tf.einsum("bjk,bk->bj", M, a)
         h = r - Ma
@@ -252,25 +262,25 @@ class TaylorRecorder(Recorder):
         u = a.shape[1]
         MM = tf.gather(tf.reshape(tf.eye(u, batch_shape=[batch], dtype=dt) if M is None else M, [batch, u * u]),
                        ui * u + uj, axis=1)  # (b, u(u+1)/2)
-        self._add(f"layer{k}_A", scale * tf.matmul(xx, MM, transpose_a=True))
-        self._add(f"layer{k}_b", -scale * tf.matmul(xt, h, transpose_a=True))
-        self._add(f"layer{k}_c", scale * tf.reduce_sum(kappa))
+        out[f"layer{k}_A"] = scale * tf.matmul(xx, MM, transpose_a=True)
+        out[f"layer{k}_b"] = -scale * tf.matmul(xt, h, transpose_a=True)
+        out[f"layer{k}_c"] = scale * tf.reduce_sum(kappa)
       if k in self.neurons:
         units = self.neurons[k]
         idx = tf.constant(units, tf.int32)
         a_u, r_u = tf.gather(a, idx, axis=1), tf.gather(r, idx, axis=1)
         if M is None:
           d = tf.ones_like(a_u)
-          self._add(f"neurons{k}_A", scale * tf.matmul(xt, xt, transpose_a=True)[None])
+          out[f"neurons{k}_A"] = scale * tf.matmul(xt, xt, transpose_a=True)[None]
         else:
           d = tf.gather(tf.linalg.diag_part(M), idx, axis=1)  # ‖J[:, α]‖²
           p = xt.shape[1]
           weighted = tf.reshape(d[:, :, None] * xt[:, None, :], [batch, -1])  # (b, K·p): one GEMM for all
-          self._add(f"neurons{k}_A", scale * tf.reshape(tf.matmul(weighted, xt, transpose_a=True), [-1, p, p]))
-        self._add(f"neurons{k}_b", -scale * tf.matmul(r_u - d * a_u, xt, transpose_a=True))
+          out[f"neurons{k}_A"] = scale * tf.reshape(tf.matmul(weighted, xt, transpose_a=True), [-1, p, p])
+        out[f"neurons{k}_b"] = -scale * tf.matmul(r_u - d * a_u, xt, transpose_a=True)
         kappa = e2[:, None] - 2.0 * r_u * a_u + d * a_u * a_u
-        self._add(f"neurons{k}_c", scale * tf.reduce_sum(kappa, 0))
-    return None
+        out[f"neurons{k}_c"] = scale * tf.reduce_sum(kappa, 0)
+    return out
 
   # ------------------------------------------------------------------------------------ host: horizons
   def quadratics(self):
@@ -289,12 +299,12 @@ class TaylorRecorder(Recorder):
       pair_u[ui, uj] = pair_u[uj, ui] = np.arange(len(ui))
       A4 = self.vars[f"layer{l}_A"].numpy()[pair_p[:, :, None, None], pair_u[None, None, :, :]]  # (p, p, u, u)
       A = A4.transpose(0, 2, 1, 3).reshape(p * u, p * u)
-      out[f"layer{l}"] = (A, self.vars[f"layer{l}_b"].numpy().reshape(-1), self.vars[f"layer{l}_c"].numpy())
+      out[f"layer{l}"] = A, self.vars[f"layer{l}_b"].numpy().reshape(-1), self.vars[f"layer{l}_c"].numpy()
     for l, units in self.neurons.items():
       A = self.vars[f"neurons{l}_A"].numpy()
       if A.shape[0] != len(units):
         A = np.broadcast_to(A, (len(units),) + A.shape[1:])
-      out[f"neurons{l}"] = (A, self.vars[f"neurons{l}_b"].numpy(), self.vars[f"neurons{l}_c"].numpy())
+      out[f"neurons{l}"] = A, self.vars[f"neurons{l}_b"].numpy(), self.vars[f"neurons{l}_c"].numpy()
     return out
 
   def solve(self) -> dict:
