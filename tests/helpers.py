@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MNIST_DIR = SHARED / "data" / "mnist"
@@ -39,3 +41,16 @@ def run_binary(name, *args, timeout=300, check=True):
 def error_lines(stderr):
   """The lines a binary printed starting with 'error:'."""
   return [l for l in stderr.splitlines() if l.startswith("error:")]
+
+
+class Crash(keras.callbacks.Callback):
+  """Raises KeyboardInterrupt (as Ctrl-C would) after ``at_round`` rounds of a fit."""
+
+  def __init__(self, at_round):
+    super().__init__()
+    self.at_round, self.seen = at_round, 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.seen += 1
+    if self.seen == self.at_round:
+      raise KeyboardInterrupt

@@ -27,6 +27,8 @@ from nta import training
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
 
+from helpers import Crash
+
 TOL = {"float64": 1e-10, "float32": 2e-5}
 N_EXAMPLES, BATCH, EPOCHS = 88, 32, 2  # 3 rounds per epoch, the last one of 24 examples (zero-padded records)
 
@@ -46,17 +48,6 @@ class _Spy(Recorder):
 
   def consume(self, step, outputs):
     self.rounds.append((step, outputs))
-
-
-class _Crash(keras.callbacks.Callback):
-  def __init__(self, at_round):
-    super().__init__()
-    self.at_round, self.seen = at_round, 0
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.seen += 1
-    if self.seen == self.at_round:
-      raise KeyboardInterrupt
 
 
 def _convnet(dtype):
@@ -305,7 +296,7 @@ def test_restore_after_an_interrupt_drops_later_chunks(tmp_path, monkeypatch):
   _fit(full_dir, _densenet, "float64", [hindsight_ce.CrossEntropyTaylorRecorder(**options)], epochs=3)
   rec = hindsight_ce.CrossEntropyTaylorRecorder(**options)
   with pytest.raises(KeyboardInterrupt):  # during epoch 2 (rounds 6-8), after round 7 was recorded
-    _fit(crashed_dir, _densenet, "float64", [rec], epochs=3, callbacks=[_Crash(8)])
+    _fit(crashed_dir, _densenet, "float64", [rec], epochs=3, callbacks=[Crash(8)])
   rec.close()  # in-process stand-in for the interpreter finishing its pending writes on exit
   records_dir = os.path.join(crashed_dir, "records", "taylor")
   chunks = lambda: sorted(os.path.basename(p) for p in glob.glob(os.path.join(records_dir, "chunk_*")))  # noqa
@@ -314,7 +305,7 @@ def test_restore_after_an_interrupt_drops_later_chunks(tmp_path, monkeypatch):
   # Interrupted again after the first resumed round: the stale chunk of round 7 is gone, round 6 re-recorded.
   rec = hindsight_ce.CrossEntropyTaylorRecorder(**options)
   with pytest.raises(KeyboardInterrupt):
-    _fit(crashed_dir, _densenet, "float64", [rec], epochs=3, callbacks=[_Crash(1)])
+    _fit(crashed_dir, _densenet, "float64", [rec], epochs=3, callbacks=[Crash(1)])
   rec.close()
   assert chunks() == [f"chunk_{i:05d}.npz" for i in range(7)]
   # Killed between the epoch's records and its checkpoint: the index lists rounds the checkpoint does not have.

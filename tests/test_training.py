@@ -20,7 +20,7 @@ from nta import training
 from nta.errors import NTAError
 from nta.recorders import Recorder
 
-from helpers import ROOT, config
+from helpers import ROOT, Crash, config
 
 
 class _Spy(Recorder):
@@ -109,24 +109,13 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
   assert not np.array_equal(a.round_losses, c.round_losses)
 
 
-class _Crash(keras.callbacks.Callback):
-  def __init__(self, at_round):
-    super().__init__()
-    self.at_round, self.seen = at_round, 0
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.seen += 1
-    if self.seen == self.at_round:
-      raise KeyboardInterrupt
-
-
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
   cfg = config(num_epochs=4)
   full = experiments.run(cfg, str(tmp_path / "full"))
   workdir = str(tmp_path / "crashed")
   real_fit = training.fit
   # Interrupt mid-epoch 3 (round 10 of 16): the checkpoint after epoch 2 survives, epoch 3's rounds do not.
-  monkeypatch.setattr(training, "fit", lambda *a, **k: real_fit(*a, **{**k, "callbacks": [_Crash(10)]}))
+  monkeypatch.setattr(training, "fit", lambda *a, **k: real_fit(*a, **{**k, "callbacks": [Crash(10)]}))
   with pytest.raises(KeyboardInterrupt):
     experiments.run(cfg, workdir)
   monkeypatch.setattr(training, "fit", real_fit)
