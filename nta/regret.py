@@ -262,6 +262,14 @@ def _record_every(workdir: str) -> int:
     return int(json.load(f).get("record_every", 1))
 
 
+def _fit_or_nan(N, regret, min_N):
+  try:
+    slope, (lo, hi) = fit_exponent(N, regret, min_N=min_N)
+    return float(slope), float(lo), float(hi)
+  except NTAError:
+    return np.nan, np.nan, np.nan
+
+
 def positive_stretch(regret: np.ndarray) -> np.ndarray:
   """Mask of the horizons before regret first becomes non-positive (per row for a batch of curves).
 
@@ -325,12 +333,13 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
     out[f"{key}/regret_over_sqrt_n"] = table["regret_over_sqrt_n"]
     reg = np.asarray(table["regret"], np.float64)
     stretch = positive_stretch(reg)
-    try:
-      slope, (lo, hi) = fit_exponent(n_rec, np.where(stretch, reg, np.nan),
-                                     min_N=max(1, int(min_epochs * steps) // every))
-    except NTAError:
-      nan = np.full(values.shape[1], np.nan) if neuron else np.nan
-      slope, lo, hi = nan, nan, nan
+    masked = np.where(stretch, reg, np.nan)
+    min_n = max(1, int(min_epochs * steps) // every)
+    # One curve at a time: a neuron whose regret is never positive long enough gets NaN, not its whole layer.
+    fits = [_fit_or_nan(n_rec, row, min_n) for row in (masked if neuron else [masked])]
+    slope, lo, hi = (np.array(col) for col in zip(*fits))
+    if not neuron:
+      slope, lo, hi = float(slope[0]), float(lo[0]), float(hi[0])
     out[f"{key}/exponent"], out[f"{key}/exponent_lo"], out[f"{key}/exponent_hi"] = slope, lo, hi
     final = table["regret_over_sqrt_n"][..., -1]
     positive_until = np.where(stretch.any(-1), N[np.maximum(stretch.sum(-1) - 1, 0)], 0)
