@@ -104,7 +104,7 @@ def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] =
   if config.eval_test:
     x_test = data_lib.eval_arrays(test, input_shape=spec.input_shape)
     y_test = x_test.reshape(len(x_test), -1) if target == "input" else test.y
-    test_eval = training.make_test_eval(training.TaylorModel(net, config.loss), x_test, y_test)
+    test_eval = training.make_test_eval(spec, config.loss, x_test, y_test)
   result = training.fit(
       net, dataset_fn, len(train.y), loss=config.loss, optimizer=optimizer, batch_size=config.batch_size,
       num_epochs=config.num_epochs, seed=config.seed, workdir=workdir, recorders=recorders,

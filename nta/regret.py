@@ -13,6 +13,8 @@ curves (e.g. 50 neurons of a layer) is an array of shape (K, H) with one row per
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Optional
 
 import numpy as np
@@ -253,8 +255,6 @@ SUMMARY_FILE = "regret.json"
 
 
 def _record_every(workdir: str) -> int:
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "records", "taylor", "meta.json")
   if not os.path.exists(path):
     return 1
@@ -304,8 +304,6 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
   Returns:
     The arrays written to ``regret.npz``.
   """
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   from nta import hindsight  # pylint: disable=g-import-not-at-top
   from nta import training  # pylint: disable=g-import-not-at-top
 
@@ -392,7 +390,6 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
 
 
 def _tensorboard(workdir, out, keys):
-  import os  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "regret"))
   with writer.as_default():
@@ -406,7 +403,6 @@ def _tensorboard(workdir, out, keys):
 
 def load(workdir: str) -> dict:
   """The arrays of ``<workdir>/regret.npz`` (see :func:`compute`)."""
-  import os  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, REGRET_FILE)
   if not os.path.exists(path):
     raise NTAError(f"no regret curves in {workdir}: run bin/regret.py --workdir={workdir} first")
@@ -416,7 +412,6 @@ def load(workdir: str) -> dict:
 
 def solve_if_needed(workdir: str) -> None:
   """Cross-entropy runs record chunks; solve their horizons once (squared-loss runs solved while training)."""
-  import os  # pylint: disable=g-import-not-at-top
   folder = os.path.join(workdir, "records", "taylor")
   if not os.path.isdir(folder):
     raise NTAError(f"no Taylor records in {workdir}: train with --config.record.taylor=True")

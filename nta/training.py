@@ -200,7 +200,7 @@ class _RunRecorder(keras.callbacks.Callback):
     self.pending.append({"round": n, "epoch": self.epoch, "loss": repr(loss),
                          "seconds": f"{now - self.t_last:.6f}"})
     self.t_last = now
-    for rec in self.tmodel.recorders:
+    for rec in self.model.recorders:
       prefix = rec.name + "/"
       rec.consume(n, {k[len(prefix):]: v for k, v in logs.items() if k.startswith(prefix)})
     if not math.isfinite(loss):
@@ -233,7 +233,7 @@ class _RunRecorder(keras.callbacks.Callback):
       row["test_accuracy"] = "" if test_acc is None else repr(test_acc)
     self._flush_rounds()
     self.epochs.append(row)
-    for rec in self.tmodel.recorders:
+    for rec in self.model.recorders:
       rec.save(epoch)
     if self.workdir:
       _write_csv(os.path.join(self.workdir, "epochs.csv"), _EPOCH_FIELDS, self.epochs)
@@ -246,10 +246,6 @@ class _RunRecorder(keras.callbacks.Callback):
       if (epoch + 1) % self.checkpoint_every == 0 or last:
         self.manager.save(checkpoint_number=epoch + 1)
       _status(self.workdir, "running", len(self.epochs), len(self.rounds))
-
-  @property
-  def tmodel(self):
-    return self.model
 
 
 def _status(workdir, state, epochs_done, rounds_done, message=""):
@@ -279,10 +275,10 @@ def read_epochs(workdir: str) -> list:
   return _read_csv(os.path.join(workdir, "epochs.csv"))
 
 
-def make_test_eval(tmodel: TaylorModel, x: np.ndarray, y, batch_size: int = 1000):
+def make_test_eval(spec: models.ModelSpec, loss: str, x: np.ndarray, y, batch_size: int = 1000):
   """A function returning (test loss, accuracy or None) of the current weights; pure forward, no state."""
-  spec, loss_fn = tmodel.spec, tmodel.loss_fn
-  classify = tmodel.loss_name == "cross_entropy"
+  loss_fn = losses_lib.get(loss)
+  classify = loss == "cross_entropy"
 
   @tf.function(reduce_retracing=True)
   def batch_stats(xb, yb):
