@@ -1,6 +1,6 @@
 """Benchmark: per-round cost of the Taylor analysis (§2.2, A.5), fast path vs reference, and its overhead in fit.
 
-  python benchmarks/taylor_bench.py [--rounds=10] [--repeats=3] [--fit_rounds=300]
+  python benchmarks/taylor_bench.py [--rounds=10] [--repeats=3] [--fit_rounds=600] [--fit_repeats=5]
 
 (1) One round of the hindsight analysis with ``nta.taylor``'s fast path against its reference path
     (``method="jacobian"``, the A.5 procedure: the gradient of every output component, assembled into a
@@ -18,7 +18,8 @@
 
 (2) Seconds per epoch (60,000 examples) of ``nta.training.fit`` on the autoencoder with a default
     ``nta.hindsight.TaylorRecorder`` (every layer and neuron within its memory budget, horizons reduced to
-    the last round) against no recorder. Alternating, best of ``--repeats``, after a discarded warm-up fit;
+    the last round) against no recorder, both with the autoencoder config's thread pools (one thread per op,
+    two ops at once). Alternating, best of ``--fit_repeats``, after a discarded warm-up fit;
     rounds are timed after 20 warm-up rounds (tracing) and before the final round's solve.
     Budget: ratio <= 2.
 
@@ -39,6 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from nta import data  # noqa: E402
+from nta import experiments  # noqa: E402
 from nta import hindsight  # noqa: E402
 from nta import models  # noqa: E402
 from nta import regret  # noqa: E402
@@ -50,7 +52,8 @@ _DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "
 _DATA_DIR = flags.DEFINE_string("data_dir", _DEFAULT_DATA, "MNIST files; the embedded sample if missing.")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed autoencoder rounds (distinct batches) per measurement in (1).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repetitions; the best time is kept.")
-_FIT_ROUNDS = flags.DEFINE_integer("fit_rounds", 300, "Timed training rounds per fit in (2).")
+_FIT_ROUNDS = flags.DEFINE_integer("fit_rounds", 600, "Timed training rounds per fit in (2).")
+_FIT_REPEATS = flags.DEFINE_integer("fit_repeats", 5, "Alternating repetitions of each fit in (2); the best is kept.")
 
 _EXAMPLES = 60_000  # one MNIST epoch
 _WARMUP = 20  # rounds of each fit left untimed (tracing, first-call costs)
@@ -245,13 +248,13 @@ def bench_fit():
   _fit(train, min(rounds, 50), [])  # discarded: the first fit pays one-off costs
   best = {"none": np.inf, "taylor": np.inf}
   recorder = None
-  for _ in range(_REPEATS.value):
+  for _ in range(_FIT_REPEATS.value):
     best["none"] = min(best["none"], _fit(train, rounds, []))
     recorder = hindsight.TaylorRecorder(horizons=[num_rounds])
     best["taylor"] = min(best["taylor"], _fit(train, rounds, [recorder]))
   ratio = best["taylor"] / best["none"]
   print(f"(2) autoencoder fit, batch 64, {rounds} timed rounds after {_WARMUP} warm-up rounds, alternating, "
-        f"best of {_REPEATS.value}; epoch = {_EXAMPLES} examples")
+        f"best of {_FIT_REPEATS.value}; epoch = {_EXAMPLES} examples")
   print("    recorder: " + recorder.describe().replace("\n", "\n    "))
   print(f"    no recorder   {best['none']:7.2f} s/epoch")
   print(f"    TaylorRecorder {best['taylor']:6.2f} s/epoch (statistics only; solves in (3))")
@@ -294,6 +297,15 @@ def bench_solve(recorder, num_rounds, epoch_s) -> None:
         f"its training time without a recorder")
 
 
+def _ae_config():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "mnist_autoencoder.py")
+  spec = importlib.util.spec_from_file_location("mnist_autoencoder_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def _load(train_size=None):
   if os.path.isdir(_DATA_DIR.value):
     return data.load("files", "mnist", _DATA_DIR.value, train_size=train_size)[0]
@@ -302,9 +314,13 @@ def _load(train_size=None):
 
 def main(argv):
   del argv
+  # The autoencoder config's thread pools (one thread per op, two ops at once), for every measurement below.
+  threads = _ae_config().threads
+  experiments.apply_threads(threads.intra_op, threads.inter_op)
   train = _load()
-  print(f"data: {train.name} ({len(train.y)} examples); threads: "
-        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
+  print(f"data: {train.name} ({len(train.y)} examples); threads: intra-op "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, inter-op "
+        f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} (configs/mnist_autoencoder.py)")
   bench_autoencoder(train)
   bench_convnet(train)
   recorder, num_rounds, epoch_s = bench_fit()

@@ -18,6 +18,10 @@ def get_config(arg="rmsprop"):
   c.model, c.loss, c.batch_size, c.num_epochs = "autoencoder", "mse", 64, 100
   c.data.source, c.data.name = "tfds", "mnist"
   c.optimizer.name, c.optimizer.learning_rate = optimizer, lr
+  # Every op of this small network (and of its Taylor statistics) is too small to split across cores: running
+  # two ops at once, each on one thread, is ~1.5x faster with the Taylor recorder and as fast without
+  # (benchmarks/taylor_bench.py).
+  c.threads.intra_op, c.threads.inter_op = 1, 2
   if "quick" in flags:
     c.data.source, c.num_epochs = "sample", 20
   if "testing" in flags:

@@ -41,6 +41,11 @@ def get_config():
   c.record.trace = False  # per-round weights, batch and loss on disk (small runs only)
   c.record.exploration = False  # activation configurations (nta.exploration)
   c.record.exploration_every_rounds = 0  # 0 = at every epoch end
+  # TensorFlow CPU thread pools (0 = TensorFlow's default). Set once per process, before TensorFlow starts
+  # (nta.experiments.apply_threads); they change speed only, so a run may be resumed with other values.
+  c.threads = ml_collections.ConfigDict()
+  c.threads.intra_op = 0  # threads splitting one op
+  c.threads.inter_op = 0  # ops run at once
   return c
 
 
@@ -76,6 +81,8 @@ def validate(config) -> None:
        f"config.optimizer.learning_rate must be positive, got {config.optimizer.learning_rate}"),
       (config.data.train_size >= 0, f"config.data.train_size must be >= 0, got {config.data.train_size}"),
       (config.checkpoint_every > 0, f"config.checkpoint_every must be positive, got {config.checkpoint_every}"),
+      (config.threads.intra_op >= 0, f"config.threads.intra_op must be >= 0, got {config.threads.intra_op}"),
+      (config.threads.inter_op >= 0, f"config.threads.inter_op must be >= 0, got {config.threads.inter_op}"),
   ]
   for ok, message in checks:
     if not ok:
@@ -83,8 +90,8 @@ def validate(config) -> None:
 
 
 def check_resumable(saved: dict, current: dict, workdir: str) -> None:
-  """A run directory may only be continued with the same config (num_epochs may grow)."""
-  ignore = {"num_epochs", "verbose"}
+  """A run directory may only be continued with the same config (num_epochs may grow, threads may change)."""
+  ignore = {"num_epochs", "verbose", "threads"}
 
   def differs(a, b):
     # Fields present on only one side are new defaults of a later nta, not a different experiment.

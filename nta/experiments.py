@@ -30,6 +30,26 @@ def seed_everything(seed: int) -> None:
   tf.config.experimental.enable_op_determinism()
 
 
+def apply_threads(intra_op: int, inter_op: int, log=print) -> None:
+  """Sets TensorFlow's CPU thread pools (0 = leave TensorFlow's default).
+
+  TensorFlow fixes them when its runtime starts, so a process that has already run TensorFlow ops (a test
+  session, a notebook) keeps its pools: the run then goes on with them, saying so once, since threads change
+  speed, not results.
+  """
+  threading = tf.config.threading
+  for want, get, put, name in ((intra_op, threading.get_intra_op_parallelism_threads,
+                                threading.set_intra_op_parallelism_threads, "intra_op"),
+                               (inter_op, threading.get_inter_op_parallelism_threads,
+                                threading.set_inter_op_parallelism_threads, "inter_op")):
+    if want and get() != want:
+      try:
+        put(want)
+      except RuntimeError:
+        log(f"note: TensorFlow is already running in this process; config.threads.{name}={want} not applied "
+            f"(keeping {get() or 'the default'})")
+
+
 def build_model(config, train: data_lib.Split) -> keras.Model:
   """The config's paper model, shaped for the training data."""
   if config.model == "autoencoder":
@@ -85,6 +105,7 @@ def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] =
     The ``nta.training.RunResult``.
   """
   config_lib.validate(config)
+  apply_threads(config.threads.intra_op, config.threads.inter_op)
   seed_everything(config.seed)
   train, test = load_data(config)
   net = build_model(config, train)

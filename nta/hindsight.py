@@ -70,6 +70,14 @@ def neuron_stat_bytes(wl, num_units: int, output_layer: bool) -> int:
   return (p * p * (1 if output_layer else num_units) + p * num_units) * _F64
 
 
+def _pair_index(pairs, n: int) -> np.ndarray:
+  """(n, n) positions of the packed pairs i <= j (``np.triu_indices(n)``) for both (i, j) and (j, i)."""
+  i, j = pairs
+  index = np.zeros((n, n), np.int64)
+  index[i, j] = index[j, i] = np.arange(len(i))
+  return index
+
+
 class TaylorRecorder(Recorder):
   """Streams exact squared-loss Taylor statistics per layer and per neuron and solves them at horizons.
 
@@ -85,6 +93,7 @@ class TaylorRecorder(Recorder):
   """
 
   name = "taylor"
+  wants_preact_grads = True  # r_k = J_kᵀ e is the backward pass' ∂ℓ/∂a_k, up to the loss's 2/(B P)
 
   def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
                memory_mb: float = 16.0, record_every: int = 1, horizons: Optional[Sequence[int]] = None,
@@ -152,21 +161,26 @@ class TaylorRecorder(Recorder):
     self.dir = os.path.join(run.workdir, "records", self.name) if run.workdir else None
 
     self.vars = {}
+    # Every quadratic term is a sum over samples of kron(x̃x̃ᵀ, ·), symmetric in the input pair (i, i'), so only
+    # the packed pairs i <= i' (row-major upper triangle, `pairs`) are accumulated: layer A as (p(p+1)/2, u·u),
+    # neuron A as (K, p(p+1)/2). `quadratics` unpacks them.
+    self.pairs, self.selectors = {}, {}
     self.dtype = tf.as_dtype(spec.layers[0].kernel.dtype)
-    self.triu = {}
+    for l in sorted(set(layers) | set(neurons) - {last}):
+      p = spec.layers[l].kernel_shape[0] + 1
+      self.pairs[l] = np.triu_indices(p)
+      # One-hot (pairs, p) matrices: S_i x̃ᵀ picks x̃_i for every pair (i, j), exactly, as a GEMM.
+      self.selectors[l] = tuple(np.eye(p, dtype=self.dtype.as_numpy_dtype)[idx] for idx in self.pairs[l])
     for l in layers:
       wl = spec.layers[l]
       p, u = wl.kernel_shape[0] + 1, wl.units
-      # A[(i, j), (i', k)] = Σ x̃_i x̃_i' M_jk is symmetric in (i, i') and in (j, k) separately, so only pairs
-      # i <= i', j <= k are accumulated (a quarter of the work), as one matmul per round.
-      ip, iu = np.triu_indices(p), np.triu_indices(u)
-      self.triu[l] = (ip, iu)
-      self.vars[f"layer{l}_A"] = tf.Variable(tf.zeros((len(ip[0]), len(iu[0])), tf.float64), trainable=False)
+      self.vars[f"layer{l}_A"] = tf.Variable(tf.zeros((p * (p + 1) // 2, u * u), tf.float64), trainable=False)
       self.vars[f"layer{l}_b"] = tf.Variable(tf.zeros((p, u), tf.float64), trainable=False)
       self.vars[f"layer{l}_c"] = tf.Variable(tf.zeros((), tf.float64), trainable=False)
     for l, units in neurons.items():
       p, k = spec.layers[l].kernel_shape[0] + 1, len(units)
-      shape = (1, p, p) if l == last else (k, p, p)
+      # Packed pairs, but the output layer's one shared Gram matrix is full.
+      shape = (1, p, p) if l == last else (k, p * (p + 1) // 2)
       self.vars[f"neurons{l}_A"] = tf.Variable(tf.zeros(shape, tf.float64), trainable=False)
       self.vars[f"neurons{l}_b"] = tf.Variable(tf.zeros((k, p), tf.float64), trainable=False)
       self.vars[f"neurons{l}_c"] = tf.Variable(tf.zeros((k,), tf.float64), trainable=False)
@@ -174,6 +188,7 @@ class TaylorRecorder(Recorder):
     # float64 totals every FLUSH_EVERY rounds (and before every solve and checkpoint): float32 arithmetic per
     # round, float64 accuracy over thousands of rounds.
     self.pending = {k: tf.Variable(tf.zeros(v.shape, self.dtype), trainable=False) for k, v in self.vars.items()}
+    self._flush()  # traces the flush now rather than mid-training (it adds zeros)
     if self.dir:
       os.makedirs(self.dir, exist_ok=True)
       meta = {"loss": run.loss, "layers": layers, "neurons": {str(k): v for k, v in neurons.items()},
@@ -206,14 +221,18 @@ class TaylorRecorder(Recorder):
     else:
       tf.cond(tf.equal(rt.step % self.record_every, 0), lambda: self._accumulate(rt) or tf.constant(0),
               lambda: tf.constant(0))
-    tf.cond(tf.equal(rt.step % self.FLUSH_EVERY, self.FLUSH_EVERY - 1), lambda: self._flush() or tf.constant(0),
-            lambda: tf.constant(0))
     return None
 
-  def _flush(self):
+  @tf.function
+  def _flush_graph(self):
     for key, var in self.vars.items():
       var.assign_add(tf.cast(self.pending[key], tf.float64))
       self.pending[key].assign(tf.zeros_like(self.pending[key]))
+
+  def _flush(self):
+    # Called from the host (every FLUSH_EVERY rounds by `consume`, before solves and checkpoints): keeping it
+    # out of the training step keeps a conditional out of every round's graph.
+    self._flush_graph()
 
   def _add(self, key, value):
     self.pending[key].assign_add(value)
@@ -221,62 +240,102 @@ class TaylorRecorder(Recorder):
   def _accumulate(self, rt):
     kernels = [k for k, _ in rt.weights]
     contributions = self._contributions(rt.output, rt.y, kernels, [t.input for t in rt.taps],
-                                           [t.preact for t in rt.taps])
+                                        [t.preact for t in rt.taps], rt.preact_grads)
     for key, value in contributions.items():
       self._add(key, value)
     return None
 
-  def _contributions(self, output, y, kernels, inputs, preacts):
-    """This round's terms of every recorded quadratic, {variable name: tensor} (a pure function)."""
+  def _contributions(self, output, y, kernels, inputs, preacts, preact_grads=None):
+    """This round's terms of every recorded quadratic, {variable name: tensor} (a pure function).
+
+    Shaped for a CPU, where an element-wise, gather or transpose op on a (batch, u, u) tensor costs more than
+    a GEMM doing far more arithmetic: r_k comes from the training step's backward pass when it is given
+    (``preact_grads``: ∂ℓ/∂a_k = 2 r_k / (B P) for ℓ = mean squared error), masks are folded into per-sample kernels once, chain steps are GEMMs,
+    the packed x̃x̃ᵀ pairs are formed by GEMMs with one-hot selection matrices (exact) directly in (pairs,
+    batch) layout, and the lowest layer, when it is recorded at neuron scale only, gets only diag(M).
+    """
     out = {}
-    spec, last = self.spec, len(self.spec.layers) - 1
+    last = len(self.spec.layers) - 1
     dt = self.dtype
-    f64 = lambda t: tf.cast(t, dt)  # noqa: E731
+    cast = lambda t: tf.cast(t, dt)  # noqa: E731
     batch = tf.shape(output)[0]
-    scale = 1.0 / (f64(batch) * self.P)
-    e = f64(tf.reshape(output, [batch, -1]) - tf.reshape(tf.cast(y, output.dtype), [batch, -1]))
+    scale = 1.0 / (cast(batch) * self.P)
+    e = cast(tf.reshape(output, [batch, -1]) - tf.reshape(tf.cast(y, output.dtype), [batch, -1]))
     e2 = tf.reduce_sum(e * e, axis=1)
     lowest = min(self.layers + list(self.neurons) + [last])
-    # Walk down from the output: r_k = J_kᵀ e and M_k = J_kᵀ J_k (None at the output, where M = I).
-    r, M = e, None
+    # Walk down from the output keeping r_k = J_kᵀ e and M_k = J_kᵀ J_k, the latter as one of
+    #   "eye": M = I (the linear output layer);  "gram": M = D_k G D_k with G = K Kᵀ fixed for the round;
+    #   "full": M (b, u, u) per sample.   dM = diag(M_k), the neuron-scale ‖J[:, α]‖².
+    r, form, M, G, prev_mask, dM = e, "eye", None, None, None, None
     for k in range(last, lowest - 1, -1):
       if k < last:
-        kernel = f64(kernels[k + 1])  # (u_k, u_{k+1})
-        mask = f64(preacts[k] > 0)  # the clamped activation configuration 1_k
-        r = mask * tf.matmul(r, kernel, transpose_b=True)
-        if M is None:
-          M = tf.matmul(kernel, kernel, transpose_b=True)[None] * mask[:, :, None] * mask[:, None, :]
+        kernel = cast(kernels[k + 1])  # (u_k, u_{k+1})
+        u, u1 = kernel.shape
+        mask = cast(preacts[k] > 0)  # the clamped activation configuration 1_k
+        if preact_grads is None:
+          r = mask * tf.matmul(r, kernel, transpose_b=True)
         else:
-          M = tf.matmul(tf.matmul(kernel[None], M), kernel, transpose_b=True) * mask[:, :, None] * mask[:, None, :]
+          r = cast(preact_grads[k]) * (0.5 / scale)
+        need_full = k in self.layers or k > lowest  # the lowest layer needs only diag(M)
+        if form == "eye":  # M_k = D_k K Kᵀ D_k
+          G = tf.matmul(kernel, kernel, transpose_b=True)
+          dM = mask * tf.linalg.diag_part(G)[None]
+          form, M = "gram", None
+        else:
+          # Per-sample kernel Y_b = D_k K D_{k+1} (the masks folded in once): M_k = Y_b M' Y_bᵀ with M' the
+          # unmasked G ("gram") or the already masked M_{k+1} ("full").
+          if form == "full" and not need_full:
+            # diag(K M Kᵀ)_i = Σ_j K_ij (M Kᵀ)_ji: one GEMM over the batch folded into rows, no per-sample kernel.
+            q = tf.reshape(tf.matmul(tf.reshape(M, [-1, u1]), kernel, transpose_b=True), [batch, u1, u])
+            dM = mask * tf.reduce_sum(q * tf.transpose(kernel)[None], axis=1)
+            M = None
+          else:
+            if form == "gram":
+              Y = kernel[None] * (mask[:, :, None] * prev_mask[:, None, :])
+              YM = tf.reshape(tf.matmul(tf.reshape(Y, [-1, u1]), G), [batch, u, u1])
+            else:
+              Y = kernel[None] * mask[:, :, None]
+              YM = tf.matmul(Y, M)
+            dM = tf.reduce_sum(YM * Y, axis=2)
+            M = tf.matmul(YM, Y, transpose_b=True) if need_full else None
+          form = "full"
+        prev_mask = mask
+        if form == "gram" and k in self.layers:
+          M = G[None] * (mask[:, :, None] * mask[:, None, :])
       if k not in self.layers and k not in self.neurons:
         continue
-      x = f64(inputs[k])
+      x = cast(inputs[k])
       xt = tf.concat([x, tf.ones([batch, 1], dt)], axis=1)  # x̃ = [x, 1]
-      a = f64(preacts[k])
+      a = cast(preacts[k])
+      if k in self.layers or dM is not None:
+        sel_i, sel_j = (tf.constant(s) for s in self.selectors[k])
+        # (p(p+1)/2, b), with the loss's 1/(B P) already in (cheaper here than on the larger products below).
+        xxT = tf.matmul(sel_i, scale * xt, transpose_b=True) * tf.matmul(sel_j, xt, transpose_b=True)
       if k in self.layers:
-        Ma = a if M is None else tf.einsum("bjk,bk->bj", M, a)
+        u = a.shape[1]
+        if M is None:  # the output layer: M = I for every sample
+          Ma = a
+          A = tf.reduce_sum(xxT, 1, keepdims=True) * tf.reshape(tf.eye(u, dtype=dt), [1, u * u])
+        else:
+          Ma = tf.reduce_sum(M * a[:, None, :], axis=2)  # a batched mat-vec is slower as a BatchMatMul
+          A = tf.matmul(xxT, tf.reshape(M, [batch, u * u]))
         h = r - Ma
         kappa = e2 - 2.0 * tf.reduce_sum(r * a, 1) + tf.reduce_sum(a * Ma, 1)
-        (pi, pj), (ui, uj) = self.triu[k]
-        xx = tf.gather(xt, pi, axis=1) * tf.gather(xt, pj, axis=1)  # (b, p(p+1)/2)
-        u = a.shape[1]
-        MM = tf.gather(tf.reshape(tf.eye(u, batch_shape=[batch], dtype=dt) if M is None else M, [batch, u * u]),
-                       ui * u + uj, axis=1)  # (b, u(u+1)/2)
-        out[f"layer{k}_A"] = scale * tf.matmul(xx, MM, transpose_a=True)
+        out[f"layer{k}_A"] = A
         out[f"layer{k}_b"] = -scale * tf.matmul(xt, h, transpose_a=True)
         out[f"layer{k}_c"] = scale * tf.reduce_sum(kappa)
       if k in self.neurons:
         units = self.neurons[k]
-        idx = tf.constant(units, tf.int32)
-        a_u, r_u = tf.gather(a, idx, axis=1), tf.gather(r, idx, axis=1)
-        if M is None:
+        all_units = list(units) == list(range(a.shape[1]))
+        pick = (lambda t: t) if all_units else (lambda t: tf.gather(t, tf.constant(units, tf.int32), axis=1))
+        a_u, r_u = pick(a), pick(r)
+        p = xt.shape[1]
+        if dM is None:  # output layer: ‖J[:, α]‖² = 1 for every unit, one shared Gram (1, p, p)
           d = tf.ones_like(a_u)
-          out[f"neurons{k}_A"] = scale * tf.matmul(xt, xt, transpose_a=True)[None]
+          out[f"neurons{k}_A"] = tf.matmul(scale * xt, xt, transpose_a=True)[None]
         else:
-          d = tf.gather(tf.linalg.diag_part(M), idx, axis=1)  # ‖J[:, α]‖²
-          p = xt.shape[1]
-          weighted = tf.reshape(d[:, :, None] * xt[:, None, :], [batch, -1])  # (b, K·p): one GEMM for all
-          out[f"neurons{k}_A"] = scale * tf.reshape(tf.matmul(weighted, xt, transpose_a=True), [-1, p, p])
+          d = pick(dM)  # ‖J[:, α]‖²
+          out[f"neurons{k}_A"] = tf.matmul(d, xxT, transpose_a=True, transpose_b=True)  # (K, pairs), packed
         out[f"neurons{k}_b"] = -scale * tf.matmul(r_u - d * a_u, xt, transpose_a=True)
         kappa = e2[:, None] - 2.0 * r_u * a_u + d * a_u * a_u
         out[f"neurons{k}_c"] = scale * tf.reduce_sum(kappa, 0)
@@ -293,15 +352,14 @@ class TaylorRecorder(Recorder):
     for l in self.layers:
       wl = self.spec.layers[l]
       p, u = wl.kernel_shape[0] + 1, wl.units
-      (pi, pj), (ui, uj) = self.triu[l]
-      pair_p, pair_u = np.zeros((p, p), np.int64), np.zeros((u, u), np.int64)
-      pair_p[pi, pj] = pair_p[pj, pi] = np.arange(len(pi))
-      pair_u[ui, uj] = pair_u[uj, ui] = np.arange(len(ui))
-      A4 = self.vars[f"layer{l}_A"].numpy()[pair_p[:, :, None, None], pair_u[None, None, :, :]]  # (p, p, u, u)
+      A4 = self.vars[f"layer{l}_A"].numpy().reshape(-1, u, u)[_pair_index(self.pairs[l], p)]  # (p, p, u, u)
       A = A4.transpose(0, 2, 1, 3).reshape(p * u, p * u)
       out[f"layer{l}"] = A, self.vars[f"layer{l}_b"].numpy().reshape(-1), self.vars[f"layer{l}_c"].numpy()
     for l, units in self.neurons.items():
+      p = self.spec.layers[l].kernel_shape[0] + 1
       A = self.vars[f"neurons{l}_A"].numpy()
+      if A.ndim == 2:  # packed pairs
+        A = A[:, _pair_index(self.pairs[l], p)]  # (K, p, p)
       if A.shape[0] != len(units):
         A = np.broadcast_to(A, (len(units),) + A.shape[1:])
       out[f"neurons{l}"] = A, self.vars[f"neurons{l}_b"].numpy(), self.vars[f"neurons{l}_c"].numpy()
@@ -318,6 +376,8 @@ class TaylorRecorder(Recorder):
     return result
 
   def consume(self, step: int, outputs: dict) -> None:
+    if (step + 1) % self.FLUSH_EVERY == 0:
+      self._flush()
     if step + 1 in self.horizons:
       result = self.solve()
       result["N"] = step + 1

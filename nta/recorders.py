@@ -37,6 +37,8 @@ class RoundTensors:
     loss: scalar ℓ(f_{W^n}(x^n), y^n), the minibatch-mean training loss before the update.
     output_grad: ∂ℓ/∂f, same shape as ``output``.
     grads: ∂ℓ/∂W^n, same structure as ``weights``.
+    preact_grads: per weight layer ∂ℓ/∂a_l (batch-major, from the same backward pass) when a recorder sets
+      ``wants_preact_grads``, else None.
   """
   step: tf.Tensor
   x: tf.Tensor
@@ -48,6 +50,7 @@ class RoundTensors:
   loss: tf.Tensor
   output_grad: tf.Tensor
   grads: list
+  preact_grads: Optional[list] = None
 
 
 @dataclasses.dataclass
@@ -70,6 +73,8 @@ class Recorder:
 
   #: Short name; used for the recorder's folder under ``<workdir>/records/`` and its log keys.
   name = "recorder"
+  #: True to receive ``RoundTensors.preact_grads`` (the backward pass computes them anyway).
+  wants_preact_grads = False
 
   def build(self, run: RunInfo) -> None:
     """Host, once before training: create tf.Variables and files."""

@@ -103,19 +103,23 @@ class TaylorModel(keras.Model):
     with tf.GradientTape() as tape:
       output, taps = models.forward(self.spec, self.spec.weights(), x, taps=True)
       loss = self.loss_fn(y, output)
-    # One backward pass gives both dℓ/dW (for the update) and dℓ/df (the recorders' J_L^ℰ).
-    grads = tape.gradient(loss, self._flat_vars + [output])
+    # One backward pass gives dℓ/dW (for the update), dℓ/df (the recorders' J_L^ℰ) and, when a recorder asks,
+    # dℓ/da_l for every layer.
+    want_preacts = any(rec.wants_preact_grads for rec in self.recorders)
+    n = len(self._flat_vars)
+    grads = tape.gradient(loss, self._flat_vars + [output] + ([t.preact for t in taps] if want_preacts else []))
     logs = {"round_loss": loss}
     if self.recorders:
       # Reads ordered before the optimizer's assignments by TF's automatic control dependencies: W^n.
       weights = self._regroup([tf.convert_to_tensor(v) for v in self._flat_vars])
       rt = RoundTensors(step=step, x=x, y=y, index=data["index"], weights=weights, taps=taps,
-                        output=output, loss=loss, output_grad=grads[-1], grads=self._regroup(grads[:-1]))
+                        output=output, loss=loss, output_grad=grads[n], grads=self._regroup(grads[:n]),
+                        preact_grads=grads[n + 1:] if want_preacts else None)
       for rec in self.recorders:
         out = rec.update(rt)
         for key, value in (out or {}).items():
           logs[f"{rec.name}/{key}"] = value
-    self.optimizer.apply(grads[:-1], self._flat_vars)
+    self.optimizer.apply(grads[:n], self._flat_vars)
     self.loss_tracker.update_state(loss)
     logs["loss"] = self.loss_tracker.result()
     return logs

@@ -46,7 +46,28 @@ def test_unknown_variant_is_refused():
 
 
 @pytest.mark.parametrize("field,value", [("batch_size", 0), ("num_epochs", -1),
-                                         ("optimizer.learning_rate", 0.0), ("data.train_size", -5)])
+                                         ("optimizer.learning_rate", 0.0), ("data.train_size", -5),
+                                         ("threads.intra_op", -1)])
 def test_validation_names_the_field(field, value):
   with pytest.raises(NTAError, match=f"config.{field} must be"):
     config_lib.validate(config(**{field: value}))
+
+
+def test_resuming_may_change_threads_and_epochs_but_not_the_experiment():
+  saved = config_lib.to_dict(config("mnist_autoencoder", "testing"))
+  changed = config_lib.to_dict(config("mnist_autoencoder", "testing", **{"threads.inter_op": 5, "num_epochs": 9}))
+  config_lib.check_resumable(saved, changed, "run")
+  with pytest.raises(NTAError, match="different config .fields: seed"):
+    config_lib.check_resumable(saved, config_lib.to_dict(config("mnist_autoencoder", "testing", seed=3)), "run")
+
+
+def test_threads_that_cannot_change_any_more_are_reported_not_fatal():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from nta import experiments  # pylint: disable=g-import-not-at-top
+  tf.constant(1.0) + 1.0  # the runtime is up, as in any process that has run TensorFlow
+  current = tf.config.threading.get_inter_op_parallelism_threads()
+  notes = []
+  experiments.apply_threads(0, current + 3, log=notes.append)
+  assert len(notes) == 1 and "config.threads.inter_op" in notes[0] and "not applied" in notes[0]
+  experiments.apply_threads(0, 0, log=notes.append)  # 0 = leave as is: nothing to say
+  assert len(notes) == 1

@@ -14,17 +14,18 @@ from nta import training
 from nta.errors import NTAError
 
 
-def _tiny_net(dtype="float64"):
+def _tiny_net(dtype="float64", hidden=(5, 4)):
   """A float64 Keras model, so the run's own tensors are float64 and comparisons can be tight."""
-  return keras.Sequential([keras.Input((6,), dtype=dtype), keras.layers.Dense(5, activation="relu", dtype=dtype),
-                           keras.layers.Dense(4, activation="relu", dtype=dtype), keras.layers.Dense(6, dtype=dtype)])
+  return keras.Sequential([keras.Input((6,), dtype=dtype)]
+                          + [keras.layers.Dense(u, activation="relu", dtype=dtype) for u in hidden]
+                          + [keras.layers.Dense(6, dtype=dtype)])
 
 
-def _run(tmp_path, num_epochs=2, n=24, batch=8, **kwargs):
+def _run(tmp_path, num_epochs=2, n=24, batch=8, hidden=(5, 4), **kwargs):
   keras.utils.set_random_seed(1)
   rng = np.random.default_rng(0)
   split = data.Split(rng.integers(0, 256, (n, 2, 3, 1), dtype=np.uint8), np.zeros(n, np.int64), "toy", 10)
-  net = _tiny_net()
+  net = _tiny_net(hidden=hidden)
   rec = hindsight.TaylorRecorder(**kwargs)
   workdir = str(tmp_path / "run")
   training.fit(net, lambda e0: data.train_dataset(split, batch, 0, num_epochs, e0, target="input",
@@ -67,6 +68,29 @@ def test_layer_and_neuron_statistics_equal_the_summed_reference_taylor_loss(tmp_
         v = rng.normal(size=K)
         brute = sum(float(taylor.taylor_loss(s, v, "mse", layer=l, unit=unit, method="jacobian")) for s in states)
         np.testing.assert_allclose(_q(A[unit], b[unit], c[unit], v), brute, rtol=1e-10)
+
+
+@pytest.mark.parametrize("layers, neurons", [
+    ([], {0: [1, 4], 2: [0, 2], 4: [5, 0]}),  # neuron scale only: the lowest layer gets diag(M) alone
+    ([1], {0: [0, 3, 4]}),  # a layer-scale layer above the lowest neuron layer
+    ([0, 3], {}),  # layer scale only, below and just under a chain of hidden layers
+])
+def test_subsets_on_a_deeper_net_equal_the_reference(tmp_path, layers, neurons):
+  """Every chain form of the statistics (M = I, D G D, per-sample M, diag(M) only) on a 4-hidden-layer net."""
+  rec, spec, trace, _ = _run(tmp_path, num_epochs=1, hidden=(5, 4, 3, 5), layers=layers, neurons=neurons)
+  states = _states(spec, trace)
+  quads = rec.quadratics()
+  rng = np.random.default_rng(4)
+  for l in layers:
+    V = rng.normal(size=(spec.layers[l].kernel_shape[0] + 1, spec.layers[l].units))
+    brute = sum(float(taylor.taylor_loss(s, V, "mse", layer=l, method="jacobian")) for s in states)
+    np.testing.assert_allclose(_q(*quads[f"layer{l}"], V.reshape(-1)), brute, rtol=1e-10)
+  for l, units in neurons.items():
+    A, b, c = quads[f"neurons{l}"]
+    for i, unit in enumerate(units):
+      v = rng.normal(size=spec.layers[l].kernel_shape[0] + 1)
+      brute = sum(float(taylor.taylor_loss(s, v, "mse", layer=l, unit=unit, method="jacobian")) for s in states)
+      np.testing.assert_allclose(_q(A[i], b[i], c[i], v), brute, rtol=1e-10)
 
 
 def test_optimum_matches_least_squares_on_materialised_jacobians(tmp_path):
@@ -187,3 +211,22 @@ def test_network_horizon_beyond_trace(tmp_path):
   _, _, _, workdir = _run(tmp_path, horizons=[6])
   with pytest.raises(NTAError, match=r"horizon N=7 is outside the 6 traced rounds"):
     hindsight.solve_network(workdir, horizons=[7])
+
+
+def test_backward_pass_residuals_equal_the_masked_matmul_chain():
+  """r_k from the training step's ∂ℓ/∂a_k (what fit passes) equals the chain r_k = D_k K_{k+1} r_{k+1}."""
+  keras.utils.set_random_seed(2)
+  net = _tiny_net(hidden=(5, 4, 3, 5))
+  spec = models.inspect(net)
+  rec = hindsight.TaylorRecorder(horizons=[1])
+  rec.build(recorders.RunInfo(None, spec, net, "mse", 1, 1, 8, 0))
+  x = tf.constant(np.random.default_rng(0).random((8, 6)))
+  with tf.GradientTape() as tape:
+    output, taps = models.forward(spec, spec.weights(), x, taps=True)
+    loss = tf.reduce_mean(tf.square(output - x))
+  preact_grads = tape.gradient(loss, [t.preact for t in taps])
+  args = (output, x, [l.kernel for l in spec.layers], [t.input for t in taps], [t.preact for t in taps])
+  chain, backward = rec._contributions(*args), rec._contributions(*args, preact_grads)
+  assert sorted(chain) == sorted(backward) and any(k.startswith("layer") for k in chain)
+  for key in chain:
+    np.testing.assert_allclose(backward[key].numpy(), chain[key].numpy(), rtol=1e-12, atol=1e-15)
