@@ -233,10 +233,10 @@ def _recorder_flops(recorder, batch: int) -> tuple:
   spec = recorder.spec
   last = len(spec.layers) - 1
   p = {wl.index: wl.kernel_shape[0] + 1 for wl in spec.layers}
-  # Only the symmetric pairs i <= i', j <= k of the layer-scale products are accumulated.
-  layer = sum(2 * batch * (p[l] * (p[l] + 1) // 2) * (spec.layers[l].units * (spec.layers[l].units + 1) // 2)
-              for l in recorder.layers)
-  neuron = sum(2 * batch * p[l] ** 2 * (1 if l == last else len(u)) for l, u in recorder.neurons.items())
+  # Only the symmetric input pairs i <= i' are accumulated (the output layer's one shared Gram is full).
+  layer = sum(2 * batch * (p[l] * (p[l] + 1) // 2) * spec.layers[l].units ** 2 for l in recorder.layers)
+  neuron = sum(2 * batch * (p[l] ** 2 if l == last else len(u) * p[l] * (p[l] + 1) // 2)
+               for l, u in recorder.neurons.items())
   train = 6 * batch * sum(taylor.num_inputs(wl) * wl.units for wl in spec.layers)  # forward + backward
   return layer, neuron, train
 
@@ -260,7 +260,7 @@ def bench_fit():
   print(f"    TaylorRecorder {best['taylor']:6.2f} s/epoch (statistics only; solves in (3))")
   print(f"    ratio {ratio:.2f} (budget <= {_OVERHEAD_BUDGET:g}: {_verdict(ratio <= _OVERHEAD_BUDGET)})")
   layer, neuron, train = _recorder_flops(recorder, 64)
-  print(f"    arithmetic per round: the statistics' GEMMs take {layer / 1e6:.0f} MFLOP (layer scale, 2·B·p(p+1)/2·u(u+1)/2 "
+  print(f"    arithmetic per round: the statistics' GEMMs take {layer / 1e6:.0f} MFLOP (layer scale, 2·B·p(p+1)/2·u² "
         f"per layer) + {neuron / 1e6:.0f} MFLOP (neuron scale)")
   print(f"    against ~{train / 1e6:.0f} MFLOP for the training step (6·B·params): "
         f"~{1 + (layer + neuron) / train:.1f}x expected at equal arithmetic efficiency")

@@ -249,10 +249,12 @@ class TaylorRecorder(Recorder):
     """This round's terms of every recorded quadratic, {variable name: tensor} (a pure function).
 
     Shaped for a CPU, where an element-wise, gather or transpose op on a (batch, u, u) tensor costs more than
-    a GEMM doing far more arithmetic: r_k comes from the training step's backward pass when it is given
-    (``preact_grads``: ∂ℓ/∂a_k = 2 r_k / (B P) for ℓ = mean squared error), masks are folded into per-sample kernels once, chain steps are GEMMs,
-    the packed x̃x̃ᵀ pairs are formed by GEMMs with one-hot selection matrices (exact) directly in (pairs,
-    batch) layout, and the lowest layer, when it is recorded at neuron scale only, gets only diag(M).
+    a GEMM doing far more arithmetic:
+    - r_k comes from the training step's backward pass when given (``preact_grads``: ∂ℓ/∂a_k = 2 r_k / (B P)
+      for ℓ = mean squared error), else from the masked-matmul chain;
+    - masks are folded into per-sample kernels once, and chain steps are GEMMs where the batch folds into rows;
+    - the packed x̃x̃ᵀ pairs come from GEMMs with one-hot selection matrices (exact), in (pairs, batch) layout;
+    - the lowest layer, when it is recorded at neuron scale only, gets only diag(M).
     """
     out = {}
     last = len(self.spec.layers) - 1
@@ -291,13 +293,16 @@ class TaylorRecorder(Recorder):
             M = None
           else:
             if form == "gram":
-              Y = kernel[None] * (mask[:, :, None] * prev_mask[:, None, :])
+              Y = kernel[None] * tf.einsum("bi,bj->bij", mask, prev_mask)  # the outer mask, one op
               YM = tf.reshape(tf.matmul(tf.reshape(Y, [-1, u1]), G), [batch, u, u1])
             else:
               Y = kernel[None] * mask[:, :, None]
               YM = tf.matmul(Y, M)
-            dM = tf.reduce_sum(YM * Y, axis=2)
-            M = tf.matmul(YM, Y, transpose_b=True) if need_full else None
+            if need_full:
+              M = tf.matmul(YM, Y, transpose_b=True)
+              dM = tf.linalg.diag_part(M)
+            else:
+              M, dM = None, tf.reduce_sum(YM * Y, axis=2)
           form = "full"
         prev_mask = mask
         if form == "gram" and k in self.layers:
