@@ -44,6 +44,7 @@ from nta import experiments  # noqa: E402
 from nta import hindsight  # noqa: E402
 from nta import models  # noqa: E402
 from nta import regret  # noqa: E402
+from nta import results  # noqa: E402
 from nta import solvers  # noqa: E402
 from nta import taylor  # noqa: E402
 from nta import training  # noqa: E402
@@ -297,15 +298,6 @@ def bench_solve(recorder, num_rounds, epoch_s) -> None:
         f"its training time without a recorder")
 
 
-def _ae_config():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "mnist_autoencoder.py")
-  spec = importlib.util.spec_from_file_location("mnist_autoencoder_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def _load(train_size=None):
   if os.path.isdir(_DATA_DIR.value):
     return data.load("files", "mnist", _DATA_DIR.value, train_size=train_size)[0]
@@ -315,7 +307,8 @@ def _load(train_size=None):
 def main(argv):
   del argv
   # The autoencoder config's thread pools (one thread per op, two ops at once), for every measurement below.
-  threads = _ae_config().threads
+  configs_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+  threads = results.load_config(configs_dir, "autoencoder", "rmsprop").threads
   experiments.apply_threads(threads.intra_op, threads.inter_op)
   train = _load()
   print(f"data: {train.name} ({len(train.y)} examples); threads: intra-op "

@@ -223,16 +223,13 @@ class TaylorRecorder(Recorder):
               lambda: tf.constant(0))
     return None
 
+  # Called from the host (every FLUSH_EVERY rounds by `consume`, before solves and checkpoints): keeping it
+  # out of the training step keeps a conditional out of every round's graph.
   @tf.function
-  def _flush_graph(self):
+  def _flush(self):
     for key, var in self.vars.items():
       var.assign_add(tf.cast(self.pending[key], tf.float64))
       self.pending[key].assign(tf.zeros_like(self.pending[key]))
-
-  def _flush(self):
-    # Called from the host (every FLUSH_EVERY rounds by `consume`, before solves and checkpoints): keeping it
-    # out of the training step keeps a conditional out of every round's graph.
-    self._flush_graph()
 
   def _add(self, key, value):
     self.pending[key].assign_add(value)
