@@ -3,7 +3,8 @@ interrupted ones), computes regret and exploration measures, draws the figures a
 
   python bin/regenerate_results.py --scale=quick                       # minutes, embedded MNIST sample
   python bin/regenerate_results.py --scale=paper --data_source=files --mnist_dir=../shared/data/mnist \
-      --convnet_epochs=15 --convnet_train_size=10000 --noconvnet_taylor  # AE at paper scale, convnet reduced
+      --convnet_epochs=15 --convnet_train_size=10000 --convnet_taylor_every=10 --convnet_taylor_layer=0 \
+      --convnet_taylor_neurons=5 --convnet_taylor_max_iter=100 --convnet_taylor_horizon_epochs=3  # AE at paper scale, convnet reduced
 """
 
 import sys
@@ -30,6 +31,15 @@ _CNN_EPOCHS = flags.DEFINE_integer("convnet_epochs", None, "Override the convnet
 _CNN_TRAIN = flags.DEFINE_integer("convnet_train_size", None, "Train the convnet on the first N examples.")
 _CNN_TAYLOR = flags.DEFINE_bool("convnet_taylor", True, "Record and solve the convnet's cross-entropy Taylor "
                                 "optima (exact; hours per run on a CPU at convnet scale).")
+_CNN_EVERY = flags.DEFINE_integer("convnet_taylor_every", 1, "Record the convnet's Taylor data every k-th round.")
+_CNN_LAYER = flags.DEFINE_integer("convnet_taylor_layer", 1, "Convnet layer solved at layer scale in every run, for "
+                                  "figure 4(a) (0-based; 1 = conv2, the paper's layer 2).")
+_CNN_NEURONS = flags.DEFINE_integer("convnet_taylor_neurons", 50, "Seeded filters per conv layer solved at neuron "
+                                    "scale in the convnet RMSProp run (figure 3).")
+_CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", 1000, "L-BFGS iterations per convnet Taylor problem "
+                                     "and horizon.")
+_CNN_HORIZONS = flags.DEFINE_integer("convnet_taylor_horizon_epochs", 1, "Solve the convnet's optima at every k-th "
+                                     "epoch end (and early rounds).")
 _SEED = flags.DEFINE_integer("seed", 0, "The seed of every run.")
 
 
@@ -47,6 +57,9 @@ def main(argv):
         convnet_data_dir=_CIFAR_DIR.value or (_MNIST_DIR.value if source == "files" else ""),
         ae_epochs=_AE_EPOCHS.value, ae_train_size=_AE_TRAIN.value, convnet_epochs=_CNN_EPOCHS.value,
         convnet_train_size=_CNN_TRAIN.value, convnet_taylor=_CNN_TAYLOR.value,
+        convnet_taylor_every=_CNN_EVERY.value, convnet_taylor_layer=_CNN_LAYER.value,
+        convnet_taylor_neurons=_CNN_NEURONS.value, convnet_taylor_max_iter=_CNN_MAX_ITER.value,
+        convnet_taylor_horizon_epochs=_CNN_HORIZONS.value,
         seed=_SEED.value)
     path = results.regenerate(settings, "python bin/regenerate_results.py " + " ".join(sys.argv[1:]))
     print(f"wrote {path}")

@@ -20,13 +20,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --co
 _MIN_EPOCHS = flags.DEFINE_float("min_epochs", 0.0, "First horizon (epochs) used for the exponent fit.")
 _NETWORK = flags.DEFINE_bool("network", False, "Also solve the network-scale optimum from records/trace "
                              "(needs --config.record.trace=True; L-BFGS over all weights, small runs only).")
+_MAX_ITER = flags.DEFINE_integer("max_iter", 1000, "Cross-entropy runs: L-BFGS iterations per problem and horizon.")
+_HORIZON_EPOCHS = flags.DEFINE_integer("epochs_between_horizons", 1, "Cross-entropy runs: solve at every k-th epoch "
+                                       "end (plus early rounds and the last round).")
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
   cli.no_extra_args(argv)
   with cli.errors_to_exit():
-    regret.solve_if_needed(_WORKDIR.value)
+    regret.solve_if_needed(_WORKDIR.value, _MAX_ITER.value, _HORIZON_EPOCHS.value)
     if _NETWORK.value:
       hindsight.solve_network(_WORKDIR.value)
     regret.compute(_WORKDIR.value, _MIN_EPOCHS.value)

@@ -39,6 +39,12 @@ def get_config():
   c.record.taylor = False  # hindsight Taylor optimum statistics (nta.hindsight)
   c.record.memory_mb = 16.0  # budget for exact Taylor statistics; larger layers are skipped (printed)
   c.record.trace = False  # per-round weights, batch and loss on disk (small runs only)
+  # Cross-entropy runs only (nta.hindsight_ce): what is recorded (the solve after training is set by
+  # nta.regret.solve_if_needed / bin/regret.py). Layer lists are "auto",
+  # "none" or comma-separated 0-based weight-layer indices such as "0,4".
+  c.record.taylor_layers = "auto"  # layer scale; auto = every layer whose records fit the disk budget
+  c.record.taylor_neuron_layers = "auto"  # neuron scale; auto = every layer (seeded filters of conv layers)
+  c.record.taylor_neurons_per_layer = 50  # conv filters per layer at neuron scale (the paper's 50)
   c.record.exploration = False  # activation configurations (nta.exploration)
   c.record.exploration_every_rounds = 0  # 0 = at every epoch end
   # TensorFlow CPU thread pools (0 = TensorFlow's default). Set once per process, before TensorFlow starts
@@ -67,6 +73,20 @@ def parse_variant(arg, learning_rates, default_optimizer="rmsprop"):
   return optimizer, lr if lr is not None else learning_rates[optimizer], flags
 
 
+def layer_list(value, field: str):
+  """A layer-list field: None for "auto", [] for "none" (or empty), else the sorted distinct indices."""
+  text = str(value).strip().lower()
+  if text == "auto":
+    return None
+  if text in ("", "none"):
+    return []
+  try:
+    return sorted({int(t) for t in text.split(",") if t.strip()})
+  except ValueError:
+    raise NTAError(f"config.{field} must be 'auto', 'none' or comma-separated layer indices such as '0,4', "
+                   f"got {value!r}") from None
+
+
 def to_dict(config) -> dict:
   """Plain-dict copy of a ConfigDict (what goes to ``config.json``)."""
   return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else dict(config)
@@ -83,6 +103,13 @@ def validate(config) -> None:
       (config.checkpoint_every > 0, f"config.checkpoint_every must be positive, got {config.checkpoint_every}"),
       (config.threads.intra_op >= 0, f"config.threads.intra_op must be >= 0, got {config.threads.intra_op}"),
       (config.threads.inter_op >= 0, f"config.threads.inter_op must be >= 0, got {config.threads.inter_op}"),
+  ]
+  record = config.record
+  for field in ("taylor_layers", "taylor_neuron_layers"):
+    layer_list(record[field], f"record.{field}")
+  checks += [
+      (record.taylor_neurons_per_layer >= 1,
+       f"config.record.taylor_neurons_per_layer must be >= 1, got {record.taylor_neurons_per_layer}"),
   ]
   for ok, message in checks:
     if not ok:

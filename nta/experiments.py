@@ -67,7 +67,11 @@ def build_recorders(config) -> list:
       recorders.append(hindsight.TaylorRecorder(memory_mb=config.record.memory_mb, record_every=config.record.every))
     else:
       from nta import hindsight_ce  # pylint: disable=g-import-not-at-top
-      recorders.append(hindsight_ce.CrossEntropyTaylorRecorder(record_every=config.record.every))
+      r = config.record
+      recorders.append(hindsight_ce.CrossEntropyTaylorRecorder(
+          layers=config_lib.layer_list(r.taylor_layers, "record.taylor_layers"),
+          neuron_layers=config_lib.layer_list(r.taylor_neuron_layers, "record.taylor_neuron_layers"),
+          neurons_per_layer=r.taylor_neurons_per_layer, record_every=r.every))
   if config.record.exploration:
     from nta import exploration  # pylint: disable=g-import-not-at-top
     recorders.append(exploration.ConfigurationRecorder(every_rounds=config.record.exploration_every_rounds or None))

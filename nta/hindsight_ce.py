@@ -255,6 +255,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     neurons: {layer: unit indices} at neuron scale; None = ``neurons_per_layer`` seeded filters of every conv
       layer (as the paper's 50) and all units of every dense layer; {} = none.
     neurons_per_layer: conv filters drawn per layer by default (seeded by the run's seed and the layer).
+    neuron_layers: with ``neurons`` None, the layers that get the default neurons; None = every layer.
     disk_mb: disk budget for the whole run, used to pick the default layer-scale layers.
     record_every: record rounds n with (n − 1) mod k = 0.
     chunk_mb: the host buffer is written to a new chunk file whenever it reaches this size (and at epoch ends).
@@ -266,14 +267,17 @@ class CrossEntropyTaylorRecorder(Recorder):
 
   def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
                neurons_per_layer: int = 50, disk_mb: float = 10240.0, record_every: int = 1,
-               chunk_mb: float = 256.0, representations: Optional[Mapping[int, str]] = None):
+               chunk_mb: float = 256.0, representations: Optional[Mapping[int, str]] = None,
+               neuron_layers: Optional[Sequence[int]] = None):
     if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) or record_every < 1:
       raise NTAError(f"record_every must be an integer >= 1, got {record_every!r}")
     if neurons_per_layer < 1:
       raise NTAError(f"neurons_per_layer must be >= 1, got {neurons_per_layer}")
     if not disk_mb > 0 or not chunk_mb > 0:
       raise NTAError(f"disk_mb and chunk_mb must be positive, got {disk_mb} and {chunk_mb}")
-    self.req_layers, self.req_neurons = layers, neurons
+    if neurons is not None and neuron_layers is not None:
+      raise NTAError("pass either neurons (explicit units) or neuron_layers (default units of those layers), not both")
+    self.req_layers, self.req_neurons, self.req_neuron_layers = layers, neurons, neuron_layers
     self.neurons_per_layer, self.disk_mb = int(neurons_per_layer), float(disk_mb)
     self.record_every, self.chunk_bytes = int(record_every), int(chunk_mb * _MB)
     self.representations = dict(representations or {})
@@ -355,7 +359,10 @@ class CrossEntropyTaylorRecorder(Recorder):
   def _pick_neurons(self, spec, seed: int) -> dict:
     if self.req_neurons is None:
       neurons = {}
+      chosen = None if self.req_neuron_layers is None else {spec.layer(int(l)).index for l in self.req_neuron_layers}
       for wl in spec.layers:
+        if chosen is not None and wl.index not in chosen:
+          continue
         if wl.kind == "conv2d":
           rng = np.random.default_rng([int(seed), wl.index])
           k = min(self.neurons_per_layer, wl.units)
@@ -1174,7 +1181,7 @@ def _materialise(site: Site, x, j, pos) -> np.ndarray:
 
 def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizons: Optional[Sequence[int]] = None,
                    layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
-                   memory_mb: float = 2048.0, progress: bool = True) -> dict:
+                   memory_mb: float = 2048.0, progress: bool = True, epochs_between_horizons: int = 1) -> dict:
   """(Re)computes ``records/taylor/optima.npz`` from the chunk files: the hindsight optimum at each horizon.
 
   Every layer and neuron is its own L-BFGS problem (``nta.solvers.minimize`` to gradient norm ``tol``,
@@ -1191,12 +1198,13 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     workdir: the run directory.
     tol: gradient-norm tolerance of Σ_n 𝒯^n (a sum over recorded rounds, not a mean).
     max_iter: L-BFGS iterations per problem and horizon.
-    horizons: 1-based horizons N; default ``nta.regret.horizons(rounds_done, steps_per_epoch)`` (epoch ends
-      and log-spaced early rounds).
+    horizons: 1-based horizons N; default ``nta.regret.horizons(rounds_done, steps_per_epoch · k)`` with
+      k = ``epochs_between_horizons``: every k-th epoch end, the last round, and log-spaced early rounds.
     layers: layer-scale problems to solve; default every recorded one.
     neurons: {layer: units} to solve; default every recorded neuron.
     memory_mb: memory allowed for one conv neuron's materialised G_α (see :class:`TaylorProblem`).
     progress: print a line per solved problem (layer or neuron) and per layer of neurons.
+    epochs_between_horizons: k of the default horizons (each horizon costs a solve of every problem).
 
   Returns:
     The arrays written to optima.npz (module docstring).
@@ -1209,8 +1217,11 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   meta = rec.meta
   if len(rec.steps) == 0:
     raise NTAError(f"{rec.dir} holds no committed rounds yet (finish at least one epoch)")
+  if isinstance(epochs_between_horizons, bool) or not isinstance(epochs_between_horizons, (int, np.integer)) \
+      or epochs_between_horizons < 1:
+    raise NTAError(f"epochs_between_horizons must be an integer >= 1, got {epochs_between_horizons!r}")
   if horizons is None:
-    hz = regret_lib.horizons(rec.rounds_done, meta["steps_per_epoch"])
+    hz = regret_lib.horizons(rec.rounds_done, meta["steps_per_epoch"] * int(epochs_between_horizons))
     hz = hz[hz > rec.steps[0]]
   else:
     hz = rec.check_horizons(horizons)
@@ -1248,7 +1259,8 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
       np.savez(f, **out)
     os.replace(tmp, path)
     training.write_json(os.path.join(rec.dir, "solve.json"),
-                {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(), "seconds": timings})
+                {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(), "seconds": timings,
+                 "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None})
 
   for l in layers:
     t0 = time.perf_counter()

@@ -410,11 +410,15 @@ def load(workdir: str) -> dict:
     return {k: z[k] for k in z.files}
 
 
-def solve_if_needed(workdir: str) -> None:
-  """Cross-entropy runs record chunks; solve their horizons once (squared-loss runs solved while training)."""
+def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons: int = 1) -> None:
+  """Cross-entropy runs record chunks; solve their horizons once (squared-loss runs solved while training).
+
+  ``max_iter`` and ``epochs_between_horizons`` are those of ``nta.hindsight_ce.solve_horizons``: the solve's
+  budget, which decides whether a convnet's optima take minutes or hours on a CPU.
+  """
   folder = os.path.join(workdir, "records", "taylor")
   if not os.path.isdir(folder):
     raise NTAError(f"no Taylor records in {workdir}: train with --config.record.taylor=True")
   if not os.path.exists(os.path.join(folder, "optima.npz")):
     from nta import hindsight_ce  # pylint: disable=g-import-not-at-top
-    hindsight_ce.solve_horizons(workdir)
+    hindsight_ce.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons)

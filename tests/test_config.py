@@ -47,7 +47,8 @@ def test_unknown_variant_is_refused():
 
 @pytest.mark.parametrize("field,value", [("batch_size", 0), ("num_epochs", -1),
                                          ("optimizer.learning_rate", 0.0), ("data.train_size", -5),
-                                         ("threads.intra_op", -1)])
+                                         ("threads.intra_op", -1), ("record.taylor_layers", "conv2"),
+                                         ("record.taylor_neuron_layers", "0;1"), ("record.taylor_neurons_per_layer", 0)])
 def test_validation_names_the_field(field, value):
   with pytest.raises(NTAError, match=f"config.{field} must be"):
     config_lib.validate(config(**{field: value}))
@@ -71,3 +72,20 @@ def test_threads_that_cannot_change_any_more_are_reported_not_fatal():
   assert len(notes) == 1 and "config.threads.inter_op" in notes[0] and "not applied" in notes[0]
   experiments.apply_threads(0, 0, log=notes.append)  # 0 = leave as is: nothing to say
   assert len(notes) == 1
+
+
+@pytest.mark.parametrize("value,expected", [("auto", None), ("AUTO", None), ("none", []), ("", []), ("0", [0]),
+                                            ("4, 0,0", [0, 4]), ("-1", [-1])])
+def test_layer_lists(value, expected):
+  assert config_lib.layer_list(value, "record.taylor_layers") == expected
+
+
+def test_cross_entropy_recorder_follows_the_config():
+  from nta import experiments  # pylint: disable=g-import-not-at-top
+  c = config("cifar_convnet", "testing", **{"record.taylor": True, "record.every": 3, "record.taylor_layers": "0",
+                                            "record.taylor_neuron_layers": "1,2",
+                                            "record.taylor_neurons_per_layer": 7})
+  rec, = experiments.build_recorders(c)
+  assert (rec.req_layers, rec.req_neuron_layers, rec.neurons_per_layer, rec.record_every) == ([0], [1, 2], 7, 3)
+  rec, = experiments.build_recorders(config("cifar_convnet", "testing", **{"record.taylor": True}))
+  assert (rec.req_layers, rec.req_neuron_layers, rec.neurons_per_layer) == (None, None, 50)

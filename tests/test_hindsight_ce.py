@@ -244,6 +244,10 @@ def test_solved_optima_match_scipy_and_load_in_the_hindsight_format(runs):
   before = sorted(os.listdir(records.dir))
   out = hindsight_ce.solve_horizons(workdir, horizons=[6, 2], layers=[], neurons={3: [1]}, progress=False)
   np.testing.assert_array_equal(out["N"], [2, 6])
+  # Default horizons at every 2nd epoch end: the early rounds then run up to the 2nd epoch end.
+  out = hindsight_ce.solve_horizons(workdir, layers=[], neurons={3: [1]}, epochs_between_horizons=2, progress=False)
+  np.testing.assert_array_equal(out["N"], [1, 2, 3, 4, 5, 6])
+  assert json.load(open(os.path.join(records.dir, "solve.json")))["epochs_between_horizons"] == 2
   assert sorted(os.listdir(records.dir)) == before
 
 
@@ -286,6 +290,16 @@ def test_defaults_on_the_paper_convnet(tmp_path):
   small.build(_paper_run(tmp_path))
   assert [small.sites[l].layer_scale for l in range(5)] == [True, False, True, True, True]
   assert "layer 1 (conv2): +" in small.describe() and "not recorded" in small.describe()
+  # Default neurons of chosen layers only, with the same seeded filters.
+  some = hindsight_ce.CrossEntropyTaylorRecorder(layers=[0], neuron_layers=[1, -1], neurons_per_layer=5)
+  some.build(_paper_run(tmp_path))
+  assert sorted(some.sites) == [0, 1, 4] and some.sites[0].neurons == []
+  five = hindsight_ce.CrossEntropyTaylorRecorder(neurons_per_layer=5)
+  five.build(_paper_run(tmp_path))
+  assert some.sites[1].neurons == five.sites[1].neurons and len(set(five.sites[1].neurons)) == 5
+  assert some.sites[4].neurons == list(range(10)) and not some.sites[1].layer_scale
+  with pytest.raises(NTAError, match="either neurons .* or neuron_layers"):
+    hindsight_ce.CrossEntropyTaylorRecorder(neurons={0: [1]}, neuron_layers=[0])
   with pytest.raises(NTAError, match=r"need ~\d+\.\d GB but .* free; set record_every >= \d+"):
     hindsight_ce.CrossEntropyTaylorRecorder().build(_paper_run(tmp_path, steps_per_epoch=469, num_epochs=100))
 
@@ -341,6 +355,8 @@ def test_bad_inputs(runs, tmp_path):
     hindsight_ce.solve_horizons(workdir, horizons=[2, 7], progress=False)
   with pytest.raises(NTAError, match=r"unit 9 of layer 0 is not recorded"):
     hindsight_ce.solve_horizons(workdir, neurons={0: [9]}, progress=False)
+  with pytest.raises(NTAError, match=r"epochs_between_horizons must be an integer >= 1, got 0"):
+    hindsight_ce.solve_horizons(workdir, epochs_between_horizons=0, progress=False)
   # A partial chunk file (a truncated copy), then a missing one: named, and nothing recorded is deleted.
   chunk = os.path.join(records_dir, "chunk_00001.npz")
   with open(chunk, "rb") as f:
