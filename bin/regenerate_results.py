@@ -2,9 +2,10 @@
 interrupted ones), computes regret and exploration measures, draws the figures and checks the paper's claims.
 
   python bin/regenerate_results.py --scale=quick                       # minutes, embedded MNIST sample
+  # The autoencoder at paper scale, the convnet at a scale that fits a 2-core CPU:
   python bin/regenerate_results.py --scale=paper --data_source=files --mnist_dir=../shared/data/mnist \
       --convnet_epochs=15 --convnet_train_size=10000 --convnet_taylor_every=10 --convnet_taylor_layer=0 \
-      --convnet_taylor_neurons=5 --convnet_taylor_max_iter=100 --convnet_taylor_horizon_epochs=3  # AE at paper scale, convnet reduced
+      --convnet_taylor_neurons=5 --convnet_taylor_max_iter=100 --convnet_taylor_horizon_epochs=3
 """
 
 import sys

@@ -276,6 +276,15 @@ def figures(infos: dict, results_dir: str, convnet_layer: int = 1) -> dict:
   return out
 
 
+def _solve_seconds(workdir: str) -> Optional[float]:
+  """Seconds spent solving a cross-entropy run's optima (``records/taylor/solve.json``); None if not solved."""
+  path = os.path.join(workdir, "records", "taylor", "solve.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return float(sum(json.load(f)["seconds"].values()))
+
+
 def _nth(k: int) -> str:
   return {1: "1st", 2: "2nd", 3: "3rd"}.get(k, f"{k}th")
 
@@ -304,13 +313,18 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
                  "`--config.record.taylor=True`).")
   if "convnet" in s.models and s.convnet_taylor:
     every = "every round" if s.convnet_taylor_every == 1 else f"every {_nth(s.convnet_taylor_every)} round"
+    k = s.convnet_taylor_horizon_epochs
+    ends = "every epoch end" if k == 1 else f"every {_nth(k)} epoch end"
     lines.append(
         f"- Convnet Taylor statistics (`nta.hindsight_ce`, exact cross-entropy hindsight optima): {every} "
         f"recorded; layer {s.convnet_taylor_layer + 1} at layer scale in every run (figure 4(a)); "
         f"{s.convnet_taylor_neurons} seeded filters of each conv layer at neuron scale in the RMSProp run "
-        f"(figure 3); optima solved at every {_nth(s.convnet_taylor_horizon_epochs)} epoch end and at early rounds "
-        f"by L-BFGS with at most {s.convnet_taylor_max_iter} iterations per problem and horizon. Where a problem's "
-        "recorded rounds are separable it has no minimiser and its value is an upper bound on the infimum (`converged` in `records/taylor/optima.npz`; solve times in `solve.json`)."
+        f"(figure 3); optima solved at {ends} and at early rounds by L-BFGS with at most "
+        f"{s.convnet_taylor_max_iter} iterations per problem and horizon. Where a problem's recorded rounds are "
+        "separable (a classifier that fits them: scaling the weights up drives the Taylor loss towards 0) it has "
+        "no minimiser, and where the solver stops short of `tol` its value is an upper bound on the infimum, so "
+        "the regret is a lower bound (`converged` in `records/taylor/optima.npz`, solve times in `solve.json` and "
+        "below)."
         + ("" if s.convnet_taylor_layer == 1 else
            " The paper's figure 4(a) shows layer 2 (conv2, 102,464 weights): one evaluation of its summed Taylor "
            "loss costs ~250 ms per recorded round on a 2-core CPU, hours per run, so layer "
@@ -332,13 +346,16 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
   for name, path in figs.items():
     rel = os.path.relpath(path, s.results_dir)
     lines += [f"### {name}", "", f"![{name}]({rel}) ([PDF]({rel[:-4]}.pdf))", ""]
-  lines += ["## Runs", "", "| run | state | wall time (s) | final loss | command |", "| --- | --- | --- | --- | --- |"]
+  lines += ["## Runs", "", "Wall time is training (with recording; the autoencoder's Taylor optima are solved while "
+            "training); solve is the convnet's cross-entropy optima afterwards.", "",
+            "| run | state | wall time (s) | solve (s) | final loss | command |",
+            "| --- | --- | --- | --- | --- | --- |"]
   for (model, optimizer), v in infos.items():
     c = v["config"]
     variant = optimizer if s.scale == "paper" else f"{optimizer},quick"
     cmd = (f"python bin/train.py --config=configs/{CONFIG_FILES[model]}:{variant} --workdir={v['workdir']} "
-           f"--config.record.taylor={c.record.taylor} --config.record.exploration=True --config.data.source={c.data.source} "
-           f"--config.data.name={c.data.name}"
+           f"--config.record.taylor={c.record.taylor} --config.record.exploration=True "
+           f"--config.data.source={c.data.source} --config.data.name={c.data.name}"
            + (f" --config.data.data_dir={c.data.data_dir}" if c.data.data_dir else "")
            + (f" --config.num_epochs={c.num_epochs}" if s.ae_epochs or s.convnet_epochs else "")
            + (f" --config.data.train_size={c.data.train_size}" if c.data.train_size else "")
@@ -349,7 +366,9 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
               f"--epochs_between_horizons={s.convnet_taylor_horizon_epochs}"
               if c.record.taylor and c.loss == "cross_entropy" else ""))
     final = _final_loss(v["workdir"]) if v["state"] == "finished" else float("nan")
-    lines.append(f"| {model} {optimizer} | {v['state']} | {v['seconds']:.0f} | {final:.4g} | `{cmd}` |")
+    solve = _solve_seconds(v["workdir"])
+    lines.append(f"| {model} {optimizer} | {v['state']} | {v['seconds']:.0f} | "
+                 f"{'—' if solve is None else f'{solve:.0f}'} | {final:.4g} | `{cmd}` |")
   lines += ["", "Each run directory holds `config.json`, per-round `rounds.csv`, `regret.json`/`regret.npz` "
             "(`python bin/regret.py --workdir=RUN`) and `exploration.npz` (`python bin/exploration.py "
             "--workdir=RUN`)."]

@@ -41,10 +41,11 @@ def test_readme_says_how_the_convnet_taylor_statistics_were_made(tmp_path):
   path = results.write_readme(s, {}, [("claim", "measured", "n/a")], {}, "python bin/regenerate_results.py", 1.0)
   text = open(path).read()
   assert "every 10th round recorded; layer 1 at layer scale" in text and "4 seeded filters" in text
-  assert "every 3rd epoch end" in text and "at most 20 iterations" in text and "layer 1 stands in for it" in text
+  assert "at every 3rd epoch end" in text and "at most 20 iterations" in text and "layer 1 stands in for it" in text
   assert json.loads((tmp_path / "claims.json").read_text()) == [{"claim": "claim", "measured": "measured",
                                                                   "holds": "n/a"}]
   paper_layer = results.write_readme(_settings(scale="paper", results_dir=str(tmp_path), models=("convnet",)), {},
                                      [], {}, "cmd", 1.0)
   text = open(paper_layer).read()
   assert "every round recorded; layer 2 at layer scale" in text and "stands in" not in text
+  assert "at every epoch end and at early rounds" in text
