@@ -64,7 +64,9 @@ recorded round on top of a 0.09 s training step (the p_L = 10 transposed conv2 p
 most of it) and 37 MB per round on disk. One evaluation of a summed Taylor loss costs, per recorded round,
 ~1.5 ms for a conv neuron (materialised), ~0.2 ms for a dense neuron, ~2 ms for the conv1 and dense1 layers,
 ~60 ms for conv3 and ~250 ms for conv2 at layer scale (float64 convolutions); a solve takes tens to 1,000
-evaluations per horizon.
+evaluations per horizon. Measured on MNIST, 15 epochs of 79 rounds recorded every 10th round (119 rounds), 24
+horizons, ``max_iter`` 100: conv1 at layer scale 80-90 s per run, a conv1 neuron 3 s, a conv2 or conv3 neuron
+65-80 s (materialising its G_α included).
 """
 
 from __future__ import annotations

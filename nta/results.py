@@ -9,8 +9,9 @@ resumes (``nta.experiments.run``), a diverged one (non-finite loss) is reported 
 Scales:
 - ``paper``: 100 epochs on the full datasets (``--data_source=files`` with the original files, or tfds);
 - ``quick``: minutes on a CPU: the embedded MNIST sample, few epochs.
-The convnet can be run at a reduced scale on a CPU (``convnet_epochs``, ``convnet_train_size``); the written
-README says which scale each group ran at.
+The convnet can be run at a reduced scale on a CPU (``convnet_epochs``, ``convnet_train_size``) and its exact
+cross-entropy Taylor optima on a budget (``convnet_taylor_*``: which layer and how many neurons, every k-th round,
+L-BFGS iterations, horizons); the written README says which scale and budget each group ran at.
 """
 
 from __future__ import annotations
