@@ -259,7 +259,9 @@ class CrossEntropyTaylorRecorder(Recorder):
     neurons_per_layer: conv filters drawn per layer by default (seeded by the run's seed and the layer).
     neuron_layers: with ``neurons`` None, the layers that get the default neurons; None = every layer.
     disk_mb: disk budget for the whole run, used to pick the default layer-scale layers.
-    record_every: record rounds n with (n − 1) mod k = 0.
+    record_every: record rounds n with (n − 1) mod k = 0. With k > 1 the recording sits in a ``tf.cond`` and
+      TensorFlow compiles the training step differently: the training losses then equal those of a run
+      without recording to float32 rounding only (with k = 1, bit for bit), and trajectories drift apart.
     chunk_mb: the host buffer is written to a new chunk file whenever it reaches this size (and at epoch ends).
     representations: {layer: "jacobian" or "tensor"} to override the smallest representation (e.g. "tensor"
       solves faster when disk allows); default the smallest per layer.
