@@ -64,6 +64,11 @@ def build_recorders(config) -> list:
   recorders = []
   if config.record.taylor:
     if config.loss == "mse":
+      r, d = config.record, config_lib.get_config().record
+      changed = [f for f in ("taylor_layers", "taylor_neuron_layers", "taylor_neurons_per_layer") if r[f] != d[f]]
+      if changed:
+        raise NTAError(f"config.record.{changed[0]} applies to cross-entropy runs; the squared-loss recorder "
+                       "records every layer and neuron whose statistics fit config.record.memory_mb")
       recorders.append(hindsight.TaylorRecorder(memory_mb=config.record.memory_mb, record_every=config.record.every))
     else:
       from nta import hindsight_ce  # pylint: disable=g-import-not-at-top
