@@ -1251,11 +1251,13 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   timings = {}
   path = os.path.join(rec.dir, "optima.npz")
 
-  def keep(prefix, sols):
-    out[f"{prefix}/value"] = np.array([s.value for s in sols], np.float64)
-    out[f"{prefix}/grad_norm"] = np.array([s.grad_norm for s in sols], np.float64)
-    out[f"{prefix}/iterations"] = np.array([s.iterations for s in sols], np.int64)
-    out[f"{prefix}/converged"] = np.array([s.converged for s in sols], bool)
+  fields = {"value": np.float64, "grad_norm": np.float64, "iterations": np.int64, "converged": bool}
+
+  def keep(prefix, per_problem, shape):
+    """Solutions [problem][horizon] -> one array per field, shaped (H,) for a layer or (H, U) for neurons."""
+    for field, dtype in fields.items():
+      table = np.array([[getattr(s, field) for s in sols] for sols in per_problem], dtype)
+      out[f"{prefix}/{field}"] = table.T.reshape(shape)
 
   def write():
     tmp = path + ".tmp"
@@ -1269,7 +1271,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   for l in layers:
     t0 = time.perf_counter()
     prob = rec.problem(int(l), None, last, memory_mb)
-    keep(f"layer{l}", prob.solve(hz, tol, max_iter))
+    keep(f"layer{l}", [prob.solve(hz, tol, max_iter)], (len(hz),))
     timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
     write()
     if progress:
@@ -1289,10 +1291,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
               f"{time.perf_counter() - t1:.1f} s, converged at {sum(bool(s.converged) for s in per_unit[-1])}/"
               f"{len(hz)} horizons", flush=True)
     out[f"neurons{l}/units"] = np.asarray(units, np.int64)
-    for field in ("value", "grad_norm", "iterations", "converged"):
-      dtype = {"iterations": np.int64, "converged": bool}.get(field, np.float64)
-      out[f"neurons{l}/{field}"] = np.array([[getattr(s, field) for s in sols] for sols in per_unit],
-                                            dtype).T  # (H, U)
+    keep(f"neurons{l}", per_unit, (len(hz), len(units)))
     timings[f"neurons{l}"] = round(time.perf_counter() - t0, 3)
     write()
     if progress:
