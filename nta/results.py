@@ -286,8 +286,12 @@ def _solve_seconds(workdir: str) -> Optional[float]:
     return float(sum(json.load(f)["seconds"].values()))
 
 
-def _nth(k: int) -> str:
-  return {1: "1st", 2: "2nd", 3: "3rd"}.get(k, f"{k}th")
+def _every(k: int, what: str) -> str:
+  """"every round" for k = 1, "every 10th round" for k = 10."""
+  if k == 1:
+    return f"every {what}"
+  nth = {2: "2nd", 3: "3rd"}.get(k, f"{k}th")
+  return f"every {nth} {what}"
 
 
 def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str, wall: float) -> str:
@@ -313,14 +317,11 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
                  "where time allows (`python bin/regret.py --workdir=RUN` on a run trained with "
                  "`--config.record.taylor=True`).")
   if "convnet" in s.models and s.convnet_taylor:
-    every = "every round" if s.convnet_taylor_every == 1 else f"every {_nth(s.convnet_taylor_every)} round"
-    k = s.convnet_taylor_horizon_epochs
-    ends = "every epoch end" if k == 1 else f"every {_nth(k)} epoch end"
     lines.append(
-        f"- Convnet Taylor statistics (`nta.hindsight_ce`, exact cross-entropy hindsight optima): {every} "
-        f"recorded; layer {s.convnet_taylor_layer + 1} at layer scale in every run (figure 4(a)); "
+        f"- Convnet Taylor statistics (`nta.hindsight_ce`, exact cross-entropy hindsight optima): "
+        f"{_every(s.convnet_taylor_every, 'round')} recorded; layer {s.convnet_taylor_layer + 1} at layer scale in every run (figure 4(a)); "
         f"{s.convnet_taylor_neurons} seeded filters of each conv layer at neuron scale in the RMSProp run "
-        f"(figure 3); optima solved at {ends} and at early rounds by L-BFGS with at most "
+        f"(figure 3); optima solved at {_every(s.convnet_taylor_horizon_epochs, 'epoch end')} and at early rounds by L-BFGS with at most "
         f"{s.convnet_taylor_max_iter} iterations per problem and horizon. Where a problem's recorded rounds are "
         "separable (a classifier that fits them: scaling the weights up drives the Taylor loss towards 0) it has "
         "no minimiser, and where the solver stops short of `tol` its value is an upper bound on the infimum, so "
