@@ -39,7 +39,10 @@ def _save(fig, out: str) -> list:
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   paths = [f"{out}.png", f"{out}.pdf"]
   for path in paths:
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    # No creation date in the PDF: the same runs give byte-identical figures, so regenerated results/ only
+    # changes where the numbers do.
+    fig.savefig(path, dpi=150, bbox_inches="tight",
+                metadata={"CreationDate": None} if path.endswith(".pdf") else None)
   plt.close(fig)
   return paths
 

@@ -33,6 +33,13 @@ def test_training_losses_writes_png_and_pdf(tmp_path):
     with open(p, "rb") as f:
       head = f.read(8)
     assert head.startswith(b"\x89PNG") or head.startswith(b"%PDF")
+  # No creation date, so the same runs drawn again give byte-identical files and results/ diffs mean new numbers.
+  with open(paths[1], "rb") as f:
+    assert b"/CreationDate" not in f.read()
+  again = plots.training_losses(runs, str(tmp_path / "again" / "figure6"))
+  for p, q in zip(paths, again):
+    with open(p, "rb") as f, open(q, "rb") as g:
+      assert f.read() == g.read(), q
 
 
 def test_missing_run_is_an_error(tmp_path):
