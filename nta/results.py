@@ -175,37 +175,87 @@ def _exploration(workdir: str) -> dict:
             "logsv": float(np.mean(z["log_singular_product"]))}
 
 
+def _is_layer_fit(s) -> bool:
+  return isinstance(s, dict) and "exponent" in s and np.isfinite(s["exponent"])
+
+
+def _is_neuron_fit(s) -> bool:
+  return isinstance(s, dict) and s.get("exponent_median") is not None
+
+
+def _key_name(key: str) -> str:
+  """``regret.json`` keys (0-based: "layer2", "neurons4", "network") as the figures name them (from 1)."""
+  for prefix in ("layer", "neurons"):
+    if key.startswith(prefix) and key[len(prefix):].isdigit():
+      return f"layer {int(key[len(prefix):]) + 1}"
+  return key
+
+
+def _run_order(item) -> tuple:
+  """Sort key of {(model, optimizer): ...} items: models as listed in CONFIG_FILES, optimizers as OPTIMIZERS."""
+  (model, optimizer), _ = item
+  return (list(CONFIG_FILES).index(model) if model in CONFIG_FILES else len(CONFIG_FILES), model,
+          OPTIMIZERS.index(optimizer) if optimizer in OPTIMIZERS else len(OPTIMIZERS), optimizer)
+
+
+def exponent_rows(infos: dict) -> list:
+  """Every fitted regret exponent of the finished runs, one row per (run, scale, layer):
+  (run, scale, layer, exponent, 95% interval(s), where regret stops being positive)."""
+  rows = []
+  for (model, optimizer), v in sorted(infos.items(), key=_run_order):
+    path = os.path.join(v["workdir"], "regret.json")
+    if v["state"] != "finished" or not os.path.exists(path):
+      continue
+    for key, s in _summary(v["workdir"]).items():
+      if _is_layer_fit(s):
+        lo, hi = s["ci95"]
+        until = s.get("positive_until", s.get("rounds"))
+        rows.append((f"{model} {optimizer}", "network" if key == "network" else "layer", _key_name(key),
+                     f"{s['exponent']:.2f}", f"[{lo:.2f}, {hi:.2f}]",
+                     "positive throughout" if until == s.get("rounds") else f"N = {until} of {s['rounds']}"))
+      elif _is_neuron_fit(s):
+        rows.append((f"{model} {optimizer}", f"neuron ({s['neurons']})", _key_name(key),
+                     f"median {s['exponent_median']:.2f}",
+                     f"{100 * s['fraction_ci_contains_half']:.0f}% contain 0.5",
+                     f"median N = {s['positive_until_median']:.0f}; positive at the end for "
+                     f"{100 * s['fraction_positive_at_end']:.0f}%"))
+  return rows
+
+
 def claims(infos: dict) -> list:
   """One row per claim of the paper: (claim, measured, holds) with holds in {"yes", "no", "n/a"}."""
   done = {k: v["workdir"] for k, v in infos.items() if v["state"] == "finished"}
   with_regret = {k: w for k, w in done.items() if os.path.exists(os.path.join(w, "regret.json"))}
   rows = []
 
-  # 1. Regret grows like √N (Theorem 2; figs 3-4): exponents per optimizer and layer.
-  fits, inside, turned = [], 0, 0
-  for (model, optimizer), workdir in sorted(with_regret.items()):
+  # 1. Regret grows like √N (Theorem 2; figs 3-4): exponents per optimizer and layer (the full list is
+  # ``exponent_rows``, written as its own table).
+  per_run, inside, turned, n_layer = [], 0, 0, 0
+  for (model, optimizer), workdir in sorted(with_regret.items(), key=_run_order):
+    layers, neurons = [], []
     for key, s in _summary(workdir).items():
-      if isinstance(s, dict) and "exponent" in s and np.isfinite(s["exponent"]):
+      if _is_layer_fit(s):
         lo, hi = s["ci95"]
-        until = s.get("positive_until", s.get("rounds"))
-        sign = "" if until == s.get("rounds") else f", regret ≤ 0 after N={until} of {s['rounds']}"
-        fits.append(f"{model} {optimizer} {key}: {s['exponent']:.2f} [{lo:.2f}, {hi:.2f}]{sign}")
+        layers.append(f"{_key_name(key)} {s['exponent']:.2f} [{lo:.2f}, {hi:.2f}]")
+        n_layer += 1
         inside += lo <= 0.5 <= hi
-        turned += bool(sign)
-      elif isinstance(s, dict) and s.get("exponent_median") is not None:
-        fits.append(f"{model} {optimizer} {key} ({s['neurons']} neurons): median {s['exponent_median']:.2f}, "
-                    f"{100 * s['fraction_ci_contains_half']:.0f}% of 95% intervals contain 0.5")
-  layer_fits = [f for f in fits if "neurons" not in f]
-  if not layer_fits:
+        turned += s.get("positive_until", s.get("rounds")) != s.get("rounds")
+      elif _is_neuron_fit(s):
+        neurons.append(f"{_key_name(key)} {s['exponent_median']:.2f}")
+    if layers or neurons:
+      per_run.append(f"{model} {optimizer}: " + "; ".join(
+          part for part in (", ".join(layers), "neuron medians: " + ", ".join(neurons) if neurons else "") if part))
+  if not n_layer:
     holds = "n/a"
-  elif inside == len(layer_fits) and not turned:
+  elif inside == n_layer and not turned:
     holds = "yes"
   else:
-    holds = (f"partly: {inside}/{len(layer_fits)} layer intervals contain 0.5 (fitted while regret > 0)"
-             + (f"; regret against the best fixed comparator turns negative later in {turned}/{len(layer_fits)}"
+    holds = (f"partly: {inside}/{n_layer} layer intervals contain 0.5 (fitted while regret > 0)"
+             + (f"; regret against the best fixed comparator turns negative later in {turned}/{n_layer}"
                 if turned else ""))
-  rows.append(("Regret grows like √N (fitted exponent of Regret(N) ∝ N^β over the horizons where regret > 0, "
-               "95% interval), every optimizer and layer", "<br>".join(fits) if fits else "no fits", holds))
+  rows.append(("Regret grows like √N (fitted exponent β of Regret(N) ∝ N^β over the horizons where regret > 0, "
+               "95% interval; layers numbered from 1; every fit in the table below), every optimizer and layer",
+               "<br>".join(per_run) if per_run else "no fits", holds))
 
   # 2. Adaptive optimizers reach a lower autoencoder loss than SGD (fig. 6).
   ae = {o: _final_loss(w) for (m, o), w in done.items() if m == "autoencoder"}
@@ -234,7 +284,8 @@ def claims(infos: dict) -> list:
 
   # 4-5. Exploration (fig. 5): RMSProp > SGD on all three measures; Adam between RMSProp and SGD.
   for model in ("convnet", "autoencoder"):
-    ex = {o: _exploration(w) for (m, o), w in done.items() if m == model}
+    ex = {o: _exploration(w) for (m, o), w in done.items()
+          if m == model and os.path.exists(os.path.join(w, "exploration.npz"))}
     if "rmsprop" not in ex or not any(o in ex for o in SGDS):
       rows.append((f"{model}: RMSProp explores more than SGD on all three measures", "runs missing", "n/a"))
       continue
@@ -287,11 +338,11 @@ def _solve_seconds(workdir: str) -> Optional[float]:
 
 
 def _every(k: int, what: str) -> str:
-  """"every round" for k = 1, "every 10th round" for k = 10."""
+  """"every round" for k = 1, "every 10th round" for k = 10, "every 21st round" for k = 21."""
   if k == 1:
     return f"every {what}"
-  nth = {2: "2nd", 3: "3rd"}.get(k, f"{k}th")
-  return f"every {nth} {what}"
+  suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+  return f"every {k}{suffix} {what}"
 
 
 def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str, wall: float) -> str:
@@ -344,6 +395,14 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
             "negative (fig. 4b). Theorem 2's bound, an upper bound on regret, then holds trivially, but the √N "
             "growth the paper plots is only seen before that point. Exponents are therefore fitted on the horizons "
             "before the regret first turns non-positive, and `regret.json` in each run records where that happens."]
+  fits = exponent_rows(infos)
+  if fits:
+    lines += ["", "### Fitted regret exponents", "",
+              "Layer scale: the exponent β of Regret(N) ∝ N^β and its 95% interval. Neuron scale: the median β over "
+              "the layer's recorded neurons and the share of their 95% intervals that contain 1/2. Last column: the "
+              "last horizon N before the regret first turns non-positive (Theorem 2 predicts β ≤ 1/2).", "",
+              "| run | scale | layer | β | 95% interval | regret > 0 until |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(r) + " |" for r in fits]
   lines += ["", "## Figures", ""]
   for name, path in figs.items():
     rel = os.path.relpath(path, s.results_dir)
@@ -374,6 +433,7 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
   lines += ["", "Each run directory holds `config.json`, per-round `rounds.csv`, `regret.json`/`regret.npz` "
             "(`python bin/regret.py --workdir=RUN`) and `exploration.npz` (`python bin/exploration.py "
             "--workdir=RUN`)."]
+  os.makedirs(s.results_dir, exist_ok=True)
   path = os.path.join(s.results_dir, "README.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")

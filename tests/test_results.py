@@ -5,6 +5,8 @@ The end-to-end regeneration (training, analyses, figures, claims) is exercised b
 
 import json
 
+import numpy as np
+
 from nta import config as config_lib
 from nta import experiments
 from nta import results
@@ -49,3 +51,101 @@ def test_readme_says_how_the_convnet_taylor_statistics_were_made(tmp_path):
   text = open(paper_layer).read()
   assert "every round recorded; layer 2 at layer scale" in text and "stands in" not in text
   assert "at every epoch end and at early rounds" in text
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def _fake_run(root, model, optimizer, *, loss=None, fits=None, gap=None, explore=None):
+  """A finished run directory holding only what ``results.claims`` reads, with chosen numbers."""
+  workdir = root / f"{model}_{optimizer}"
+  workdir.mkdir()
+  (workdir / "epochs.csv").write_text(f"epoch,rounds,loss,seconds\n0,10,{loss if loss is not None else 1.0},2.5\n")
+  if fits is not None:
+    summary = dict(fits)
+    if gap is not None:  # abs(final regret) / N at the last horizon = gap, with N = 1000
+      summary["layer2"] = {**summary.get("layer2", {"exponent": float("nan"), "ci95": [0, 0]}),
+                           "final_regret": -gap * 1000}
+      np.savez(workdir / "regret.npz", N_recorded=np.array([10, 1000]))
+    (workdir / "regret.json").write_text(json.dumps({"workdir": str(workdir), "horizons": 2, **summary}))
+  if explore is not None:
+    hamming, switches, logsv = explore
+    np.savez(workdir / "exploration.npz", min_hamming_fraction=np.full(3, hamming),
+             switch_proportion=np.full(5, switches), log_singular_product=np.full(4, logsv))
+  return {"workdir": str(workdir), "state": "finished", "config": results.run_config(_settings(), model, optimizer),
+          "seconds": 2.5, "message": ""}
+
+
+def _layer_fit(beta, lo, hi, until=1000, rounds=1000):
+  return {"exponent": beta, "ci95": [lo, hi], "positive_until": until, "rounds": rounds}
+
+
+def _neuron_fit(median, inside):
+  return {"neurons": 4, "exponent_median": median, "fraction_ci_contains_half": inside,
+          "positive_until_median": 700.0, "fraction_positive_at_end": 0.25}
+
+
+def _rows(infos):
+  return {claim.split(" (")[0]: (measured, holds) for claim, measured, holds in results.claims(infos)}
+
+
+def test_claims_hold_when_the_measured_numbers_agree_with_the_paper(tmp_path):
+  infos = {}
+  for o, loss, gap, ex in [("rmsprop", 0.01, 1e-4, (0.30, 0.40, -100.0)), ("adam", 0.02, 2e-4, (0.20, 0.30, -200.0)),
+                           ("sgd1.0", 0.03, 3e-4, (0.10, 0.20, -300.0)), ("sgd0.1", 0.04, 4e-4, (0.05, 0.10, -400.0))]:
+    infos[("autoencoder", o)] = _fake_run(
+        tmp_path, "autoencoder", o, loss=loss, gap=gap, explore=ex,
+        fits={"layer2": _layer_fit(0.5, 0.4, 0.6), "neurons1": _neuron_fit(0.45, 0.5)})
+  rows = _rows(infos)
+  assert rows["Regret grows like √N"][1] == "yes"
+  assert "autoencoder rmsprop: layer 3 0.50 [0.40, 0.60]; neuron medians: layer 2 0.45" in \
+      rows["Regret grows like √N"][0]
+  assert rows["Adaptive optimizers"][1] == "yes"
+  assert rows["Adaptive optimizers"][0] == "rmsprop 0.01, adam 0.02, sgd1.0 0.03, sgd0.1 0.04"
+  assert rows["The gap between incurred and Taylor-optimal loss"][1] == "yes"
+  assert rows["autoencoder: RMSProp explores more than SGD"][1] == "yes"
+  assert rows["autoencoder: Adam explores between RMSProp and SGD"][1] == "yes"
+  assert rows["convnet: RMSProp explores more than SGD on all three measures"] == ("runs missing", "n/a")
+
+
+def test_claims_fail_on_one_counterexample(tmp_path):
+  # SGD 1.0 beats Adam's loss and gap, and beats RMSProp on the singular values alone; Adam explores most.
+  infos = {}
+  for o, loss, gap, ex, fit in [
+      ("rmsprop", 0.01, 1e-4, (0.30, 0.40, -300.0), _layer_fit(0.5, 0.4, 0.6)),
+      ("adam", 0.05, 5e-4, (0.50, 0.60, -200.0), _layer_fit(0.3, 0.2, 0.4, until=400)),
+      ("sgd1.0", 0.03, 3e-4, (0.10, 0.20, -100.0), _layer_fit(0.7, 0.6, 0.8))]:
+    infos[("convnet", o)] = _fake_run(tmp_path, "convnet", o, loss=loss, explore=ex, fits={"layer0": fit})
+    infos[("autoencoder", o)] = _fake_run(tmp_path, "autoencoder", o, loss=loss, gap=gap, fits={})
+  rows = _rows(infos)
+  assert rows["Regret grows like √N"][1] == ("partly: 1/3 layer intervals contain 0.5 (fitted while regret > 0); "
+                                             "regret against the best fixed comparator turns negative later in 1/3")
+  assert rows["Adaptive optimizers"][1] == "no"
+  assert rows["The gap between incurred and Taylor-optimal loss"][1] == "no"
+  assert rows["convnet: RMSProp explores more than SGD"][1] == "no"
+  assert rows["convnet: Adam explores between RMSProp and SGD"][1] == "no"
+  # A diverged run is named, not silently dropped.
+  infos[("autoencoder", "sgd0.1")] = {**_fake_run(tmp_path, "autoencoder", "sgd0.1"), "state": "failed"}
+  assert rows["Adaptive optimizers"][0] != _rows(infos)["Adaptive optimizers"][0]
+  assert _rows(infos)["Adaptive optimizers"][0].endswith("; diverged: sgd0.1")
+
+
+def test_exponent_table_names_layers_from_1_and_says_where_regret_turns(tmp_path):
+  infos = {("convnet", "sgd0.1"): _fake_run(tmp_path, "convnet", "sgd0.1", fits={"layer0": _layer_fit(0.46, 0.37, 0.55)}),
+           ("autoencoder", "rmsprop"): _fake_run(
+               tmp_path, "autoencoder", "rmsprop",
+               fits={"layer3": _layer_fit(0.54, 0.49, 0.59, until=6566, rounds=93800),
+                     "neurons5": _neuron_fit(0.56, 0.23)})}
+  assert results.exponent_rows(infos) == [
+      ("autoencoder rmsprop", "layer", "layer 4", "0.54", "[0.49, 0.59]", "N = 6566 of 93800"),
+      ("autoencoder rmsprop", "neuron (4)", "layer 6", "median 0.56", "23% contain 0.5",
+       "median N = 700; positive at the end for 25%"),
+      ("convnet sgd0.1", "layer", "layer 1", "0.46", "[0.37, 0.55]", "positive throughout")]
+  s = _settings(scale="paper", results_dir=str(tmp_path / "out"), models=())
+  text = open(results.write_readme(s, infos, [], {}, "cmd", 1.0)).read()
+  assert "| autoencoder rmsprop | layer | layer 4 | 0.54 | [0.49, 0.59] | N = 6566 of 93800 |" in text
+
+
+def test_every_words_ordinals():
+  assert [results._every(k, "round") for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 111)] == [
+      "every round", "every 2nd round", "every 3rd round", "every 4th round", "every 11th round",
+      "every 12th round", "every 13th round", "every 21st round", "every 22nd round", "every 23rd round",
+      "every 111th round"]
