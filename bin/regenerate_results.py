@@ -46,6 +46,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "The seed of every run.")
 
 def main(argv):
   cli.no_extra_args(argv)
+  print(cli.DEVICES)
   with cli.errors_to_exit():
     scale = _SCALE.value
     source = _SOURCE.value or ("sample" if scale == "quick" else "tfds")

@@ -20,6 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   cli.no_extra_args(argv)
+  print(cli.DEVICES)
   with cli.errors_to_exit():
     result = experiments.run(_CONFIG.value, _WORKDIR.value)
     print(f"finished: {len(result.round_losses)} rounds, final epoch loss {result.epochs[-1]['loss']}; "

@@ -5,14 +5,55 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 
-# Binaries import this module before TensorFlow: keep TF's C++ start-up chatter off the terminal.
+# Binaries import this module before TensorFlow. TF_CPP_MIN_LOG_LEVEL hides TensorFlow's later C++ INFO and
+# WARNING lines; the ones it writes while loading and probing for GPUs (absl logging, before TensorFlow
+# initialises it) ignore that variable, so start_tensorflow() captures them. A user who sets the variable
+# gets TensorFlow's own logging untouched.
+_USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import logging  # noqa: E402
 
 from nta.errors import NTAError  # noqa: E402
+
+
+def start_tensorflow() -> str:
+  """Imports TensorFlow and lists its devices; returns a line naming them ("TensorFlow 2.x on CPU").
+
+  Unless the user set TF_CPP_MIN_LOG_LEVEL, stderr's file descriptor (C++ writes there directly) is captured
+  meanwhile, so a binary's own output, and its one-line errors, are not buried under a dozen lines of loader
+  chatter on every call. If the import fails, the captured text is written out before the exception.
+  Listing devices does not start TensorFlow's runtime, so thread settings can still be applied afterwards.
+  """
+  if _USER_LOG_LEVEL is not None or "tensorflow" in sys.modules:
+    return _describe_devices()
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      line = _describe_devices()
+    except BaseException:
+      os.dup2(saved, 2)
+      captured.seek(0)
+      sys.stderr.write(captured.read().decode(errors="replace"))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+  return line
+
+
+def _describe_devices() -> str:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gpus = tf.config.list_physical_devices("GPU")
+  return f"TensorFlow {tf.__version__} on " + (f"{len(gpus)} GPU(s)" if gpus else "CPU (no GPU visible)")
+
+
+DEVICES = start_tensorflow()
 
 
 def no_extra_args(argv) -> None:

@@ -30,7 +30,9 @@ def config(name="mnist_autoencoder", variant="testing", **overrides):
 
 def run_binary(name, *args, timeout=300, check=True):
   """Runs bin/<name>.py in a subprocess; returns the CompletedProcess."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+  # As a user would run it: TensorFlow's start-up logging left to the binary (nta.cli.start_tensorflow).
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env["PYTHONPATH"] = str(ROOT)
   proc = subprocess.run([sys.executable, str(ROOT / "bin" / f"{name}.py"), *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode != 0:
