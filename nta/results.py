@@ -223,7 +223,8 @@ def exponent_rows(infos: dict) -> list:
 
 
 def claims(infos: dict) -> list:
-  """One row per claim of the paper: (claim, measured, holds) with holds in {"yes", "no", "n/a"}."""
+  """One row per claim of the paper: (claim, measured, holds); holds is "yes", "no", "n/a" (runs missing) or,
+  for the √N claim, "partly: ..." with the counts behind it."""
   done = {k: v["workdir"] for k, v in infos.items() if v["state"] == "finished"}
   with_regret = {k: w for k, w in done.items() if os.path.exists(os.path.join(w, "regret.json"))}
   rows = []
