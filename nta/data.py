@@ -535,6 +535,13 @@ def eval_arrays(split: Split, indices: np.ndarray | None = None,
   Returns:
     float32 (n, *input_shape) in [0, 1].
   """
+  return eval_images(split, indices, input_shape).astype(np.float32) / 255.0
+
+
+def eval_images(split: Split, indices: np.ndarray | None = None,
+                input_shape: Sequence[int] | None = None) -> np.ndarray:
+  """The unscaled uint8 images of :func:`eval_arrays` (same arguments), a quarter of the bytes; scale them
+  by ``float32(x) / 255`` as :func:`train_dataset` does."""
   shape = _sample_shape(split, input_shape)
   x = split.x
   if indices is not None:
@@ -544,8 +551,11 @@ def eval_arrays(split: Split, indices: np.ndarray | None = None,
     bad = indices[(indices < 0) | (indices >= len(x))]
     if bad.size:
       raise NTAError(f"index {int(bad[0])} is out of range for {split.name} with {len(x)} examples")
-    x = x[indices.astype(np.int64)]
-  return (x.astype(np.float32) / 255.0).reshape((len(x),) + shape)
+    if indices.size and indices[-1] - indices[0] == indices.size - 1 and np.all(np.diff(indices) == 1):
+      x = x[int(indices[0]):int(indices[-1]) + 1]  # a run of positions: a view, not a copy
+    else:
+      x = x[indices.astype(np.int64)]
+  return x.reshape((len(x),) + shape)
 
 
 # ----------------------------------------------------------------------------------------------------------

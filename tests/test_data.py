@@ -520,3 +520,14 @@ def test_eval_arrays():
     data.eval_arrays(split, np.array([1, 10]))
   with pytest.raises(NTAError, match="input_shape"):
     data.eval_arrays(split, input_shape=(2, 3))
+
+
+@pytest.mark.parametrize("indices", [None, [3, 4, 5, 6], [6], [5, 4, 3], [1, 3, 5], [2, 2, 3], []])
+def test_eval_images_are_the_unscaled_eval_arrays(indices):
+  split = toy_split(10)
+  idx = None if indices is None else np.array(indices, np.int64)
+  images = data.eval_images(split, idx, input_shape=(4,))
+  expected = split.x if idx is None else split.x[idx]
+  assert images.dtype == np.uint8 and images.shape == (len(expected), 4)
+  np.testing.assert_array_equal(images, expected.reshape(-1, 4))  # runs of positions take the slicing path
+  np.testing.assert_array_equal(data.eval_arrays(split, idx, (4,)), images.astype(np.float32) / 255.0)
