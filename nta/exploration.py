@@ -521,8 +521,7 @@ class ConfigurationRecorder(Recorder):
     stop = next(i for i, op in enumerate(spec.ops) if op.kind in ("dense", "conv2d") and op.layer == last)
     head = dataclasses.replace(spec, ops=spec.ops[:stop + 1])
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(spec.input_shape), tf.float32)])
-    def bits(x):
+    def chain(x):
       # Reads the current weights; nothing is assigned, so training state is untouched.
       _, taps = models.forward(head, spec.weight_values(), x, taps=True)
       columns = []
@@ -533,6 +532,14 @@ class ConfigurationRecorder(Recorder):
           a = tf.gather(a, tf.constant(chosen), axis=1)
         columns.append(a > 0)
       return tf.concat(columns, axis=1)
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(spec.input_shape), tf.uint8)])
+    def bits(images):
+      x = tf.cast(images, tf.float32) / 255.0  # as nta.data.train_dataset scales its batches
+      # Two independent halves: TensorFlow runs them at once on its inter-op threads. With one thread per op
+      # (the autoencoder config) a single chain would leave the second core idle.
+      half = tf.shape(x)[0] // 2
+      return tf.concat([chain(x[:half]), chain(x[half:])], axis=0)
 
     return bits
 
@@ -560,8 +567,7 @@ class ConfigurationRecorder(Recorder):
     shape = tuple(self.spec.input_shape)
     for s in range(0, self.num_data, self.eval_batch_size):
       idx = self.data_indices[s:s + self.eval_batch_size]
-      x = data_lib.eval_arrays(self.train, idx, shape)
-      out[s:s + len(idx)] = pack(self._bits_fn(x).numpy())
+      out[s:s + len(idx)] = pack(self._bits_fn(data_lib.eval_images(self.train, idx, shape)).numpy())
     return out
 
   def _snapshot(self, rounds: int) -> None:
