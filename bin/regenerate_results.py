@@ -32,15 +32,18 @@ _CNN_EPOCHS = flags.DEFINE_integer("convnet_epochs", None, "Override the convnet
 _CNN_TRAIN = flags.DEFINE_integer("convnet_train_size", None, "Train the convnet on the first N examples.")
 _CNN_TAYLOR = flags.DEFINE_bool("convnet_taylor", True, "Record and solve the convnet's cross-entropy Taylor "
                                 "optima (exact; hours per run on a CPU at convnet scale).")
-_CNN_EVERY = flags.DEFINE_integer("convnet_taylor_every", 1, "Record the convnet's Taylor data every k-th round.")
-_CNN_LAYER = flags.DEFINE_integer("convnet_taylor_layer", 1, "Convnet layer solved at layer scale in every run, for "
-                                  "figure 4(a) (0-based; 1 = conv2, the paper's layer 2).")
-_CNN_NEURONS = flags.DEFINE_integer("convnet_taylor_neurons", 50, "Seeded filters per conv layer solved at neuron "
-                                    "scale in the convnet RMSProp run (figure 3).")
-_CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", 1000, "L-BFGS iterations per convnet Taylor problem "
-                                     "and horizon.")
-_CNN_HORIZONS = flags.DEFINE_integer("convnet_taylor_horizon_epochs", 1, "Solve the convnet's optima at every k-th "
-                                     "epoch end (and early rounds).")
+_CNN_EVERY = flags.DEFINE_integer("convnet_taylor_every", None, "Record the convnet's Taylor data every k-th round "
+                                  "(default: 1 at paper scale, 10 at quick).")
+_CNN_LAYER = flags.DEFINE_integer("convnet_taylor_layer", None, "Convnet layer solved at layer scale in every run, "
+                                  "for figure 4(a) (0-based; 1 = conv2, the paper's layer 2; default: 1 at paper "
+                                  "scale, 0 at quick).")
+_CNN_NEURONS = flags.DEFINE_integer("convnet_taylor_neurons", None, "Seeded filters per conv layer solved at neuron "
+                                    "scale in the convnet RMSProp run, figure 3 (default: 50 at paper scale, 5 at "
+                                    "quick).")
+_CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", None, "L-BFGS iterations per convnet Taylor problem "
+                                     "and horizon (default: 1000 at paper scale, 100 at quick).")
+_CNN_HORIZONS = flags.DEFINE_integer("convnet_taylor_horizon_epochs", None, "Solve the convnet's optima at every "
+                                     "k-th epoch end and early rounds (default: 1).")
 _SEED = flags.DEFINE_integer("seed", 0, "The seed of every run.")
 
 

@@ -4,12 +4,15 @@ The end-to-end regeneration (training, analyses, figures, claims) is exercised b
 """
 
 import json
+import os
 
 import numpy as np
+import pytest
 
 from nta import config as config_lib
 from nta import experiments
 from nta import results
+from nta.errors import NTAError
 
 from helpers import ROOT
 
@@ -34,6 +37,26 @@ def test_convnet_taylor_settings_reach_every_run_and_neurons_only_the_rmsprop_ru
   assert not off.record.taylor and off.record.every == 1
   ae = results.run_config(_settings(scale="paper", convnet_taylor_every=10), "autoencoder", "rmsprop")
   assert ae.record.taylor and ae.record.every == 1  # the convnet's settings leave the autoencoder alone
+
+
+def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
+  quick = results.run_config(_settings(scale="quick"), "convnet", "rmsprop")
+  assert (quick.record.every, quick.record.taylor_layers, quick.record.taylor_neurons_per_layer) == (10, "0", 5)
+  s = _settings(scale="quick")
+  assert (s.convnet_taylor_max_iter, s.convnet_taylor_horizon_epochs) == (100, 1)
+  paper = _settings(scale="paper")
+  assert (paper.convnet_taylor_every, paper.convnet_taylor_layer, paper.convnet_taylor_neurons,
+          paper.convnet_taylor_max_iter) == (1, 1, 50, 1000)
+  mixed = _settings(scale="quick", convnet_taylor_layer=2, convnet_taylor_max_iter=7)
+  assert (mixed.convnet_taylor_layer, mixed.convnet_taylor_max_iter, mixed.convnet_taylor_every) == (2, 7, 10)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"scale": "huge"}, "scale must be one of"),
+                                          ({"models": ("autoencoder", "resnet")}, "unknown model 'resnet'"),
+                                          ({"optimizers": ("sgd0.5",)}, "unknown optimizer variant 'sgd0.5'")])
+def test_bad_settings_are_one_clear_error(kwargs, match):
+  with pytest.raises(NTAError, match=match):
+    _settings(**kwargs)
 
 
 def test_readme_says_how_the_convnet_taylor_statistics_were_made(tmp_path):
@@ -61,9 +84,9 @@ def _fake_run(root, model, optimizer, *, loss=None, fits=None, gap=None, explore
   (workdir / "epochs.csv").write_text(f"epoch,rounds,loss,seconds\n0,10,{loss if loss is not None else 1.0},2.5\n")
   if fits is not None:
     summary = dict(fits)
-    if gap is not None:  # abs(final regret) / N at the last horizon = gap, with N = 1000
+    if gap is not None:  # Regret(N)/N at the last horizon = gap, with N = 1000
       summary["layer2"] = {**summary.get("layer2", {"exponent": float("nan"), "ci95": [0, 0]}),
-                           "final_regret": -gap * 1000}
+                           "final_regret": gap * 1000}
       np.savez(workdir / "regret.npz", N_recorded=np.array([10, 1000]))
     (workdir / "regret.json").write_text(json.dumps({"workdir": str(workdir), "horizons": 2, **summary}))
   if explore is not None:
@@ -120,6 +143,14 @@ def test_claims_fail_on_one_counterexample(tmp_path):
                                              "regret against the best fixed comparator turns negative later in 1/3")
   assert rows["Adaptive optimizers"][1] == "no"
   assert rows["The gap between incurred and Taylor-optimal loss"][1] == "no"
+  # Regret turned negative: the adaptive runs end below their best fixed comparator, further than SGD's.
+  for o, gap in [("rmsprop", -2e-3), ("adam", -7e-3), ("sgd1.0", -1e-3)]:
+    summary = json.loads(open(os.path.join(infos[("autoencoder", o)]["workdir"], "regret.json")).read())
+    summary["layer2"]["final_regret"] = gap * 1000
+    open(os.path.join(infos[("autoencoder", o)]["workdir"], "regret.json"), "w").write(json.dumps(summary))
+  measured, holds = _rows(infos)["The gap between incurred and Taylor-optimal loss"]
+  assert measured == "adam -0.007, rmsprop -0.002, sgd1.0 -0.001"
+  assert holds == "partly: yes for the signed gap (incurred − optimal), no for its absolute value"
   assert rows["convnet: RMSProp explores more than SGD"][1] == "no"
   assert rows["convnet: Adam explores between RMSProp and SGD"][1] == "no"
   # A diverged run is named, not silently dropped.
