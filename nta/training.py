@@ -12,9 +12,11 @@
 :func:`fit` drives ``model.fit`` (progress bar, callbacks) over a resumable run directory:
 
     <workdir>/config.json          the resolved config (JSON)
-    <workdir>/status.json          state (running / finished / failed), epochs and rounds done, message
+    <workdir>/status.json          state (running / finished / failed), epochs and rounds done, message,
+                                   wall_seconds (training wall time over every session)
     <workdir>/rounds.csv           one row per round: round, epoch, loss (before the update), seconds
     <workdir>/epochs.csv           one row per epoch: epoch, rounds, mean loss, test loss/accuracy, seconds
+                                   (its rounds, test evaluation and the recorders' end-of-epoch work)
     <workdir>/checkpoints/         tf.train checkpoints (weights, optimizer state, recorder state) per epoch
     <workdir>/tensorboard/         TensorBoard events: per-round and per-epoch scalars
     <workdir>/records/<recorder>/  whatever each recorder writes
@@ -183,9 +185,10 @@ def write_json(path, obj):
 class _RunRecorder(keras.callbacks.Callback):
   """Keeps per-round/epoch records, TensorBoard events and checkpoints; feeds host-side recorders."""
 
-  def __init__(self, run, workdir, ckpt_manager, rounds, epochs, test_eval, checkpoint_every):
+  def __init__(self, run, workdir, ckpt_manager, rounds, epochs, test_eval, checkpoint_every, wall_seconds):
     super().__init__()
     self.run, self.workdir, self.manager = run, workdir, ckpt_manager
+    self.wall_seconds = wall_seconds  # () -> the run's wall time so far, over every session
     self.rounds, self.epochs = rounds, epochs
     self.test_eval, self.checkpoint_every = test_eval, checkpoint_every
     self.pending = []
@@ -230,7 +233,7 @@ class _RunRecorder(keras.callbacks.Callback):
       return
     pending_losses = [float(r["loss"]) for r in self.pending]
     row = {"epoch": epoch, "rounds": len(pending_losses), "loss": repr(float(np.mean(pending_losses))),
-           "test_loss": "", "test_accuracy": "", "seconds": f"{time.perf_counter() - self.t_epoch:.3f}"}
+           "test_loss": "", "test_accuracy": "", "seconds": ""}
     if self.test_eval is not None:
       test_loss, test_acc = self.test_eval()
       row["test_loss"] = repr(test_loss)
@@ -239,6 +242,8 @@ class _RunRecorder(keras.callbacks.Callback):
     self.epochs.append(row)
     for rec in self.model.recorders:
       rec.save(epoch)
+    # The epoch's time includes its end: test evaluation and the recorders' snapshots and solves.
+    row["seconds"] = f"{time.perf_counter() - self.t_epoch:.3f}"
     if self.workdir:
       _write_csv(os.path.join(self.workdir, "epochs.csv"), _EPOCH_FIELDS, self.epochs)
       with self.writer.as_default():
@@ -249,12 +254,13 @@ class _RunRecorder(keras.callbacks.Callback):
       last = epoch + 1 == self.run.num_epochs
       if (epoch + 1) % self.checkpoint_every == 0 or last:
         self.manager.save(checkpoint_number=epoch + 1)
-      _status(self.workdir, "running", len(self.epochs), len(self.rounds))
+      _status(self.workdir, "running", len(self.epochs), len(self.rounds), wall_seconds=self.wall_seconds())
 
 
-def _status(workdir, state, epochs_done, rounds_done, message=""):
+def _status(workdir, state, epochs_done, rounds_done, message="", wall_seconds=0.0):
   write_json(os.path.join(workdir, "status.json"),
-             {"state": state, "epochs_done": epochs_done, "rounds_done": rounds_done, "message": message})
+             {"state": state, "epochs_done": epochs_done, "rounds_done": rounds_done, "message": message,
+              "wall_seconds": round(float(wall_seconds), 3)})
 
 
 def read_status(workdir: str) -> dict:
@@ -347,6 +353,7 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       print(rec.describe())
 
   rounds, epochs, initial_epoch, manager = [], [], 0, None
+  session_start, wall_before = time.perf_counter(), 0.0
   if workdir:
     os.makedirs(workdir, exist_ok=True)
     trackables = {"net": net, "optimizer": optimizer}
@@ -373,9 +380,15 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
         print(f"Resuming {workdir} from epoch {initial_epoch} (round {len(rounds)}).")
     elif status.get("rounds_done"):
       raise NTAError(f"{workdir} has records but no checkpoint; remove it or choose another --workdir")
-    _status(workdir, "running", initial_epoch, len(rounds))
+    if manager.latest_checkpoint:
+      # The time earlier sessions spent, up to the last epoch end they reached (an epoch cut short is lost).
+      wall_before = float(status.get("wall_seconds", 0.0))
+    _status(workdir, "running", initial_epoch, len(rounds), wall_seconds=wall_before)
 
-  recorder_cb = _RunRecorder(run, workdir, manager, rounds, epochs, test_eval, checkpoint_every)
+  def wall_seconds():
+    return wall_before + time.perf_counter() - session_start
+
+  recorder_cb = _RunRecorder(run, workdir, manager, rounds, epochs, test_eval, checkpoint_every, wall_seconds)
   if initial_epoch < num_epochs:
     dataset = dataset_fn(initial_epoch)
     cbs = [recorder_cb, *callbacks]
@@ -392,11 +405,11 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
     message = (f"{recorder_cb.failure}; every record up to that round is kept in {workdir or 'memory'}; "
                "lower the learning rate")
     if workdir:
-      _status(workdir, "failed", len(epochs), len(rounds), message)
+      _status(workdir, "failed", len(epochs), len(rounds), message, wall_seconds())
     raise NTAError(message)
   for rec in recorders:
     rec.close()
   if workdir:
     net.save(os.path.join(workdir, "model.keras"))
-    _status(workdir, "finished", len(epochs), len(rounds))
+    _status(workdir, "finished", len(epochs), len(rounds), wall_seconds=wall_seconds())
   return RunResult(workdir, round_losses, epochs, "finished", net)

@@ -31,12 +31,14 @@ def test_train_writes_the_documented_run_directory(tmp_path):
   cfg = json.loads((workdir / "config.json").read_text())
   assert cfg["num_epochs"] == 3 and cfg["optimizer"]["name"] == "rmsprop" and cfg["seed"] == 0
   status = training.read_status(str(workdir))
+  wall = status.pop("wall_seconds")
   assert status == {"state": "finished", "epochs_done": 3, "rounds_done": 12, "message": ""}
   losses = training.read_rounds(str(workdir))
   assert losses.shape == (12,) and np.all((losses > 0) & (losses < 1))
   epochs = training.read_epochs(str(workdir))
   assert [int(e["rounds"]) for e in epochs] == [4, 4, 4]
   np.testing.assert_allclose([float(e["loss"]) for e in epochs], losses.reshape(3, 4).mean(1), rtol=1e-12)
+  assert wall >= sum(float(e["seconds"]) for e in epochs) > 0
   assert all(0 < float(e["test_loss"]) < 1 for e in epochs)
 
 

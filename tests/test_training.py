@@ -138,11 +138,40 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
   monkeypatch.setattr(training, "fit", real_fit)
   assert training.read_status(workdir)["state"] == "running"
   assert len(training.read_rounds(workdir)) == 8
+  before = training.read_status(workdir)["wall_seconds"]
   resumed = experiments.run(cfg, workdir)
   np.testing.assert_array_equal(resumed.round_losses, full.round_losses)
   np.testing.assert_array_equal(training.read_rounds(workdir), full.round_losses)
   assert [r["epoch"] for r in training.read_epochs(workdir)] == ["0", "1", "2", "3"]
-  assert training.read_status(workdir)["state"] == "finished"
+  status = training.read_status(workdir)
+  assert status["state"] == "finished"
+  # The wall time adds the sessions: the first one's (to its last epoch end) and the resumed one's.
+  epoch_seconds = sum(float(r["seconds"]) for r in training.read_epochs(workdir))
+  assert 0 < before < status["wall_seconds"] and status["wall_seconds"] >= epoch_seconds
+
+
+class _Slow(Recorder):
+  """A recorder whose end-of-epoch work takes ``pause`` seconds."""
+  name = "slow"
+
+  def __init__(self, pause):
+    self.pause = pause
+
+  def save(self, epoch):
+    time.sleep(self.pause)
+
+
+def test_epoch_seconds_include_the_recorders_end_of_epoch_work(tmp_path):
+  train = data.load("sample", train_size=64)[0]
+  keras.utils.set_random_seed(0)
+  net = models.autoencoder()
+  spec = models.inspect(net)
+  result = training.fit(net, lambda e0: data.train_dataset(train, 16, 0, 2, e0, target="input",
+                                                                        input_shape=spec.input_shape),
+                        64, loss="mse", optimizer=training.make_optimizer("sgd", 0.1), batch_size=16, num_epochs=2,
+                        workdir=str(tmp_path / "run"), recorders=[_Slow(0.3)], verbose=0, train=train)
+  assert all(float(r["seconds"]) >= 0.3 for r in result.epochs)
+  assert training.read_status(str(tmp_path / "run"))["wall_seconds"] >= 0.6
 
 
 def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
