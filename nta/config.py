@@ -9,6 +9,7 @@ mean "unset" (so that the command line can override them with a typed value).
 from __future__ import annotations
 
 import json
+import os
 
 import ml_collections
 
@@ -116,8 +117,10 @@ def validate(config) -> None:
       raise NTAError(message)
 
 
-def check_resumable(saved: dict, current: dict, workdir: str) -> None:
-  """A run directory may only be continued with the same config (num_epochs may grow, threads may change)."""
+def check_resumable(saved: dict, current: dict, workdir: str,
+                    fix: str = "choose another --workdir or remove the old run") -> None:
+  """A run directory may only be continued with the same config (num_epochs may grow, threads may change);
+  ``fix`` ends the error message."""
   ignore = {"num_epochs", "verbose", "threads"}
 
   def differs(a, b):
@@ -126,7 +129,18 @@ def check_resumable(saved: dict, current: dict, workdir: str) -> None:
       return any(differs(a[k], b[k]) for k in set(a) & set(b))
     return a != b
 
+  def same_experiment(cfg):
+    cfg = dict(cfg)
+    data, record = cfg.get("data"), cfg.get("record")
+    if isinstance(data, dict) and data.get("data_dir"):
+      # The same data folder named two ways (relative, absolute) is the same data.
+      cfg["data"] = {**data, "data_dir": os.path.realpath(data["data_dir"])}
+    if isinstance(record, dict) and record.get("taylor_neuron_layers") == "none":
+      # Neurons per layer of no layer select nothing.
+      cfg["record"] = {k: v for k, v in record.items() if k != "taylor_neurons_per_layer"}
+    return cfg
+
+  saved, current = same_experiment(saved), same_experiment(current)
   diff = sorted(k for k in set(saved) & set(current) if k not in ignore and differs(saved[k], current[k]))
   if diff:
-    raise NTAError(f"{workdir} holds a run with a different config (fields: {', '.join(diff)}); "
-                   "choose another --workdir or remove the old run")
+    raise NTAError(f"{workdir} holds a run with a different config (fields: {', '.join(diff)}); {fix}")

@@ -62,6 +62,26 @@ def test_resuming_may_change_threads_and_epochs_but_not_the_experiment():
     config_lib.check_resumable(saved, config_lib.to_dict(config("mnist_autoencoder", "testing", seed=3)), "run")
 
 
+def test_a_data_folder_named_two_ways_and_unused_neuron_counts_are_the_same_run(tmp_path, monkeypatch):
+  (tmp_path / "mnist").mkdir()
+  monkeypatch.chdir(tmp_path)
+  relative = config_lib.to_dict(config("mnist_autoencoder", "testing", **{"data.data_dir": "mnist"}))
+  absolute = config_lib.to_dict(config("mnist_autoencoder", "testing", **{"data.data_dir": str(tmp_path / "mnist")}))
+  config_lib.check_resumable(relative, absolute, "run")
+  # Neurons per layer do not matter when no layer is recorded at neuron scale.
+  none = {"record.taylor_neuron_layers": "none"}
+  config_lib.check_resumable(config_lib.to_dict(config("cifar_convnet", "testing", **none)),
+                             config_lib.to_dict(config("cifar_convnet", "testing", **none,
+                                                       **{"record.taylor_neurons_per_layer": 3})), "run")
+  with pytest.raises(NTAError, match=r"fields: record\)"):
+    config_lib.check_resumable(config_lib.to_dict(config("cifar_convnet", "testing")),
+                               config_lib.to_dict(config("cifar_convnet", "testing",
+                                                         **{"record.taylor_neurons_per_layer": 3})), "run")
+  other = config_lib.to_dict(config("mnist_autoencoder", "testing", **{"data.data_dir": str(tmp_path)}))
+  with pytest.raises(NTAError, match=r"fields: data\); pass them"):
+    config_lib.check_resumable(relative, other, "run", fix="pass them")
+
+
 def test_threads_that_cannot_change_any_more_are_reported_not_fatal():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from nta import experiments  # pylint: disable=g-import-not-at-top
