@@ -17,6 +17,7 @@ L-BFGS iterations, horizons); the written README says which scale and budget eac
 from __future__ import annotations
 
 import dataclasses
+import glob
 import importlib.util
 import json
 import os
@@ -25,6 +26,7 @@ from typing import Optional
 
 import numpy as np
 
+from nta import config as config_lib
 from nta import training
 from nta.errors import NTAError
 
@@ -132,8 +134,37 @@ def run_dir(s: Settings, model: str, optimizer: str) -> str:
   return os.path.join(s.runs_dir, f"{model}_{optimizer}")
 
 
-def _run_seconds(workdir: str) -> float:
-  return float(sum(float(r["seconds"]) for r in training.read_epochs(workdir)))
+def _run_seconds(workdir: str) -> tuple:
+  """(training wall time in seconds, how it was measured: "recorded" or "file times")."""
+  status = training.read_status(workdir)
+  if "wall_seconds" in status:
+    return float(status["wall_seconds"]), "recorded"
+  # A run from before status.json recorded its wall time: config.json is written when it starts and model.keras
+  # when it finishes, so their times span its training if it never paused; the files written at each epoch end
+  # (activation configurations) show a pause, e.g. between an interruption and the resume, as a long gap.
+  files = [os.path.join(workdir, "config.json"),
+           *sorted(glob.glob(os.path.join(workdir, "records", "exploration", "configs_*.npy"))),
+           os.path.join(workdir, "model.keras")]
+  if status.get("state") == "finished" and len(files) > 4 and all(os.path.exists(f) for f in files):
+    gaps = np.diff([os.path.getmtime(f) for f in files])
+    if gaps.max() <= max(5 * np.median(gaps), 120.0):
+      return float(gaps.sum()), "file times"
+  return float(sum(float(r["seconds"] or 0) for r in training.read_epochs(workdir))), "epochs"
+
+
+def _ran_config(cfg, workdir: str):
+  """The config the run in ``workdir`` was trained with: its config.json, over ``cfg`` for fields it predates."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return cfg
+
+  def merge(base, saved):
+    return {k: merge(v, saved[k]) if isinstance(v, dict) and isinstance(saved.get(k), dict) else saved.get(k, v)
+            for k, v in base.items()}
+
+  with open(path) as f:
+    return ml_collections.ConfigDict(merge(config_lib.to_dict(cfg), json.load(f)))
 
 
 def run_all(s: Settings, log=print) -> dict:
@@ -146,6 +177,12 @@ def run_all(s: Settings, log=print) -> dict:
     cfg = run_config(s, model, optimizer)
     status = training.read_status(workdir) if os.path.isdir(workdir) else {}
     tag = f"[{i + 1}/{len(plan)}] {model} {optimizer}"
+    saved = os.path.join(workdir, "config.json")
+    if os.path.exists(saved):
+      # A run found here is only skipped or resumed if it is the run these settings describe.
+      with open(saved) as f:
+        config_lib.check_resumable(json.load(f), config_lib.to_dict(cfg), workdir,
+                                   "pass the flags it ran with, or another --runs_dir")
     if status.get("state") == "finished" and status.get("epochs_done") == cfg.num_epochs:
       log(f"{tag}: complete, skipped ({workdir})")
     elif status.get("state") == "failed":
@@ -161,8 +198,9 @@ def run_all(s: Settings, log=print) -> dict:
         log(f"{tag}: diverged: {e}")
       log(f"{tag}: {time.time() - start:.0f} s")
     status = training.read_status(workdir)
-    infos[(model, optimizer)] = {"workdir": workdir, "state": status.get("state"), "config": cfg,
-                                 "seconds": _run_seconds(workdir) if status.get("epochs_done") else 0.0,
+    infos[(model, optimizer)] = {"workdir": workdir, "state": status.get("state"), "config": _ran_config(cfg, workdir),
+                                 **dict(zip(("seconds", "seconds_from"), _run_seconds(workdir)
+                                            if status.get("epochs_done") else (0.0, "recorded"))),
                                  "message": status.get("message", "")}
   return infos
 
@@ -363,6 +401,43 @@ def figures(infos: dict, results_dir: str, convnet_layer: int = 1) -> dict:
   return out
 
 
+def run_notes(infos: dict) -> list:
+  """README bullets on reading the finished runs' records: a classifier that never left chance level, how many
+  recorded units never change state, and what the exploration measures rest on (snapshots, points, units)."""
+  notes = []
+  for model in CONFIG_FILES:
+    runs = [(o, v) for (m, o), v in sorted(infos.items(), key=_run_order) if m == model and v["state"] == "finished"]
+    for optimizer, v in runs:
+      c, final = v["config"], _final_loss(v["workdir"])
+      chance = np.log(10.0)  # cross-entropy of a uniform guess over the 10 classes
+      if c is not None and c.loss == "cross_entropy" and final > 0.95 * chance:
+        notes.append(f"- **{model} {optimizer} did not learn**: its final training loss {final:.4g} is at chance "
+                     f"level (ln 10 = {chance:.4g}), so its exploration measures describe a network that barely "
+                     "changed.")
+    shapes, frozen = set(), []
+    for optimizer, v in runs:
+      path = os.path.join(v["workdir"], "exploration.npz")
+      if os.path.exists(path):
+        with np.load(path) as z:
+          log_floor, k = float(z["log_floor"]), int(z["num_singular"])
+          shapes.add((int(z["num_snapshots"]), int(z["num_data"]), int(z["num_units"]), int(z["num_snapshots_svd"])))
+          frozen.append(f"{optimizer} {int(np.sum(z['log_singular_product'] <= k * log_floor)):,}")
+    if not frozen:
+      continue
+    sizes = "; ".join(f"N={n} epoch-end snapshots of D={d:,} points × M={u:,} units" for n, d, u, _ in sorted(shapes))
+    text = (f"- {model} exploration: {sizes}. Units that never change state (dead or always active; their "
+            f"log-product is the floor, {k * log_floor:.0f}): {', '.join(frozen)}.")
+    short = sorted({n_svd for *_, n_svd in shapes if n_svd < k})
+    if short:
+      # A centred N × D matrix has rank <= N - 1: its other singular values are zero and score the floor.
+      n_svd = short[0]
+      text += (f" Measure (c) has {n_svd} snapshots, fewer than the {k} singular values it sums: each neuron has "
+               f"at most {n_svd - 1} non-zero ones and carries at least {k - n_svd + 1} floor terms "
+               f"({(k - n_svd + 1) * log_floor:.0f}), which is where the curves of figure 5(c) start.")
+    notes.append(text)
+  return notes
+
+
 def _solve_seconds(workdir: str) -> Optional[float]:
   """Seconds spent solving a cross-entropy run's optima (``records/taylor/solve.json``); None if not solved."""
   path = os.path.join(workdir, "records", "taylor", "solve.json")
@@ -419,9 +494,10 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
            f"{s.convnet_taylor_layer + 1} stands in for it here."))
   if "convnet" in s.models and s.convnet_name == "mnist":
     lines.append("- The convnet ran on MNIST-shaped input (28×28×1), not CIFAR-10, which is not available offline; "
-                 "the paper reports that the convnet behaves alike on MNIST."
+                 "the paper (§2.3) reports that the convnet's regret behaves alike on MNIST."
                  + (" It ran at a reduced scale that fits a 2-core CPU." if s.convnet_epochs or s.convnet_train_size
                     else ""))
+  lines += run_notes(infos)
   lines += ["", "## Claims of the paper", "", "| claim | measured | holds |", "| --- | --- | --- |"]
   lines += [f"| {c} | {m} | {h} |" for c, m, h in rows]
   lines += ["", "Regret here is Theorem 2's: the incurred losses against the single best *fixed* V in hindsight, "
@@ -442,8 +518,16 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
   for name, path in figs.items():
     rel = os.path.relpath(path, s.results_dir)
     lines += [f"### {name}", "", f"![{name}]({rel}) ([PDF]({rel[:-4]}.pdf))", ""]
-  lines += ["## Runs", "", "Wall time is training (with recording; the autoencoder's Taylor optima are solved while "
-            "training); solve is the convnet's cross-entropy optima afterwards.", "",
+  marks = {"recorded": "", "file times": " †", "epochs": " ‡"}
+  lines += ["## Runs", "", "Wall time is training, with its recording (the autoencoder's Taylor optima are solved "
+            "while it trains), test evaluations and checkpoints; solve is the convnet's cross-entropy optima "
+            "afterwards."
+            + (" † the run predates recorded wall times: from its directory's file times, from config.json "
+               "(written at the start) to model.keras (at the end), with no pause between its epoch-end files."
+               if any(v.get("seconds_from") == "file times" for v in infos.values()) else "")
+            + (" ‡ an older run without a recorded wall time: the sum of its epochs' times, which may leave out "
+               "work at the epoch ends."
+               if any(v.get("seconds_from") == "epochs" for v in infos.values()) else ""), "",
             "| run | state | wall time (s) | solve (s) | final loss | command |",
             "| --- | --- | --- | --- | --- | --- |"]
   for (model, optimizer), v in infos.items():
@@ -463,7 +547,7 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
               if c.record.taylor and c.loss == "cross_entropy" else ""))
     final = _final_loss(v["workdir"]) if v["state"] == "finished" else float("nan")
     solve = _solve_seconds(v["workdir"])
-    lines.append(f"| {model} {optimizer} | {v['state']} | {v['seconds']:.0f} | "
+    lines.append(f"| {model} {optimizer} | {v['state']} | {v['seconds']:.0f}{marks[v.get('seconds_from', 'recorded')]} | "
                  f"{'—' if solve is None else f'{solve:.0f}'} | {final:.4g} | `{cmd}` |")
   lines += ["", "Each run directory holds `config.json`, per-round `rounds.csv`, `regret.json`/`regret.npz` "
             "(`python bin/regret.py --workdir=RUN`) and `exploration.npz` (`python bin/exploration.py "

@@ -180,3 +180,50 @@ def test_every_words_ordinals():
       "every round", "every 2nd round", "every 3rd round", "every 4th round", "every 11th round",
       "every 12th round", "every 13th round", "every 21st round", "every 22nd round", "every 23rd round",
       "every 111th round"]
+
+
+def test_run_wall_time_is_recorded_or_read_from_file_times(tmp_path):
+  run = tmp_path / "run"
+  (run / "records" / "exploration").mkdir(parents=True)
+  (run / "epochs.csv").write_text("epoch,rounds,loss,seconds\n0,10,1.0,2.0\n1,10,1.0,3.0\n")
+  (run / "status.json").write_text(json.dumps({"state": "finished", "epochs_done": 2, "wall_seconds": 7.5}))
+  assert results._run_seconds(str(run)) == (7.5, "recorded")
+  # An older run: no wall_seconds; the start, epoch-end and end files are 10 s apart.
+  (run / "status.json").write_text(json.dumps({"state": "finished", "epochs_done": 2}))
+  files = [run / "config.json", *(run / "records" / "exploration" / f"configs_{i:09d}.npy" for i in (10, 20, 30)),
+           run / "model.keras"]
+  for i, f in enumerate(files):
+    f.write_text("")
+    os.utime(f, (1000 + 10 * i, 1000 + 10 * i))
+  assert results._run_seconds(str(run)) == (40.0, "file times")
+  os.utime(files[2], (1000 + 10 + 600, 1000 + 10 + 600))  # a 10-minute pause: resumed later
+  os.utime(files[3], (1000 + 20 + 600, 1000 + 20 + 600))
+  os.utime(files[4], (1000 + 30 + 600, 1000 + 30 + 600))
+  assert results._run_seconds(str(run)) == (5.0, "epochs")
+
+
+def test_run_notes_flag_chance_level_runs_frozen_units_and_short_svd_windows(tmp_path):
+  infos = {("convnet", o): _fake_run(tmp_path, "convnet", o, loss=loss) for o, loss in
+           [("rmsprop", 0.05), ("sgd1.0", 2.3020)]}
+  for (_, o), v in infos.items():
+    np.savez(os.path.join(v["workdir"], "exploration.npz"), log_floor=-40.0, num_singular=50, num_snapshots=15,
+             num_data=100, num_units=6, num_snapshots_svd=15,
+             log_singular_product=np.array([-1500.0, -2000.0, -2000.0, -1700.0, -1800.0, -1900.0]
+                                           if o == "rmsprop" else np.full(6, -2000.0)))
+  notes = results.run_notes(infos)
+  assert notes[0].startswith("- **convnet sgd1.0 did not learn**: its final training loss 2.302 is at chance")
+  assert "N=15 epoch-end snapshots of D=100 points × M=6 units" in notes[1]
+  assert "rmsprop 2, sgd1.0 6." in notes[1]
+  assert "at most 14 non-zero ones and carries at least 36 floor terms (-1440)" in notes[1]
+  assert len(notes) == 2 and not any("autoencoder" in n for n in notes)
+
+
+def test_a_run_made_with_other_settings_is_neither_skipped_nor_resumed(tmp_path):
+  s = _settings(scale="quick", runs_dir=str(tmp_path), models=("autoencoder",), optimizers=("adam",))
+  workdir = tmp_path / "autoencoder_adam"
+  workdir.mkdir()
+  other = results.run_config(_settings(scale="quick", seed=5), "autoencoder", "adam")
+  (workdir / "config.json").write_text(json.dumps(config_lib.to_dict(other)))
+  (workdir / "status.json").write_text(json.dumps({"state": "finished", "epochs_done": other.num_epochs}))
+  with pytest.raises(NTAError, match=r"different config \(fields: seed\); pass the flags it ran with"):
+    results.run_all(s, log=lambda _: None)
