@@ -658,7 +658,11 @@ def load_configurations(path: str, max_snapshots: Optional[int] = None) -> tuple
   expected = (int(meta["num_data"]), int(meta["bytes_per_row"]))
   shapes = {}
   for _, name in snapshots:
-    arr = np.load(os.path.join(directory, name), mmap_mode="r")
+    try:
+      arr = np.load(os.path.join(directory, name), mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:
+      raise NTAError(f"configuration snapshot {os.path.join(directory, name)} cannot be read ({e}); remove it "
+                     "and resume the run to record it again") from None
     shapes.setdefault((tuple(arr.shape), str(arr.dtype)), []).append(name)
   if len(shapes) > 1 or next(iter(shapes)) != (expected, "uint8"):
     groups = "; ".join(f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''}: {dtype} {shape}"

@@ -539,6 +539,7 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
            + (f" --config.data.data_dir={c.data.data_dir}" if c.data.data_dir else "")
            + (f" --config.num_epochs={c.num_epochs}" if s.ae_epochs or s.convnet_epochs else "")
            + (f" --config.data.train_size={c.data.train_size}" if c.data.train_size else "")
+           + (f" --config.seed={c.seed}" if c.seed else "")
            + (f" --config.record.every={c.record.every} --config.record.taylor_layers={c.record.taylor_layers} "
               f"--config.record.taylor_neuron_layers={c.record.taylor_neuron_layers} "
               f"--config.record.taylor_neurons_per_layer={c.record.taylor_neurons_per_layer}`, then `python "
@@ -551,7 +552,8 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
                  f"{'—' if solve is None else f'{solve:.0f}'} | {final:.4g} | `{cmd}` |")
   lines += ["", "Each run directory holds `config.json`, per-round `rounds.csv`, `regret.json`/`regret.npz` "
             "(`python bin/regret.py --workdir=RUN`) and `exploration.npz` (`python bin/exploration.py "
-            "--workdir=RUN`)."]
+            "--workdir=RUN`). Run directories are not committed (hundreds of MB to GBs of "
+            "records each); the command at the top rebuilds them."]
   os.makedirs(s.results_dir, exist_ok=True)
   path = os.path.join(s.results_dir, "README.md")
   with open(path, "w") as f:

@@ -446,6 +446,9 @@ def test_load_errors(tmp_path):
   with pytest.raises(NTAError, match=r"differ in shape.*configs_000000010\.npy, configs_000000030\.npy: uint8 "
                                      r"\(5, 2\); configs_000000020\.npy: uint8 \(4, 2\)"):
     ex.load_configurations(str(tmp_path / "r"))
+  (rec_dir / "configs_000000020.npy").write_bytes(b"\x93NUMPY truncated")  # a file cut short by a crash
+  with pytest.raises(NTAError, match=r"configs_000000020\.npy cannot be read .*remove it and resume"):
+    ex.load_configurations(str(tmp_path / "r"))
   for p in rec_dir.glob("configs_*.npy"):
     p.unlink()
   with pytest.raises(NTAError, match="no configuration snapshots"):
