@@ -45,6 +45,8 @@ _CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", None, "L-BFGS it
 _CNN_HORIZONS = flags.DEFINE_integer("convnet_taylor_horizon_epochs", None, "Solve the convnet's optima at every "
                                      "k-th epoch end and early rounds (default: 1).")
 _SEED = flags.DEFINE_integer("seed", 0, "The seed of every run.")
+_TIMING_NOTE = flags.DEFINE_string("timing_note", "", "Where the runs' wall times were measured, said in the README "
+                                   "(default: the CPU count of this machine).")
 
 
 def main(argv):
@@ -65,7 +67,7 @@ def main(argv):
         convnet_taylor_every=_CNN_EVERY.value, convnet_taylor_layer=_CNN_LAYER.value,
         convnet_taylor_neurons=_CNN_NEURONS.value, convnet_taylor_max_iter=_CNN_MAX_ITER.value,
         convnet_taylor_horizon_epochs=_CNN_HORIZONS.value,
-        seed=_SEED.value)
+        seed=_SEED.value, timing_note=_TIMING_NOTE.value)
     path = results.regenerate(settings, "python bin/regenerate_results.py " + " ".join(sys.argv[1:]))
     print(f"wrote {path}")
 

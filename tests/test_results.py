@@ -73,6 +73,10 @@ def test_readme_says_how_the_convnet_taylor_statistics_were_made(tmp_path):
                                      [], {}, "cmd", 1.0)
   text = open(paper_layer).read()
   assert "every round recorded; layer 2 at layer scale" in text and "stands in" not in text
+  assert f"Training wall time of the runs below ({os.cpu_count()} CPU cores)" in text
+  noted = results.write_readme(_settings(scale="paper", results_dir=str(tmp_path), models=(),
+                                         timing_note="a shared laptop"), {}, [], {}, "cmd", 1.0)
+  assert "Training wall time of the runs below (a shared laptop)" in open(noted).read()
   assert "at every epoch end and at early rounds" in text
 
 
