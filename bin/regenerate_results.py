@@ -8,6 +8,7 @@ interrupted ones), computes regret and exploration measures, draws the figures a
       --convnet_taylor_neurons=5 --convnet_taylor_max_iter=100 --convnet_taylor_horizon_epochs=3
 """
 
+import shlex
 import sys
 
 from absl import app
@@ -68,7 +69,7 @@ def main(argv):
         convnet_taylor_neurons=_CNN_NEURONS.value, convnet_taylor_max_iter=_CNN_MAX_ITER.value,
         convnet_taylor_horizon_epochs=_CNN_HORIZONS.value,
         seed=_SEED.value, timing_note=_TIMING_NOTE.value)
-    path = results.regenerate(settings, "python bin/regenerate_results.py " + " ".join(sys.argv[1:]))
+    path = results.regenerate(settings, "python bin/regenerate_results.py " + shlex.join(sys.argv[1:]))
     print(f"wrote {path}")
 
 
