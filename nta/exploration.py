@@ -537,9 +537,10 @@ class ConfigurationRecorder(Recorder):
     def bits(images):
       x = tf.cast(images, tf.float32) / 255.0  # as nta.data.train_dataset scales its batches
       # Two independent halves: TensorFlow runs them at once on its inter-op threads. With one thread per op
-      # (the autoencoder config) a single chain would leave the second core idle.
-      half = tf.shape(x)[0] // 2
-      return tf.concat([chain(x[:half]), chain(x[half:])], axis=0)
+      # (the autoencoder config) a single chain would leave the second core idle. A batch of one is not split:
+      # TensorFlow's CPU conv2d mishandles an empty batch.
+      n = tf.shape(x)[0]
+      return tf.cond(n >= 2, lambda: tf.concat([chain(x[:n // 2]), chain(x[n // 2:])], axis=0), lambda: chain(x))
 
     return bits
 

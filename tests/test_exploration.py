@@ -255,12 +255,13 @@ def test_recorder_dense_snapshots_restore(tmp_path):
   np.testing.assert_array_equal(ex.load_configurations(str(directory))[0], packed[:1])
 
 
-@pytest.mark.parametrize("batch", [1, 13, 64])
-def test_configuration_in_uneven_batches(tmp_path, batch):
-  # The forward pass runs on two halves of each batch; 40 = 3 x 13 + 1 leaves a batch whose first half is empty.
-  net = _dense_net()
-  run = _run_info(net, tmp_path, 40, (2, 3, 1))
-  rec = ex.ConfigurationRecorder(eval_batch_size=batch)
+@pytest.mark.parametrize("batch", [1, 2, 13, 64])
+@pytest.mark.parametrize("conv", [False, True])
+def test_configuration_in_uneven_batches(tmp_path, batch, conv):
+  # The forward pass runs on two halves of each batch of two or more; 40 = 3 x 13 + 1 leaves a batch of one.
+  net, shape = (_conv_net(), (6, 6, 1)) if conv else (_dense_net(), (2, 3, 1))
+  run = _run_info(net, tmp_path, 40, shape)
+  rec = ex.ConfigurationRecorder(data_size=1.0, eval_batch_size=batch)
   rec.build(run)
   np.testing.assert_array_equal(ex.unpack(rec.configuration(), rec.num_units),
                                 _expected_bits(run, np.arange(40), rec.units))
