@@ -186,6 +186,8 @@ def bench_overhead(d: int) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _FIT_EPOCHS.value < 2 or _REPEATS.value < 1:
+    raise app.UsageError("--fit_epochs must be >= 2 (the first epoch is not timed) and --repeats >= 1")
   if _PART.value in ("all", "metrics"):
     bench_metrics(_EPOCHS.value, _NUM_DATA.value, _UNITS.value)
   if _PART.value == "overhead":
@@ -193,7 +195,8 @@ def main(argv):
   elif _PART.value == "all":
     sys.stdout.flush()
     # TensorFlow's thread pools are fixed when it starts: the config's need a fresh process.
-    subprocess.run([sys.executable, os.path.abspath(__file__), "--part=overhead", *sys.argv[1:]], check=True)
+    # Last, so it wins over a --part the user gave.
+    subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--part=overhead"], check=True)
 
 
 if __name__ == "__main__":
