@@ -139,16 +139,16 @@ def _run_seconds(workdir: str) -> tuple:
   """(training wall time in seconds, how it was measured: "recorded" or "file times")."""
   status = training.read_status(workdir)
   if "wall_seconds" in status:
-    return float(status["wall_seconds"]), "recorded"
+    return float(status["wall_seconds"]), "epochs" if status.get("wall_seconds_partial") else "recorded"
   # A run from before status.json recorded its wall time: config.json is written when it starts and model.keras
   # when it finishes, so their times span its training if it never paused; the files written at each epoch end
   # (activation configurations) show a pause, e.g. between an interruption and the resume, as a long gap.
-  files = [os.path.join(workdir, "config.json"),
+  files = [os.path.join(workdir, "config.json"),  # rewritten by each session: a resumed run fails the checks
            *sorted(glob.glob(os.path.join(workdir, "records", "exploration", "configs_*.npy"))),
            os.path.join(workdir, "model.keras")]
   if status.get("state") == "finished" and len(files) > 4 and all(os.path.exists(f) for f in files):
     gaps = np.diff([os.path.getmtime(f) for f in files])
-    if gaps.max() <= max(5 * np.median(gaps), 120.0):
+    if np.all(gaps > 0) and gaps.max() <= max(5 * np.median(gaps), 120.0):
       return float(gaps.sum()), "file times"
   return float(sum(float(r["seconds"] or 0) for r in training.read_epochs(workdir))), "epochs"
 
@@ -526,10 +526,11 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
             "while it trains), test evaluations and checkpoints; solve is the convnet's cross-entropy optima "
             "afterwards."
             + (" † the run predates recorded wall times: from its directory's file times, from config.json "
-               "(written at the start) to model.keras (at the end), with no pause between its epoch-end files."
+               "(written at the start) to model.keras (at the end); its epoch-end files are in order and evenly "
+               "spaced (no gap over 5× the median or 2 min), so it was not interrupted."
                if any(v.get("seconds_from") == "file times" for v in infos.values()) else "")
-            + (" ‡ an older run without a recorded wall time: the sum of its epochs' times, which may leave out "
-               "work at the epoch ends."
+            + (" ‡ an older run without a full wall-time record: for its sessions before wall times were "
+               "recorded, the sum of its epochs' times, which leaves out work at the epoch ends."
                if any(v.get("seconds_from") == "epochs" for v in infos.values()) else ""), "",
             "| run | state | wall time (s) | solve (s) | final loss | command |",
             "| --- | --- | --- | --- | --- | --- |"]

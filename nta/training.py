@@ -188,7 +188,7 @@ class _RunRecorder(keras.callbacks.Callback):
   def __init__(self, run, workdir, ckpt_manager, rounds, epochs, test_eval, checkpoint_every, wall_seconds):
     super().__init__()
     self.run, self.workdir, self.manager = run, workdir, ckpt_manager
-    self.wall_seconds = wall_seconds  # () -> the run's wall time so far, over every session
+    self.wall_seconds = wall_seconds  # () -> (the run's wall time so far over every session, partial?)
     self.rounds, self.epochs = rounds, epochs
     self.test_eval, self.checkpoint_every = test_eval, checkpoint_every
     self.pending = []
@@ -254,13 +254,16 @@ class _RunRecorder(keras.callbacks.Callback):
       last = epoch + 1 == self.run.num_epochs
       if (epoch + 1) % self.checkpoint_every == 0 or last:
         self.manager.save(checkpoint_number=epoch + 1)
-      _status(self.workdir, "running", len(self.epochs), len(self.rounds), wall_seconds=self.wall_seconds())
+      wall, partial = self.wall_seconds()
+      _status(self.workdir, "running", len(self.epochs), len(self.rounds), wall_seconds=wall, partial=partial)
 
 
-def _status(workdir, state, epochs_done, rounds_done, message="", wall_seconds=0.0):
-  write_json(os.path.join(workdir, "status.json"),
-             {"state": state, "epochs_done": epochs_done, "rounds_done": rounds_done, "message": message,
-              "wall_seconds": round(float(wall_seconds), 3)})
+def _status(workdir, state, epochs_done, rounds_done, message="", wall_seconds=0.0, partial=False):
+  status = {"state": state, "epochs_done": epochs_done, "rounds_done": rounds_done, "message": message,
+            "wall_seconds": round(float(wall_seconds), 3)}
+  if partial:
+    status["wall_seconds_partial"] = True
+  write_json(os.path.join(workdir, "status.json"), status)
 
 
 def read_status(workdir: str) -> dict:
@@ -353,7 +356,7 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       print(rec.describe())
 
   rounds, epochs, initial_epoch, manager = [], [], 0, None
-  session_start, wall_before = time.perf_counter(), 0.0
+  session_start, wall_before, partial = time.perf_counter(), 0.0, False
   if workdir:
     os.makedirs(workdir, exist_ok=True)
     trackables = {"net": net, "optimizer": optimizer}
@@ -382,13 +385,18 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       raise NTAError(f"{workdir} has records but no checkpoint; remove it or choose another --workdir")
     if manager.latest_checkpoint:
       # The time earlier sessions spent, up to the last epoch end they reached (an epoch cut short is lost).
-      wall_before = float(status.get("wall_seconds", 0.0))
-    _status(workdir, "running", initial_epoch, len(rounds), wall_seconds=wall_before)
+      # A directory from before wall times were recorded has only its epochs' times, which leave out
+      # end-of-epoch work: the total is then marked partial.
+      partial = "wall_seconds" not in status or bool(status.get("wall_seconds_partial"))
+      wall_before = float(status["wall_seconds"]) if "wall_seconds" in status else \
+          sum(float(r["seconds"] or 0) for r in epochs)
+    _status(workdir, "running", initial_epoch, len(rounds), wall_seconds=wall_before, partial=partial)
 
   def wall_seconds():
     return wall_before + time.perf_counter() - session_start
 
-  recorder_cb = _RunRecorder(run, workdir, manager, rounds, epochs, test_eval, checkpoint_every, wall_seconds)
+  recorder_cb = _RunRecorder(run, workdir, manager, rounds, epochs, test_eval, checkpoint_every,
+                             lambda: (wall_seconds(), partial))
   if initial_epoch < num_epochs:
     dataset = dataset_fn(initial_epoch)
     cbs = [recorder_cb, *callbacks]
@@ -405,11 +413,11 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
     message = (f"{recorder_cb.failure}; every record up to that round is kept in {workdir or 'memory'}; "
                "lower the learning rate")
     if workdir:
-      _status(workdir, "failed", len(epochs), len(rounds), message, wall_seconds())
+      _status(workdir, "failed", len(epochs), len(rounds), message, wall_seconds(), partial)
     raise NTAError(message)
   for rec in recorders:
     rec.close()
   if workdir:
     net.save(os.path.join(workdir, "model.keras"))
-    _status(workdir, "finished", len(epochs), len(rounds), wall_seconds=wall_seconds())
+    _status(workdir, "finished", len(epochs), len(rounds), wall_seconds=wall_seconds(), partial=partial)
   return RunResult(workdir, round_losses, epochs, "finished", net)

@@ -192,6 +192,9 @@ def test_run_wall_time_is_recorded_or_read_from_file_times(tmp_path):
   (run / "epochs.csv").write_text("epoch,rounds,loss,seconds\n0,10,1.0,2.0\n1,10,1.0,3.0\n")
   (run / "status.json").write_text(json.dumps({"state": "finished", "epochs_done": 2, "wall_seconds": 7.5}))
   assert results._run_seconds(str(run)) == (7.5, "recorded")
+  (run / "status.json").write_text(json.dumps({"state": "finished", "epochs_done": 2, "wall_seconds": 7.5,
+                                               "wall_seconds_partial": True}))
+  assert results._run_seconds(str(run)) == (7.5, "epochs")
   # An older run: no wall_seconds; the start, epoch-end and end files are 10 s apart.
   (run / "status.json").write_text(json.dumps({"state": "finished", "epochs_done": 2}))
   files = [run / "config.json", *(run / "records" / "exploration" / f"configs_{i:09d}.npy" for i in (10, 20, 30)),
@@ -200,6 +203,9 @@ def test_run_wall_time_is_recorded_or_read_from_file_times(tmp_path):
     f.write_text("")
     os.utime(f, (1000 + 10 * i, 1000 + 10 * i))
   assert results._run_seconds(str(run)) == (40.0, "file times")
+  os.utime(files[0], (1000 + 25, 1000 + 25))  # config.json rewritten by a resumed session
+  assert results._run_seconds(str(run)) == (5.0, "epochs")
+  os.utime(files[0], (1000, 1000))
   os.utime(files[2], (1000 + 10 + 600, 1000 + 10 + 600))  # a 10-minute pause: resumed later
   os.utime(files[3], (1000 + 20 + 600, 1000 + 20 + 600))
   os.utime(files[4], (1000 + 30 + 600, 1000 + 30 + 600))

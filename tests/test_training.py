@@ -150,6 +150,20 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
   assert 0 < before < status["wall_seconds"] and status["wall_seconds"] >= epoch_seconds
 
 
+def test_resuming_a_run_without_a_recorded_wall_time_marks_the_total_partial(tmp_path):
+  workdir = str(tmp_path / "old")
+  experiments.run(config(num_epochs=2), workdir)
+  status = training.read_status(workdir)
+  del status["wall_seconds"]  # as written before wall times were recorded
+  training.write_json(os.path.join(workdir, "status.json"), status)
+  experiments.run(config(num_epochs=3), workdir)
+  status = training.read_status(workdir)
+  first_two = sum(float(r["seconds"]) for r in training.read_epochs(workdir)[:2])
+  assert status["wall_seconds_partial"] is True and status["wall_seconds"] > first_two
+  experiments.run(config(num_epochs=4), workdir)  # once partial, always partial
+  assert training.read_status(workdir)["wall_seconds_partial"] is True
+
+
 class _Slow(Recorder):
   """A recorder whose end-of-epoch work takes ``pause`` seconds."""
   name = "slow"
