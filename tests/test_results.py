@@ -154,7 +154,7 @@ def test_claims_fail_on_one_counterexample(tmp_path):
     open(os.path.join(infos[("autoencoder", o)]["workdir"], "regret.json"), "w").write(json.dumps(summary))
   measured, holds = _rows(infos)["The gap between incurred and Taylor-optimal loss"]
   assert measured == "adam -0.007, rmsprop -0.002, sgd1.0 -0.001"
-  assert holds == "partly: yes for the signed gap (incurred − optimal), no for its absolute value"
+  assert holds.startswith("no (rmsprop, adam: regret < 0, the incurred loss is below the best fixed Taylor")
   assert rows["convnet: RMSProp explores more than SGD"][1] == "no"
   assert rows["convnet: Adam explores between RMSProp and SGD"][1] == "no"
   # A diverged run is named, not silently dropped.
@@ -174,6 +174,10 @@ def test_exponent_table_names_layers_from_1_and_says_where_regret_turns(tmp_path
       ("autoencoder rmsprop", "neuron (4)", "layer 6", "median 0.56", "23% contain 0.5",
        "median N = 700; positive at the end for 25%"),
       ("convnet sgd0.1", "layer", "layer 1", "0.46", "[0.37, 0.55]", "positive throughout")]
+  network = {"exponent": 0.5, "ci95": [0.4, 0.6]}  # the network scale's summary has no positive_until
+  (tmp_path / "net").mkdir()
+  infos[("convnet", "sgd0.1")] = _fake_run(tmp_path / "net", "convnet", "sgd0.1", fits={"network": network})
+  assert results.exponent_rows(infos)[-1] == ("convnet sgd0.1", "network", "network", "0.50", "[0.40, 0.60]", "—")
   s = _settings(scale="paper", results_dir=str(tmp_path / "out"), models=())
   text = open(results.write_readme(s, infos, [], {}, "cmd", 1.0)).read()
   assert "| autoencoder rmsprop | layer | layer 4 | 0.54 | [0.49, 0.59] | N = 6566 of 93800 |" in text
@@ -223,7 +227,7 @@ def test_run_notes_flag_chance_level_runs_frozen_units_and_short_svd_windows(tmp
   notes = results.run_notes(infos)
   assert notes[0].startswith("- **convnet sgd1.0 did not learn**: its final training loss 2.302 is at chance")
   assert "N=15 epoch-end snapshots of D=100 points × M=6 units" in notes[1]
-  assert "rmsprop 2, sgd1.0 6." in notes[1]
+  assert "stays the same over the first 15 snapshots" in notes[1] and "rmsprop 2, sgd1.0 6." in notes[1]
   assert "at most 14 non-zero ones and carries at least 36 floor terms (-1440)" in notes[1]
   assert len(notes) == 2 and not any("autoencoder" in n for n in notes)
 
@@ -236,4 +240,7 @@ def test_a_run_made_with_other_settings_is_neither_skipped_nor_resumed(tmp_path)
   (workdir / "config.json").write_text(json.dumps(config_lib.to_dict(other)))
   (workdir / "status.json").write_text(json.dumps({"state": "finished", "epochs_done": other.num_epochs}))
   with pytest.raises(NTAError, match=r"different config \(fields: seed\); pass the flags it ran with"):
+    results.run_all(s, log=lambda _: None)
+  (workdir / "config.json").write_text('{"seed": ')  # cut short
+  with pytest.raises(NTAError, match="config.json is not valid JSON"):
     results.run_all(s, log=lambda _: None)
