@@ -294,8 +294,8 @@ def exponent_rows(infos: dict) -> list:
 
 
 def claims(infos: dict) -> list:
-  """One row per claim of the paper: (claim, measured, holds); holds is "yes", "no", "n/a" (runs missing) or,
-  for the √N claim, "partly: ..." with the counts behind it."""
+  """One row per claim of the paper: (claim, measured, holds); holds starts with "yes", "no", "n/a" (runs
+  missing) or, for the √N claim, "partly:", and may go on with what qualifies it."""
   done = {k: v["workdir"] for k, v in infos.items() if v["state"] == "finished"}
   with_regret = {k: w for k, w in done.items() if os.path.exists(os.path.join(w, "regret.json"))}
   rows = []
