@@ -185,10 +185,10 @@ def write_json(path, obj):
 class _RunRecorder(keras.callbacks.Callback):
   """Keeps per-round/epoch records, TensorBoard events and checkpoints; feeds host-side recorders."""
 
-  def __init__(self, run, workdir, ckpt_manager, rounds, epochs, test_eval, checkpoint_every, wall_seconds):
+  def __init__(self, run, workdir, ckpt_manager, rounds, epochs, test_eval, checkpoint_every, write_status):
     super().__init__()
     self.run, self.workdir, self.manager = run, workdir, ckpt_manager
-    self.wall_seconds = wall_seconds  # () -> (the run's wall time so far over every session, partial?)
+    self.write_status = write_status  # (state, message="") -> writes status.json with the epochs and rounds done
     self.rounds, self.epochs = rounds, epochs
     self.test_eval, self.checkpoint_every = test_eval, checkpoint_every
     self.pending = []
@@ -254,16 +254,7 @@ class _RunRecorder(keras.callbacks.Callback):
       last = epoch + 1 == self.run.num_epochs
       if (epoch + 1) % self.checkpoint_every == 0 or last:
         self.manager.save(checkpoint_number=epoch + 1)
-      wall, partial = self.wall_seconds()
-      _status(self.workdir, "running", len(self.epochs), len(self.rounds), wall_seconds=wall, partial=partial)
-
-
-def _status(workdir, state, epochs_done, rounds_done, message="", wall_seconds=0.0, partial=False):
-  status = {"state": state, "epochs_done": epochs_done, "rounds_done": rounds_done, "message": message,
-            "wall_seconds": round(float(wall_seconds), 3)}
-  if partial:
-    status["wall_seconds_partial"] = True
-  write_json(os.path.join(workdir, "status.json"), status)
+      self.write_status("running")
 
 
 def read_status(workdir: str) -> dict:
@@ -390,13 +381,18 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       partial = "wall_seconds" not in status or bool(status.get("wall_seconds_partial"))
       wall_before = float(status["wall_seconds"]) if "wall_seconds" in status else \
           sum(float(r["seconds"] or 0) for r in epochs)
-    _status(workdir, "running", initial_epoch, len(rounds), wall_seconds=wall_before, partial=partial)
 
-  def wall_seconds():
-    return wall_before + time.perf_counter() - session_start
+  def write_status(state, message=""):
+    # `epochs` and `rounds` are the lists the callback below appends to.
+    status = {"state": state, "epochs_done": len(epochs), "rounds_done": len(rounds), "message": message,
+              "wall_seconds": round(wall_before + time.perf_counter() - session_start, 3)}
+    if partial:
+      status["wall_seconds_partial"] = True
+    write_json(os.path.join(workdir, "status.json"), status)
 
-  recorder_cb = _RunRecorder(run, workdir, manager, rounds, epochs, test_eval, checkpoint_every,
-                             lambda: (wall_seconds(), partial))
+  if workdir:
+    write_status("running")
+  recorder_cb = _RunRecorder(run, workdir, manager, rounds, epochs, test_eval, checkpoint_every, write_status)
   if initial_epoch < num_epochs:
     dataset = dataset_fn(initial_epoch)
     cbs = [recorder_cb, *callbacks]
@@ -413,11 +409,11 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
     message = (f"{recorder_cb.failure}; every record up to that round is kept in {workdir or 'memory'}; "
                "lower the learning rate")
     if workdir:
-      _status(workdir, "failed", len(epochs), len(rounds), message, wall_seconds(), partial)
+      write_status("failed", message)
     raise NTAError(message)
   for rec in recorders:
     rec.close()
   if workdir:
     net.save(os.path.join(workdir, "model.keras"))
-    _status(workdir, "finished", len(epochs), len(rounds), wall_seconds=wall_seconds(), partial=partial)
+    write_status("finished")
   return RunResult(workdir, round_losses, epochs, "finished", net)
