@@ -205,9 +205,9 @@ def run_all(s: Settings, log=print) -> dict:
         log(f"{tag}: diverged: {e}")
       log(f"{tag}: {time.time() - start:.0f} s")
     status = training.read_status(workdir)
+    seconds, seconds_from = _run_seconds(workdir) if status.get("epochs_done") else (0.0, "recorded")
     infos[(model, optimizer)] = {"workdir": workdir, "state": status.get("state"), "config": _ran_config(cfg, workdir),
-                                 **dict(zip(("seconds", "seconds_from"), _run_seconds(workdir)
-                                            if status.get("epochs_done") else (0.0, "recorded"))),
+                                 "seconds": seconds, "seconds_from": seconds_from,
                                  "message": status.get("message", "")}
   return infos
 
@@ -413,16 +413,15 @@ def run_notes(infos: dict) -> list:
   recorded units never change state, and what the exploration measures rest on (snapshots, points, units)."""
   notes = []
   for model in CONFIG_FILES:
-    runs = [(o, v) for (m, o), v in sorted(infos.items(), key=_run_order) if m == model and v["state"] == "finished"]
-    for optimizer, v in runs:
-      c, final = v["config"], _final_loss(v["workdir"])
-      chance = np.log(10.0)  # cross-entropy of a uniform guess over the 10 classes
-      if c is not None and c.loss == "cross_entropy" and final > 0.95 * chance:
+    shapes, frozen = set(), []
+    for (m, optimizer), v in sorted(infos.items(), key=_run_order):
+      if m != model or v["state"] != "finished":
+        continue
+      final, chance = _final_loss(v["workdir"]), np.log(10.0)  # chance: a uniform guess over the 10 classes
+      if v["config"].loss == "cross_entropy" and final > 0.95 * chance:
         notes.append(f"- **{model} {optimizer} did not learn**: its final training loss {final:.4g} is at chance "
                      f"level (ln 10 = {chance:.4g}), so its exploration measures describe a network that barely "
                      "changed.")
-    shapes, frozen = set(), []
-    for optimizer, v in runs:
       path = os.path.join(v["workdir"], "exploration.npz")
       if os.path.exists(path):
         with np.load(path) as z:
