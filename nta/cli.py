@@ -31,19 +31,18 @@ def start_tensorflow() -> str:
   if _USER_LOG_LEVEL is not None or "tensorflow" in sys.modules:
     return _describe_devices()
   sys.stderr.flush()
-  saved = os.dup(2)
+  saved, failed = os.dup(2), True
   with tempfile.TemporaryFile() as captured:
     os.dup2(captured.fileno(), 2)
     try:
       line = _describe_devices()
-    except BaseException:
-      os.dup2(saved, 2)
-      captured.seek(0)
-      sys.stderr.write(captured.read().decode(errors="replace"))
-      raise
+      failed = False
     finally:
       os.dup2(saved, 2)
       os.close(saved)
+      if failed:
+        captured.seek(0)
+        sys.stderr.write(captured.read().decode(errors="replace"))
   return line
 
 
