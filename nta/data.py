@@ -551,7 +551,7 @@ def eval_images(split: Split, indices: np.ndarray | None = None,
     bad = indices[(indices < 0) | (indices >= len(x))]
     if bad.size:
       raise NTAError(f"index {int(bad[0])} is out of range for {split.name} with {len(x)} examples")
-    if indices.size and indices[-1] - indices[0] == indices.size - 1 and np.all(np.diff(indices) == 1):
+    if indices.size and np.all(np.diff(indices) == 1):
       x = x[int(indices[0]):int(indices[-1]) + 1]  # a run of positions: a view, not a copy
     else:
       x = x[indices.astype(np.int64)]
