@@ -164,6 +164,11 @@ class Site:
     return cls(**d)
 
 
+def _check_positive_int(value, name: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise NTAError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def _index_dtype(size: int):
   """Smallest integer dtype holding positions 0..size-1."""
   return np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.int32
@@ -273,8 +278,7 @@ class CrossEntropyTaylorRecorder(Recorder):
                neurons_per_layer: int = 50, disk_mb: float = 10240.0, record_every: int = 1,
                chunk_mb: float = 256.0, representations: Optional[Mapping[int, str]] = None,
                neuron_layers: Optional[Sequence[int]] = None):
-    if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) or record_every < 1:
-      raise NTAError(f"record_every must be an integer >= 1, got {record_every!r}")
+    _check_positive_int(record_every, "record_every")
     if neurons_per_layer < 1:
       raise NTAError(f"neurons_per_layer must be >= 1, got {neurons_per_layer}")
     if not disk_mb > 0 or not chunk_mb > 0:
@@ -1221,9 +1225,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   meta = rec.meta
   if len(rec.steps) == 0:
     raise NTAError(f"{rec.dir} holds no committed rounds yet (finish at least one epoch)")
-  if isinstance(epochs_between_horizons, bool) or not isinstance(epochs_between_horizons, (int, np.integer)) \
-      or epochs_between_horizons < 1:
-    raise NTAError(f"epochs_between_horizons must be an integer >= 1, got {epochs_between_horizons!r}")
+  _check_positive_int(epochs_between_horizons, "epochs_between_horizons")
   if horizons is None:
     hz = regret_lib.horizons(rec.rounds_done, meta["steps_per_epoch"] * int(epochs_between_horizons))
     hz = hz[hz > rec.steps[0]]
