@@ -476,3 +476,16 @@ def test_binary_end_to_end(tmp_path):
   assert bad.returncode == 1
   assert error_lines(bad.stderr) == [f"error: '{tmp_path / 'nowhere'}' does not exist"]
   assert bad.stdout == ""
+
+  # The bad inputs, each one error line and exit status 1: no configurations, shapes that differ across
+  # epochs, a single epoch.
+  (tmp_path / "empty").mkdir()
+  rec_dir = _fake_run(tmp_path / "shapes", bits)
+  np.save(rec_dir / "configs_000000020.npy", np.zeros((19, 2), np.uint8))
+  _fake_run(tmp_path / "single", bits[:1])
+  for run, message in [("empty", "no activation configurations in"), ("shapes", "differ in shape"),
+                       ("single", "need at least 2 epochs")]:
+    bad = run_binary("exploration", f"--workdir={tmp_path / run}", check=False)
+    lines = error_lines(bad.stderr)
+    assert bad.returncode == 1 and len(lines) == 1 and message in lines[0], bad.stderr
+    assert bad.stderr.strip().splitlines() == lines and bad.stdout == ""
