@@ -35,6 +35,7 @@ from nta import data  # noqa: E402
 from nta import experiments  # noqa: E402
 from nta import exploration  # noqa: E402
 from nta import models  # noqa: E402
+from nta import optimizers  # noqa: E402
 from nta import results  # noqa: E402
 from nta import training  # noqa: E402
 
@@ -147,7 +148,7 @@ def _epochs(train, recorders) -> np.ndarray:
   with tempfile.TemporaryDirectory() as workdir:
     training.fit(net, lambda e0: data.train_dataset(train, 64, 0, _FIT_EPOCHS.value, e0, target="input",
                                                      input_shape=spec.input_shape),
-                 len(train.y), loss="mse", optimizer=training.make_optimizer("rmsprop", 1e-3), batch_size=64,
+                 len(train.y), loss="mse", optimizer=optimizers.make_optimizer("rmsprop", 1e-3), batch_size=64,
                  num_epochs=_FIT_EPOCHS.value, workdir=workdir, recorders=recorders, verbose=0,
                  callbacks=[clock], train=train)
   return clock.seconds()[1:]

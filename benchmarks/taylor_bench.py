@@ -43,6 +43,7 @@ from nta import data  # noqa: E402
 from nta import experiments  # noqa: E402
 from nta import hindsight  # noqa: E402
 from nta import models  # noqa: E402
+from nta import optimizers  # noqa: E402
 from nta import regret  # noqa: E402
 from nta import results  # noqa: E402
 from nta import solvers  # noqa: E402
@@ -224,7 +225,7 @@ def _fit(train, rounds, recorders) -> float:
   timer = _Timer(_WARMUP, _WARMUP + rounds)
   training.fit(net, lambda e0: data.train_dataset(train, 64, 0, 1, e0, target="input",
                                                    input_shape=spec.input_shape),
-               len(train.y), loss="mse", optimizer=training.make_optimizer("rmsprop", 1e-3), batch_size=64,
+               len(train.y), loss="mse", optimizer=optimizers.make_optimizer("rmsprop", 1e-3), batch_size=64,
                num_epochs=1, recorders=recorders, verbose=0, callbacks=[timer])
   return timer.seconds / rounds * -(-_EXAMPLES // 64)
 

@@ -21,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 from nta import data  # noqa: E402
 from nta import models  # noqa: E402
+from nta import optimizers  # noqa: E402
 from nta import training  # noqa: E402
 
 _STEPS = flags.DEFINE_integer("steps", 300, "Timed rounds per measurement.")
@@ -53,7 +54,7 @@ def _time(kind, model_name, batch, steps, train):
   ds = data.train_dataset(train, batch, 0, 1000, target="input" if loss == "mse" else "labels",
                           input_shape=spec.input_shape).take(warmup + steps)
   timer = _Timer(warmup)
-  opt = training.make_optimizer("rmsprop", 1e-3)
+  opt = optimizers.make_optimizer("rmsprop", 1e-3)
   if kind == "plain":
     keras_loss = "mse" if loss == "mse" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     net.compile(optimizer=opt, loss=keras_loss, jit_compile=False)

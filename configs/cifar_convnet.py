@@ -17,7 +17,7 @@ def get_config(arg="rmsprop"):
   c = default.get_config()
   c.model, c.loss, c.batch_size, c.num_epochs = "convnet", "cross_entropy", 128, 100
   c.data.source, c.data.name = "tfds", "cifar10"
-  c.optimizer.name, c.optimizer.learning_rate = optimizer, lr
+  default.set_optimizer(c, optimizer, lr, flags)
   if "quick" in flags:
     c.data.source, c.data.name, c.num_epochs = "sample", "mnist", 5
   if "testing" in flags:

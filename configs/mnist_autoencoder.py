@@ -17,7 +17,7 @@ def get_config(arg="rmsprop"):
   c = default.get_config()
   c.model, c.loss, c.batch_size, c.num_epochs = "autoencoder", "mse", 64, 100
   c.data.source, c.data.name = "tfds", "mnist"
-  c.optimizer.name, c.optimizer.learning_rate = optimizer, lr
+  default.set_optimizer(c, optimizer, lr, flags)
   # Every op of this small network (and of its Taylor statistics) is too small to split across cores: running
   # two ops at once, each on one thread, is ~1.5x faster with the Taylor recorder and as fast without
   # (benchmarks/taylor_bench.py).

@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 
+from nta import optimizers
 from nta.errors import NTAError
 
 
@@ -32,6 +33,9 @@ def get_config():
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "rmsprop"
   c.optimizer.learning_rate = 1e-3
+  # "tf1": TensorFlow 1's optimizer defaults, as the paper ran them (RMSProp accumulator from ones, eps 1e-10;
+  # Adam eps 1e-8); "keras3": Keras 3's defaults. The table is in nta.optimizers.
+  c.optimizer.convention = optimizers.DEFAULT_CONVENTION
   c.checkpoint_every = 1  # epochs between checkpoints
   c.eval_test = True  # test loss (and accuracy) at each epoch end
   c.verbose = 1  # 0 silent, 1 progress bar, 2 one line per epoch
@@ -58,20 +62,35 @@ def get_config():
 
 # Paper learning rates (A.5); SGD is swept over 1.0, 0.1 and 0.01 (fig. 5); AdaGrad is not in the paper.
 def parse_variant(arg, learning_rates, default_optimizer="rmsprop"):
-  """Splits a config string like "adam", "sgd0.01,quick" into (optimizer, learning rate, flags)."""
+  """Splits a config string like "adam", "sgd0.01,quick" or "rmsprop,keras3" into (optimizer, learning rate,
+  flags); flags hold the scale (quick, testing, paper) and an optimizer convention (tf1, keras3)."""
   tokens = [t for t in (arg or "").split(",") if t]
   optimizer, lr, flags = default_optimizer, None, set()
   for token in tokens:
     if token.startswith("sgd") and token != "sgd":
-      optimizer, lr = "sgd", float(token[3:])
+      try:
+        optimizer, lr = "sgd", float(token[3:])
+      except ValueError:
+        optimizer, lr = None, None
     elif token in learning_rates:
       optimizer = token
-    elif token in ("quick", "testing", "paper"):
+    elif token in ("quick", "testing", "paper") + optimizers.CONVENTIONS:
       flags.add(token)
     else:
+      optimizer = None
+    if optimizer is None:
       raise NTAError(f"unknown config variant '{token}'; use an optimizer ({', '.join(learning_rates)}, "
-                       "sgd1.0, sgd0.1, sgd0.01) and optionally quick, testing or paper, comma-separated")
+                     "sgd1.0, sgd0.1, sgd0.01), optionally quick, testing or paper, and optionally an optimizer "
+                     f"convention ({', '.join(optimizers.CONVENTIONS)}), comma-separated")
+  if len(flags & set(optimizers.CONVENTIONS)) > 1:
+    raise NTAError(f"config variant '{arg}' names two optimizer conventions; choose one")
   return optimizer, lr if lr is not None else learning_rates[optimizer], flags
+
+
+def set_optimizer(c, optimizer: str, learning_rate: float, flags) -> None:
+  """Sets ``c.optimizer`` from a parsed variant (its convention flag, else the default tf1)."""
+  c.optimizer.name, c.optimizer.learning_rate = optimizer, learning_rate
+  c.optimizer.convention = next((f for f in optimizers.CONVENTIONS if f in flags), optimizers.DEFAULT_CONVENTION)
 
 
 def layer_list(value, field: str):
@@ -105,6 +124,7 @@ def validate(config) -> None:
       (config.threads.intra_op >= 0, f"config.threads.intra_op must be >= 0, got {config.threads.intra_op}"),
       (config.threads.inter_op >= 0, f"config.threads.inter_op must be >= 0, got {config.threads.inter_op}"),
   ]
+  optimizers.check(config.optimizer.name, config.optimizer.convention)
   record = config.record
   for field in ("taylor_layers", "taylor_neuron_layers"):
     layer_list(record[field], f"record.{field}")
@@ -135,6 +155,10 @@ def check_resumable(saved: dict, current: dict, workdir: str,
     if isinstance(data, dict) and data.get("data_dir"):
       # The same data folder named two ways (relative, absolute) is the same data.
       cfg["data"] = {**data, "data_dir": os.path.realpath(data["data_dir"])}
+    optimizer = cfg.get("optimizer")
+    if isinstance(optimizer, dict) and "convention" not in optimizer:
+      # Runs from before conventions were recorded trained with Keras 3's optimizer defaults.
+      cfg["optimizer"] = {**optimizer, "convention": "keras3"}
     if isinstance(record, dict) and record.get("taylor_neuron_layers") == "none":
       # Neurons per layer of no layer select nothing.
       cfg["record"] = {k: v for k, v in record.items() if k != "taylor_neurons_per_layer"}

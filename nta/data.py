@@ -75,11 +75,18 @@ class Split:
     y: int64 labels in [0, num_classes), shape (N,).
     name: dataset and split, e.g. "mnist/train"; a train_size prefix reads "mnist/train[:1000]".
     num_classes: number of classes.
+    full_size: the size of the whole split before ``train_size`` kept a prefix of it (0: ``len(y)``).
   """
   x: np.ndarray
   y: np.ndarray
   name: str
   num_classes: int
+  full_size: int = 0
+
+  @property
+  def source_size(self) -> int:
+    """Examples in the whole split this one was cut from (A.6's "1% of the dataset" counts these)."""
+    return self.full_size or len(self.y)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ def _take_prefix(split: Split, size: int) -> Split:
   if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 1 <= size <= n:
     raise NTAError(f"train_size={size!r} is out of range: {split.name} has {n} examples, use 1..{n} "
                    "or None for all")
-  return Split(split.x[:size], split.y[:size], f"{split.name}[:{int(size)}]", split.num_classes)
+  return Split(split.x[:size], split.y[:size], f"{split.name}[:{int(size)}]", split.num_classes, split.source_size)
 
 
 def _short(error: BaseException) -> str:

@@ -18,6 +18,7 @@ from nta import config as config_lib
 from nta import data as data_lib
 from nta import hindsight
 from nta import models
+from nta import optimizers
 from nta import plots
 from nta import recorders as recorders_lib
 from nta import training
@@ -124,7 +125,8 @@ def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] =
   target = "input" if config.model == "autoencoder" else "labels"
   if recorders is None:
     recorders = build_recorders(config)
-  optimizer = training.make_optimizer(config.optimizer.name, config.optimizer.learning_rate)
+  optimizer = optimizers.make_optimizer(config.optimizer.name, config.optimizer.learning_rate,
+                                        config.optimizer.convention)
 
   def dataset_fn(initial_epoch):
     return data_lib.train_dataset(train, config.batch_size, config.seed, config.num_epochs, initial_epoch,

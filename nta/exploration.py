@@ -396,8 +396,9 @@ class ConfigurationRecorder(Recorder):
 
   Args:
     data_size: the recorded training points: a fraction in (0, 1] or a count, drawn by
-      ``nta.data.fixed_subset`` with the seed. Default: 1% for models with a conv ReLU layer, all data
-      otherwise (A.6).
+      ``nta.data.fixed_subset`` with the seed. Default (A.6): all data for dense networks; for models with a
+      conv ReLU layer, 1% of the whole training split (``Split.source_size``), drawn from the points trained
+      on when the run uses a prefix of the split.
     max_conv_units: at most this many seeded (position, filter) units per conv ReLU layer (10,000 by
       default); dense ReLU layers always record all units.
     every_rounds: record every this many rounds instead of at epoch ends (None: every epoch).
@@ -457,8 +458,13 @@ class ConfigurationRecorder(Recorder):
     self.train = run.train
     seed = run.seed if self.seed is None else self.seed
     has_conv = any(l.kind == "conv2d" for l in relu_layers)
-    data_size = self.data_size if self.data_size is not None else (CONV_DATA_FRACTION if has_conv else 1.0)
     num_train = len(run.train.x)
+    data_size = self.data_size
+    if data_size is None:
+      # A.6: 1% of the dataset for a convnet: of the whole training split, also when the run trains on a
+      # prefix of it (then drawn from that prefix), so a reduced run keeps the paper's number of points.
+      source = getattr(run.train, "source_size", num_train)
+      data_size = min(num_train, max(1, round(CONV_DATA_FRACTION * source))) if has_conv else 1.0
     self.data_indices = data_lib.fixed_subset(num_train, data_size, seed)
 
     layers_meta, units, selections, column = [], [], [], 0

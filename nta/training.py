@@ -47,27 +47,6 @@ from nta import models
 from nta.errors import NTAError
 from nta.recorders import Recorder, RoundTensors, RunInfo
 
-# Keras defaults are kept deliberately (the paper: "all other hyperparameters at literature-standard values").
-# Keras conventions: RMSprop rho=0.9, momentum=0, epsilon=1e-7 added *outside* the square root,
-# w -= lr * g / (sqrt(v) + eps); Adam beta_1=0.9, beta_2=0.999, epsilon=1e-7 outside the root (the
-# "epsilon hat" of Kingma & Ba §2); AdaGrad initial_accumulator_value=0.1, epsilon=1e-7; SGD momentum=0.
-OPTIMIZERS = {
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-    "adam": keras.optimizers.Adam,
-    "adagrad": keras.optimizers.Adagrad,
-}
-
-
-def make_optimizer(name: str, learning_rate: float, **kwargs) -> keras.optimizers.Optimizer:
-  """An optimizer by name (sgd, rmsprop, adam, adagrad) at Keras defaults apart from ``kwargs``."""
-  if name not in OPTIMIZERS:
-    raise NTAError(f"unknown optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}")
-  if not (isinstance(learning_rate, (int, float)) and learning_rate > 0 and math.isfinite(learning_rate)):
-    raise NTAError(f"learning rate must be a positive number, got {learning_rate!r}")
-  return OPTIMIZERS[name](learning_rate=learning_rate, **kwargs)
-
-
 class TaylorModel(keras.Model):
   """Wraps a user's Keras ReLU model with the round-recording ``train_step``.
 
@@ -313,7 +292,7 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       epochs initial_epoch..num_epochs-1 in a fixed seeded order (``nta.data.train_dataset``).
     num_examples: training-set size (gives the rounds per epoch).
     loss: "mse" or "cross_entropy".
-    optimizer: a Keras optimizer (``make_optimizer``).
+    optimizer: a Keras optimizer (``nta.optimizers.make_optimizer``).
     batch_size: minibatch size.
     num_epochs: total epochs of the run.
     seed: the run's seed (already applied by the caller through ``keras.utils.set_random_seed``).

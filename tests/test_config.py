@@ -40,8 +40,43 @@ def test_offline_variants_use_the_embedded_sample(name, variant):
   config_lib.validate(c)
 
 
-def test_unknown_variant_is_refused():
-  with pytest.raises(NTAError, match="unknown config variant 'fast'"):
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("variant", ["rmsprop", "adam", "sgd0.1", "adagrad", "adam,quick", "rmsprop,testing"])
+def test_the_paper_configs_default_to_tf1_optimizers(name, variant):
+  assert config(name, variant).optimizer.convention == "tf1"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_a_variant_may_choose_keras3_optimizers(name):
+  c = config(name, "adam,keras3,quick")
+  assert (c.optimizer.name, c.optimizer.convention, c.data.source) == ("adam", "keras3", "sample")
+  with pytest.raises(NTAError, match="names two optimizer conventions"):
+    config(name, "adam,keras3,tf1")
+
+
+@pytest.mark.parametrize("variant", ["fast", "sgdx"])
+def test_unknown_variant_is_refused(variant):
+  with pytest.raises(NTAError, match=f"unknown config variant '{variant}'"):
+    config("mnist_autoencoder", variant)
+
+
+@pytest.mark.parametrize("field,value,match", [("optimizer.name", "adamw", "unknown optimizer 'adamw'"),
+                                               ("optimizer.convention", "tf2", "unknown optimizer convention")])
+def test_validation_checks_the_optimizer(field, value, match):
+  with pytest.raises(NTAError, match=match):
+    config_lib.validate(config(**{field: value}))
+
+
+def test_a_run_from_before_conventions_were_recorded_is_a_keras3_run():
+  old = config_lib.to_dict(config("mnist_autoencoder", "testing"))
+  del old["optimizer"]["convention"]
+  config_lib.check_resumable(old, config_lib.to_dict(config("mnist_autoencoder", "testing,keras3")), "run")
+  with pytest.raises(NTAError, match=r"fields: optimizer\)"):
+    config_lib.check_resumable(old, config_lib.to_dict(config("mnist_autoencoder", "testing")), "run")
+
+
+def test_unknown_variant_is_refused_with_the_choices():
+  with pytest.raises(NTAError, match="optimizer convention .tf1, keras3."):
     config("mnist_autoencoder", "fast")
 
 

@@ -1,5 +1,6 @@
 """Tests for nta.exploration: packing, figure 5's three measures, the recorder, loading and the binary."""
 
+import dataclasses
 import json
 import math
 import os
@@ -347,7 +348,6 @@ def test_recorder_conv_unit_and_data_subsets(tmp_path):
   packed, meta = ex.load_configurations(str(tmp_path / "a"))
   np.testing.assert_array_equal(meta["data_indices"], data.fixed_subset(300, 0.01, 0))
   np.testing.assert_array_equal(ex.unpack(packed[0], 24), _expected_bits(run, meta["data_indices"], units))
-
   same = ex.ConfigurationRecorder(max_conv_units=20)
   same.build(_run_info(net, tmp_path / "b", 300, (6, 6, 1)))
   np.testing.assert_array_equal(same.units, units)
@@ -357,6 +357,24 @@ def test_recorder_conv_unit_and_data_subsets(tmp_path):
   every = ex.ConfigurationRecorder(data_size=1.0)
   every.build(_run_info(net, tmp_path / "d", 300, (6, 6, 1)))
   assert every.num_data == 300 and every.num_units == 108 + 4
+
+
+def test_conv_default_is_one_percent_of_the_whole_training_split(tmp_path):
+  """A.6's 1% counts the whole split: a run on a 1,000-example prefix of a 60,000-example split records 600
+  of its points (and all of them when the prefix is smaller than that)."""
+  net = _conv_net()
+  run = _run_info(net, tmp_path / "a", 1000, (6, 6, 1))
+  prefix = data._take_prefix(data.Split(np.concatenate([run.train.x] * 60), np.zeros(60000, np.int64),
+                                        "fake/train", 10), 1000)
+  assert prefix.source_size == 60000
+  rec = ex.ConfigurationRecorder(max_conv_units=20)
+  rec.build(dataclasses.replace(run, train=prefix))
+  assert rec.num_data == 600 and rec.data_indices.max() < 1000
+  np.testing.assert_array_equal(rec.data_indices, data.fixed_subset(1000, 600, 0))
+  small = data._take_prefix(prefix, 400)
+  rec = ex.ConfigurationRecorder(max_conv_units=20)
+  rec.build(dataclasses.replace(run, workdir=str(tmp_path / "b"), train=small))
+  assert rec.num_data == 400
 
 
 def test_recorder_bad_arguments(tmp_path):

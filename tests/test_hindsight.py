@@ -8,6 +8,7 @@ import tensorflow as tf
 from nta import data
 from nta import hindsight
 from nta import models
+from nta import optimizers
 from nta import recorders
 from nta import taylor
 from nta import training
@@ -30,7 +31,7 @@ def _run(tmp_path, num_epochs=2, n=24, batch=8, hidden=(5, 4), **kwargs):
   workdir = str(tmp_path / "run")
   training.fit(net, lambda e0: data.train_dataset(split, batch, 0, num_epochs, e0, target="input",
                                                    input_shape=(6,)),
-               n, loss="mse", optimizer=training.make_optimizer("sgd", 0.5), batch_size=batch,
+               n, loss="mse", optimizer=optimizers.make_optimizer("sgd", 0.5), batch_size=batch,
                num_epochs=num_epochs, workdir=workdir, recorders=[rec, recorders.TraceRecorder()], verbose=0)
   return rec, models.inspect(net), recorders.load_trace(workdir), workdir
 

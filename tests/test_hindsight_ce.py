@@ -22,6 +22,7 @@ from nta import data
 from nta import hindsight
 from nta import hindsight_ce
 from nta import models
+from nta import optimizers
 from nta import taylor
 from nta import training
 from nta.errors import NTAError
@@ -84,7 +85,7 @@ def _fit(workdir, build, dtype, recorders, epochs=EPOCHS, callbacks=(), loss="cr
     ds = data.train_dataset(split, BATCH, 0, epochs, initial_epoch, input_shape=spec.input_shape)
     return ds.map(lambda d: {**d, "x": tf.cast(d["x"], dtype)})
 
-  return training.fit(net, dataset_fn, N_EXAMPLES, loss=loss, optimizer=training.make_optimizer("sgd", lr),
+  return training.fit(net, dataset_fn, N_EXAMPLES, loss=loss, optimizer=optimizers.make_optimizer("sgd", lr),
                       batch_size=BATCH, num_epochs=epochs, workdir=workdir, recorders=recorders, verbose=0,
                       callbacks=list(callbacks), train=split), spec
 
