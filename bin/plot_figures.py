@@ -5,7 +5,8 @@
       --ae=runs/ae_rmsprop,runs/ae_adam,runs/ae_sgd0.1
 
 Runs are ``label=directory`` pairs or bare directories (labelled from their config.json, e.g.
-"RMSProp (lr 0.001)"). Figures 3-4 read ``<run>/regret.npz`` (bin/regret.py), figure 5
+"RMSProp (lr 0.001)"). Directories with the same label are the seeds of one setting (their configs may
+differ only in the seed): it is drawn as the seeds' mean with a min-max band. Figures 3-4 read ``<run>/regret.npz`` (bin/regret.py), figure 5
 ``<run>/exploration.npz`` (bin/exploration.py), figure 6 ``rounds.csv``. Figure 3 draws one run: --figure3_run,
 else the first convnet run (the paper's choice), else the first autoencoder run. Layer flags are 0-based
 weight-layer indices (1 is the paper's "layer 2").
@@ -32,18 +33,6 @@ _CONVNET_LAYER = flags.DEFINE_integer("convnet_layer", 1, "Figure 4(a)'s convnet
 _AE_LAYER = flags.DEFINE_integer("ae_layer", 2, "Figure 4(b), (c)'s autoencoder layer.")
 
 
-def _runs(items) -> dict:
-  """label=dir pairs as given; bare directories labelled from their config."""
-  runs = {}
-  for item in items:
-    (label, path), = cli.parse_runs([item]).items()
-    label = label if "=" in item else plots.label_for(path)
-    if label in runs:
-      raise NTAError(f"two runs are labelled '{label}' ({runs[label]} and {path}): label them as label=dir")
-    runs[label] = path
-  return runs
-
-
 def _ints(name, values):
   try:
     return None if values is None else [int(v) for v in values]
@@ -57,14 +46,14 @@ def main(argv):
     unknown = sorted(set(_FIGURES.value) - {"3", "4", "5", "6"})
     if unknown:
       raise NTAError(f"--figures: no figure {', '.join(unknown)}; choose from 3, 4, 5, 6")
-    convnet, ae = _runs(_CONVNET.value), _runs(_AE.value)
+    convnet, ae = (plots.group_runs(cli.parse_runs(v)) for v in (_CONVNET.value, _AE.value))
     if not convnet and not ae and not (_FIGURES.value == ["3"] and _FIGURE3_RUN.value):
       raise NTAError("no runs: pass --convnet and/or --ae run directories")
     out = lambda k: os.path.join(_OUT_DIR.value, f"figure{k}")  # noqa: E731
     paths = []
     for k in _FIGURES.value:
       if k == "3":
-        run = _FIGURE3_RUN.value or next(iter(list(convnet.values()) + list(ae.values())))
+        run = _FIGURE3_RUN.value or next(iter(list(convnet.values()) + list(ae.values())))  # a setting's seeds
         paths += plots.figure3(run, out(3), _ints("layers", _LAYERS.value),
                                _ints("detail_layers", _DETAIL_LAYERS.value))
       elif k == "4":

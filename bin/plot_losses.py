@@ -9,7 +9,8 @@ from absl import flags
 from nta import cli
 from nta import plots
 
-_RUNS = flags.DEFINE_list("runs", None, "label=run_directory pairs (or bare run directories).")
+_RUNS = flags.DEFINE_list("runs", None, "label=run_directory pairs (or bare run directories); runs with the same "
+                          "label are seeds of one setting, drawn as their mean and min-max band.")
 _OUT = flags.DEFINE_string("out", "figure6", "Output path without extension.")
 _TITLE = flags.DEFINE_string("title", "Training loss", "Figure title.")
 flags.mark_flag_as_required("runs")
@@ -18,7 +19,7 @@ flags.mark_flag_as_required("runs")
 def main(argv):
   cli.no_extra_args(argv)
   with cli.errors_to_exit():
-    runs = cli.parse_runs(_RUNS.value)
+    runs = plots.group_runs(cli.parse_runs(_RUNS.value))
     for path in plots.training_losses(runs, _OUT.value, _TITLE.value):
       print(path)
 

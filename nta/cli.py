@@ -75,13 +75,12 @@ def errors_to_exit():
     sys.exit(130)
 
 
-def parse_runs(items) -> dict:
-  """["label=dir", "dir", ...] -> {label: dir}; checks that each directory exists."""
-  runs = {}
+def parse_runs(items) -> list:
+  """["label=dir", "dir", ...] -> [(label or None, dir), ...] in order; checks that each directory exists."""
+  pairs = []
   for item in items:
     label, _, path = item.rpartition("=") if "=" in item else (None, "", item)
-    label = label or os.path.basename(os.path.normpath(path))
     if not os.path.isdir(path):
       raise NTAError(f"run directory '{path}' does not exist")
-    runs[label] = path
-  return runs
+    pairs.append((label or None, path))
+  return pairs

@@ -9,6 +9,11 @@
 ``bin/exploration.py`` (``nta.exploration.save_measures``). Cumulative quantities are divided by √N, N the
 number of recorded rounds summed, so that anything growing like √N (Theorem 2's regret) flattens out.
 
+Runs are given as ``{label: run directory}`` or, for a setting trained with several seeds, ``{label: [run
+directories]}``: such a setting is drawn as the mean over its seeds with a band from the lowest to the highest
+seed (figure 3: the neurons' spread, ±1 standard deviation over the neurons of every seed), and the figure's
+caption says so. :func:`group_runs` groups labelled directories that way.
+
 Layer arguments are 0-based weight-layer indices, the ``l`` of the ``layer{l}`` / ``neurons{l}`` keys of
 ``regret.npz``; labels on the figures count from 1 as the paper does (index 1 is the paper's "layer 2").
 A run keeps one colour across figures: it is chosen from its optimizer and learning rate (:func:`color_for`).
@@ -22,17 +27,20 @@ import json
 import os
 import re
 import zipfile
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files only
+import matplotlib.legend_handler  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nta import regret  # noqa: E402
 from nta import training  # noqa: E402
 from nta.errors import NTAError  # noqa: E402
+
+RunDirs = Union[str, Sequence[str]]  # one run directory, or those of a setting's seeds
 
 
 def _save(fig, out: str) -> list:
@@ -58,31 +66,36 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
   return (c[idx] - c[lo]) / (idx - lo)
 
 
-def training_losses(runs: Mapping[str, str], out: str, title: str = "Training loss", log_y: bool = True,
-                    ax=None) -> list:
+def training_losses(runs: Mapping[str, RunDirs], out: str, title: str = "Training loss", log_y: bool = True,
+                    ax=None, colors: Optional[Mapping[str, str]] = None) -> list:
   """Figure 6: per-round training loss (smoothed over an epoch) of several runs on one axis.
 
   Args:
-    runs: label -> run directory.
+    runs: label -> run directory, or the run directories of its seeds (drawn as their mean and min-max band).
     out: output path without extension (``.png`` and ``.pdf`` are written).
     title: axis title.
     log_y: logarithmic loss axis.
     ax: draw into this matplotlib axis instead of a new figure (then nothing is saved).
+    colors: first run directory of a setting -> its colour (default: matplotlib's cycle).
 
   Returns:
     The written paths (empty when drawing into ``ax``).
   """
-  if not runs:
+  groups = _as_groups(runs)
+  if not groups:
     raise NTAError("no runs to plot")
   fig = None
   if ax is None:
     fig, ax = plt.subplots(figsize=(6, 4))
-  for label, workdir in runs.items():
-    losses = training.read_rounds(workdir)
-    epochs = training.read_epochs(workdir)
-    per_epoch = max(1, int(epochs[0]["rounds"])) if epochs else max(1, len(losses))
-    x = np.arange(1, len(losses) + 1) / per_epoch
-    ax.plot(x, smooth(losses, per_epoch), label=label, lw=1.2)
+  for label, workdirs in groups.items():
+    curves, per_epoch = [], None
+    for workdir in workdirs:
+      losses = training.read_rounds(workdir)
+      epochs = training.read_epochs(workdir)
+      per_epoch = per_epoch or (max(1, int(epochs[0]["rounds"])) if epochs else max(1, len(losses)))
+      curves.append(smooth(losses, per_epoch))
+    length = min(len(c) for c in curves)
+    _seed_band(ax, np.arange(1, length + 1) / per_epoch, curves, (colors or {}).get(workdirs[0]), label, lw=1.2)
   ax.set_xlabel("epoch")
   ax.set_ylabel("training loss (per round, 1-epoch moving average)")
   if log_y:
@@ -90,7 +103,72 @@ def training_losses(runs: Mapping[str, str], out: str, title: str = "Training lo
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend()
+  if fig is not None:
+    _seed_caption(fig, groups)
   return _save(fig, out) if fig is not None else []
+
+
+# ------------------------------------------------------------------------------------ seeds
+def _as_groups(runs: Mapping[str, RunDirs]) -> dict:
+  """{label: [run directories]} from {label: directory or directories}."""
+  return {label: [dirs] if isinstance(dirs, (str, os.PathLike)) else [str(d) for d in dirs]
+          for label, dirs in (runs or {}).items()}
+
+
+_SAME_SETTING_IGNORES = ("seed", "threads", "verbose")
+
+
+def group_runs(pairs: Sequence[tuple]) -> dict:
+  """Groups ``(label or None, run directory)`` pairs into ``{label: [run directories]}``.
+
+  An unlabelled directory is labelled from its config.json (:func:`label_for`). Directories that share a label
+  are the seeds of one setting: their configs must agree apart from the seed.
+
+  Raises:
+    NTAError: two directories share a label but differ in more than their seed.
+  """
+  groups, configs = {}, {}
+  for label, workdir in pairs:
+    label = label or label_for(workdir)
+    if label in groups:
+      first = groups[label][0]
+      if configs.get(first) is None:
+        configs[first] = _setting(first)
+      mine = _setting(workdir)
+      diff = sorted(k for k in set(mine) | set(configs[first]) if mine.get(k) != configs[first].get(k))
+      if diff:
+        raise NTAError(f"runs labelled '{label}' ({first} and {workdir}) differ in more than their seed "
+                       f"(fields: {', '.join(diff)}); give them different labels as label=dir")
+      groups[label].append(workdir)
+    else:
+      groups[label] = [workdir]
+  return groups
+
+
+def _setting(workdir: str) -> dict:
+  return {k: v for k, v in _read_config(workdir).items() if k not in _SAME_SETTING_IGNORES}
+
+
+def _seed_band(ax, x, curves, color, label, lw=1.6, ls="-", band=True, **line_kwargs):
+  """The mean of the seeds' curves (cut to the shortest) and, for several seeds, their min-max band."""
+  length = min(len(c) for c in curves)
+  stack = np.stack([np.asarray(c, np.float64)[:length] for c in curves])
+  x = np.asarray(x)[:length]
+  line, = ax.plot(x, stack.mean(axis=0), color=color, lw=lw, ls=ls, label=label, **line_kwargs)
+  if band and len(stack) > 1:
+    ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=line.get_color(), alpha=0.18, lw=0)
+  return line
+
+
+def _seed_caption(fig, groups: Mapping[str, list]) -> None:
+  """States under the figure what lines and bands show when a setting has several seeds."""
+  counts = sorted({len(dirs) for dirs in groups.values()})
+  if counts[-1] == 1:
+    return
+  seeds = f"the {counts[0]} seeds of each setting" if len(counts) == 1 else \
+      f"each setting's seeds ({' or '.join(map(str, counts))})"
+  text = f"Lines: mean over {seeds}; shaded bands: min-max over its seeds."
+  fig.text(0.5, -0.01, text, ha="center", va="top", fontsize=9)
 
 
 # ------------------------------------------------------------------------------------ labels and colours
@@ -116,6 +194,9 @@ def _read_config(workdir: str) -> dict:
 def label_for(workdir: str) -> str:
   """A legend label for a run from its ``config.json``, e.g. "RMSProp (lr 0.001)" or "SGD (lr 0.1)".
 
+  Runs with Keras 3's optimizer defaults (``optimizer.convention`` "keras3", or no convention: runs from
+  before it was recorded) say so, "Adam (lr 0.01, Keras 3 defaults)", where the convention matters.
+
   Args:
     workdir: a run directory.
 
@@ -130,7 +211,10 @@ def label_for(workdir: str) -> str:
   if not name:
     raise NTAError(f"{os.path.join(workdir, 'config.json')} has no optimizer.name to label the run with")
   text = OPTIMIZER_NAMES.get(str(name).lower(), str(name))
-  return f"{text} (lr {float(lr):g})" if lr is not None else text
+  notes = [] if lr is None else [f"lr {float(lr):g}"]
+  if optimizer.get("convention", "keras3") != "tf1" and str(name).lower() in ("rmsprop", "adam", "adagrad"):
+    notes.append("Keras 3 defaults")
+  return f"{text} ({', '.join(notes)})" if notes else text
 
 
 def color_for(optimizer: str, learning_rate: Optional[float] = None) -> Optional[str]:
@@ -165,8 +249,8 @@ def _optimizer_of(label: str, workdir: str) -> tuple:
   return (name, None if lr is None else float(f"{float(lr):.6g}"))
 
 
-def _colors(*groups: Mapping[str, str]) -> dict:
-  """run directory -> colour: reserved colours first, spare ones for the rest.
+def _colors(*groups: Mapping[str, RunDirs]) -> dict:
+  """first run directory of each setting -> colour: reserved colours first, spare ones for the rest.
 
   Groups (convnet, autoencoder) are coloured independently: their tuned learning rates differ, and RMSProp
   should be blue in both.
@@ -174,8 +258,8 @@ def _colors(*groups: Mapping[str, str]) -> dict:
   out = {}
   for runs in groups:
     by_key, used = {}, []
-    for label, workdir in runs.items():
-      key = _optimizer_of(label, workdir)
+    for label, workdirs in _as_groups(runs).items():
+      key = _optimizer_of(label, workdirs[0])
       if key not in by_key:
         color = color_for(*key)
         if color is None or color in used:
@@ -183,14 +267,14 @@ def _colors(*groups: Mapping[str, str]) -> dict:
           color = free[0] if free else _SPARE[len(used) % len(_SPARE)]
         by_key[key] = color
         used.append(color)
-      out[workdir] = by_key[key]
+      out[workdirs[0]] = by_key[key]
   return out
 
 
-def _group_title(model: str, runs: Mapping[str, str]) -> str:
+def _group_title(model: str, runs: Mapping[str, list]) -> str:
   """"Convnet (CIFAR-10)": the model name and the data set(s) its runs were trained on."""
   names = []
-  for workdir in runs.values():
+  for workdir in (dirs[0] for dirs in runs.values()):
     try:
       name = (_read_config(workdir).get("data") or {}).get("name")
     except NTAError:
@@ -200,8 +284,9 @@ def _group_title(model: str, runs: Mapping[str, str]) -> str:
   return f"{model} ({', '.join(names)})" if names else model
 
 
-def _groups(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], figure: str) -> list:
-  groups = [(name, dict(runs)) for name, runs in (("Convnet", runs_convnet or {}), ("Autoencoder", runs_ae or {}))
+def _groups(runs_convnet: Mapping[str, RunDirs], runs_ae: Mapping[str, RunDirs], figure: str) -> list:
+  """[(model name, {label: [run directories]})] of the non-empty groups."""
+  groups = [(name, _as_groups(runs)) for name, runs in (("Convnet", runs_convnet), ("Autoencoder", runs_ae))
             if runs]
   if not groups:
     raise NTAError(f"{figure} needs at least one run (convnet or autoencoder); both groups are empty")
@@ -310,17 +395,21 @@ def _finish(ax, xlabel, ylabel, title, legend=True):
 
 
 # ------------------------------------------------------------------------------------ figures 3-6
-def figure3(workdir: str, out: str, layers: Optional[Sequence[int]] = None,
+def figure3(workdir: RunDirs, out: str, layers: Optional[Sequence[int]] = None,
             detail_layers: Optional[Sequence[int]] = None, num_individual: int = 10) -> list:
-  """Figure 3: neuron-wise regret of one run (the paper: the convnet trained with RMSProp).
+  """Figure 3: neuron-wise regret of one setting (the paper: the convnet trained with RMSProp).
 
   (a) regret/√N of the neurons of each layer: mean (line), ±1 standard deviation (band) and up to
-  ``num_individual`` individual neurons (thin dashed). (b), (c), ... for each detail layer: on top the
-  network's cumulative loss/√N and the neurons' Taylor optimum/√N (mean ± std), below their regret/√N
-  (mean ± std) — the regret is the gap between the two top curves, usually too small to see at their scale.
+  ``num_individual`` individual neurons (thin dashed, same colour); layers without neuron-wise records are
+  named in the panel with the reason the recorder gave. (b), (c), ... for each detail layer: on top the
+  network's cumulative loss/√N (thick, light) and the neurons' Taylor optimum/√N (dashed, mean ± std), below
+  their regret/√N (mean ± std) — the regret is the gap between the two top curves, often too small to see at
+  their scale. Several seeds: the line is the mean over seeds of each seed's neuron mean, the band ±1 std over
+  the neurons of every seed, the individual neurons those of the first seed.
 
   Args:
-    workdir: a run directory holding ``regret.npz`` with neuron keys (``bin/regret.py``).
+    workdir: a run directory holding ``regret.npz`` with neuron keys (``bin/regret.py``), or the run
+      directories of one setting's seeds.
     out: output path without extension.
     layers: 0-based weight-layer indices for (a); None: every layer with neuron-wise regret.
     detail_layers: 0-based indices of the layers given their own panel; None: the first two recorded
@@ -334,52 +423,100 @@ def figure3(workdir: str, out: str, layers: Optional[Sequence[int]] = None,
     NTAError: ``regret.npz`` is missing or unreadable, or a requested layer has no neuron-wise regret
       (the message lists the recorded keys).
   """
-  arrays = _load_regret(workdir)
+  workdirs = _as_groups({"": workdir})[""]
+  seeds = [_load_regret(w) for w in workdirs]
+  arrays = seeds[0]
   recorded = _recorded(arrays, "neurons")
   if not recorded:
     raise NTAError(f"{arrays['_path']} has no neuron-wise regret (neurons<l>/... keys); recorded: "
                    f"{_available(arrays)}")
   layers = recorded if layers is None else [int(l) for l in layers]
   detail = recorded[:2] if detail_layers is None else [int(l) for l in detail_layers]
-  keys = {l: _neuron_layer(arrays, l) for l in list(layers) + list(detail)}
+  keys = {l: _neuron_layer(a, l) for a in seeds for l in list(layers) + list(detail)}
   if not layers:
     raise NTAError("figure 3 needs at least one layer for panel (a)")
-  steps, xlabel = _time_axis([workdir])
-  x = np.asarray(arrays["N"], np.float64) / steps[workdir]
-  root = _root_n(arrays)
+  steps, xlabel = _time_axis(workdirs[:1])
+  length = min(len(a["N"]) for a in seeds)
+  x = np.asarray(arrays["N"], np.float64)[:length] / steps[workdirs[0]]
+
+  def per_seed(key):  # [(K, H)] of every seed, cut to the common horizons
+    return [np.asarray(a[key], np.float64)[..., :length] for a in seeds]
+
+  def neuron_band(ax, key, color, lw):
+    """Seed mean of the neuron means, ±1 std over the neurons of every seed."""
+    curves = per_seed(key)
+    mean = np.mean([c.mean(axis=0) for c in curves], axis=0)
+    std = np.concatenate(curves).std(axis=0)
+    line, = ax.plot(x, mean, color=color, lw=lw)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+    return line, curves
 
   fig = plt.figure(figsize=(5.2 * (1 + len(detail)), 5.2))
   grid = fig.add_gridspec(2, 1 + len(detail), height_ratios=[1.6, 1.0], hspace=0.08, wspace=0.28)
   ax = fig.add_subplot(grid[:, 0])
+  handles, labels = [], []
   for i, l in enumerate(layers):
-    curves = arrays[f"{keys[l]}/regret_over_sqrt_n"]
     color = f"C{i % 10}"
-    _band(ax, x, curves, color, f"layer {l + 1}: mean ± std of {len(curves)} neurons", lw=2.0)
+    line, curves = neuron_band(ax, f"{keys[l]}/regret_over_sqrt_n", color, 2.0)
     # Evenly spaced neurons, not the first few: neighbouring units are no more alike than any others.
-    for k in np.unique(np.linspace(0, len(curves) - 1, min(num_individual, len(curves))).round().astype(int)):
-      ax.plot(x, curves[k], color=color, lw=0.6, ls="--", alpha=0.7)
-  if num_individual > 0:
-    ax.plot([], [], color="gray", lw=0.6, ls="--", label="individual neurons")
-  _finish(ax, xlabel, "regret / √N", "(a) neuron-wise regret per layer (layers numbered from 1)")
+    first = curves[0]
+    picks = np.unique(np.linspace(0, len(first) - 1, min(num_individual, len(first))).round().astype(int))
+    dashed = None
+    for k in picks if num_individual > 0 else []:
+      dashed, = ax.plot(x, first[k], color=color, lw=0.6, ls="--", alpha=0.7)
+    handles.append((line, dashed) if dashed is not None else line)
+    labels.append(f"layer {l + 1}: mean ± std of {len(first)} neurons"
+                  + (f" (dashed: {len(picks)} of them)" if dashed is not None else ""))
+  ax.legend(handles, labels, fontsize=8, handler_map={tuple: matplotlib.legend_handler.HandlerTuple(ndivide=None)})
+  missing = _unrecorded_neuron_layers(workdirs[0], recorded)
+  _finish(ax, xlabel, "regret / √N", "(a) neuron-wise regret per layer (layers numbered from 1)"
+          + "".join(f"\n{m}" for m in missing), legend=False)
   ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
 
   for j, l in enumerate(detail):
     letter = chr(ord("b") + j)
     top = fig.add_subplot(grid[0, 1 + j])
-    top.plot(x, arrays["cumulative_loss"] / root, color="black", lw=2.4, label="network loss (cumulative)")
-    # Dashed on top of the network loss: the two are often closer than a line width (the gap is the regret).
-    optimum = arrays[f"{keys[l]}/taylor_optimum"] / root
-    mean, std = regret.mean_std(optimum)
-    top.fill_between(x, mean - std, mean + std, color="tab:green", alpha=0.25, lw=0)
-    top.plot(x, mean, color="tab:green", lw=1.6, ls="--", label="Taylor optimum (mean ± std over neurons)")
+    cumulative = [np.asarray(a["cumulative_loss"], np.float64)[:length] / _root_n(a)[:length] for a in seeds]
+    # The network's loss thick and light, the optimum dashed and dark on top: the two are often closer than a
+    # line width (the gap is the regret), and both stay visible.
+    _seed_band(top, x, cumulative, "0.6", "network loss (cumulative)", lw=4.0)
+    optima = [c / _root_n(a)[:length] for c, a in zip(per_seed(f"{keys[l]}/taylor_optimum"), seeds)]
+    mean = np.mean([o.mean(axis=0) for o in optima], axis=0)
+    std = np.concatenate(optima).std(axis=0)
+    top.fill_between(x, mean - std, mean + std, color="tab:green", alpha=0.3, lw=0)
+    top.plot(x, mean, color="darkgreen", lw=1.4, ls="--", label="Taylor optimum (mean ± std over neurons)")
     _finish(top, "", "cumulative loss / √N", f"({letter}) layer {l + 1}: losses and regret of its "
             f"{len(arrays[f'{keys[l]}/regret'])} neurons")
     top.tick_params(labelbottom=False)
     bottom = fig.add_subplot(grid[1, 1 + j], sharex=top)
-    _band(bottom, x, arrays[f"{keys[l]}/regret_over_sqrt_n"], "tab:red", "regret (mean ± std over neurons)")
+    line, _ = neuron_band(bottom, f"{keys[l]}/regret_over_sqrt_n", "tab:red", 1.8)
+    line.set_label("regret (mean ± std over neurons)")
     _finish(bottom, xlabel, "regret / √N", "")
-  fig.suptitle(f"Figure 3: normalised cumulative regret of neurons — {_describe(workdir)}", fontsize=11)
+  fig.suptitle(f"Figure 3: normalised cumulative regret of neurons — {_describe(workdirs[0])}", fontsize=11)
+  if len(workdirs) > 1:
+    fig.text(0.5, -0.01, f"Lines: mean over {len(workdirs)} seeds (of each seed's mean over neurons); coloured bands: "
+             "±1 std over the neurons of every seed; grey band: min-max of the network loss over seeds; dashed "
+             "neurons: the first seed's.", ha="center", va="top", fontsize=9)
   return _save(fig, out)
+
+
+def _unrecorded_neuron_layers(workdir: str, recorded: Sequence[int]) -> list:
+  """Lines naming the layers the Taylor recorder left out at neuron scale, with its reason (meta.json)."""
+  path = os.path.join(workdir, "records", "taylor", "meta.json")
+  try:
+    with open(path) as f:
+      skipped = json.load(f).get("skipped") or []
+    budget = (_read_config(workdir).get("record") or {}).get("memory_mb")
+  except (OSError, ValueError, NTAError):
+    return []
+  lines = []
+  for entry in skipped:
+    m = re.match(r"neurons of layer (\d+) \(([^)]*)\): (.*)$", str(entry))
+    if m and int(m.group(1)) not in recorded:
+      lines.append(f"layer {int(m.group(1)) + 1} ({m.group(2)}) not recorded: its statistics need {m.group(3)}, "
+                   + (f"over the {budget:g} MB budget" if budget else "over the memory budget")
+                   + " (config.record.memory_mb)")
+  return lines
 
 
 def _describe(workdir: str) -> str:
@@ -392,18 +529,19 @@ def _describe(workdir: str) -> str:
     return os.path.basename(os.path.normpath(workdir))
 
 
-def figure4(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: str, convnet_layer: int = 1,
+def figure4(runs_convnet: Mapping[str, RunDirs], runs_ae: Mapping[str, RunDirs], out: str, convnet_layer: int = 1,
             ae_layer: int = 2) -> list:
   """Figure 4: layer-wise regret of several optimizers, and the autoencoder's losses.
 
-  (a) regret/√N of the convnet layer, one line per run; (b) the same on the autoencoder layer; (c) on that
-  layer, each run's cumulative network loss/√N (solid) and Taylor-optimal loss/√N (dashed), in the run's
-  colour. A run whose ``regret.npz`` lacks the layer-wise key (``layer{l}``) falls back to the mean over
-  the layer's neurons (``neurons{l}``), and the panel title says so. An empty group leaves out its panels.
+  (a) regret/√N of the convnet layer, one line per setting; (b) the same on the autoencoder layer; (c) on that
+  layer, each setting's cumulative network loss/√N (solid) and Taylor-optimal loss/√N (dashed), in its
+  colour. A setting with several seeds is drawn as their mean with a min-max band (said under the figure). A
+  run whose ``regret.npz`` lacks the layer-wise key (``layer{l}``) falls back to the mean over the layer's
+  neurons (``neurons{l}``), and the panel title says so. An empty group leaves out its panels.
 
   Args:
-    runs_convnet: label -> convnet run directory (may be empty).
-    runs_ae: label -> autoencoder run directory (may be empty).
+    runs_convnet: label -> convnet run directory or its seeds' directories (may be empty).
+    runs_ae: label -> autoencoder run directory or directories (may be empty).
     out: output path without extension.
     convnet_layer: 0-based weight-layer index for (a) (1: the paper's "layer 2").
     ae_layer: 0-based weight-layer index for (b) and (c) (2: the paper's "layer 3").
@@ -423,20 +561,20 @@ def figure4(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: st
   fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.3), squeeze=False)
   for ax, (letter, model, layer, what) in zip(axes[0], panels):
     runs = groups[model]
-    steps, xlabel = _time_axis(list(runs.values()))
+    steps, xlabel = _time_axis([dirs[0] for dirs in runs.values()])
     fallback = []
-    for label, workdir in runs.items():
-      arrays = _load_regret(workdir)
-      curves = _layer_curves(arrays, layer)
-      if curves["fallback"]:
+    for label, workdirs in runs.items():
+      seeds = [_load_regret(w) for w in workdirs]
+      curves = [_layer_curves(a, layer) for a in seeds]
+      if any(c["fallback"] for c in curves):
         fallback.append(label)
-      x = np.asarray(arrays["N"], np.float64) / steps[workdir]
-      color = colors[workdir]
+      x = np.asarray(seeds[0]["N"], np.float64) / steps[workdirs[0]]
+      color = colors[workdirs[0]]
       if what == "regret":
-        ax.plot(x, curves["regret"], color=color, lw=1.6, label=label)
+        _seed_band(ax, x, [c["regret"] for c in curves], color, label)
       else:
-        ax.plot(x, arrays["cumulative_loss"] / _root_n(arrays), color=color, lw=1.6, label=label)
-        ax.plot(x, curves["optimum"], color=color, lw=1.6, ls="--")
+        _seed_band(ax, x, [a["cumulative_loss"] / _root_n(a) for a in seeds], color, label)
+        _seed_band(ax, x, [c["optimum"] for c in curves], color, None, ls="--")
     title = (f"({letter}) {_group_title(model, runs)} regret, layer {layer + 1}" if what == "regret" else
              f"({letter}) {model}: cumulative and Taylor-optimal\nloss, layer {layer + 1}")
     if fallback:
@@ -449,21 +587,25 @@ def figure4(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: st
     ax.legend(handles, labels, fontsize=8)
   fig.suptitle("Figure 4: layer-wise regret per optimizer (cumulative quantities divided by √N)", fontsize=11)
   fig.tight_layout()
+  _seed_caption(fig, {k: v for runs in groups.values() for k, v in runs.items()})
   return _save(fig, out)
 
 
-def figure5(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: str) -> list:
-  """Figure 5: exploration of activation configurations (§3.3), one row per model, one line per run.
+def figure5(runs_convnet: Mapping[str, RunDirs], runs_ae: Mapping[str, RunDirs], out: str) -> list:
+  """Figure 5: exploration of activation configurations (§3.3), one row per model, one line per setting.
 
   (a) minimum Hamming distance between each epoch's configuration and all earlier ones, as a fraction of
   the D·M entries; (b) activation-state switches of each data point over all epochs and units, as a
   proportion of the (N−1)·M possible ones, sorted (x: data points as a fraction of D, since runs may record
   different D); (c) log-product of each neuron's first singular values (sorted), with the floor of a unit
-  that never switches dotted.
+  that never switches dotted. Each setting with several seeds is the mean over them (sorted curves are
+  averaged rank by rank) with a min-max band. The y axes of (a) and (b) start just below 0, so a run that
+  never explores shows as a line above the axis.
 
   Args:
-    runs_convnet: label -> convnet run directory holding ``exploration.npz`` (may be empty: no top row).
-    runs_ae: label -> autoencoder run directory (may be empty: no bottom row).
+    runs_convnet: label -> convnet run directory (or its seeds') holding ``exploration.npz`` (may be empty:
+      no top row).
+    runs_ae: label -> autoencoder run directory or directories (may be empty: no bottom row).
     out: output path without extension.
 
   Returns:
@@ -477,18 +619,19 @@ def figure5(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: st
   fig, axes = plt.subplots(len(groups), 3, figsize=(16, 4.2 * len(groups)), squeeze=False)
   for row, (model, runs) in zip(axes, groups):
     floors, singular = set(), set()
-    for label, workdir in runs.items():
-      m = _load_exploration(workdir)
-      color = colors[workdir]
+    for label, workdirs in runs.items():
+      seeds = [_load_exploration(w) for w in workdirs]
+      m = seeds[0]
+      color = colors[workdirs[0]]
       epochs = np.asarray(m["snapshot_epochs"], np.float64)[1:]
-      fraction = m["min_hamming_fraction"]
-      row[0].plot(epochs, fraction, color=color, lw=1.4, marker="o" if len(epochs) <= 30 else None, ms=3,
-                  label=label)
-      switches = m["switch_proportion"]
-      row[1].plot((np.arange(len(switches)) + 0.5) / len(switches), switches, color=color, lw=1.4,
-                  marker="o" if len(switches) <= 30 else None, ms=3, label=label)
-      products = m["log_singular_product"]
-      row[2].plot(np.arange(1, len(products) + 1), products, color=color, lw=1.4, label=label)
+      _seed_band(row[0], epochs, [s["min_hamming_fraction"] for s in seeds], color, label, lw=1.4,
+                 marker="o" if len(epochs) <= 30 else None, ms=3)
+      switches = [s["switch_proportion"] for s in seeds]
+      n = min(len(c) for c in switches)
+      _seed_band(row[1], (np.arange(n) + 0.5) / n, switches, color, label, lw=1.4,
+                 marker="o" if n <= 30 else None, ms=3)
+      products = [s["log_singular_product"] for s in seeds]
+      _seed_band(row[2], np.arange(1, min(len(p) for p in products) + 1), products, color, label, lw=1.4)
       if "num_singular" in m and "log_floor" in m:
         singular.add(int(m["num_singular"]))
         floors.add(float(m["num_singular"]) * float(m["log_floor"]))
@@ -501,23 +644,26 @@ def figure5(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: st
     _finish(row[0], "epoch", "min Hamming distance / (D·M)", f"{title}: (a) minimum Hamming distance to\n"
             "the configurations of all earlier epochs")
     _finish(row[1], "data points (sorted, fraction of D)", "switches / ((N−1)·M)",
-            f"{title}: (b) activation-state switches\nper data point over all units and epochs", legend=False)
+            f"{title}: (b) activation-state switches\nper data point over all units and epochs")
     _finish(row[2], "neurons (sorted)", f"Σ log σ ({count}singular values)",
             f"{title}: (c) log-product of the {count}singular\nvalues of each neuron's configurations")
-    row[0].set_ylim(bottom=0)
-    row[1].set_ylim(bottom=0)
+    for ax in row[:2]:
+      # Start just below 0: a run that never explores (a line at 0) stays visible above the axis.
+      ax.set_ylim(bottom=-0.03 * ax.get_ylim()[1])
+      ax.axhline(0.0, color="0.3", lw=0.6, zorder=0)
     row[1].set_xlim(0, 1)
   fig.suptitle("Figure 5: exploration of activation configurations (higher = more exploration)", fontsize=11)
   fig.tight_layout()
+  _seed_caption(fig, {k: v for _, runs in groups for k, v in runs.items()})
   return _save(fig, out)
 
 
-def figure6(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: str) -> list:
+def figure6(runs_convnet: Mapping[str, RunDirs], runs_ae: Mapping[str, RunDirs], out: str) -> list:
   """Figure 6: training losses of the convnet and autoencoder runs, one panel each (per-round, smoothed).
 
   Args:
-    runs_convnet: label -> convnet run directory (may be empty: no panel).
-    runs_ae: label -> autoencoder run directory (may be empty: no panel).
+    runs_convnet: label -> convnet run directory or its seeds' directories (may be empty: no panel).
+    runs_ae: label -> autoencoder run directory or directories (may be empty: no panel).
     out: output path without extension.
 
   Returns:
@@ -530,11 +676,9 @@ def figure6(runs_convnet: Mapping[str, str], runs_ae: Mapping[str, str], out: st
   colors = _colors(*(runs for _, runs in groups))
   fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.3), squeeze=False)
   for ax, letter, (model, runs) in zip(axes[0], "ab", groups):
-    training_losses(runs, out, title=f"({letter}) {_group_title(model, runs)}", ax=ax)
-    # training_losses draws one line per run, in order; recolour so each optimizer matches figures 4-5.
-    for line, workdir in zip(ax.lines, runs.values()):
-      line.set_color(colors[workdir])
-    ax.legend()
+    training_losses(runs, out, title=f"({letter}) {_group_title(model, runs)}", ax=ax, colors=colors)
   fig.suptitle("Figure 6: training loss per optimizer", fontsize=11)
   fig.tight_layout()
+  _seed_caption(fig, {k: v for _, runs in groups for k, v in runs.items()})
   return _save(fig, out)
+

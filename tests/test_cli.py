@@ -63,7 +63,7 @@ def test_errors_to_exit_is_one_line_and_status_1(capsys):
 
 def test_parse_runs_labels_and_checks_directories(tmp_path):
   (tmp_path / "a").mkdir()
-  assert cli.parse_runs([f"x={tmp_path / 'a'}", str(tmp_path / "a")]) == {"x": str(tmp_path / "a"),
-                                                                          "a": str(tmp_path / "a")}
+  assert cli.parse_runs([f"x={tmp_path / 'a'}", str(tmp_path / "a")]) == [("x", str(tmp_path / "a")),
+                                                                          (None, str(tmp_path / "a"))]
   with pytest.raises(NTAError, match="does not exist"):
     cli.parse_runs([str(tmp_path / "missing")])

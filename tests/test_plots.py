@@ -61,7 +61,7 @@ def _synthetic_convnet(source, workdir, optimizer, learning_rate, seed, layer_wi
     shutil.copy(os.path.join(source, name), workdir)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump({"model": "convnet", "data": {"name": "cifar10"},
-               "optimizer": {"name": optimizer, "learning_rate": learning_rate}}, f)
+               "optimizer": {"name": optimizer, "learning_rate": learning_rate, "convention": "tf1"}}, f)
   rng = np.random.default_rng(seed)
   losses = training.read_rounds(workdir)
   n = np.arange(1, len(losses) + 1)
@@ -96,21 +96,34 @@ def runs(tmp_path_factory):
     regret.compute(workdir)
     exploration.save_measures(workdir)
     ae[plots.label_for(workdir)] = workdir
+  seed1 = str(root / "ae_rmsprop_seed1")
+  experiments.run(config(variant="rmsprop,testing", seed=1, **record), seed1)
+  regret.compute(seed1)
+  exploration.save_measures(seed1)
   cnn = {"RMSProp": str(root / "cnn_rmsprop"), "Adam": str(root / "cnn_adam")}
   _synthetic_convnet(ae["RMSProp (lr 0.001)"], cnn["RMSProp"], "rmsprop", 5e-4, 0, layer_wise=True)
   _synthetic_convnet(ae["RMSProp (lr 0.001)"], cnn["Adam"], "adam", 2e-4, 1, layer_wise=False)
-  return {"ae": ae, "cnn": cnn}
+  seeds = {"RMSProp (lr 0.001)": [ae["RMSProp (lr 0.001)"], seed1], "SGD (lr 0.1)": ae["SGD (lr 0.1)"]}
+  return {"ae": ae, "cnn": cnn, "ae_seeds": seeds}
+
+
+class _Drawn(list):
+  """Axis titles per figure; ``captions``: the figure texts (captions) per figure."""
 
 
 @pytest.fixture
 def titles(monkeypatch):
   """Captures the axis titles of every figure saved, figure by figure."""
-  drawn = []
+  drawn = _Drawn()
   save = plots._save
 
   def capture(fig, out):
     drawn.append([ax.get_title() for ax in fig.axes])
+    captions.append([t.get_text() for t in fig.texts])
     return save(fig, out)
+
+  captions = []
+  drawn.captions = captions
 
   monkeypatch.setattr(plots, "_save", capture)
   return drawn
@@ -204,3 +217,84 @@ def test_unrecorded_layer_lists_the_recorded_keys(runs, tmp_path):
     plots.figure3(ae, str(tmp_path / "x"), detail_layers=(0, 1))
   with pytest.raises(NTAError, match=r"layer index 9 .*recorded: layer2"):
     plots.figure4({}, runs["ae"], str(tmp_path / "x"), ae_layer=9)
+
+
+# ------------------------------------------------------------------------------------ seeds
+def test_group_runs_groups_seeds_of_one_setting(runs, tmp_path):
+  seeds = runs["ae_seeds"]["RMSProp (lr 0.001)"]
+  groups = plots.group_runs([(None, seeds[0]), (None, runs["ae"]["SGD (lr 0.1)"]), (None, seeds[1])])
+  assert groups == {"RMSProp (lr 0.001)": seeds, "SGD (lr 0.1)": [runs["ae"]["SGD (lr 0.1)"]]}
+  assert plots.group_runs([("mine", seeds[0])]) == {"mine": [seeds[0]]}
+  # Same label, different setting (here the learning rate): refused, naming the field.
+  with pytest.raises(NTAError, match=r"differ in more than their seed \(fields: optimizer\)"):
+    plots.group_runs([("x", seeds[0]), ("x", runs["ae"]["SGD (lr 0.1)"])])
+
+
+def test_label_says_when_a_run_used_keras3_optimizer_defaults(tmp_path):
+  for name, convention, label in [("adam", "keras3", "Adam (lr 0.01, Keras 3 defaults)"),
+                                  ("adam", "tf1", "Adam (lr 0.01)"), ("rmsprop", None, "RMSProp (lr 0.01, Keras 3 defaults)"),
+                                  ("sgd", "keras3", "SGD (lr 0.01)")]:
+    workdir = tmp_path / f"{name}_{convention}"
+    workdir.mkdir()
+    optimizer = {"name": name, "learning_rate": 0.01, **({"convention": convention} if convention else {})}
+    (workdir / "config.json").write_text(json.dumps({"optimizer": optimizer}))
+    assert plots.label_for(str(workdir)) == label
+
+
+def _band_extent(ax):
+  """(lowest, highest) y of the filled bands on an axis."""
+  ys = np.concatenate([c.get_paths()[0].vertices[:, 1] for c in ax.collections if len(c.get_paths())])
+  return ys.min(), ys.max()
+
+
+def test_seeds_are_drawn_as_mean_and_min_max_band_and_the_caption_says_so(runs, tmp_path, titles, monkeypatch):
+  seeds = runs["ae_seeds"]
+  lines = {}
+  plot = plots._seed_band
+
+  def spy(ax, x, curves, color, label, **kwargs):
+    line = plot(ax, x, curves, color, label, **kwargs)
+    lines.setdefault(label, []).append((np.array([np.asarray(c, float) for c in curves]), line))
+    return line
+
+  monkeypatch.setattr(plots, "_seed_band", spy)
+  _assert_written(plots.figure6({}, seeds, str(tmp_path / "f6")))
+  (curves, line), = lines["RMSProp (lr 0.001)"]
+  assert len(curves) == 2 and not np.array_equal(curves[0], curves[1])
+  np.testing.assert_allclose(line.get_ydata(), (curves[0] + curves[1]) / 2)
+  assert "Lines: mean over each setting's seeds (1 or 2); shaded bands: min-max over its seeds." in \
+      titles.captions[-1]
+  _assert_written(plots.figure4({}, seeds, str(tmp_path / "f4")))
+  _assert_written(plots.figure5({}, seeds, str(tmp_path / "f5")))
+  assert all(any("min-max over its seeds" in c for c in captions) for captions in titles.captions)
+  # One seed per setting: no caption about seeds.
+  _assert_written(plots.figure6({}, runs["ae"], str(tmp_path / "one")))
+  assert not any("seeds" in c for c in titles.captions[-1])
+
+
+def test_figure3_over_seeds_names_the_unrecorded_layer_and_its_reason(runs, tmp_path, titles):
+  seeds = runs["ae_seeds"]["RMSProp (lr 0.001)"]
+  _assert_written(plots.figure3(seeds, str(tmp_path / "f3")))
+  (a,) = [t for t in titles[0] if t.startswith("(a)")]
+  # The autoencoder's first layer: 50 neurons of 785 inputs, over the 16 MB budget at neuron scale.
+  assert "layer 1 (dense1) not recorded: its statistics need 235 MB, over the 16 MB budget" in a
+  assert any("±1 std over the neurons of every seed" in c for c in titles.captions[0])
+
+
+def test_figure5_switches_have_a_legend_and_a_visible_zero_line(runs, tmp_path, monkeypatch):
+  figures = []
+  save = plots._save
+  monkeypatch.setattr(plots, "_save", lambda fig, out: figures.append(fig) or save(fig, out))
+  # A run that never switches: its curves lie at 0.
+  frozen = tmp_path / "frozen"
+  shutil.copytree(runs["ae"]["SGD (lr 0.1)"], frozen)
+  with np.load(frozen / "exploration.npz") as z:
+    arrays = dict(z)
+  arrays["switch_proportion"] = np.zeros_like(arrays["switch_proportion"])
+  arrays["min_hamming_fraction"] = np.zeros_like(arrays["min_hamming_fraction"])
+  np.savez(frozen / "exploration.npz", **arrays)
+  plots.figure5({}, {"frozen": str(frozen), "RMSProp": runs["ae"]["RMSProp (lr 0.001)"]}, str(tmp_path / "f5"))
+  hamming, switches, _ = figures[0].axes
+  for ax in (hamming, switches):
+    assert ax.get_ylim()[0] < 0 < ax.get_ylim()[1]  # the zero line sits above the x axis
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["frozen", "RMSProp"]
