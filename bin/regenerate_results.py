@@ -1,5 +1,6 @@
 """Regenerates results/: runs every experiment figures 3-6 need (skipping finished runs, resuming
-interrupted ones), computes regret and exploration measures, draws the figures and checks the paper's claims.
+interrupted ones), computes regret and exploration measures, draws the figures and checks the paper's claims
+on every seed. Runs train in parallel, each in its own process (--jobs; default: one per CPU core).
 
   python bin/regenerate_results.py --scale=quick                       # minutes, embedded MNIST sample
   # The autoencoder at paper scale, the convnet at a scale that fits a 2-core CPU:
@@ -16,6 +17,7 @@ from absl import flags
 
 from nta import cli
 from nta import results
+from nta.errors import NTAError
 
 _SCALE = flags.DEFINE_enum("scale", "quick", ["quick", "paper"], "quick: minutes on a CPU; paper: 100 epochs.")
 _RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where run directories go (default runs/<scale>).")
@@ -45,9 +47,20 @@ _CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", None, "L-BFGS it
                                      "and horizon (default: 1000 at paper scale, 100 at quick).")
 _CNN_HORIZONS = flags.DEFINE_integer("convnet_taylor_horizon_epochs", None, "Solve the convnet's optima at every "
                                      "k-th epoch end and early rounds (default: 1).")
-_SEED = flags.DEFINE_integer("seed", 0, "The seed of every run.")
+_SEEDS = flags.DEFINE_list("seeds", None, "Seeds of the runs with the paper's (tf1) optimizer settings; each claim is "
+                           "decided on every seed (default: 0,1,2 at paper scale, 0 at quick).")
+_KERAS3_SEEDS = flags.DEFINE_list("keras3_seeds", ["0"], "Seeds also run with Keras 3's optimizer defaults, the "
+                                  "claims table's keras3 columns (empty: none).")
+_JOBS = flags.DEFINE_integer("jobs", 0, "Runs trained at once, each in its own process (0: one per CPU core).")
 _TIMING_NOTE = flags.DEFINE_string("timing_note", "", "Where the runs' wall times were measured, said in the README "
                                    "(default: the CPU count of this machine).")
+
+
+def _seeds(name, values):
+  try:
+    return None if values is None else tuple(int(v) for v in values)
+  except ValueError:
+    raise NTAError(f"--{name} takes comma-separated integers, got {','.join(values)}") from None
 
 
 def main(argv):
@@ -68,7 +81,8 @@ def main(argv):
         convnet_taylor_every=_CNN_EVERY.value, convnet_taylor_layer=_CNN_LAYER.value,
         convnet_taylor_neurons=_CNN_NEURONS.value, convnet_taylor_max_iter=_CNN_MAX_ITER.value,
         convnet_taylor_horizon_epochs=_CNN_HORIZONS.value,
-        seed=_SEED.value, timing_note=_TIMING_NOTE.value)
+        seeds=_seeds("seeds", _SEEDS.value), keras3_seeds=_seeds("keras3_seeds", _KERAS3_SEEDS.value) or (),
+        jobs=_JOBS.value, timing_note=_TIMING_NOTE.value)
     path = results.regenerate(settings, "python bin/regenerate_results.py " + shlex.join(sys.argv[1:]))
     print(f"wrote {path}")
 

@@ -100,15 +100,31 @@ def test_regret_writes_curves_and_exponents(tmp_path):
 def test_regenerate_results_quick_writes_readme_figures_and_claims(tmp_path):
   runs, out = tmp_path / "runs", tmp_path / "results"
   args = ["--scale=quick", "--models=autoencoder", "--optimizers=rmsprop,sgd0.1", "--ae_epochs=2",
-          "--ae_train_size=640", f"--runs_dir={runs}", f"--results_dir={out}"]
-  run_binary("regenerate_results", *args, timeout=600)
+          "--ae_train_size=640", f"--runs_dir={runs}", f"--results_dir={out}", "--jobs=2"]
+  proc = run_binary("regenerate_results", *args, timeout=600)
+  assert "3 of 3 runs to train or analyse, 2 at once" in proc.stdout
   readme = (out / "README.md").read_text()
   for name in ("figure4.png", "figure5.png", "figure6.png", "figure3_autoencoder.png"):
     assert (out / name).exists() and name in readme
+  assert "**Parallelism**: 2 runs at once" in readme and "autoencoder seed 0: 2 runs in" in readme
   claims = json.loads((out / "claims.json").read_text())
   assert any("lower final autoencoder training loss" in c["claim"] for c in claims)
-  assert all(c["holds"].split(" ")[0] in ("yes", "no", "n/a", "partly:") for c in claims), claims
-  assert (runs / "autoencoder_rmsprop" / "exploration.npz").exists()
+  for c in claims:
+    assert c["holds"] in ("holds on 0 of 1 seeds", "holds on 1 of 1 seeds", "n/a"), c
+    assert c["seeds"]["0"]["holds"].split(" ")[0] in ("yes", "no", "n/a", "partly:"), c
+    assert set(c["keras3"]) == {"0"}
+  # The keras3 column has its own RMSProp run and shares the tf1 SGD run.
+  for convention, optimizer in (("tf1", "rmsprop"), ("tf1", "sgd0.1"), ("keras3", "rmsprop")):
+    workdir = runs / convention / "seed0" / f"autoencoder_{optimizer}"
+    assert (workdir / "exploration.npz").exists() and (workdir / "regenerate.log").exists()
+  assert not (runs / "keras3" / "seed0" / "autoencoder_sgd0.1").exists()
+  assert json.loads((runs / "keras3" / "seed0" / "autoencoder_rmsprop" / "config.json").read_text())[
+      "optimizer"]["convention"] == "keras3"
   # A second invocation skips the finished runs.
   again = run_binary("regenerate_results", *args, timeout=600)
-  assert again.stdout.count("complete, skipped") == 2 and "training in" not in again.stdout
+  assert again.stdout.count("complete, skipped") == 3 and "training in" not in again.stdout
+  # A child's error is one line naming the run; the other runs are stopped.
+  bad = run_binary("regenerate_results", *args[:-3], f"--runs_dir={tmp_path / 'bad'}", f"--results_dir={out}",
+                   "--ae_epochs=2", "--mnist_dir=nowhere", "--data_source=files", check=False)
+  lines = error_lines(bad.stderr)
+  assert bad.returncode == 1 and len(lines) == 1 and "nowhere" in lines[0], bad.stderr
