@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 import zipfile
 from typing import Mapping, Optional, Sequence, Union
 
@@ -467,10 +468,12 @@ def figure3(workdir: RunDirs, out: str, layers: Optional[Sequence[int]] = None,
     handles.append((line, dashed) if dashed is not None else line)
     labels.append(f"layer {l + 1}: mean ± std of {len(first)} neurons"
                   + (f" (dashed: {len(picks)} of them)" if dashed is not None else ""))
-  ax.legend(handles, labels, fontsize=8, handler_map={tuple: matplotlib.legend_handler.HandlerTuple(ndivide=None)})
-  missing = _unrecorded_neuron_layers(workdirs[0], recorded)
-  _finish(ax, xlabel, "regret / √N", "(a) neuron-wise regret per layer (layers numbered from 1)"
-          + "".join(f"\n{m}" for m in missing), legend=False)
+  # Layers the recorder left out are named, with its reason, as the legend's title.
+  missing = "\n".join(textwrap.fill(m, 62) for m in _unrecorded_neuron_layers(workdirs[0], recorded))
+  legend = ax.legend(handles, labels, fontsize=8, title=missing or None, title_fontsize=7.5,
+                     handler_map={tuple: matplotlib.legend_handler.HandlerTuple(ndivide=None)})
+  legend._legend_box.align = "left"
+  _finish(ax, xlabel, "regret / √N", "(a) neuron-wise regret per layer (layers numbered from 1)", legend=False)
   ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
 
   for j, l in enumerate(detail):

@@ -292,7 +292,7 @@ class _Worker:
   """One run completed in a child process (``python -m nta.results``), its output in the run's log."""
 
   def __init__(self, s: Settings, key: RunKey):
-    self.key, self.workdir = key, run_dir(s, key)
+    self.key, self.workdir, self.epochs = key, run_dir(s, key), run_config(s, key).num_epochs
     os.makedirs(self.workdir, exist_ok=True)
     self.log_path = os.path.join(self.workdir, RUN_LOG)
     self.fresh = not training.read_status(self.workdir)
@@ -311,7 +311,9 @@ class _Worker:
 
   def progress(self) -> str:
     status = training.read_status(self.workdir) if os.path.isdir(self.workdir) else {}
-    return f"{self.key.name} epoch {status.get('epochs_done', 0)}"
+    if status.get("state") in ("finished", "failed"):
+      return f"{self.key.name}: analysing"
+    return f"{self.key.name}: epoch {status.get('epochs_done', 0)}/{self.epochs}"
 
   def error(self) -> str:
     """The child's error line, else the end of its log."""
@@ -320,6 +322,37 @@ class _Worker:
     errors = [l[len("error: "):] for l in lines if l.startswith("error: ")]
     return errors[-1] if errors else f"{self.key.name} stopped with exit status {self.proc.returncode}; see " \
         f"{self.log_path}: " + " | ".join(lines[-3:])
+
+
+class _StatusLine:
+  """What the running runs are doing: one line rewritten in place on a terminal, else a line every 5 minutes."""
+
+  def __init__(self, log, every: float = 300.0):
+    self._log, self.every, self.last, self.width = log, every, time.time(), 0
+    self.live = log is print and sys.stdout.isatty()
+
+  def log(self, line: str) -> None:
+    self._clear()
+    self._log(line)
+
+  def show(self, line: str) -> None:
+    if self.live:
+      self._clear()
+      sys.stdout.write(line[:150])
+      sys.stdout.flush()
+      self.width = len(line[:150])
+    elif time.time() - self.last > self.every:
+      self.last = time.time()
+      self._log("  " + line)
+
+  def _clear(self) -> None:
+    if self.width:
+      sys.stdout.write("\r" + " " * self.width + "\r")
+      sys.stdout.flush()
+      self.width = 0
+
+  def close(self) -> None:
+    self._clear()
 
 
 def _worker_main(argv) -> int:
@@ -349,15 +382,16 @@ def run_all(s: Settings, log=print) -> dict:
   schedule_path = os.path.join(s.runs_dir, SCHEDULE_FILE)
   schedule = _read_json(schedule_path) if os.path.exists(schedule_path) else {}
   invocation = time.strftime("%Y-%m-%dT%H:%M:%S")
-  running, waiting, done = [], list(todo), 0
-  last_report = time.time()
+  running, waiting, done, started = [], list(todo), 0, 0
+  status = _StatusLine(log)
   try:
     while waiting or running:
       while waiting and len(running) < s.parallel:
         worker = _Worker(s, waiting.pop(0))
         running.append(worker)
-        log(f"[{done + len(running)}/{len(todo)}] {worker.key.name}: "
-            f"{'training' if worker.fresh else 'resuming'} in {worker.workdir}")
+        started += 1
+        status.log(f"[{started}/{len(todo)}] {worker.key.name}: "
+                   f"{'training' if worker.fresh else 'resuming'} in {worker.workdir}")
       time.sleep(1.0)
       for worker in [w for w in running if w.proc.poll() is not None]:
         running.remove(worker)
@@ -369,11 +403,11 @@ def run_all(s: Settings, log=print) -> dict:
                                      "parallel": s.parallel, "invocation": invocation}
         os.makedirs(s.runs_dir, exist_ok=True)
         training.write_json(schedule_path, schedule)
-        log(f"[{done}/{len(todo)} done] {worker.key.name}: {(end - worker.start) / 60:.1f} min")
-      if running and time.time() - last_report > 300:
-        last_report = time.time()
-        log(f"  running: " + "; ".join(w.progress() for w in running))
+        status.log(f"[{done}/{len(todo)} done] {worker.key.name}: {(end - worker.start) / 60:.1f} min")
+      if running:
+        status.show(f"{done}/{len(todo)} done; " + "; ".join(w.progress() for w in running))
   finally:
+    status.close()
     for worker in running:  # an error or Ctrl-C: stop the others; rerunning resumes them
       worker.proc.terminate()
       worker.proc.wait()

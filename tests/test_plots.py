@@ -120,10 +120,11 @@ def titles(monkeypatch):
   def capture(fig, out):
     drawn.append([ax.get_title() for ax in fig.axes])
     captions.append([t.get_text() for t in fig.texts])
+    legend_titles.append([ax.get_legend().get_title().get_text() for ax in fig.axes if ax.get_legend()])
     return save(fig, out)
 
-  captions = []
-  drawn.captions = captions
+  captions, legend_titles = [], []
+  drawn.captions, drawn.legend_titles = captions, legend_titles
 
   monkeypatch.setattr(plots, "_save", capture)
   return drawn
@@ -275,9 +276,10 @@ def test_seeds_are_drawn_as_mean_and_min_max_band_and_the_caption_says_so(runs, 
 def test_figure3_over_seeds_names_the_unrecorded_layer_and_its_reason(runs, tmp_path, titles):
   seeds = runs["ae_seeds"]["RMSProp (lr 0.001)"]
   _assert_written(plots.figure3(seeds, str(tmp_path / "f3")))
-  (a,) = [t for t in titles[0] if t.startswith("(a)")]
-  # The autoencoder's first layer: 50 neurons of 785 inputs, over the 16 MB budget at neuron scale.
-  assert "layer 1 (dense1) not recorded: its statistics need 235 MB, over the 16 MB budget" in a
+  # The autoencoder's first layer: 50 neurons of 785 inputs, over the 16 MB budget at neuron scale; the
+  # legend of panel (a) says so.
+  note = " ".join(titles.legend_titles[0][0].split())
+  assert "layer 1 (dense1) not recorded: its statistics need 235 MB, over the 16 MB budget" in note
   assert any("±1 std over the neurons of every seed" in c for c in titles.captions[0])
 
 
