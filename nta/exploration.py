@@ -1,7 +1,8 @@
 """Activation configurations (§3.1, Definition 2) and the three exploration measures of §3.3 / figure 5.
 
 The activation configuration 𝒜(W) is the (D, M) binary matrix of active ReLU units (pre-activation > 0)
-over a fixed set of D training points and M units. :class:`ConfigurationRecorder` records it during
+over a fixed set of D training points and M units; the units are those of the ReLU-like ops of the model's
+graph (``nta.network``), evaluated in inference mode. :class:`ConfigurationRecorder` records it during
 training at the end of every epoch (or every k rounds); stacking the N snapshots gives the (N, D, M) binary
 tensor 𝒜 with 𝒜_n = 𝒜(W^n), from which figure 5 draws
 
@@ -32,10 +33,11 @@ Files. The recorder writes to ``<workdir>/records/exploration/``:
                            "max_conv_units", "num_train", "units_file", "data_indices_file",
                            "layers": [{"index", "name", "kind", "output_shape", "num_units_total",
                            "num_selected", "first_column"}, ...]}
-    units.npy             int64 (M, 2): column j of a configuration is unit (weight-layer index, flat
-                          position in that layer's output), the position indexing the row-major
-                          (H, W, C) pre-activation of a conv layer or the unit of a dense layer; grouped
-                          by layer in network order, positions ascending within a layer
+    units.npy             int64 (M, 2): column j of a configuration is unit (unit-layer index, flat
+                          position in that layer), a unit layer being what feeds a ReLU-like op, in graph
+                          order (in a plain chain: the weight layers followed by a ReLU); the position
+                          indexes its row-major (H, W, C) values (conv) or its units (dense); grouped by
+                          layer, positions ascending within a layer
     data_indices.npy      int64 (D,): row d of a configuration is training example data_indices[d]
     configs_RRRRRRRRR.npy uint8 (D, ceil(M/8)): one packed snapshot; RRRRRRRRR (9 digits) is the number
                           of training rounds completed when it was taken ((e + 1)·steps_per_epoch at the
@@ -61,7 +63,6 @@ Measures file. :func:`save_measures` writes ``<run_dir>/exploration.npz`` holdin
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import numbers
@@ -73,7 +74,6 @@ import numpy as np
 import tensorflow as tf
 
 from nta import data as data_lib
-from nta import models
 from nta import training
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
@@ -390,7 +390,7 @@ class ConfigurationRecorder(Recorder):
   """Records the activation configuration 𝒜(W^n) (§3.1) at the end of every epoch or every k rounds.
 
   Each snapshot evaluates the network on its fixed D points in batches with the pure function
-  ``nta.models.forward`` on a copy of the current weights (inference only: no optimizer, metric or
+  ``nta.network.graph`` on a copy of the current weights (inference only: no optimizer, metric or
   training-state change), marks the selected units whose pre-activation is > 0 and writes the (D, M) bits
   packed to ``<workdir>/records/exploration/`` (format in the module docstring).
 
@@ -451,13 +451,17 @@ class ConfigurationRecorder(Recorder):
       raise NTAError("ConfigurationRecorder needs the training split (RunInfo.train) to evaluate "
                      "activation configurations on")
     spec = run.spec
-    relu_layers = spec.relu_layers
-    if not relu_layers:
+    graph = spec.graph
+    unit_nodes = graph.unit_nodes
+    if not unit_nodes:
       raise NTAError(f"model '{spec.name}' has no ReLU layer: it has no activation configurations to record")
     self.spec, self.run = spec, run
     self.train = run.train
     seed = run.seed if self.seed is None else self.seed
-    has_conv = any(l.kind == "conv2d" for l in relu_layers)
+    # A unit layer is what feeds a ReLU-like op (a weight layer's pre-activation, a residual sum, ...): its units
+    # are that input's entries; spatial ones, (position, channel) of an image-shaped input, are conv units.
+    feeds = [graph.nodes[n.inputs[0]] for n in unit_nodes]
+    has_conv = any(len(f.shape) == 3 for f in feeds)
     num_train = len(run.train.x)
     data_size = self.data_size
     if data_size is None:
@@ -468,18 +472,18 @@ class ConfigurationRecorder(Recorder):
     self.data_indices = data_lib.fixed_subset(num_train, data_size, seed)
 
     layers_meta, units, selections, column = [], [], [], 0
-    for layer in relu_layers:
-      total = math.prod(layer.output_shape)
-      if layer.kind == "conv2d" and total > self.max_conv_units:
-        rng = np.random.default_rng([seed, 0x756E6974, layer.index])  # "unit": apart from the data subset
+    for index, feed in enumerate(feeds):
+      total = math.prod(feed.shape)
+      if len(feed.shape) == 3 and total > self.max_conv_units:
+        rng = np.random.default_rng([seed, 0x756E6974, index])  # "unit": apart from the data subset
         chosen = np.sort(rng.choice(total, self.max_conv_units, replace=False)).astype(np.int64)
-        selections.append((layer.index, chosen))
+        selections.append((feed.index, chosen))
       else:
         chosen = np.arange(total, dtype=np.int64)
-        selections.append((layer.index, None))
-      units.append(np.stack([np.full_like(chosen, layer.index), chosen], axis=1))
-      layers_meta.append({"index": layer.index, "name": layer.name, "kind": layer.kind,
-                          "output_shape": list(layer.output_shape), "num_units_total": total,
+        selections.append((feed.index, None))
+      units.append(np.stack([np.full_like(chosen, index), chosen], axis=1))
+      layers_meta.append({"index": index, "name": feed.name, "kind": feed.kind,
+                          "output_shape": list(feed.shape), "num_units_total": total,
                           "num_selected": len(chosen), "first_column": column})
       column += len(chosen)
     self.units = np.concatenate(units).astype(np.int64)
@@ -522,17 +526,15 @@ class ConfigurationRecorder(Recorder):
 
   @staticmethod
   def _make_bits_fn(spec, selections):
-    # Layers after the last recorded one (e.g. the linear output layer) do not affect the bits: skip them.
+    # Nodes after the last unit layer (e.g. the linear output layer) do not affect the bits: they are not run.
     last = max(index for index, _ in selections)
-    stop = next(i for i, op in enumerate(spec.ops) if op.kind in ("dense", "conv2d") and op.layer == last)
-    head = dataclasses.replace(spec, ops=spec.ops[:stop + 1])
 
     def chain(x):
-      # Reads the current weights; nothing is assigned, so training state is untouched.
-      _, taps = models.forward(head, spec.weight_values(), x, taps=True)
+      # Reads the current weights in inference mode; nothing is assigned, so training state is untouched.
+      values = spec.graph.run(spec.weight_values(), x, until=last).values
       columns = []
       for index, chosen in selections:
-        a = taps[index].preact
+        a = values[index]
         a = tf.reshape(a, [tf.shape(a)[0], -1])
         if chosen is not None:
           a = tf.gather(a, tf.constant(chosen), axis=1)

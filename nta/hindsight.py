@@ -17,10 +17,14 @@ Summing over samples and rounds with weight 1/(B P), and writing v = vec(Ṽ) ro
     Σ_n 𝒯_l^n(V) = vᵀ A v - 2 bᵀ v + c,   A = Σ kron(x̃x̃ᵀ, M),  b = -Σ vec(x̃ hᵀ),  c = Σ κ.
 
 For neuron α only M_αα = ‖J[:, α]‖² enters: A_α = Σ M_αα x̃x̃ᵀ, b_α = -Σ (r_α - M_αα a_α) x̃, c_α = Σ κ_α.
-For ReLU MLP tails M and r follow from chains of masked matmuls (Observation 2: the configuration is clamped):
-with J_L = I at a linear output, J_k = J_{k+1} K_{k+1}ᵀ diag(1_k), hence M_k = D_k K_{k+1} M_{k+1} K_{k+1}ᵀ D_k
-and r_k = D_k K_{k+1} r_{k+1} — only Gram matrices (units × units), never J itself. For the linear output
-layer M = I, so every output neuron shares one Gram matrix Σ x̃x̃ᵀ.
+Where the network after layer l is a masked-matmul chain (:func:`masked_chain`: Dense layers with elementwise
+ops between them, ReLU masks, leaky slopes, dropout masks, and a linear output), M and r follow from chains of
+masked matmuls (Observation 2: the configuration is clamped): with J_L = I at a linear output,
+J_k = J_{k+1} K_{k+1}ᵀ diag(1_k), hence M_k = D_k K_{k+1} M_{k+1} K_{k+1}ᵀ D_k and r_k = D_k K_{k+1} r_{k+1} —
+only Gram matrices (units × units), never J itself. For the linear output layer M = I, so every output neuron
+shares one Gram matrix Σ x̃x̃ᵀ. Elsewhere (convolutions, BatchNormalization, branches) the recorder takes the
+round's exact G_l from ``nta.taylor`` (one clamped pass per output component) and accumulates
+A = Σ G_lᵀ G_l / (B P) whole: exact, slower, and the printed plan says which layers take that path.
 
 Outputs in ``<workdir>/records/taylor/``:
 
@@ -47,26 +51,49 @@ import tensorflow as tf
 
 from nta import regret as regret_lib
 from nta import solvers
+from nta import taylor
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
 
 _F64 = 8  # bytes
 
 
-def _dense_tail(spec, layer: int) -> bool:
-  """True when every layer from ``layer`` on is Dense (the masked-matmul chain applies)."""
-  return all(l.kind == "dense" for l in spec.layers[layer:]) and not spec.layers[-1].relu
+def masked_chain(spec, layer: int) -> Optional[list]:
+  """The network from weight layer ``layer`` to the output as a masked-matmul chain, or None.
+
+  A masked-matmul chain is what the streaming Gram recursion below needs: a plain chain of ops each applying
+  one matrix shared by all samples (Dense) or a per-entry factor of the round (ReLU masks, leaky slopes,
+  dropout), ending with a shared matrix (a linear output layer). Returns, for each weight layer k from
+  ``layer`` on, the graph nodes of the elementwise ops between it and the next one (none after the last).
+  """
+  graph = spec.graph
+  start = spec.layers[layer].node
+  chain, between = [], None
+  for node in graph.nodes[start:]:
+    if node.index > start and node.inputs != (node.index - 1,):
+      return None
+    if node.weight is not None and node.op.shared_matrix:
+      if between is not None:
+        chain.append(between)
+      between = []
+    elif node.op.elementwise and between is not None:
+      between.append(node.index)
+    else:
+      return None
+  if between:  # the output is not a linear layer's
+    return None
+  return chain + [[]]
 
 
 def layer_stat_bytes(wl) -> int:
-  """float64 bytes of a dense layer's quadratic at its largest: the full A (d × d) that the solve decomposes."""
-  d = (wl.kernel_shape[0] + 1) * wl.units
+  """float64 bytes of a layer's quadratic at its largest: the full A (d × d) that the solve decomposes."""
+  d = taylor.num_inputs(wl) * wl.units
   return d * d * _F64
 
 
 def neuron_stat_bytes(wl, num_units: int, output_layer: bool) -> int:
-  """float64 bytes of the neuron-scale statistics of ``num_units`` units of a dense layer."""
-  p = wl.kernel_shape[0] + 1
+  """float64 bytes of the neuron-scale statistics of ``num_units`` units of a layer (A_α and b_α each)."""
+  p = taylor.num_inputs(wl)
   return (p * p * (1 if output_layer else num_units) + p * num_units) * _F64
 
 
@@ -94,6 +121,7 @@ class TaylorRecorder(Recorder):
 
   name = "taylor"
   wants_preact_grads = True  # r_k = J_kᵀ e is the backward pass' ∂ℓ/∂a_k, up to the loss's 2/(B P)
+  wants_entries = True  # the round's masks (and, off the chain, its whole clamped network)
 
   def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
                memory_mb: float = 16.0, record_every: int = 1, horizons: Optional[Sequence[int]] = None,
@@ -110,11 +138,12 @@ class TaylorRecorder(Recorder):
     spec = self.spec = run.spec
     if run.loss != "mse":
       raise NTAError(f"the Taylor statistics recorder needs the squared loss (mse); this run uses '{run.loss}'")
-    if not _dense_tail(spec, 0):
-      raise NTAError(f"model '{spec.name}': the streaming Taylor recorder supports dense ReLU networks with a "
-                     "linear output layer; it found " + ", ".join(f"{l.name} ({l.kind})" for l in spec.layers))
     self.P = math.prod(spec.output_shape)
     last = len(spec.layers) - 1
+    # Layers from which the rest of the network is a masked-matmul chain get the streaming Gram recursion;
+    # the others (convolutions, BatchNormalization, branches) the exact Jacobian path, one clamped pass per
+    # output component per round (slower, said in the plan).
+    self.chain_from = next((l.index for l in spec.layers if masked_chain(spec, l.index) is not None), last + 1)
     budget = self.memory_mb * 2**20
     if self.req_layers is None:
       layers, used = [], 0
@@ -161,26 +190,28 @@ class TaylorRecorder(Recorder):
     self.dir = os.path.join(run.workdir, "records", self.name) if run.workdir else None
 
     self.vars = {}
-    # Every quadratic term is a sum over samples of kron(x̃x̃ᵀ, ·), symmetric in the input pair (i, i'), so only
-    # the packed pairs i <= i' (row-major upper triangle, `pairs`) are accumulated: layer A as (p(p+1)/2, u·u),
-    # neuron A as (K, p(p+1)/2). `quadratics` unpacks them.
+    self.chained = {l for l in set(layers) | set(neurons) if l >= self.chain_from}
+    # Every chained quadratic term is a sum over samples of kron(x̃x̃ᵀ, ·), symmetric in the input pair (i, i'), so
+    # only the packed pairs i <= i' (row-major upper triangle, `pairs`) are accumulated: layer A as
+    # (p(p+1)/2, u·u), neuron A as (K, p(p+1)/2). `quadratics` unpacks them. Other layers keep A whole.
     self.pairs, self.selectors = {}, {}
     self.dtype = tf.as_dtype(spec.layers[0].kernel.dtype)
-    for l in sorted(set(layers) | set(neurons) - {last}):
-      p = spec.layers[l].kernel_shape[0] + 1
+    for l in sorted(self.chained & (set(layers) | set(neurons) - {last})):  # the output's neurons share one Gram
+      p = taylor.num_inputs(spec.layers[l])
       self.pairs[l] = np.triu_indices(p)
       # One-hot (pairs, p) matrices: S_i x̃ᵀ picks x̃_i for every pair (i, j), exactly, as a GEMM.
       self.selectors[l] = tuple(np.eye(p, dtype=self.dtype.as_numpy_dtype)[idx] for idx in self.pairs[l])
     for l in layers:
       wl = spec.layers[l]
-      p, u = wl.kernel_shape[0] + 1, wl.units
-      self.vars[f"layer{l}_A"] = tf.Variable(tf.zeros((p * (p + 1) // 2, u * u), tf.float64), trainable=False)
+      p, u = taylor.num_inputs(wl), wl.units
+      shape = (p * (p + 1) // 2, u * u) if l in self.chained else (p * u, p * u)
+      self.vars[f"layer{l}_A"] = tf.Variable(tf.zeros(shape, tf.float64), trainable=False)
       self.vars[f"layer{l}_b"] = tf.Variable(tf.zeros((p, u), tf.float64), trainable=False)
       self.vars[f"layer{l}_c"] = tf.Variable(tf.zeros((), tf.float64), trainable=False)
     for l, units in neurons.items():
-      p, k = spec.layers[l].kernel_shape[0] + 1, len(units)
-      # Packed pairs, but the output layer's one shared Gram matrix is full.
-      shape = (1, p, p) if l == last else (k, p * (p + 1) // 2)
+      p, k = taylor.num_inputs(spec.layers[l]), len(units)
+      # Packed pairs, but the output layer's one shared Gram matrix is full, and so are unchained layers' own.
+      shape = ((1, p, p) if l == last else (k, p * (p + 1) // 2)) if l in self.chained else (k, p, p)
       self.vars[f"neurons{l}_A"] = tf.Variable(tf.zeros(shape, tf.float64), trainable=False)
       self.vars[f"neurons{l}_b"] = tf.Variable(tf.zeros((k, p), tf.float64), trainable=False)
       self.vars[f"neurons{l}_c"] = tf.Variable(tf.zeros((k,), tf.float64), trainable=False)
@@ -205,6 +236,11 @@ class TaylorRecorder(Recorder):
              "  layer scale: " + (", ".join(f"{l} ({names[l]})" for l in self.layers) or "none"),
              "  neuron scale: " + (", ".join(f"{l} ({names[l]}: {len(u)} units)" for l, u in self.neurons.items())
                                    or "none")]
+    unchained = sorted((set(self.layers) | set(self.neurons)) - self.chained)
+    if unchained:
+      lines.append("  exact Jacobian path (the network after them is not a masked-matmul chain; one clamped pass "
+                   "per output component per recorded round, slower): " + ", ".join(f"{l} ({names[l]})"
+                                                                                   for l in unchained))
     if self.skipped:
       lines.append(f"  over the {self.memory_mb:g} MB budget, not recorded: " + "; ".join(self.skipped))
     return "\n".join(lines)
@@ -236,13 +272,57 @@ class TaylorRecorder(Recorder):
 
   def _accumulate(self, rt):
     kernels = [k for k, _ in rt.weights]
-    contributions = self._contributions(rt.output, rt.y, kernels, [t.input for t in rt.taps],
-                                        [t.preact for t in rt.taps], rt.preact_grads)
+    contributions = {}
+    if self.chained:
+      contributions.update(self._contributions(rt.output, rt.y, kernels, [t.input for t in rt.taps],
+                                               [t.preact for t in rt.taps], self.diagonals(rt.entries),
+                                               rt.preact_grads))
+    if (set(self.layers) | set(self.neurons)) - self.chained:
+      contributions.update(self._jacobian_contributions(taylor.RoundState.from_round(self.spec, rt)))
     for key, value in contributions.items():
       self._add(key, value)
     return None
 
-  def _contributions(self, output, y, kernels, inputs, preacts, preact_grads=None):
+  def diagonals(self, entries: dict) -> list:
+    """Per weight layer k of the chain, the round's per-sample factor between it and the next layer (the
+    product of its elementwise ops' factors: a ReLU mask, ...), None for the identity or outside the chain."""
+    graph = self.spec.graph
+    out = [None] * len(self.spec.layers)
+    for l, nodes in zip(range(self.chain_from, len(out)), masked_chain(self.spec, self.chain_from) or []):
+      for i in nodes:
+        d = graph.nodes[i].op.diagonal(graph.nodes[i], entries[i])
+        out[l] = d if out[l] is None or d is None else out[l] * d
+    return out
+
+  def _jacobian_contributions(self, state):
+    """The terms of the unchained layers' quadratics from the round's exact G_l (``nta.taylor``): with
+    L = G_l as a (batch·P, K·units) matrix and r = L w − e, Σ_b ‖T_b − y_b‖²/(B P) = scale ‖L v − r‖²."""
+    out = {}
+    dt = self.dtype
+    batch = tf.shape(state.output)[0]
+    scale = 1.0 / (tf.cast(batch, dt) * self.P)
+    e = tf.reshape(tf.cast(state.output, dt) - tf.cast(tf.reshape(state.y, tf.shape(state.output)), dt), [-1])
+    for l in sorted((set(self.layers) | set(self.neurons)) - self.chained):
+      wl = self.spec.layers[l]
+      p, u = taylor.num_inputs(wl), wl.units
+      g = tf.reshape(tf.cast(taylor.jacobian_tensor(state, l), dt), [-1, p, u])  # (batch·P, K, units)
+      w = tf.cast(taylor.augment(wl, *state.weights[l]), dt)
+      if l in self.layers:
+        big = tf.reshape(g, [-1, p * u])
+        r = tf.linalg.matvec(big, tf.reshape(w, [-1])) - e
+        out[f"layer{l}_A"] = scale * tf.matmul(big, big, transpose_a=True)
+        out[f"layer{l}_b"] = scale * tf.reshape(tf.linalg.matvec(big, r, transpose_a=True), [p, u])
+        out[f"layer{l}_c"] = scale * tf.reduce_sum(r * r)
+      if l in self.neurons:
+        units = tf.constant(self.neurons[l], tf.int32)
+        gu = tf.gather(g, units, axis=2)  # (batch·P, K, U)
+        ru = tf.einsum("nku,ku->nu", gu, tf.gather(w, units, axis=1)) - e[:, None]
+        out[f"neurons{l}_A"] = scale * tf.einsum("nku,nju->ukj", gu, gu)
+        out[f"neurons{l}_b"] = scale * tf.einsum("nku,nu->uk", gu, ru)
+        out[f"neurons{l}_c"] = scale * tf.reduce_sum(ru * ru, 0)
+    return out
+
+  def _contributions(self, output, y, kernels, inputs, preacts, diagonals, preact_grads=None):
     """This round's terms of every recorded quadratic, {variable name: tensor} (a pure function).
 
     Shaped for a CPU, where an element-wise, gather or transpose op on a (batch, u, u) tensor costs more than
@@ -261,7 +341,7 @@ class TaylorRecorder(Recorder):
     scale = 1.0 / (cast(batch) * self.P)
     e = cast(tf.reshape(output, [batch, -1]) - tf.reshape(tf.cast(y, output.dtype), [batch, -1]))
     e2 = tf.reduce_sum(e * e, axis=1)
-    lowest = min(self.layers + list(self.neurons) + [last])
+    lowest = min(self.chained | {last})
     # Walk down from the output keeping r_k = J_kᵀ e and M_k = J_kᵀ J_k, the latter as one of
     #   "eye": M = I (the linear output layer);  "gram": M = D_k G D_k with G = K Kᵀ fixed for the round;
     #   "full": M (b, u, u) per sample.   dM = diag(M_k), the neuron-scale ‖J[:, α]‖².
@@ -270,7 +350,8 @@ class TaylorRecorder(Recorder):
       if k < last:
         kernel = cast(kernels[k + 1])  # (u_k, u_{k+1})
         u, u1 = kernel.shape
-        mask = cast(preacts[k] > 0)  # the clamped activation configuration 1_k
+        # The clamped activation configuration 1_k (a ReLU layer's mask; ones where nothing masks).
+        mask = cast(diagonals[k]) if diagonals[k] is not None else tf.ones_like(cast(preacts[k]))
         if preact_grads is None:
           r = mask * tf.matmul(r, kernel, transpose_b=True)
         else:
@@ -278,7 +359,8 @@ class TaylorRecorder(Recorder):
         need_full = k in self.layers or k > lowest  # the lowest layer needs only diag(M)
         if form == "eye":  # M_k = D_k K Kᵀ D_k
           G = tf.matmul(kernel, kernel, transpose_b=True)
-          dM = mask * tf.linalg.diag_part(G)[None]
+          # diag(D G D) = d² diag(G): a 0/1 mask squares to itself (bit for bit), a slope or dropout scale not.
+          dM = mask * mask * tf.linalg.diag_part(G)[None]
           form, M = "gram", None
         else:
           # Per-sample kernel Y_b = D_k K D_{k+1} (the masks folded in once): M_k = Y_b M' Y_bᵀ with M' the
@@ -286,7 +368,7 @@ class TaylorRecorder(Recorder):
           if form == "full" and not need_full:
             # diag(K M Kᵀ)_i = Σ_j K_ij (M Kᵀ)_ji: one GEMM over the batch folded into rows, no per-sample kernel.
             q = tf.reshape(tf.matmul(tf.reshape(M, [-1, u1]), kernel, transpose_b=True), [batch, u1, u])
-            dM = mask * tf.reduce_sum(q * tf.transpose(kernel)[None], axis=1)
+            dM = mask * mask * tf.reduce_sum(q * tf.transpose(kernel)[None], axis=1)
             M = None
           else:
             if form == "gram":
@@ -304,7 +386,7 @@ class TaylorRecorder(Recorder):
         prev_mask = mask
         if form == "gram" and k in self.layers:
           M = G[None] * (mask[:, :, None] * mask[:, None, :])
-      if k not in self.layers and k not in self.neurons:
+      if k not in self.chained:
         continue
       x = cast(inputs[k])
       xt = tf.concat([x, tf.ones([batch, 1], dt)], axis=1)  # x̃ = [x, 1]
@@ -353,12 +435,14 @@ class TaylorRecorder(Recorder):
     out = {}
     for l in self.layers:
       wl = self.spec.layers[l]
-      p, u = wl.kernel_shape[0] + 1, wl.units
-      A4 = self.vars[f"layer{l}_A"].numpy().reshape(-1, u, u)[_pair_index(self.pairs[l], p)]  # (p, p, u, u)
-      A = A4.transpose(0, 2, 1, 3).reshape(p * u, p * u)
+      p, u = taylor.num_inputs(wl), wl.units
+      A = self.vars[f"layer{l}_A"].numpy()
+      if l in self.chained:
+        A4 = A.reshape(-1, u, u)[_pair_index(self.pairs[l], p)]  # (p, p, u, u)
+        A = A4.transpose(0, 2, 1, 3).reshape(p * u, p * u)
       out[f"layer{l}"] = A, self.vars[f"layer{l}_b"].numpy().reshape(-1), self.vars[f"layer{l}_c"].numpy()
     for l, units in self.neurons.items():
-      p = self.spec.layers[l].kernel_shape[0] + 1
+      p = taylor.num_inputs(self.spec.layers[l])
       A = self.vars[f"neurons{l}_A"].numpy()
       if A.ndim == 2:  # packed pairs
         A = A[:, _pair_index(self.pairs[l], p)]  # (K, p, p)
@@ -461,7 +545,6 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
   """
   from nta import recorders as recorders_lib  # pylint: disable=g-import-not-at-top
   from nta import losses  # pylint: disable=g-import-not-at-top
-  from nta import taylor  # pylint: disable=g-import-not-at-top
   trace = recorders_lib.load_trace(workdir)
   spec = _load_model_spec(workdir)
   with open(os.path.join(workdir, "records", "trace", "meta.json")) as f:

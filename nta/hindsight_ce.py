@@ -296,6 +296,7 @@ class CrossEntropyTaylorRecorder(Recorder):
   # ----------------------------------------------------------------------------------------------- set-up
   def build(self, run: RunInfo) -> None:
     spec = self.spec = run.spec
+    spec.require_chain("the cross-entropy Taylor recorder")
     if run.loss != "cross_entropy":
       raise NTAError(f"CrossEntropyTaylorRecorder records cross-entropy runs; this run uses '{run.loss}': use "
                      "nta.hindsight.TaylorRecorder, whose squared-loss statistics are exact and stream in "

@@ -2,21 +2,20 @@
 
 The Taylor machinery (§2.2) needs, for every weight layer l, the layer input x_{l-1}, the pre-activation
 a_l and the ability to evaluate the network with substituted weights. :func:`inspect` turns a Keras model
-(Sequential or functional, a chain of Dense, Conv2D, MaxPool2D, Flatten, Reshape and ReLU/linear
-activations) into a :class:`ModelSpec`; :func:`forward` is the matching pure function
-``f(weights, x)`` that returns those taps.
+into a :class:`ModelSpec` around its graph of registered ops (``nta.network``); :func:`forward` is the
+matching pure function ``f(weights, x)`` that returns those taps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
 from nta.errors import NTAError
+from nta.network import graph as graph_lib
 
 AUTOENCODER_WIDTHS = (784, 50, 30, 20, 30, 50, 784)
 
@@ -65,7 +64,7 @@ def convnet(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, fil
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-  """One step of the chain that :func:`forward` evaluates.
+  """One step of a plain chain, for consumers that walk the network as a chain (:attr:`ModelSpec.ops`).
 
   ``kind`` is one of dense, conv2d, relu, maxpool, flatten, reshape. ``layer`` indexes
   :attr:`ModelSpec.layers` for dense/conv2d; ``config`` holds strides, padding, shapes, etc.
@@ -76,49 +75,22 @@ class Op:
   config: Any = None
 
 
-@dataclasses.dataclass(frozen=True)
-class WeightLayer:
-  """A Dense or Conv2D layer: the paper's layer l (``index`` = l - 1), with its units (neurons).
-
-  Attributes:
-    index: position among weight layers, 0-based.
-    name: the Keras layer name.
-    kind: "dense" or "conv2d".
-    units: number of neurons (dense units or conv filters; a conv neuron is one filter shared across
-      positions).
-    kernel_shape: shape of the kernel (in, out) or (kh, kw, in, out).
-    use_bias: whether the layer has a bias.
-    relu: whether a ReLU follows the layer (its units then appear in activation configurations).
-    input_shape: per-sample shape of x_{l-1}.
-    output_shape: per-sample shape of a_l.
-    kernel: the Keras kernel variable.
-    bias: the Keras bias variable, or None.
-  """
-  index: int
-  name: str
-  kind: str
-  units: int
-  kernel_shape: tuple
-  use_bias: bool
-  relu: bool
-  input_shape: tuple
-  output_shape: tuple
-  kernel: Any = dataclasses.field(repr=False, compare=False, default=None)
-  bias: Any = dataclasses.field(repr=False, compare=False, default=None)
-
-  @property
-  def num_params(self) -> int:
-    return math.prod(self.kernel_shape) + (self.units if self.use_bias else 0)
+WeightLayer = graph_lib.WeightLayer
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """What nta knows about a Keras ReLU model: the op chain and its weight layers."""
+  """What nta knows about a Keras ReLU model: its graph of registered ops and its weight layers.
+
+  ``ops`` is the same network as a plain chain when it is one (Dense, Conv2D, ReLU, MaxPool2D, Flatten,
+  Reshape, each fed by the previous), else None.
+  """
   name: str
   input_shape: tuple
   output_shape: tuple
-  ops: tuple
+  ops: Optional[tuple]
   layers: tuple
+  graph: graph_lib.Graph = dataclasses.field(repr=False, compare=False, default=None)
 
   def weights(self) -> list:
     """The live Keras variables as ``[(kernel, bias or None), ...]``, one pair per weight layer."""
@@ -136,6 +108,15 @@ class ModelSpec:
       raise NTAError(f"layer index {index!r} out of range: model '{self.name}' has {n} weight layers "
                      f"(0..{n - 1}: {', '.join(l.name for l in self.layers)})")
     return self.layers[index]
+
+  def require_chain(self, what: str) -> tuple:
+    """The chain of ops, or one clear error saying ``what`` needs a plain chain."""
+    if self.ops is None:
+      kinds = sorted({n.kind for n in self.graph.nodes} - set(_CHAIN_KINDS) - {"reshape"})
+      raise NTAError(f"{what} supports plain chains of Dense, Conv2D, ReLU, MaxPooling2D, Flatten and Reshape; "
+                     f"model '{self.name}' is not one" + (f" (it has {', '.join(kinds)})" if kinds else
+                                                          " (it branches or merges)"))
+    return self.ops
 
   @property
   def relu_layers(self) -> tuple:
@@ -162,52 +143,30 @@ class Tap:
   preact: tf.Tensor
 
 
-_SUPPORTED = "Dense, Conv2D, MaxPooling2D, Flatten, Reshape, InputLayer, ReLU and Activation('relu'/'linear')"
+_CHAIN_KINDS = ("dense", "conv2d", "relu", "maxpool")
 
 
-def _activation_name(layer) -> str:
-  act = getattr(layer, "activation", None)
-  if act is None:
-    return "linear"
-  name = getattr(act, "__name__", str(act))
-  if name not in ("relu", "linear"):
-    raise NTAError(f"layer '{layer.name}' has activation '{name}'; nta supports only ReLU and linear "
-                   "activations (put softmax/sigmoid in the loss instead)")
-  return name
-
-
-def _flatten_layers(model) -> list:
-  out = []
-  for layer in model.layers:
-    if isinstance(layer, keras.Model):
-      out.extend(_flatten_layers(layer))
-    elif not isinstance(layer, keras.layers.InputLayer):
-      out.append(layer)
-  return out
-
-
-def _check_chain(model) -> None:
-  """Functional models must be a single chain: each layer fed by the previous one."""
-  if len(model.inputs) != 1 or len(model.outputs) != 1:
-    raise NTAError(f"model '{model.name}' has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                   "nta needs a single-input, single-output chain of layers")
-  if isinstance(model, keras.Sequential):
-    return
-  prev = model.inputs[0]
-  for layer in model.layers:
-    if isinstance(layer, keras.layers.InputLayer):
-      continue
-    if len(layer._inbound_nodes) != 1 or layer.input is not prev:
-      raise NTAError(f"layer '{layer.name}' of model '{model.name}' is not fed by the previous layer; "
-                     "nta needs a chain (no branches, skips or shared layers)")
-    prev = layer.output
+def _chain(graph: graph_lib.Graph) -> Optional[tuple]:
+  """The graph as a plain chain of ops, or None."""
+  ops = []
+  for node in graph.nodes:
+    expected = graph_lib.INPUT if node.index == 0 else node.index - 1
+    if node.inputs != (expected,) or node.kind not in _CHAIN_KINDS + ("reshape",):
+      return None
+    if node.kind == "reshape":
+      flatten = isinstance(node.layer, keras.layers.Flatten)
+      ops.append(Op("flatten" if flatten else "reshape", node.name, config=None if flatten else node.shape))
+    else:
+      ops.append(Op(node.kind, node.name, -1 if node.weight is None else node.weight, node.config))
+  return tuple(ops) if graph.output == len(graph.nodes) - 1 else None
 
 
 def inspect(model: keras.Model) -> ModelSpec:
-  """Lists the weight layers, units and op chain of a Keras ReLU model.
+  """Lists the weight layers, units and op graph of a Keras ReLU model.
 
   Args:
-    model: a built Keras model (Sequential or functional) made of the supported layers.
+    model: a built Keras model (Sequential or functional, nested models allowed) of the layers
+      ``nta.network.graph`` supports, each called once.
 
   Returns:
     A :class:`ModelSpec` whose :func:`forward` reproduces ``model(x)``.
@@ -215,119 +174,35 @@ def inspect(model: keras.Model) -> ModelSpec:
   Raises:
     NTAError: naming the first unsupported layer, activation or option.
   """
-  if not isinstance(model, keras.Model):
-    raise NTAError(f"expected a keras.Model, got {type(model).__name__}")
-  if not model.built or not model.inputs:
-    raise NTAError(f"model '{model.name}' is not built; give it a keras.Input so its shapes are known")
-  _check_chain(model)
-  in_shape = tuple(model.inputs[0].shape[1:])
-  shape = in_shape
-  ops, layers = [], []
-
-  def add_relu(name):
-    if layers and ops and ops[-1].kind in ("dense", "conv2d") and not layers[-1].relu:
-      layers[-1] = dataclasses.replace(layers[-1], relu=True)
-    ops.append(Op("relu", name))
-
-  for layer in _flatten_layers(model):
-    cls = type(layer).__name__
-    if isinstance(layer, keras.layers.Dense):
-      act = _activation_name(layer)
-      if len(shape) != 1:
-        raise NTAError(f"Dense layer '{layer.name}' gets input of shape {shape}; nta needs Flatten before Dense")
-      out_shape = (layer.units,)
-      layers.append(WeightLayer(len(layers), layer.name, "dense", layer.units, tuple(layer.kernel.shape),
-                                layer.use_bias, False, shape, out_shape, layer.kernel,
-                                layer.bias if layer.use_bias else None))
-      ops.append(Op("dense", layer.name, len(layers) - 1))
-      shape = out_shape
-      if act == "relu":
-        add_relu(layer.name + "/relu")
-    elif isinstance(layer, keras.layers.Conv2D) and cls in ("Conv2D", "Convolution2D"):
-      act = _activation_name(layer)
-      if layer.data_format != "channels_last" or getattr(layer, "groups", 1) != 1:
-        raise NTAError(f"Conv2D layer '{layer.name}': nta supports channels_last, groups=1 only")
-      cfg = dict(strides=tuple(layer.strides), padding=layer.padding.upper(),
-                 dilations=tuple(layer.dilation_rate))
-      out_shape = tuple(layer.compute_output_shape((None,) + shape)[1:])
-      layers.append(WeightLayer(len(layers), layer.name, "conv2d", layer.filters, tuple(layer.kernel.shape),
-                                layer.use_bias, False, shape, out_shape, layer.kernel,
-                                layer.bias if layer.use_bias else None))
-      ops.append(Op("conv2d", layer.name, len(layers) - 1, cfg))
-      shape = out_shape
-      if act == "relu":
-        add_relu(layer.name + "/relu")
-    elif isinstance(layer, keras.layers.ReLU):
-      if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-        raise NTAError(f"ReLU layer '{layer.name}' has max_value/negative_slope/threshold; "
-                       "nta supports the plain rectifier only")
-      add_relu(layer.name)
-    elif isinstance(layer, keras.layers.Activation):
-      if _activation_name(layer) == "relu":
-        add_relu(layer.name)
-    elif isinstance(layer, keras.layers.MaxPooling2D):
-      if layer.data_format != "channels_last":
-        raise NTAError(f"MaxPooling2D layer '{layer.name}': nta supports channels_last only")
-      cfg = dict(ksize=tuple(layer.pool_size), strides=tuple(layer.strides), padding=layer.padding.upper())
-      ops.append(Op("maxpool", layer.name, config=cfg))
-      shape = tuple(layer.compute_output_shape((None,) + shape)[1:])
-    elif isinstance(layer, keras.layers.Flatten):
-      ops.append(Op("flatten", layer.name))
-      shape = (math.prod(shape),)
-    elif isinstance(layer, keras.layers.Reshape):
-      shape = tuple(layer.compute_output_shape((None,) + shape)[1:])
-      ops.append(Op("reshape", layer.name, config=shape))
-    else:
-      raise NTAError(f"layer '{layer.name}' ({cls}) is not supported; nta handles {_SUPPORTED}")
-  if not layers:
-    raise NTAError(f"model '{model.name}' has no Dense or Conv2D layer")
-  return ModelSpec(model.name, in_shape, shape, tuple(ops), tuple(layers))
+  graph = graph_lib.build(model)
+  return ModelSpec(model.name, graph.input_shape, graph.output_shape, _chain(graph), graph.layers, graph)
 
 
-def apply_layer(layer: WeightLayer, op_config, kernel, bias, x):
-  """The affine map of one weight layer, a_l = W_l x_{l-1} (+ b), on a batch."""
-  if layer.kind == "dense":
-    a = tf.matmul(x, kernel)
-  else:
-    a = tf.nn.conv2d(x, kernel, strides=op_config["strides"], padding=op_config["padding"],
-                     dilations=op_config["dilations"])
-  return a if bias is None else a + bias
+def taps_of(spec: ModelSpec, run: graph_lib.Run) -> list:
+  """The :class:`Tap` of each weight layer from a run recorded with ``record="weights"`` (or "all")."""
+  out = []
+  for l in spec.layers:
+    node = spec.graph.nodes[l.node]
+    out.append(Tap(node.op.stored_input(node, run.context.entries[l.node]), run.values[l.node]))
+  return out
 
 
-def forward(spec: ModelSpec, weights: Sequence, x, taps: bool = False):
-  """Evaluates the network as a pure function of its weights.
+def forward(spec: ModelSpec, weights: Sequence, x, taps: bool = False, training: bool = False):
+  """Evaluates the network as a pure function of its weights (inference mode unless ``training``).
 
   Args:
     spec: from :func:`inspect`.
     weights: ``[(kernel, bias or None), ...]`` per weight layer (variables or tensors).
     x: input batch, shape (batch, *spec.input_shape).
     taps: also return a :class:`Tap` (x_{l-1}, a_l) per weight layer.
+    training: training mode (dropout, BatchNormalization's batch statistics; their state updates are not
+      applied here: ``nta.training`` does).
 
   Returns:
     The output (batch, *spec.output_shape), and the list of taps if ``taps``.
   """
-  recorded = []
-  dtype = tf.as_dtype(weights[0][0].dtype)
-  x = tf.convert_to_tensor(x)
-  if x.dtype != dtype:  # float32 data into a float64 model (the exact tests)
-    x = tf.cast(x, dtype)
-  for op in spec.ops:
-    if op.kind in ("dense", "conv2d"):
-      layer = spec.layers[op.layer]
-      kernel, bias = weights[op.layer]
-      a = apply_layer(layer, op.config, kernel, bias, x)
-      if taps:
-        recorded.append(Tap(x, a))
-      x = a
-    elif op.kind == "relu":
-      x = tf.nn.relu(x)
-    elif op.kind == "maxpool":
-      x = tf.nn.max_pool2d(x, op.config["ksize"], op.config["strides"], op.config["padding"])
-    elif op.kind == "flatten":
-      x = tf.reshape(x, [tf.shape(x)[0], -1])
-    elif op.kind == "reshape":
-      x = tf.reshape(x, [tf.shape(x)[0], *op.config])
-  return (x, recorded) if taps else x
+  run = spec.graph.run(weights, x, training=training, record="weights" if taps else None)
+  return (run.output, taps_of(spec, run)) if taps else run.output
 
 
 def get(name: str, input_shape: Sequence[int] | None = None, num_classes: int = 10) -> keras.Model:

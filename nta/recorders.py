@@ -39,6 +39,8 @@ class RoundTensors:
     grads: ∂ℓ/∂W^n, same structure as ``weights``.
     preact_grads: per weight layer ∂ℓ/∂a_l (batch-major, from the same backward pass) when a recorder sets
       ``wants_preact_grads``, else None.
+    entries: the round's raw clamp entries per graph node (``nta.network``: ReLU inputs, dropout masks,
+      BatchNormalization statistics, ...) when a recorder sets ``wants_entries``, else None.
   """
   step: tf.Tensor
   x: tf.Tensor
@@ -51,6 +53,7 @@ class RoundTensors:
   output_grad: tf.Tensor
   grads: list
   preact_grads: Optional[list] = None
+  entries: Optional[dict] = None
 
 
 @dataclasses.dataclass
@@ -75,6 +78,8 @@ class Recorder:
   name = "recorder"
   #: True to receive ``RoundTensors.preact_grads`` (the backward pass computes them anyway).
   wants_preact_grads = False
+  #: True to receive ``RoundTensors.entries``, the clamp entries of the round (the forward keeps them).
+  wants_entries = False
 
   def build(self, run: RunInfo) -> None:
     """Host, once before training: create tf.Variables and files."""

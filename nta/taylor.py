@@ -17,22 +17,25 @@ Two interchangeable paths compute them (``method=``):
   respect to W_l (``tf.GradientTape.jacobian``), then contracted with V_l − W_l^n. Memory grows as
   batch × p_L × (number of weights of layer l); meant for tests and small nets.
 * ``"fast"`` (default) never builds G_l. It uses the factorisation G_l = J_l^L ⊗ x_{l-1}:
-  ⟨G_l, V_l − W_l^n⟩ is the layer's affine map applied to the stored input x_{l-1} with weights
-  V_l − W_l^n, pushed to the output by the network linearised at round n. By Observation 2 (§3.1) that
-  linearisation is the network with every activation configuration clamped: ReLUs multiply by their round-n
-  masks, max-pools select their round-n argmax, Dense/Conv2D apply W^n without bias. It needs only the
-  round's taps (x_{l-1}, a_l per layer), so it can be fed from ``nta.recorders.RoundTensors`` without
-  re-running the forward pass. Reverse mode through the same linear map gives VJPs and, with one cotangent
-  per output unit, the per-sample Jacobian J_b = ∂f/∂a_l; conv filter gradients never go through
-  ``jacobian``/pfor (TensorFlow issue 34496).
+  ⟨G_l, V_l − W_l^n⟩ is the layer's map applied to the stored input x_{l-1} with weights V_l − W_l^n, pushed
+  to the output by the network linearised at round n. By Observation 2 (§3.1) that linearisation is the
+  network with every activation configuration clamped: each op of the model's graph (``nta.network``)
+  applies its clamped linear map of round n (ReLU masks, max-pool choices and dropout masks of the round,
+  Dense/Conv2D with W^n and no bias, BatchNormalization differentiated through its batch statistics). It
+  needs only the round's clamp entries, so it can be fed from a training step without re-running the forward
+  pass. Reverse mode through the same linear map gives VJPs and, with one cotangent per output unit, the
+  per-sample Jacobian J_b = ∂f/∂a_l; conv filter gradients never go through ``jacobian``/pfor (TensorFlow
+  issue 34496). BatchNormalization in training mode couples the samples of a batch: then no per-sample J_b
+  exists (the functions built on it say so), and G_l comes from the clamped map's own Jacobian in V_l.
 
 Bias and flattening convention ("augmented kernel"). Biases are weights fed by a constant 1. The weights of
 layer l are the (K, units) matrix ``augment(layer, kernel, bias)``: the kernel reshaped row-major to
 (fan_in, units), where fan_in = in for Dense and kh·kw·cin (in (kh, kw, cin) order) for Conv2D, with the bias
 appended as the last row when the layer has one, so K = fan_in + use_bias. A neuron's weights V_α are column
 α, a K-vector. The matching augmented input ``layer_inputs`` is x_{l-1} (Dense) or its kh×kw×cin patches
-(Conv2D), with a trailing 1 for the bias, so that a_l[..., α] = x̃ · V_α. G_l is stored as
-(batch, p_L, K, units) and G_α as (batch, p_L, K), output dims flattened into p_L.
+(Conv2D), with a trailing 1 for the bias, so that a_l[..., α] = x̃ · V_α; a BatchNormalization unit (channel)
+has weights (γ_α, β_α), fed by its own normalised input x̂ and 1. G_l is stored as (batch, p_L, K, units) and
+G_α as (batch, p_L, K), output dims flattened into p_L.
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ from nta import models
 from nta.errors import NTAError
 
 METHODS = ("fast", "jacobian")
-_WEIGHT_OPS = ("dense", "conv2d")
 
 __all__ = [
     "METHODS", "RoundState", "snapshot", "num_inputs", "augment", "split", "neuron_params", "with_neuron",
@@ -72,6 +74,9 @@ class RoundState:
   (the clamped linearisation, reference Jacobian tensors), so many V can be evaluated cheaply. A state
   belongs to the graph (or eager context) it was built in.
 
+  The network is the function backprop differentiated in round n: in training mode (``training``), with the
+  round's dropout masks and BatchNormalization's batch statistics, T1 and T2 hold for every model.
+
   Attributes:
     spec: the model, from ``nta.models.inspect``.
     weights: W^n as tensors, ``[(kernel, bias or None), ...]`` per weight layer.
@@ -79,6 +84,9 @@ class RoundState:
     output: f_{W^n}(x^n), (batch, *spec.output_shape).
     taps: per weight layer ``models.Tap(input=x_{l-1}, preact=a_l)``.
     y: the targets y^n (labels (batch,) or regression targets shaped like ``output``), or None.
+    training: whether round n ran in training mode.
+    entries: the round's raw clamp entries per graph node (``nta.network``), or None to recompute them from
+      W^n and x^n (possible unless the round drew dropout masks).
   """
   spec: models.ModelSpec
   weights: list
@@ -86,6 +94,8 @@ class RoundState:
   output: Any
   taps: list
   y: Any = None
+  training: bool = True
+  entries: Optional[dict] = None
   _cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @classmethod
@@ -94,14 +104,19 @@ class RoundState:
 
     Args:
       spec: the model's spec.
-      rt: a ``nta.recorders.RoundTensors`` (uses its weights, x, y, taps and output).
+      rt: a ``nta.recorders.RoundTensors`` (uses its weights, x, y, taps, output and, when recorded, the
+        round's clamp entries).
 
     Returns:
       A :class:`RoundState` sharing the round's tensors.
     """
     taps = [models.Tap(tf.stop_gradient(t.input), tf.stop_gradient(t.preact)) for t in rt.taps]
+    entries = getattr(rt, "entries", None)
+    if entries is not None:
+      entries = {k: tf.nest.map_structure(lambda t: tf.stop_gradient(t) if tf.is_tensor(t) else t, v)
+                 for k, v in entries.items()}
     return cls(spec, _tensor_weights(rt.weights), tf.stop_gradient(rt.x), tf.stop_gradient(rt.output), taps,
-               rt.y)
+               rt.y, True, entries)
 
   @property
   def dtype(self) -> tf.DType:
@@ -113,14 +128,17 @@ class RoundState:
     return math.prod(self.spec.output_shape)
 
 
-def snapshot(spec: models.ModelSpec, x, y=None, weights: Optional[Sequence] = None) -> RoundState:
-  """Freezes round n: runs the forward pass once and keeps its taps.
+def snapshot(spec: models.ModelSpec, x, y=None, weights: Optional[Sequence] = None,
+             training: bool = True) -> RoundState:
+  """Freezes round n: runs the forward pass once and keeps its taps and clamp entries.
 
   Args:
     spec: from ``nta.models.inspect``.
     x: input batch (batch, *spec.input_shape); cast to the weights' dtype.
     y: targets for the Taylor losses (optional here, can be given to :func:`taylor_loss` instead).
     weights: W^n as ``[(kernel, bias or None), ...]``; default: the model's current weights.
+    training: the mode of the round: training (default; as backprop ran it: dropout draws new masks here,
+      BatchNormalization uses the batch's statistics) or inference.
 
   Returns:
     A :class:`RoundState`.
@@ -130,8 +148,8 @@ def snapshot(spec: models.ModelSpec, x, y=None, weights: Optional[Sequence] = No
     raise NTAError(f"weights have {len(weights)} entries; model '{spec.name}' has {len(spec.layers)} "
                    "weight layers")
   x = tf.stop_gradient(_cast(x, weights[0][0].dtype))
-  output, taps = models.forward(spec, weights, x, taps=True)
-  return RoundState(spec, weights, x, output, taps, y)
+  run = spec.graph.run(weights, x, training=training, record="all")
+  return RoundState(spec, weights, x, run.output, models.taps_of(spec, run), y, training, run.context.entries)
 
 
 def _tensor_weights(weights) -> list:
@@ -195,18 +213,12 @@ def layer_inputs(state: RoundState, layer: int):
 
   Returns:
     Dense: (batch, K), x_{l-1} with a trailing 1 if the layer has a bias. Conv2D: (batch, H_out, W_out, K),
-    the (kh, kw, cin) patch of x_{l-1} under each output position, with a trailing 1.
+    the (kh, kw, cin) patch of x_{l-1} under each output position, with a trailing 1. BatchNormalization:
+    (batch, ..., units, 2), each channel's own normalised input x̂ and 1.
   """
   wl = state.spec.layer(layer)
-  x = state.taps[wl.index].input
-  if wl.kind == "conv2d":
-    cfg = _op(state.spec, wl.index).config
-    kh, kw = wl.kernel_shape[:2]
-    x = tf.image.extract_patches(x, sizes=[1, kh, kw, 1], strides=[1, *cfg["strides"], 1],
-                                 rates=[1, *cfg["dilations"], 1], padding=cfg["padding"])
-  if wl.use_bias:
-    x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
-  return x
+  node = _node(state, wl.index)
+  return node.op.augmented_input(node, _clamp(state)[node.index])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -220,7 +232,8 @@ def jacobian_tensor(state: RoundState, layer: int, method: str = "fast"):
     state: round n.
     layer: weight layer index.
     method: "jacobian" (A.5: gradient of each output component, ``GradientTape.jacobian``) or "fast"
-      (J_l^L ⊗ x̃ from :func:`preact_jacobian` and :func:`layer_inputs`; materialises G only because asked).
+      (J_l^L ⊗ x̃ from :func:`preact_jacobian` and :func:`layer_inputs`; materialises G only because asked;
+      when BatchNormalization couples the samples of the batch, one clamped forward pass per weight instead).
 
   Returns:
     (batch, p_L, K, units): G[b, o, k, α] = ∂f_o(x_b)/∂augment(W_l)[k, α].
@@ -229,11 +242,10 @@ def jacobian_tensor(state: RoundState, layer: int, method: str = "fast"):
   _check_method(method)
   if method == "jacobian":
     return _reference_jacobian(state, wl.index)
-  jac = preact_jacobian(state, wl.index, method="fast")
-  xt = layer_inputs(state, wl.index)
-  if wl.kind == "dense":
-    return tf.einsum("bou,bk->boku", jac, xt)
-  return tf.einsum("bohwu,bhwk->boku", jac, xt)
+  if _coupled(state):
+    return _pushed_jacobian(state, wl.index)
+  node = _node(state, wl.index)
+  return node.op.contract(node, _clamp(state)[node.index], preact_jacobian(state, wl.index, method="fast"))
 
 
 def neuron_jacobian(state: RoundState, layer: int, unit: int, method: str = "fast"):
@@ -242,7 +254,7 @@ def neuron_jacobian(state: RoundState, layer: int, unit: int, method: str = "fas
   Args:
     state: round n.
     layer: weight layer index.
-    unit: the neuron α (dense unit or conv filter).
+    unit: the neuron α (dense unit, conv filter or BatchNormalization channel).
     method: "fast" or "jacobian".
 
   Returns:
@@ -251,28 +263,23 @@ def neuron_jacobian(state: RoundState, layer: int, unit: int, method: str = "fas
   wl = state.spec.layer(layer)
   unit = _unit(wl, unit)
   _check_method(method)
-  if method == "jacobian":
-    return _reference_jacobian(state, wl.index)[..., unit]
-  jac = preact_jacobian(state, wl.index, method="fast")[..., unit]
-  xt = layer_inputs(state, wl.index)
-  if wl.kind == "dense":
-    return tf.einsum("bo,bk->bok", jac, xt)
-  return tf.einsum("bohw,bhwk->bok", jac, xt)
+  return jacobian_tensor(state, wl.index, method)[..., unit]
 
 
 def preact_jacobian(state: RoundState, layer: int, method: str = "fast", mode: str = "auto"):
   """J_b = ∂f/∂a_l per sample: the factor J_l^L of eq. (2), with every later activation clamped at round n.
 
   The building block of the regret recorders: with :func:`layer_inputs` it gives G_l = J ⊗ x̃ on demand.
-  The fast path pushes the clamped linear tail (masked matmul chain for dense ReLU tails; masked convs and
-  argmax selections for conv tails) forward from an identity basis of a_l (cost ≈ P_l clamped tail passes,
-  P_l = prod(a_l shape)) or backward from one cotangent per output unit (≈ 2 p_L passes); "auto" takes the
-  smaller. E.g. autoencoder layer 0: forward, 50 masked chains 50→30→20→30→50→784 per sample.
+  The fast path pushes the clamped linear network (``nta.network``: masks, pooling choices) forward from an
+  identity basis of a_l (cost ≈ P_l clamped passes, P_l = prod(a_l shape)) or backward from one cotangent per
+  output unit (≈ 2 p_L passes); "auto" takes the smaller. E.g. autoencoder layer 0: forward, 50 masked
+  chains 50→30→20→30→50→784 per sample. Defined when the samples of the batch are independent: not with
+  BatchNormalization in training mode (one clear error).
 
   Args:
     state: round n.
     layer: weight layer index.
-    method: "fast" or "jacobian" (``GradientTape.batch_jacobian`` through ``models.forward``).
+    method: "fast" or "jacobian" (``GradientTape.batch_jacobian`` through the network).
     mode: fast path direction, "auto", "forward" or "reverse".
 
   Returns:
@@ -280,14 +287,13 @@ def preact_jacobian(state: RoundState, layer: int, method: str = "fast", mode: s
   """
   wl = state.spec.layer(layer)
   _check_method(method)
+  _per_sample(state, "preact_jacobian")
   if method == "jacobian":
     key = ("preact_jacobian", wl.index)
     if key not in state._cache:
       state._cache[key] = _reference_preact_jacobian(state, wl.index)
     return state._cache[key]
-  lin = _linearization(state)
-  start = lin.pos[wl.index] + 1
-  jac = _jacobian_between(state, start, len(state.spec.ops), mode)
+  jac = _jacobian_between(state, wl.node, mode)
   return tf.reshape(jac, tf.concat([tf.shape(jac)[:2], wl.output_shape], 0))
 
 
@@ -308,8 +314,7 @@ def preact_jvp(state: RoundState, layer: int, tangent):
   wl = state.spec.layer(layer)
   tangent = _cast(tangent, state.dtype)
   _check_trailing(tangent, wl.output_shape, f"tangent for layer {wl.index} '{wl.name}'")
-  lin = _linearization(state)
-  return _push(state, tangent, lin.pos[wl.index] + 1)
+  return _push(state, seeds={wl.node: tangent})
 
 
 def preact_vjp(state: RoundState, layer: int, cotangent, method: str = "fast"):
@@ -332,14 +337,13 @@ def preact_vjp(state: RoundState, layer: int, cotangent, method: str = "fast"):
   _check_method(method)
   cotangent = _cast(cotangent, state.dtype)
   _check_trailing(cotangent, state.spec.output_shape, "cotangent")
+  _per_sample(state, "preact_vjp")
   if method == "jacobian":
     lead = tf.shape(cotangent)[:cotangent.shape.rank - len(state.spec.output_shape)]
     c = tf.reshape(cotangent, tf.concat([lead, [state.num_outputs]], 0))
     return _contract_vjp(c, preact_jacobian(state, wl.index, method="jacobian"))
-  lin = _linearization(state)
-  start = lin.pos[wl.index] + 1
   lead = tf.shape(cotangent)[:cotangent.shape.rank - len(state.spec.output_shape) - 1]
-  return _vjp_between(state, start, len(state.spec.ops), cotangent, lead)
+  return _vjp_between(state, wl.node, cotangent, lead)
 
 
 def preact_gram(state: RoundState, layer: int, method: str = "fast"):
@@ -362,6 +366,7 @@ def preact_gram(state: RoundState, layer: int, method: str = "fast"):
   """
   wl = state.spec.layer(layer)
   _check_method(method)
+  _per_sample(state, "preact_gram")
   if method == "jacobian":
     jac = _flat_reference_preact_jacobian(state, wl.index)
     return tf.einsum("bop,boq->bpq", jac, jac)
@@ -388,6 +393,7 @@ def preact_sq_norms(state: RoundState, layer: int, method: str = "fast"):
   """
   wl = state.spec.layer(layer)
   _check_method(method)
+  _per_sample(state, "preact_sq_norms")
   if method == "jacobian":
     norms = tf.reduce_sum(tf.square(_flat_reference_preact_jacobian(state, wl.index)), 1)
   else:
@@ -430,10 +436,8 @@ def taylor_network(state: RoundState, v: Sequence, method: str = "fast"):
     for l, d in deltas.items():
       inc += tf.einsum("boku,ku->bo", _reference_jacobian(state, l), d)
     return state.output + _unflatten(state, inc)
-  lin = _linearization(state)
-  first = min(deltas)
   deltas = {l: split(spec.layers[l], d) for l, d in deltas.items()}
-  return state.output + _push(state, None, lin.pos[first], deltas=deltas)
+  return state.output + _push(state, deltas=deltas)
 
 
 def taylor_layer(state: RoundState, layer: int, v, method: str = "fast"):
@@ -457,9 +461,7 @@ def taylor_layer(state: RoundState, layer: int, v, method: str = "fast"):
   if method == "jacobian":
     return state.output + _unflatten(state, tf.einsum("boku,ku->bo", _reference_jacobian(state, wl.index),
                                                       delta))
-  dk, db = split(wl, delta)
-  tangent = models.apply_layer(wl, _op(state.spec, wl.index).config, dk, db, state.taps[wl.index].input)
-  return state.output + preact_jvp(state, wl.index, tangent)
+  return state.output + _push(state, deltas={wl.index: split(wl, delta)})
 
 
 def taylor_neuron(state: RoundState, layer: int, unit: int, v, method: str = "fast"):
@@ -482,13 +484,9 @@ def taylor_neuron(state: RoundState, layer: int, unit: int, v, method: str = "fa
   if method == "jacobian":
     g = _reference_jacobian(state, wl.index)[..., unit]
     return state.output + _unflatten(state, tf.einsum("bok,k->bo", g, delta))
-  # Only filter α changes: a one-filter layer op, placed in channel α of an otherwise zero tangent.
-  fan_in = num_inputs(wl) - int(wl.use_bias)
-  dk = tf.reshape(delta[:fan_in], (*wl.kernel_shape[:-1], 1))
-  db = delta[fan_in:] if wl.use_bias else None
-  a = models.apply_layer(wl, _op(state.spec, wl.index).config, dk, db, state.taps[wl.index].input)
-  tangent = a * tf.one_hot(unit, wl.units, dtype=a.dtype)
-  return state.output + preact_jvp(state, wl.index, tangent)
+  # Only neuron α's column of the augmented kernel changes.
+  full = delta[:, None] * tf.one_hot(unit, wl.units, dtype=delta.dtype)[None]
+  return state.output + _push(state, deltas={wl.index: split(wl, full)})
 
 
 def taylor_loss(state: RoundState, v, loss, y=None, layer: Optional[int] = None, unit: Optional[int] = None,
@@ -527,147 +525,151 @@ def taylor_loss(state: RoundState, v, loss, y=None, layer: Optional[int] = None,
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The clamped linearisation (fast path).
+# The clamped linearisation (fast path): the graph's ops linearised at round n (``nta.network.ops``).
 
 
-@dataclasses.dataclass
-class _Linearization:
-  pos: dict     # weight layer index -> position of its op in spec.ops
-  entries: list  # per op: ReLU mask, (argmax, input size) for max-pool, else None
-  shapes: list   # per op: per-sample input shape; one extra entry for the output
+def _clamp(state: RoundState) -> dict:
+  """Round n's prepared clamp entries, per graph node (masks, pooling choices, batch statistics)."""
+  if "clamp" not in state._cache:
+    entries = state.entries
+    if entries is None:
+      # Recomputed from W^n and x^n (a round handed over without them): exact unless it drew dropout masks.
+      if state.training and any(n.kind == "dropout" and n.layer.rate > 0 for n in state.spec.graph.nodes):
+        raise NTAError(f"model '{state.spec.name}' has Dropout: the round's masks are needed; build the state "
+                       "with taylor.snapshot or from a training round that recorded its clamp entries")
+      entries = state.spec.graph.run(state.weights, state.x, training=state.training, record="all").context.entries
+    state._cache["clamp"] = state.spec.graph.prepare(entries)
+  return state._cache["clamp"]
 
 
-def _linearization(state: RoundState) -> _Linearization:
-  """Round n's activation configuration along the chain, from the taps (no Dense/Conv2D is re-run)."""
-  if "lin" in state._cache:
-    return state._cache["lin"]
-  spec = state.spec
-  h, shape = state.x, tuple(spec.input_shape)
-  pos, entries, shapes = {}, [], []
-  for i, op in enumerate(spec.ops):
-    shapes.append(shape)
-    entry = None
-    if op.kind in _WEIGHT_OPS:
-      pos[op.layer] = i
-      h = state.taps[op.layer].preact
-      shape = tuple(spec.layers[op.layer].output_shape)
-    elif op.kind == "relu":
-      # Same convention as TF's ReluGrad (derivative 0 at a = 0), so T2 holds exactly.
-      entry = tf.cast(h > 0, h.dtype)
-      h = tf.nn.relu(h)
-    elif op.kind == "maxpool":
-      cfg = op.config
-      size = tf.size(h)
-      h, argmax = tf.nn.max_pool_with_argmax(h, cfg["ksize"], cfg["strides"], cfg["padding"],
-                                             include_batch_in_index=True)
-      entry = (argmax, size)
-      shape = tuple(h.shape[1:])
-    elif op.kind == "flatten":
-      h = tf.reshape(h, [tf.shape(h)[0], -1])
-      shape = (math.prod(shape),)
-    elif op.kind == "reshape":
-      h = tf.reshape(h, [tf.shape(h)[0], *op.config])
-      shape = tuple(op.config)
-    entries.append(entry)
-  shapes.append(shape)
-  lin = _Linearization(pos, entries, shapes)
-  state._cache["lin"] = lin
-  return lin
+def _coupled(state: RoundState) -> bool:
+  """Whether the round's clamped network mixes the samples of the batch (BatchNormalization in training)."""
+  clamp = _clamp(state)
+  return any(n.op.couples(n, clamp.get(n.index)) for n in state.spec.graph.nodes)
 
 
-def _push(state: RoundState, t, start: int, stop: Optional[int] = None, deltas: Optional[dict] = None):
-  """Applies ops[start:stop] linearised at round n to t (..., batch, *shape), adding layer deltas.
-
-  ``t`` None stands for zero; ``deltas`` maps a layer index to (Δkernel, Δbias), whose affine map on the
-  stored input x_{l-1} enters at that layer's op.
-  """
-  spec = state.spec
-  lin = _linearization(state)
-  stop = len(spec.ops) if stop is None else stop
-  for i in range(start, stop):
-    op, shape = spec.ops[i], lin.shapes[i]
-    if op.kind in _WEIGHT_OPS:
-      wl = spec.layers[op.layer]
-      if t is not None:
-        t = _linear_op(wl, op.config, state.weights[op.layer][0], t, shape)
-      if deltas and op.layer in deltas:
-        d = models.apply_layer(wl, op.config, *deltas[op.layer], state.taps[op.layer].input)
-        t = d if t is None else t + d
-    elif t is None:
-      continue
-    elif op.kind == "relu":
-      t = t * lin.entries[i]
-    elif op.kind == "maxpool":
-      argmax, size = lin.entries[i]
-      lead = tf.shape(t)[:t.shape.rank - 4]
-      picked = tf.gather(tf.reshape(t, tf.stack([-1, size])), tf.reshape(argmax, [-1]), axis=1)
-      t = tf.reshape(picked, tf.concat([lead, tf.shape(argmax, out_type=tf.int32)], 0))
-    elif op.kind in ("flatten", "reshape"):
-      new = [-1] if op.kind == "flatten" else list(op.config)
-      t = tf.reshape(t, tf.concat([tf.shape(t)[:t.shape.rank - len(shape)], new], 0))
-  return t
+def _per_sample(state: RoundState, what: str) -> None:
+  if _coupled(state):
+    raise NTAError(f"{what}: model '{state.spec.name}' couples the samples of a batch in training mode "
+                   "(BatchNormalization's batch statistics), so there is no per-sample Jacobian J_b; the Taylor "
+                   "approximations, losses and jacobian_tensor are exact for it")
 
 
-def _linear_op(wl: models.WeightLayer, config, kernel, t, in_shape):
-  """The bias-free part of a weight layer applied to t with leading tangent axes."""
-  if wl.kind == "dense":
-    return tf.tensordot(t, kernel, axes=1)
-  prefix = tf.shape(t)[:t.shape.rank - 3]
-  out = tf.nn.conv2d(tf.reshape(t, [-1, *in_shape]), kernel, strides=config["strides"],
-                     padding=config["padding"], dilations=config["dilations"])
-  return tf.reshape(out, tf.concat([prefix, wl.output_shape], 0))
+def _node(state: RoundState, layer: int):
+  return state.spec.graph.nodes[state.spec.layers[layer].node]
 
 
-def _vjp_between(state: RoundState, start: int, stop: int, cotangent, lead):
-  """Transpose of ops[start:stop] clamped, applied to cotangent (*lead, batch, *shape at stop)."""
-  lin = _linearization(state)
+def _push(state: RoundState, seeds: Optional[dict] = None, deltas: Optional[dict] = None, stop: Optional[int] = None):
+  """The clamped network of round n applied to tangents: ``seeds`` {node: tangent (..., batch, *its shape)}
+  enter as that node's output's change, ``deltas`` {layer: (Δkernel, Δbias)} as the layer's output change at
+  the round's input; returns the change at node ``stop`` (default: the output), or None for zero."""
+  graph = state.spec.graph
+  clamp = _clamp(state)
+  seeds, deltas = seeds or {}, deltas or {}
+  stop = graph.output if stop is None else stop
+  first = min([*seeds, *(state.spec.layers[l].node for l in deltas)])
+  t = {}
+  for node in graph.nodes[first:stop + 1]:
+    w = state.weights[node.weight] if node.weight is not None else None
+    ins = [t.get(i) for i in node.inputs]
+    out = node.op.linear(node, clamp.get(node.index), ins, w) if any(v is not None for v in ins) else None
+    if node.weight is not None and node.weight in deltas:
+      d = node.op.delta(node, clamp[node.index], deltas[node.weight])
+      out = d if out is None else out + d
+    if node.index in seeds:
+      out = seeds[node.index] if out is None else out + seeds[node.index]
+    t[node.index] = out
+  out = t.get(stop)
+  if out is None:
+    # The change never reaches the output (e.g. a dead ReLU layer between): zero, shaped like the output.
+    lead = _leading(seeds, deltas, state)
+    return tf.zeros(tf.concat([lead, tf.shape(state.x)[:1], graph.nodes[stop].shape], 0), state.dtype)
+  return out
+
+
+def _leading(seeds: dict, deltas: dict, state: RoundState):
+  """The leading tangent axes of the seeds (deltas have none)."""
+  for node, t in seeds.items():
+    return tf.shape(t)[:t.shape.rank - len(state.spec.graph.nodes[node].shape) - 1]
+  return tf.zeros([0], tf.int32)
+
+
+def _vjp_between(state: RoundState, node: int, cotangent, lead):
+  """Transpose of the clamped map from node ``node``'s output to the network output, applied to cotangent
+  (*lead, batch, *output shape)."""
   batch = tf.shape(state.x)[:1]
-  zeros = tf.zeros(tf.concat([lead, batch, lin.shapes[start]], 0), state.dtype)
+  zeros = tf.zeros(tf.concat([lead, batch, state.spec.graph.nodes[node].shape], 0), state.dtype)
   with tf.GradientTape() as tape:
     tape.watch(zeros)
-    out = _push(state, zeros, start, stop)
+    out = _push(state, seeds={node: zeros})
   # The map is linear, so its gradient at zero is its transpose everywhere.
-  return tf.convert_to_tensor(tape.gradient(out, zeros, output_gradients=cotangent))
+  grad = tape.gradient(out, zeros, output_gradients=cotangent)
+  return tf.zeros_like(zeros) if grad is None else tf.convert_to_tensor(grad)
 
 
-def _jacobian_between(state: RoundState, start: int, stop: int, mode: str = "auto"):
-  """Per-sample Jacobian of the value at op ``stop`` w.r.t. the one at op ``start``: (batch, P_out, P_in)."""
+def _jacobian_between(state: RoundState, node: int, mode: str = "auto", stop: Optional[int] = None):
+  """Per-sample Jacobian of node ``stop``'s value (default: the output) w.r.t. node ``node``'s output:
+  (batch, P_out, P_in)."""
   if mode not in ("auto", "forward", "reverse"):
     raise NTAError(f"mode '{mode}' is not known; choose 'auto', 'forward' or 'reverse'")
-  lin = _linearization(state)
-  in_shape, out_shape = lin.shapes[start], lin.shapes[stop]
+  graph = state.spec.graph
+  stop = graph.output if stop is None else stop
+  in_shape, out_shape = graph.nodes[node].shape, graph.nodes[stop].shape
   p_in, p_out = math.prod(in_shape), math.prod(out_shape)
   batch = tf.shape(state.x)[:1]
-  if mode == "forward" or (mode == "auto" and p_in <= p_out):
+  if mode == "forward" or (mode == "auto" and p_in <= p_out) or stop != graph.output:
     basis = tf.reshape(tf.eye(p_in, dtype=state.dtype), [p_in, 1, *in_shape])
-    out = _push(state, tf.broadcast_to(basis, tf.concat([[p_in], batch, in_shape], 0)), start, stop)
+    out = _push(state, seeds={node: tf.broadcast_to(basis, tf.concat([[p_in], batch, in_shape], 0))}, stop=stop)
     return tf.transpose(tf.reshape(out, tf.concat([[p_in], batch, [p_out]], 0)), [1, 2, 0])
   basis = tf.reshape(tf.eye(p_out, dtype=state.dtype), [p_out, 1, *out_shape])
   cot = tf.broadcast_to(basis, tf.concat([[p_out], batch, out_shape], 0))
-  grad = _vjp_between(state, start, stop, cot, [p_out])
+  grad = _vjp_between(state, node, cot, [p_out])
   return tf.transpose(tf.reshape(grad, tf.concat([[p_out], batch, [p_in]], 0)), [1, 0, 2])
 
 
 def _gram_factors(state: RoundState, layer: int):
   """(A, S) with J_b^T J_b = A_b^T S A_b; S None means A = J (no shared linear suffix worth using)."""
-  spec = state.spec
-  lin = _linearization(state)
-  start, end = lin.pos[layer] + 1, len(spec.ops)
-  # After the last ReLU/max-pool the network is one linear map M shared by all samples.
-  mid = start
-  for i in range(start, end):
-    if spec.ops[i].kind in ("relu", "maxpool"):
-      mid = i + 1
-  p_mid = math.prod(lin.shapes[mid])
-  if mid == end or p_mid >= state.num_outputs:
-    return _jacobian_between(state, start, end), None
-  basis = tf.reshape(tf.eye(p_mid, dtype=state.dtype), [p_mid, 1, *lin.shapes[mid]])
-  m = tf.reshape(_push(state, basis, mid, end), [p_mid, state.num_outputs])
-  return _jacobian_between(state, start, mid), tf.matmul(m, m, transpose_b=True)
+  graph = state.spec.graph
+  clamp = _clamp(state)
+  start = state.spec.layers[layer].node
+  # After the last node whose clamped map differs between samples, the rest of a plain chain to the output is
+  # one linear map M shared by all samples.
+  chain, mid = True, start
+  for node in graph.nodes[start + 1:]:
+    chain = chain and node.inputs == (node.index - 1,)
+    if node.op.varies(node, clamp.get(node.index)):
+      mid = node.index
+  p_mid = math.prod(graph.nodes[mid].shape)
+  if not chain or mid == graph.output or p_mid >= state.num_outputs:
+    return _jacobian_between(state, start), None
+  basis = tf.reshape(tf.eye(p_mid, dtype=state.dtype), [p_mid, 1, *graph.nodes[mid].shape])
+  m = tf.reshape(_push(state, seeds={mid: basis}), [p_mid, state.num_outputs])
+  a = _jacobian_between(state, start, "forward", stop=mid) if mid != start else None
+  if a is None:
+    eye = tf.eye(p_mid, dtype=state.dtype)
+    a = tf.broadcast_to(eye, tf.concat([tf.shape(state.x)[:1], [p_mid, p_mid]], 0))
+  return a, tf.matmul(m, m, transpose_b=True)
+
+
+def _pushed_jacobian(state: RoundState, layer: int):
+  """G_l as the Jacobian of the clamped network's output change in the change of V_l: exact also when the
+  batch is coupled (no per-sample factorisation), at one reverse pass per output component."""
+  wl = state.spec.layers[layer]
+  delta = tf.zeros((num_inputs(wl), wl.units), state.dtype)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(delta)
+    f = _flat(state, _push(state, deltas={layer: split(wl, delta)}))
+  # A loop over the outputs rather than pfor, which turns conv filter gradients into a slow while_loop anyway.
+  return tape.jacobian(f, delta, experimental_use_pfor=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The reference path (A.5).
+
+
+def _reference_forward(state: RoundState, weights):
+  """The network of round n as backprop saw it (its mode, its dropout masks) at other weights."""
+  return state.spec.graph.run(weights, state.x, training=state.training, replay=state.entries).output
 
 
 def _reference_jacobian(state: RoundState, layer: int):
@@ -684,7 +686,7 @@ def _reference_jacobian(state: RoundState, layer: int):
       tape.watch(bias)
     weights = list(state.weights)
     weights[layer] = (kernel, bias)
-    f = _flat(state, models.forward(spec, weights, state.x))
+    f = _flat(state, _reference_forward(state, weights))
   # pfor turns Conv2DBackpropFilter into a slow while_loop anyway (TF issue 34496): loop explicitly.
   use_pfor = wl.kind == "dense"
   jk = tape.jacobian(f, kernel, experimental_use_pfor=use_pfor)
@@ -708,7 +710,7 @@ def _reference_preact_jacobian(state: RoundState, layer: int):
     tape.watch(e)
     weights = list(state.weights)
     weights[layer] = (kernel, e if bias is None else bias + e)
-    f = _flat(state, models.forward(spec, weights, state.x))
+    f = _flat(state, _reference_forward(state, weights))
   jac = tape.batch_jacobian(f, e)
   return tf.reshape(jac, tf.concat([tf.shape(f), wl.output_shape], 0))
 
@@ -732,10 +734,6 @@ def _contract_vjp(c, jac):
 def _check_method(method: str) -> None:
   if method not in METHODS:
     raise NTAError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
-
-
-def _op(spec: models.ModelSpec, layer: int) -> models.Op:
-  return next(op for op in spec.ops if op.kind in _WEIGHT_OPS and op.layer == layer)
 
 
 def _unit(wl: models.WeightLayer, unit) -> int:

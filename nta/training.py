@@ -3,11 +3,12 @@
 :class:`TaylorModel` wraps any Keras model that ``nta.models.inspect`` accepts and replaces Keras'
 ``train_step`` with one that, on every round n,
 
-1. evaluates the network as a pure function of its weights (``nta.models.forward``) and the minibatch
-   training loss ℓ(f_{W^n}(x^n), y^n) *before* the update — the left-hand side of the paper's eq. (3);
+1. evaluates the network in training mode as a pure function of its weights (``nta.network.graph``) and the
+   minibatch training loss ℓ(f_{W^n}(x^n), y^n) *before* the update — the left-hand side of the paper's
+   eq. (3);
 2. takes gradients w.r.t. the weights W^n and the output f (∂ℓ/∂f is the paper's J_L^ℰ);
 3. hands that round's tensors to the pluggable recorders (``nta.recorders``);
-4. applies the optimizer.
+4. applies the optimizer, and updates BatchNormalization's moving statistics as Keras does.
 
 :func:`fit` drives ``model.fit`` (progress bar, callbacks) over a resumable run directory:
 
@@ -82,7 +83,10 @@ class TaylorModel(keras.Model):
     x, y = data["x"], data["y"]
     step = tf.cast(self.optimizer.iterations, tf.int64)
     with tf.GradientTape() as tape:
-      output, taps = models.forward(self.spec, self.spec.weights(), x, taps=True)
+      # Training mode: the round's dropout masks, BatchNormalization's batch statistics.
+      want_entries = any(rec.wants_entries for rec in self.recorders)
+      run = self.spec.graph.run(self.spec.weights(), x, training=True, record="all" if want_entries else "weights")
+      output, taps = run.output, models.taps_of(self.spec, run)
       loss = self.loss_fn(y, output)
     # One backward pass gives dℓ/dW (for the update), dℓ/df (the recorders' J_L^ℰ) and, when a recorder asks,
     # dℓ/da_l for every layer.
@@ -95,12 +99,15 @@ class TaylorModel(keras.Model):
       weights = self._regroup([tf.convert_to_tensor(v) for v in self._flat_vars])
       rt = RoundTensors(step=step, x=x, y=y, index=data["index"], weights=weights, taps=taps,
                         output=output, loss=loss, output_grad=grads[n], grads=self._regroup(grads[:n]),
-                        preact_grads=grads[n + 1:] if want_preacts else None)
+                        preact_grads=grads[n + 1:] if want_preacts else None,
+                        entries=run.context.entries if want_entries else None)
       for rec in self.recorders:
         out = rec.update(rt)
         for key, value in (out or {}).items():
           logs[f"{rec.name}/{key}"] = value
     self.optimizer.apply(grads[:n], self._flat_vars)
+    for variable, value in run.context.updates:  # BatchNormalization's moving statistics, as Keras updates them
+      variable.assign(value)
     self.loss_tracker.update_state(loss)
     logs["loss"] = self.loss_tracker.result()
     return logs

@@ -18,6 +18,8 @@ from nta import training
 from nta.errors import NTAError
 from nta.recorders import RunInfo
 
+import zoo
+
 from helpers import config, error_lines, run_binary
 
 FLOOR = ex.LOG_FLOOR
@@ -507,3 +509,39 @@ def test_binary_end_to_end(tmp_path):
     lines = error_lines(bad.stderr)
     assert bad.returncode == 1 and len(lines) == 1 and message in lines[0], bad.stderr
     assert bad.stderr.strip().splitlines() == lines and bad.stdout == ""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The zoo: units are those of every ReLU-like op, also after a residual sum or a BatchNormalization.
+
+
+def _keras_output(net, name, x):
+  """The output of layer ``name`` of ``net`` on x by Keras itself (inference mode); one level of nesting."""
+  for layer in net.layers:
+    if layer.name == name:
+      return keras.Model(net.inputs, layer.output)(x, training=False)
+    if isinstance(layer, keras.Model) and name in [l.name for l in layer.layers]:
+      feed = keras.Model(net.inputs, layer._inbound_nodes[0].input_tensors[0])(x, training=False)
+      return keras.Model(layer.inputs, layer.get_layer(name).output)(feed, training=False)
+  raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.ZOO))
+def test_zoo_configurations_equal_keras_activations(name, tmp_path):
+  """A unit is active where its ReLU-like op's output is > 0 (its input is > 0, for a positive slope)."""
+  net = zoo.ZOO[name](seed=3)
+  shape = tuple(net.inputs[0].shape[1:])
+  run = _run_info(net, tmp_path, 40, shape)
+  rec = ex.ConfigurationRecorder(data_size=1.0)
+  rec.build(run)
+  rec.save(0)
+  packed, meta = ex.load_configurations(str(tmp_path))
+  bits = ex.unpack(packed[0], rec.num_units)
+  x = data.eval_arrays(run.train, meta["data_indices"], shape)
+  graph = run.spec.graph
+  expected = []
+  for node in graph.unit_nodes:
+    out = np.asarray(_keras_output(net, node.layer.name, x)).reshape(len(x), -1)
+    expected.append(out > 0)
+  np.testing.assert_array_equal(bits, np.concatenate(expected, axis=1))
+  assert rec.num_units == sum(e.shape[1] for e in expected) and bits.any() and not bits.all()

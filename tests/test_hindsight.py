@@ -14,6 +14,8 @@ from nta import taylor
 from nta import training
 from nta.errors import NTAError
 
+import zoo
+
 
 def _tiny_net(dtype="float64", hidden=(5, 4)):
   """A float64 Keras model, so the run's own tensors are float64 and comparisons can be tight."""
@@ -223,11 +225,94 @@ def test_backward_pass_residuals_equal_the_masked_matmul_chain():
   rec.build(recorders.RunInfo(None, spec, net, "mse", 1, 1, 8, 0))
   x = tf.constant(np.random.default_rng(0).random((8, 6)))
   with tf.GradientTape() as tape:
-    output, taps = models.forward(spec, spec.weights(), x, taps=True)
+    run = spec.graph.run(spec.weights(), x, training=True, record="all")
+    output, taps = run.output, models.taps_of(spec, run)
     loss = tf.reduce_mean(tf.square(output - x))
   preact_grads = tape.gradient(loss, [t.preact for t in taps])
-  args = (output, x, [l.kernel for l in spec.layers], [t.input for t in taps], [t.preact for t in taps])
+  args = (output, x, [l.kernel for l in spec.layers], [t.input for t in taps], [t.preact for t in taps],
+          rec.diagonals(run.context.entries))
   chain, backward = rec._contributions(*args), rec._contributions(*args, preact_grads)
   assert sorted(chain) == sorted(backward) and any(k.startswith("layer") for k in chain)
   for key in chain:
     np.testing.assert_allclose(backward[key].numpy(), chain[key].numpy(), rtol=1e-12, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model zoo: convolutions, BatchNormalization, dropout, residual sums take the exact Jacobian path.
+
+
+class _Capture(recorders.Recorder):
+  """Keeps each round's output, targets, augmented weights and reference G_l (A.5, tape.jacobian through the
+  round's training-mode network with its own dropout masks) for a brute-force optimum."""
+  name = "capture"
+  wants_entries = True
+
+  def __init__(self):
+    self.rounds = []
+
+  def build(self, run):
+    self.spec = run.spec
+
+  def update(self, rt):
+    state = taylor.RoundState.from_round(self.spec, rt)
+    out = {"f": rt.output, "y": rt.y}
+    for l, wl in enumerate(self.spec.layers):
+      out[f"g{l}"] = taylor.jacobian_tensor(state, l, method="jacobian")
+      out[f"w{l}"] = taylor.augment(wl, *rt.weights[l])
+    return out
+
+  def consume(self, step, outputs):
+    self.rounds.append({k: np.asarray(v) for k, v in outputs.items()})
+
+
+@pytest.mark.parametrize("name", ["resnet", "vgg", "leaky_mlp", "branches"])
+def test_zoo_squared_loss_optima_equal_the_brute_force_minimum(tmp_path, name):
+  policy = keras.config.dtype_policy()
+  keras.config.set_dtype_policy("float64")  # a float64 model: tight comparisons (floatx is read once)
+  try:
+    net = zoo.ZOO[name](seed=5)
+  finally:
+    keras.config.set_dtype_policy(policy)
+  assert net.weights[0].dtype == "float64"
+  spec = models.inspect(net)
+  n, batch, rng = 8, 4, np.random.default_rng(6)
+  x = rng.random((n, *spec.input_shape))
+  y = rng.normal(size=(n, *spec.output_shape))
+
+  def dataset_fn(initial_epoch):
+    ds = tf.data.Dataset.from_tensor_slices({"x": x, "y": y, "index": np.arange(n)})
+    return ds.batch(batch).repeat(2 - initial_epoch)
+
+  capture = _Capture()
+  rec = hindsight.TaylorRecorder(memory_mb=64, horizons=[2, 4])
+  training.fit(net, dataset_fn, n, loss="mse", optimizer=optimizers.make_optimizer("sgd", 0.05), batch_size=batch,
+               num_epochs=2, recorders=[rec, capture], verbose=0)
+  assert rec.layers == list(range(len(spec.layers)))
+  # The leaky MLP is one masked-matmul chain (slopes as masks); the others record their convolutions,
+  # BatchNormalizations and branches by the exact Jacobian path, and their dense heads by the chain.
+  assert (rec.chained == set(rec.layers)) == (name == "leaky_mlp") and rec.chained
+  def brute(N, columns):
+    """min_v Σ_{n<N} ‖f_n − y_n + G_n[:, columns] (v − w_n[columns])‖² / (batch·P), by least squares."""
+    rows, rhs = [], []
+    for r in capture.rounds[:N]:
+      G = r["g"][:, columns]
+      scale = np.sqrt(G.shape[0])  # batch · P
+      rows.append(G / scale)
+      rhs.append((G @ r["w"][columns] - (r["f"] - r["y"]).reshape(-1)) / scale)
+    M, t = np.concatenate(rows), np.concatenate(rhs)
+    v, *_ = np.linalg.lstsq(M, t, rcond=None)
+    return np.sum((M @ v - t) ** 2)
+
+  for N, result in zip((2, 4), rec.results):
+    # Where a layer can fit the rounds exactly the optimum is 0, which the normal equations meet to rounding
+    # of the summed loss: absolute tolerance relative to it.
+    total = sum(np.sum((r["f"] - r["y"]) ** 2) / r["f"].size for r in capture.rounds[:N])
+    for l, wl in enumerate(spec.layers):
+      k, u = taylor.num_inputs(wl), wl.units
+      for r in capture.rounds:
+        r["g"], r["w"] = r[f"g{l}"].reshape(-1, k * u), r[f"w{l}"].reshape(-1)
+      np.testing.assert_allclose(result[f"layer{l}/value"], brute(N, np.arange(k * u)), rtol=1e-7, atol=1e-8 * total,
+                                 err_msg=f"{name} layer {l} ({wl.name}) N={N}")
+      for i, unit in enumerate(rec.neurons[l]):
+        np.testing.assert_allclose(result[f"neurons{l}/value"][i], brute(N, np.arange(k) * u + unit), rtol=1e-7,
+                                   atol=1e-8 * total, err_msg=f"{name} layer {l} neuron {unit} N={N}")

@@ -19,6 +19,8 @@ from nta import taylor
 from nta.errors import NTAError
 from nta.recorders import RoundTensors
 
+import zoo
+
 # Relative tolerance (max abs error over max abs expected value), by dtype.
 TOL = {tf.float64: 1e-10, tf.float32: 1e-5}
 LOSSES = ("mse", "cross_entropy")
@@ -481,3 +483,93 @@ def test_bad_input_raises_one_clear_line(nets, call, match):
   with pytest.raises(NTAError, match=match) as err:
     call(net.state, net.weights)
   assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model zoo: residual + BatchNorm, dropout + pooling, LeakyReLU, branches (training mode, float64).
+
+
+@pytest.fixture(scope="module")
+def zoo_nets():
+  out = {}
+  for i, (name, build) in enumerate(sorted(zoo.ZOO.items())):
+    rng = np.random.default_rng(20 + i)
+    spec = models.inspect(build(seed=i))
+    weights = _random_weights(spec, rng)
+    x = tf.constant(rng.normal(size=(4, *spec.input_shape)))
+    out_dim = spec.output_shape[0]
+    targets = {"mse": tf.constant(rng.normal(size=(4, out_dim))),
+               "cross_entropy": tf.constant(rng.integers(0, out_dim, 4))}
+    out[name] = Net(spec, weights, taylor.snapshot(spec, x, weights=weights, training=True), targets)
+  return out
+
+
+def _gradient(fn, structure):
+  """The gradient of fn at a structure of tensors that may hold None (layers without a bias)."""
+  flat = [t for t in tf.nest.flatten(structure) if t is not None]
+  with tf.GradientTape() as tape:
+    tape.watch(flat)
+    value = fn(structure)
+  grads = iter(tape.gradient(value, flat))
+  return tf.nest.map_structure(lambda t: next(grads) if t is not None else None, structure)
+
+
+def _round_loss(net, loss, weights):
+  """The training loss of the round as backprop saw it: training mode, the round's dropout masks."""
+  return losses.get(loss)(net.targets[loss], taylor._reference_forward(net.state, weights))
+
+
+@pytest.mark.parametrize("name", sorted(zoo.ZOO))
+def test_zoo_fast_path_equals_the_reference(zoo_nets, name):
+  """G, and T at network, layer and neuron scale: the clamped graph equals A.5's tape.jacobian."""
+  net = zoo_nets[name]
+  state = net.state
+  rng = np.random.default_rng(30)
+  v = _perturbed(net.weights, rng, 0.5)
+  assert_close(taylor.taylor_network(state, v), taylor.taylor_network(state, v, method="jacobian"))
+  for wl in net.spec.layers:
+    ref = taylor.jacobian_tensor(state, wl.index, method="jacobian")
+    assert ref.shape == (4, state.num_outputs, taylor.num_inputs(wl), wl.units)
+    assert_close(taylor.jacobian_tensor(state, wl.index), ref)
+    assert_close(taylor.taylor_layer(state, wl.index, v[wl.index]),
+                 taylor.taylor_layer(state, wl.index, v[wl.index], method="jacobian"))
+    unit = wl.units - 1
+    vn = taylor.neuron_params(wl, *v[wl.index], unit)
+    assert_close(taylor.taylor_neuron(state, wl.index, unit, vn),
+                 taylor.taylor_neuron(state, wl.index, unit, vn, method="jacobian"))
+
+
+@pytest.mark.parametrize("name,loss", [(n, l) for n in sorted(zoo.ZOO) for l in LOSSES
+                                       if l == "cross_entropy" or n == "leaky_mlp"])
+def test_zoo_t1_t2_t3(zoo_nets, name, loss):
+  net = zoo_nets[name]
+  expected = _round_loss(net, loss, net.weights)
+  backprop = _gradient(lambda w: _round_loss(net, loss, w), net.weights)
+  rng = np.random.default_rng(31)
+  v1, v2 = _perturbed(net.weights, rng, 1.0), _perturbed(net.weights, rng, 1.0)
+  for (kwargs, w), (_, a), (_, b) in zip(_all_scales(net, net.weights), _all_scales(net, v1), _all_scales(net, v2)):
+    def tl(v, kwargs=kwargs):
+      return taylor.taylor_loss(net.state, v, loss, y=net.targets[loss], **kwargs)
+    assert_close(tl(w), expected)  # T1
+    grad = _gradient(tl, w)
+    if "unit" in kwargs:  # T2
+      wl = net.spec.layers[kwargs["layer"]]
+      assert_close(grad, taylor.augment(wl, *backprop[wl.index])[:, kwargs["unit"]])
+    else:
+      for g, bp in zip(tf.nest.flatten(grad), tf.nest.flatten(backprop if "layer" not in kwargs
+                                                              else backprop[kwargs["layer"]])):
+        assert (g is None) == (bp is None)
+        if g is not None:
+          assert_close(g, bp)
+    for t in (0.3, 0.7):  # T3
+      mid = tf.nest.map_structure(lambda p, q: None if p is None else t * p + (1 - t) * q, a, b)
+      chord = t * float(tl(a)) + (1 - t) * float(tl(b))
+      assert float(tl(mid)) <= chord + 1e-12 * abs(chord)
+
+
+def test_a_coupled_batch_has_no_per_sample_jacobian(zoo_nets):
+  state = zoo_nets["resnet"].state
+  with pytest.raises(NTAError, match=r"preact_jacobian: model 'resnet' couples the samples of a batch"):
+    taylor.preact_jacobian(state, 0)
+  inference = taylor.snapshot(state.spec, state.x, weights=zoo_nets["resnet"].weights, training=False)
+  assert_close(taylor.preact_jacobian(inference, 0), taylor.preact_jacobian(inference, 0, method="jacobian"))
