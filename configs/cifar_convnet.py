@@ -9,11 +9,9 @@ Cross-entropy, batch 128, 100 epochs. Variants by config string as in ``mnist_au
 
 from nta import config as default
 
-LEARNING_RATES = {"rmsprop": 5e-4, "adam": 2e-4, "sgd": 0.1, "adagrad": 1e-2}
-
 
 def get_config(arg="rmsprop"):
-  optimizer, lr, flags = default.parse_variant(arg, LEARNING_RATES)
+  optimizer, lr, flags = default.parse_variant(arg, default.LEARNING_RATES["convnet"])
   c = default.get_config()
   c.model, c.loss, c.batch_size, c.num_epochs = "convnet", "cross_entropy", 128, 100
   c.data.source, c.data.name = "tfds", "cifar10"

@@ -9,11 +9,9 @@ Variants by config string: ``configs/mnist_autoencoder.py:adam``, ``:sgd0.01``, 
 
 from nta import config as default
 
-LEARNING_RATES = {"rmsprop": 1e-3, "adam": 1e-2, "sgd": 0.1, "adagrad": 1e-2}
-
 
 def get_config(arg="rmsprop"):
-  optimizer, lr, flags = default.parse_variant(arg, LEARNING_RATES)
+  optimizer, lr, flags = default.parse_variant(arg, default.LEARNING_RATES["autoencoder"])
   c = default.get_config()
   c.model, c.loss, c.batch_size, c.num_epochs = "autoencoder", "mse", 64, 100
   c.data.source, c.data.name = "tfds", "mnist"

@@ -21,7 +21,7 @@ def get_config():
   """The default ConfigDict; see the comments for each field."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # drives weight init, data order, recorder subsets: same seed -> same numbers on CPU
-  c.model = "autoencoder"  # "autoencoder" or "convnet" (nta.models)
+  c.model = "autoencoder"  # "autoencoder", "convnet" or "resnet20" (nta.models)
   c.loss = "mse"  # "mse" or "cross_entropy" (nta.losses)
   c.data = ml_collections.ConfigDict()
   c.data.source = "sample"  # "tfds", "files" or "sample" (nta.data)
@@ -60,7 +60,14 @@ def get_config():
   return c
 
 
-# Paper learning rates (A.5); SGD is swept over 1.0, 0.1 and 0.01 (fig. 5); AdaGrad is not in the paper.
+# Paper learning rates (A.5); SGD is swept over 1.0, 0.1 and 0.01 (fig. 5, "sgd" alone is 0.1); AdaGrad is not
+# in the paper. ResNet-20 (configs/cifar_resnet.py) takes the convnet's.
+LEARNING_RATES = {
+    "autoencoder": {"rmsprop": 1e-3, "adam": 1e-2, "sgd": 0.1, "adagrad": 1e-2},
+    "convnet": {"rmsprop": 5e-4, "adam": 2e-4, "sgd": 0.1, "adagrad": 1e-2},
+}
+
+
 def parse_variant(arg, learning_rates, default_optimizer="rmsprop"):
   """Splits a config string like "adam", "sgd0.01,quick" or "rmsprop,keras3" into (optimizer, learning rate,
   flags); flags hold the scale (quick, testing, paper) and an optimizer convention (tf1, keras3)."""

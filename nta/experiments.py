@@ -52,12 +52,12 @@ def apply_threads(intra_op: int, inter_op: int, log=print) -> None:
 
 
 def build_model(config, train: data_lib.Split) -> keras.Model:
-  """The config's paper model, shaped for the training data."""
+  """The config's model (the paper's two, or ResNet-20), shaped for the training data."""
   if config.model == "autoencoder":
     return models.autoencoder()
-  if config.model == "convnet":
-    return models.convnet(train.x.shape[1:], train.num_classes)
-  raise NTAError(f"unknown model '{config.model}' in config.model; choose 'autoencoder' or 'convnet'")
+  if config.model in ("convnet", "resnet20"):
+    return models.get(config.model, train.x.shape[1:], train.num_classes)
+  raise NTAError(f"unknown model '{config.model}' in config.model; choose 'autoencoder', 'convnet' or 'resnet20'")
 
 
 def build_recorders(config) -> list:

@@ -62,6 +62,46 @@ def convnet(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, fil
   return keras.Sequential(layers, name=name)
 
 
+def resnet20(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, name: str = "resnet20") -> keras.Model:
+  """ResNet-20 of He et al. (2016, §4.2): a 3×3 conv stem of 16 filters, then 3 stages of 3 basic blocks
+  (two 3×3 convs, each followed by BatchNormalization, ReLU after the residual sum) with 16, 32 and 64 filters,
+  the first block of stages 2 and 3 striding by 2, global average pooling and dense logits.
+
+  Convs feeding a BatchNormalization have no bias (its mean would cancel it). Where a block changes shape,
+  its shortcut is a 1×1 strided conv with BatchNormalization (He et al.'s option B; their CIFAR model pads
+  with zeros, option A, which Keras has no layer for). Trainable parameters on 32×32×3 input: stem
+  3·3·3·16 + 2·16 = 464; stage 1: 6·(3·3·16·16 + 2·16) = 14,016; stage 2: 3·3·16·32 + 5·3·3·32·32 +
+  6·2·32 + (16·32 + 2·32) = 51,648; stage 3: 3·3·32·64 + 5·3·3·64·64 + 6·2·64 + (32·64 + 2·64) = 205,696;
+  logits 64·10 + 10 = 650; total 272,474 (plus 1,568 BatchNormalization moving statistics).
+
+  Args:
+    input_shape: per-sample (height, width, channels); MNIST-shaped (28, 28, 1) works too.
+    num_classes: number of logits.
+    name: Keras model name.
+
+  Returns:
+    An uncompiled functional ``keras.Model`` producing logits (softmax lives in the loss).
+  """
+  layers = keras.layers
+
+  def conv_bn(x, filters, kernel, stride, label):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{label}_conv")(x)
+    return layers.BatchNormalization(name=f"{label}_bn")(x)
+
+  inp = keras.Input(tuple(input_shape))
+  x = layers.ReLU(name="stem_relu")(conv_bn(inp, 16, 3, 1, "stem"))
+  for stage, filters in enumerate((16, 32, 64), start=1):
+    for block in range(1, 4):
+      label = f"s{stage}b{block}"
+      stride = 2 if stage > 1 and block == 1 else 1
+      h = layers.ReLU(name=f"{label}_relu1")(conv_bn(x, filters, 3, stride, f"{label}_1"))
+      h = conv_bn(h, filters, 3, 1, f"{label}_2")
+      shortcut = conv_bn(x, filters, 1, stride, f"{label}_proj") if stride != 1 else x
+      x = layers.ReLU(name=f"{label}_out")(layers.Add(name=f"{label}_add")([shortcut, h]))
+  x = layers.GlobalAveragePooling2D(name="pool")(x)
+  return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name=name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Op:
   """One step of a plain chain, for consumers that walk the network as a chain (:attr:`ModelSpec.ops`).
@@ -206,9 +246,11 @@ def forward(spec: ModelSpec, weights: Sequence, x, taps: bool = False, training:
 
 
 def get(name: str, input_shape: Sequence[int] | None = None, num_classes: int = 10) -> keras.Model:
-  """A paper model by name ("autoencoder" or "convnet")."""
+  """A model by name: the paper's "autoencoder" or "convnet", or "resnet20"."""
   if name == "autoencoder":
     return autoencoder()
   if name == "convnet":
     return convnet(input_shape or (32, 32, 3), num_classes)
-  raise NTAError(f"unknown model '{name}'; choose 'autoencoder' or 'convnet'")
+  if name == "resnet20":
+    return resnet20(input_shape or (32, 32, 3), num_classes)
+  raise NTAError(f"unknown model '{name}'; choose 'autoencoder', 'convnet' or 'resnet20'")

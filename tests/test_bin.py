@@ -128,3 +128,20 @@ def test_regenerate_results_quick_writes_readme_figures_and_claims(tmp_path):
                    "--ae_epochs=2", "--mnist_dir=nowhere", "--data_source=files", check=False)
   lines = error_lines(bad.stderr)
   assert bad.returncode == 1 and len(lines) == 1 and "nowhere" in lines[0], bad.stderr
+
+
+def test_resnet20_trains_and_records_exploration_end_to_end(tmp_path):
+  workdir = tmp_path / "resnet"
+  run_binary("train", "--config=configs/cifar_resnet.py:testing", f"--workdir={workdir}",
+             "--config.record.exploration=True")
+  assert json.loads((workdir / "config.json").read_text())["model"] == "resnet20"
+  losses = training.read_rounds(str(workdir))
+  assert losses.shape == (2,) and np.all(np.isfinite(losses))
+  run_binary("exploration", f"--workdir={workdir}")
+  with np.load(workdir / "exploration.npz") as z:
+    # 19 ReLU layers of ResNet-20 on 28x28 input, conv ones capped at 10,000 seeded units.
+    assert int(z["num_units"]) > 10_000 and int(z["num_snapshots"]) == 2
+  bad = run_binary("train", "--config=configs/cifar_resnet.py:testing", f"--workdir={tmp_path / 'ce'}",
+                   "--config.record.taylor=True", check=False)
+  lines = error_lines(bad.stderr)
+  assert bad.returncode == 1 and len(lines) == 1 and "cross-entropy Taylor recorder supports plain chains" in lines[0]

@@ -14,7 +14,7 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(str(ROOT / "configs
 
 
 def test_every_config_is_tested():
-  assert CONFIGS == ["cifar_convnet", "mnist_autoencoder"]
+  assert CONFIGS == ["cifar_convnet", "cifar_resnet", "mnist_autoencoder"]
 
 
 @pytest.mark.parametrize("name,optimizer,lr", [
@@ -22,6 +22,7 @@ def test_every_config_is_tested():
     ("mnist_autoencoder", "sgd1.0", 1.0), ("mnist_autoencoder", "sgd0.1", 0.1),
     ("mnist_autoencoder", "sgd0.01", 0.01), ("cifar_convnet", "rmsprop", 5e-4),
     ("cifar_convnet", "adam", 2e-4), ("cifar_convnet", "sgd0.01", 0.01),
+    ("cifar_resnet", "rmsprop", 5e-4), ("cifar_resnet", "adam", 2e-4), ("cifar_resnet", "sgd1.0", 1.0),
 ])
 def test_paper_settings(name, optimizer, lr):
   c = config(name, optimizer)
@@ -29,7 +30,7 @@ def test_paper_settings(name, optimizer, lr):
   assert c.num_epochs == 100 and c.data.source == "tfds"
   assert (c.model, c.loss, c.batch_size, c.data.name) == (
       ("autoencoder", "mse", 64, "mnist") if name == "mnist_autoencoder" else
-      ("convnet", "cross_entropy", 128, "cifar10"))
+      ("convnet" if name == "cifar_convnet" else "resnet20", "cross_entropy", 128, "cifar10"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -12,11 +12,15 @@ from nta.errors import NTAError
     (lambda: models.autoencoder(), 83_564),
     (lambda: models.convnet((32, 32, 3)), 408_522),
     (lambda: models.convnet((28, 28, 1)), 319_306),
+    # ResNet-20 (derivation in models.resnet20): 272,474 trainable + 1,568 BatchNormalization moving statistics.
+    (lambda: models.resnet20((32, 32, 3)), 274_042),
 ])
 def test_paper_models_have_exact_parameter_counts(build, count):
   net = build()
   assert net.count_params() == count
-  assert models.inspect(net).num_params == count
+  moving = sum(int(np.prod(v.shape)) for v in net.non_trainable_weights)
+  assert models.inspect(net).num_params == count - moving
+  assert moving == (1_568 if net.name == "resnet20" else 0)
 
 
 def test_autoencoder_architecture():
@@ -93,3 +97,12 @@ def test_layer_index_out_of_range_names_the_layers():
   assert spec.layer(-1).name == "dense6"
   with pytest.raises(NTAError, match=r"layer index 6 out of range.*6 weight layers"):
     spec.layer(6)
+
+
+def test_resnet20_architecture():
+  spec = models.inspect(models.resnet20((28, 28, 1)))
+  kinds = [l.kind for l in spec.layers]
+  assert kinds.count("conv2d") == 21 and kinds.count("batchnorm") == 21 and kinds[-1] == "dense"
+  assert [n.kind for n in spec.graph.nodes].count("add") == 9 and spec.ops is None
+  assert [l.output_shape[-1] for l in spec.layers if l.kind == "conv2d"][:2] == [16, 16]
+  assert spec.output_shape == (10,) and len(spec.graph.unit_nodes) == 19  # stem + 2 per block
