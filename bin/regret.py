@@ -6,8 +6,6 @@ Writes <workdir>/regret.npz, regret.json and TensorBoard scalars (nta.regret.com
 For cross-entropy runs the hindsight optima are first solved from the recorded chunks.
 """
 
-import json
-import os
 
 from absl import app
 from absl import flags
@@ -15,6 +13,7 @@ from absl import flags
 from nta import cli
 from nta import hindsight
 from nta import regret
+from nta import rundir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --config.record.taylor=True.")
 _MIN_EPOCHS = flags.DEFINE_float("min_epochs", 0.0, "First horizon (epochs) used for the exponent fit.")
@@ -33,8 +32,7 @@ def main(argv):
     if _NETWORK.value:
       hindsight.solve_network(_WORKDIR.value)
     regret.compute(_WORKDIR.value, _MIN_EPOCHS.value)
-    with open(os.path.join(_WORKDIR.value, regret.SUMMARY_FILE)) as f:
-      summary = json.load(f)
+    summary = rundir.read_json(rundir.path(_WORKDIR.value, rundir.REGRET_SUMMARY))
     for key, s in summary.items():
       if isinstance(s, dict) and "exponent" in s and s["exponent"] == s["exponent"]:
         print(f"{key:<12} regret ~ N^{s['exponent']:.3f} (95% CI {s['ci95'][0]:.3f}..{s['ci95'][1]:.3f}) "
@@ -43,7 +41,7 @@ def main(argv):
       elif isinstance(s, dict) and "neurons" in s:
         print(f"{key:<12} {s['neurons']} neurons: median exponent {s['exponent_median']}, "
               f"{100 * s['fraction_ci_contains_half']:.0f}% of intervals contain 1/2")
-    print(f"wrote {os.path.join(_WORKDIR.value, regret.REGRET_FILE)}")
+    print(f"wrote {rundir.path(_WORKDIR.value, rundir.REGRET)}")
 
 
 if __name__ == "__main__":

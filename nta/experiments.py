@@ -7,7 +7,6 @@ trains with ``nta.training.fit`` (resuming when possible) and draws the run's lo
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
@@ -21,6 +20,7 @@ from nta import models
 from nta import optimizers
 from nta import plots
 from nta import recorders as recorders_lib
+from nta import rundir
 from nta import training
 from nta.errors import NTAError
 
@@ -94,12 +94,11 @@ def load_data(config):
 
 def _prepare_workdir(config, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
+  path = rundir.path(workdir, rundir.CONFIG)
   current = config_lib.to_dict(config)
   if os.path.exists(path):
-    with open(path) as f:
-      config_lib.check_resumable(json.load(f), current, workdir)
-  training.write_json(path, current)
+    config_lib.check_resumable(rundir.read_json(path), current, workdir)
+  rundir.write_json(path, current)
 
 
 def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] = None) -> training.RunResult:
@@ -144,6 +143,6 @@ def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] =
       verbose=config.verbose if verbose is None else verbose, train=train, config=config)
   if workdir:
     label = f"{config.optimizer.name} (lr {config.optimizer.learning_rate:g})"
-    plots.training_losses({label: workdir}, os.path.join(workdir, "figure6"),
+    plots.training_losses({label: workdir}, rundir.path(workdir, rundir.FIGURE6),
                           title=f"Training loss: {config.model} on {config.data.name} ({config.data.source})")
   return result

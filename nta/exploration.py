@@ -63,7 +63,6 @@ Measures file. :func:`save_measures` writes ``<run_dir>/exploration.npz`` holdin
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -74,17 +73,12 @@ import numpy as np
 import tensorflow as tf
 
 from nta import data as data_lib
-from nta import training
+from nta import rundir
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
 
 FORMAT = "nta.exploration/1"
 BITORDER = "little"
-RECORDS_SUBDIR = os.path.join("records", "exploration")
-META_FILE = "meta.json"
-UNITS_FILE = "units.npy"
-DATA_INDICES_FILE = "data_indices.npy"
-MEASURES_FILE = "exploration.npz"
 _SNAPSHOT_RE = re.compile(r"^configs_(\d{9})\.npy$")
 
 # A.6's scope for models with conv layers.
@@ -357,13 +351,6 @@ def log_singular_products(configs, num_units: int, num_singular: int = NUM_SINGU
 # Recording
 
 
-def _atomic_save_npy(path: str, array: np.ndarray) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    np.save(f, array)
-  os.replace(tmp, path)
-
-
 
 
 def _list_snapshots(directory: str) -> list:
@@ -446,7 +433,7 @@ class ConfigurationRecorder(Recorder):
     if self.directory is None:
       if not run.workdir:
         raise NTAError("ConfigurationRecorder needs a run directory (workdir) to write configurations to")
-      self.directory = os.path.join(run.workdir, RECORDS_SUBDIR)
+      self.directory = rundir.records(run.workdir, self.name)
     if run.train is None or getattr(run.train, "x", None) is None:
       raise NTAError("ConfigurationRecorder needs the training split (RunInfo.train) to evaluate "
                      "activation configurations on")
@@ -494,7 +481,7 @@ class ConfigurationRecorder(Recorder):
         "bytes_per_row": _num_bytes(self.num_units), "steps_per_epoch": int(run.steps_per_epoch),
         "every_rounds": self.every_rounds, "seed": int(seed), "model": spec.name,
         "data_size": data_size, "max_conv_units": self.max_conv_units, "num_train": num_train,
-        "units_file": UNITS_FILE, "data_indices_file": DATA_INDICES_FILE, "layers": layers_meta,
+        "units_file": rundir.UNITS, "data_indices_file": rundir.DATA_INDICES, "layers": layers_meta,
     }
     os.makedirs(self.directory, exist_ok=True)
     # Snapshots already here may belong to a run being resumed: keep their description until restore()
@@ -512,16 +499,16 @@ class ConfigurationRecorder(Recorder):
     if not _list_snapshots(self.directory):
       return False
     try:
-      units = np.load(os.path.join(self.directory, UNITS_FILE))
-      indices = np.load(os.path.join(self.directory, DATA_INDICES_FILE))
+      units = np.load(os.path.join(self.directory, rundir.UNITS))
+      indices = np.load(os.path.join(self.directory, rundir.DATA_INDICES))
     except (OSError, ValueError):
       return True
     return not (np.array_equal(units, self.units) and np.array_equal(indices, self.data_indices))
 
   def _write_meta(self) -> None:
-    _atomic_save_npy(os.path.join(self.directory, UNITS_FILE), self.units)
-    _atomic_save_npy(os.path.join(self.directory, DATA_INDICES_FILE), self.data_indices)
-    training.write_json(os.path.join(self.directory, META_FILE), self.meta)
+    rundir.save_npy(os.path.join(self.directory, rundir.UNITS), self.units)
+    rundir.save_npy(os.path.join(self.directory, rundir.DATA_INDICES), self.data_indices)
+    rundir.write_json(os.path.join(self.directory, rundir.META), self.meta)
     self._conflict = False
 
   @staticmethod
@@ -587,7 +574,7 @@ class ConfigurationRecorder(Recorder):
       if self._conflict:
         self._write_meta()
     self._wrote = True
-    _atomic_save_npy(os.path.join(self.directory, _snapshot_name(rounds)), self.configuration())
+    rundir.save_npy(os.path.join(self.directory, _snapshot_name(rounds)), self.configuration())
 
   def consume(self, step: int, outputs: dict) -> None:
     del outputs
@@ -627,11 +614,11 @@ class ConfigurationRecorder(Recorder):
 def _records_dir(path: str) -> str:
   if not os.path.exists(path):
     raise NTAError(f"'{path}' does not exist")
-  for candidate in (path, os.path.join(path, RECORDS_SUBDIR)):
-    if os.path.isfile(os.path.join(candidate, META_FILE)):
+  for candidate in (path, rundir.records(path, ConfigurationRecorder.name)):
+    if os.path.isfile(os.path.join(candidate, rundir.META)):
       return candidate
   raise NTAError(f"no activation configurations in '{path}': expected "
-                 f"{os.path.join(path, RECORDS_SUBDIR, META_FILE)} (train with "
+                 f"{rundir.records(path, ConfigurationRecorder.name, rundir.META)} (train with "
                  "nta.exploration.ConfigurationRecorder)")
 
 
@@ -652,10 +639,9 @@ def load_configurations(path: str, max_snapshots: Optional[int] = None) -> tuple
       meta.json (naming the files).
   """
   directory = _records_dir(path)
-  with open(os.path.join(directory, META_FILE)) as f:
-    meta = json.load(f)
+  meta = rundir.read_json(os.path.join(directory, rundir.META))
   if meta.get("format") != FORMAT:
-    raise NTAError(f"{os.path.join(directory, META_FILE)} has format {meta.get('format')!r}, expected "
+    raise NTAError(f"{os.path.join(directory, rundir.META)} has format {meta.get('format')!r}, expected "
                    f"{FORMAT!r}")
   snapshots = _list_snapshots(directory)
   if not snapshots:
@@ -683,8 +669,8 @@ def load_configurations(path: str, max_snapshots: Optional[int] = None) -> tuple
     packed[i] = np.load(os.path.join(directory, name))
   meta = dict(meta, directory=directory, files=[name for _, name in snapshots],
               rounds=np.array([r for r, _ in snapshots], np.int64),
-              units=np.load(os.path.join(directory, meta.get("units_file", UNITS_FILE))),
-              data_indices=np.load(os.path.join(directory, meta.get("data_indices_file", DATA_INDICES_FILE))))
+              units=np.load(os.path.join(directory, meta.get("units_file", rundir.UNITS))),
+              data_indices=np.load(os.path.join(directory, meta.get("data_indices_file", rundir.DATA_INDICES))))
   return packed, meta
 
 
@@ -741,12 +727,9 @@ def save_measures(run_dir: str, out_path: Optional[str] = None, max_epochs: Opti
     The measures dict, with "path" set to the written file.
   """
   measures = compute_measures(run_dir, max_epochs)
-  path = out_path or os.path.join(run_dir, MEASURES_FILE)
+  path = out_path or rundir.path(run_dir, rundir.EXPLORATION)
   parent = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(parent):
     raise NTAError(f"cannot write '{path}': folder '{parent}' does not exist")
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    np.savez(f, **{k: np.asarray(v) for k, v in measures.items()})
-  os.replace(tmp, path)
+  rundir.save_npz(path, {k: np.asarray(v) for k, v in measures.items()})
   return dict(measures, path=path)

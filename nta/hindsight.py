@@ -41,7 +41,6 @@ rounds' training losses).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Mapping, Optional, Sequence
@@ -50,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from nta import regret as regret_lib
+from nta import rundir
 from nta import solvers
 from nta import taylor
 from nta.errors import NTAError
@@ -187,7 +187,7 @@ class TaylorRecorder(Recorder):
         raise NTAError(f"horizons must lie in 1..{self.num_rounds} (the run's rounds), got {hz[0]}..{hz[-1]}")
     self.horizons = set(int(h) for h in hz)
     self.steps_per_epoch = run.steps_per_epoch
-    self.dir = os.path.join(run.workdir, "records", self.name) if run.workdir else None
+    self.dir = rundir.records(run.workdir, self.name) if run.workdir else None
 
     self.vars = {}
     self.chained = {l for l in set(layers) | set(neurons) if l >= self.chain_from}
@@ -225,8 +225,7 @@ class TaylorRecorder(Recorder):
       meta = {"loss": run.loss, "layers": layers, "neurons": {str(k): v for k, v in neurons.items()},
               "record_every": self.record_every, "bytes": self.bytes, "num_rounds": self.num_rounds,
               "steps_per_epoch": run.steps_per_epoch, "skipped": self.skipped}
-      with open(os.path.join(self.dir, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+      rundir.write_json(os.path.join(self.dir, rundir.META), meta)
 
   def describe(self) -> str:
     names = {l.index: l.name for l in self.spec.layers}
@@ -479,14 +478,12 @@ class TaylorRecorder(Recorder):
         arrays[key] = np.stack([r[key] for r in self.results])
     for l, units in self.neurons.items():
       arrays[f"neurons{l}/units"] = np.asarray(units, np.int64)
-    tmp = os.path.join(self.dir, "optima.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, os.path.join(self.dir, "optima.npz"))
+    rundir.save_npz(os.path.join(self.dir, rundir.OPTIMA), arrays)
 
   def restore(self, epochs_done: int) -> None:
     """Reloads the optima solved before the checkpoint (statistics come back through the checkpoint)."""
     self.results = []
-    path = os.path.join(self.dir, "optima.npz") if self.dir else None
+    path = os.path.join(self.dir, rundir.OPTIMA) if self.dir else None
     if not path or not os.path.exists(path):
       return
     with np.load(path) as z:
@@ -497,24 +494,19 @@ class TaylorRecorder(Recorder):
 
 def load_optima(workdir: str) -> dict:
   """The arrays of ``<workdir>/records/taylor/optima.npz`` (see the module docstring)."""
-  path = os.path.join(workdir, "records", "taylor", "optima.npz")
+  path = rundir.records(workdir, TaylorRecorder.name, rundir.OPTIMA)
   if not os.path.exists(path):
     raise NTAError(f"no Taylor optima in {workdir}: {path} is missing; train with --config.record.taylor=True")
-  try:
-    with np.load(path) as z:
-      return {k: z[k] for k in z.files}
-  except Exception as e:  # a truncated or foreign file
-    raise NTAError(f"{path} is unreadable ({type(e).__name__}: {e}); rerun training to regenerate it") from None
+  return rundir.load_npz(path, "a rerun of the training (or bin/regret.py for a cross-entropy run)")
 
 
 # ------------------------------------------------------------------------------------------ network scale
-NETWORK_FILE = "network.npz"
 
 
 def _load_model_spec(workdir: str):
   import keras  # pylint: disable=g-import-not-at-top
   from nta import models  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "model.keras")
+  path = rundir.path(workdir, rundir.MODEL)
   if not os.path.exists(path):
     raise NTAError(f"{path} is missing: the network-scale optimum needs a finished run")
   return models.inspect(keras.models.load_model(path, compile=False))
@@ -547,8 +539,7 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
   from nta import losses  # pylint: disable=g-import-not-at-top
   trace = recorders_lib.load_trace(workdir)
   spec = _load_model_spec(workdir)
-  with open(os.path.join(workdir, "records", "trace", "meta.json")) as f:
-    meta = json.load(f)
+  meta = rundir.read_json(rundir.records(workdir, recorders_lib.TraceRecorder.name, rundir.META))
   loss_fn = losses.get(meta["loss"])
   R = len(trace["round"])
   steps = int(meta["steps_per_epoch"])
@@ -595,9 +586,9 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
   out = {"N": np.array([r[0] for r in rows], np.int64), "value": np.array([r[1] for r in rows]),
          "grad_norm": np.array([r[2] for r in rows]), "iterations": np.array([r[3] for r in rows]),
          "converged": np.array([r[4] for r in rows])}
-  folder = os.path.join(workdir, "records", "taylor")
+  folder = rundir.records(workdir, TaylorRecorder.name)
   os.makedirs(folder, exist_ok=True)
-  np.savez(os.path.join(folder, NETWORK_FILE), **out)
+  rundir.save_npz(os.path.join(folder, rundir.NETWORK_OPTIMA), out)
   return out
 
 

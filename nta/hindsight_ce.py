@@ -86,6 +86,7 @@ import numpy as np
 import tensorflow as tf
 
 from nta import regret as regret_lib
+from nta import rundir
 from nta import solvers
 from nta import taylor
 from nta import training
@@ -307,7 +308,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     if not run.workdir:
       raise NTAError("CrossEntropyTaylorRecorder writes its records to <workdir>/records/taylor; train with a "
                      "run directory (workdir=...)")
-    self.dir = os.path.join(run.workdir, "records", self.name)
+    self.dir = rundir.records(run.workdir, self.name)
     self.num_outputs = math.prod(spec.output_shape)
     self.batch_size, self.steps_per_epoch = run.batch_size, run.steps_per_epoch
     self.dtype = np.dtype(spec.layers[0].kernel.dtype)
@@ -537,8 +538,8 @@ class CrossEntropyTaylorRecorder(Recorder):
     for path in glob.glob(os.path.join(self.dir, "*")):
       if os.path.isfile(path):
         os.remove(path)
-    training.write_json(os.path.join(self.dir, "meta.json"), self.meta)
-    training.write_json(os.path.join(self.dir, "index.json"), {"chunks": [], "rounds_done": 0})
+    rundir.write_json(os.path.join(self.dir, rundir.META), self.meta)
+    rundir.write_json(os.path.join(self.dir, rundir.CHUNK_INDEX), {"chunks": [], "rounds_done": 0})
     self._fresh = False
 
   def _flush(self):
@@ -565,23 +566,22 @@ class CrossEntropyTaylorRecorder(Recorder):
     index = _read_index(self.dir)
     index["chunks"] += self._pending
     index["rounds_done"] = self._last_step + 1
-    training.write_json(os.path.join(self.dir, "index.json"), index)
+    rundir.write_json(os.path.join(self.dir, rundir.CHUNK_INDEX), index)
     self._pending = []
 
   def restore(self, epochs_done: int) -> None:
     """Drops chunks recorded after the checkpoint (epochs >= ``epochs_done``); checks the records match."""
     self._wait()
-    meta_path = os.path.join(self.dir, "meta.json")
+    meta_path = os.path.join(self.dir, rundir.META)
     rounds_done = epochs_done * self.steps_per_epoch
-    index = _read_index(self.dir) if os.path.exists(os.path.join(self.dir, "index.json")) else None
+    index = _read_index(self.dir) if os.path.exists(os.path.join(self.dir, rundir.CHUNK_INDEX)) else None
     if index is None or not os.path.exists(meta_path):
       if rounds_done:
         raise NTAError(f"{self.dir} has no Taylor records but the run resumes after {rounds_done} rounds; the "
                        "records would have a gap (was the recorder added to a started run?); use a new workdir")
       self._fresh = True
       return
-    with open(meta_path) as f:
-      old = json.load(f)
+    old = rundir.read_json(meta_path)
     keys = ("format", "dtype", "batch_size", "record_every", "sites", "steps_per_epoch")
     changed = [k for k in keys if old.get(k) != self.meta[k]]
     if changed:
@@ -600,9 +600,9 @@ class CrossEntropyTaylorRecorder(Recorder):
       raise NTAError(f"{self.dir}: the committed chunks hold rounds {recorded[:3]}... ({len(recorded)}) but "
                      f"{len(expected)} recorded rounds precede epoch {epochs_done}; the records are inconsistent "
                      "with the checkpoint; use a new workdir")
-    if dropped and os.path.exists(os.path.join(self.dir, "optima.npz")):
-      os.remove(os.path.join(self.dir, "optima.npz"))  # solved from rounds that are now re-recorded
-    training.write_json(os.path.join(self.dir, "index.json"), {"chunks": keep, "rounds_done": rounds_done})
+    if dropped and os.path.exists(os.path.join(self.dir, rundir.OPTIMA)):
+      os.remove(os.path.join(self.dir, rundir.OPTIMA))  # solved from rounds that are now re-recorded
+    rundir.write_json(os.path.join(self.dir, rundir.CHUNK_INDEX), {"chunks": keep, "rounds_done": rounds_done})
     numbers = [int(c["file"][6:11]) for c in keep]
     self._next_chunk = max(numbers) + 1 if numbers else 0
     self._chunk, self._count, self._pending = None, 0, []
@@ -615,11 +615,8 @@ class CrossEntropyTaylorRecorder(Recorder):
 
 
 def _write_chunk(path: str, arrays: dict) -> None:
-  # No fsync: a killed process leaves complete files (the rename is atomic); only a machine crash can leave a
-  # truncated chunk, which solve_horizons reports by name.
-  with open(path + ".tmp", "wb") as f:
-    np.savez(f, **arrays)
-  os.replace(path + ".tmp", path)
+  # No fsync (bulky, every epoch): a machine crash can leave a truncated chunk, which solve_horizons names.
+  rundir.save_npz(path, arrays, sync=False)
 
 
 def _graph_dtype(key: str, dtype) -> tf.DType:
@@ -630,12 +627,10 @@ def _graph_dtype(key: str, dtype) -> tf.DType:
 
 
 def _read_index(directory: str) -> dict:
-  path = os.path.join(directory, "index.json")
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise NTAError(f"{path} is missing or unreadable ({e}); the Taylor records cannot be used") from None
+  path = os.path.join(directory, rundir.CHUNK_INDEX)
+  if not os.path.exists(path):
+    raise NTAError(f"{path} is missing; the Taylor records cannot be used")
+  return rundir.read_json(path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -791,13 +786,12 @@ class Records:
   """
 
   def __init__(self, workdir: str):
-    self.dir = os.path.join(workdir, "records", "taylor")
-    meta_path = os.path.join(self.dir, "meta.json")
+    self.dir = rundir.records(workdir, CrossEntropyTaylorRecorder.name)
+    meta_path = os.path.join(self.dir, rundir.META)
     if not os.path.exists(meta_path):
       raise NTAError(f"no cross-entropy Taylor records in {workdir}: {meta_path} is missing; train with "
                      "nta.hindsight_ce.CrossEntropyTaylorRecorder")
-    with open(meta_path) as f:
-      self.meta = json.load(f)
+    self.meta = rundir.read_json(meta_path)
     if self.meta.get("format") != FORMAT:
       loss = self.meta.get("loss")
       hint = (" (a squared-loss run: its optima come from nta.hindsight.TaylorRecorder, already in optima.npz)"
@@ -1252,7 +1246,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   last = int(hz[-1])
   out = {"N": hz.astype(np.int64)}
   timings = {}
-  path = os.path.join(rec.dir, "optima.npz")
+  path = os.path.join(rec.dir, rundir.OPTIMA)
 
   fields = {"value": np.float64, "grad_norm": np.float64, "iterations": np.int64, "converged": bool}
 
@@ -1263,11 +1257,8 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
       out[f"{prefix}/{field}"] = table.T.reshape(shape)
 
   def write():
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-      np.savez(f, **out)
-    os.replace(tmp, path)
-    training.write_json(os.path.join(rec.dir, "solve.json"),
+    rundir.save_npz(path, out)
+    rundir.write_json(os.path.join(rec.dir, rundir.SOLVE),
                 {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(), "seconds": timings,
                  "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None})
 

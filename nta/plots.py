@@ -23,11 +23,9 @@ Every figure function writes both ``<out>.png`` and ``<out>.pdf`` and returns th
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import textwrap
-import zipfile
 from typing import Mapping, Optional, Sequence, Union
 
 import matplotlib
@@ -38,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nta import regret  # noqa: E402
-from nta import training  # noqa: E402
+from nta import rundir  # noqa: E402
 from nta.errors import NTAError  # noqa: E402
 
 RunDirs = Union[str, Sequence[str]]  # one run directory, or those of a setting's seeds
@@ -91,8 +89,8 @@ def training_losses(runs: Mapping[str, RunDirs], out: str, title: str = "Trainin
   for label, workdirs in groups.items():
     curves, per_epoch = [], None
     for workdir in workdirs:
-      losses = training.read_rounds(workdir)
-      epochs = training.read_epochs(workdir)
+      losses = rundir.read_rounds(workdir)
+      epochs = rundir.read_epochs(workdir)
       per_epoch = per_epoch or (max(1, int(epochs[0]["rounds"])) if epochs else max(1, len(losses)))
       curves.append(smooth(losses, per_epoch))
     length = min(len(c) for c in curves)
@@ -182,14 +180,7 @@ _SPARE = ["tab:brown", "tab:olive", "tab:cyan", "tab:gray", "black", "gold", "na
 
 
 def _read_config(workdir: str) -> dict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise NTAError(f"{path} is missing: is '{workdir}' a run directory made by bin/train.py?")
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise NTAError(f"cannot read {path}: {e}") from None
+  return rundir.read_config(workdir)
 
 
 def label_for(workdir: str) -> str:
@@ -299,15 +290,9 @@ def _load_npz(workdir: str, name: str, binary: str, required: Sequence[str]) -> 
   """The arrays of ``<workdir>/<name>``; a missing or unreadable file says which binary makes it."""
   if not os.path.isdir(workdir):
     raise NTAError(f"run directory '{workdir}' does not exist")
-  path = os.path.join(workdir, name)
+  path = rundir.path(workdir, name)
   remake = f"python bin/{binary}.py --workdir={workdir}"
-  if not os.path.exists(path):
-    raise NTAError(f"{path} is missing: make it with {remake}")
-  try:
-    with np.load(path) as z:
-      arrays = {k: z[k] for k in z.files}
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise NTAError(f"cannot read {path} ({e}): remake it with {remake}") from None
+  arrays = rundir.load_npz(path, remake)
   missing = [k for k in required if k not in arrays]
   if missing:
     raise NTAError(f"{path} lacks {', '.join(missing)}: remake it with {remake}")
@@ -315,13 +300,13 @@ def _load_npz(workdir: str, name: str, binary: str, required: Sequence[str]) -> 
 
 
 def _load_regret(workdir: str) -> dict:
-  arrays = _load_npz(workdir, regret.REGRET_FILE, "regret", ["N", "cumulative_loss"])
-  arrays["_path"] = os.path.join(workdir, regret.REGRET_FILE)
+  arrays = _load_npz(workdir, rundir.REGRET, "regret", ["N", "cumulative_loss"])
+  arrays["_path"] = rundir.path(workdir, rundir.REGRET)
   return arrays
 
 
 def _load_exploration(workdir: str) -> dict:
-  return _load_npz(workdir, "exploration.npz", "exploration",
+  return _load_npz(workdir, rundir.EXPLORATION, "exploration",
                    ["min_hamming_fraction", "switch_proportion", "log_singular_product", "snapshot_epochs"])
 
 
@@ -365,7 +350,7 @@ def _layer_curves(arrays: dict, layer: int) -> dict:
 
 def _steps_per_epoch(workdir: str) -> Optional[int]:
   try:
-    rows = training.read_epochs(workdir)
+    rows = rundir.read_epochs(workdir)
     return max(1, int(rows[0]["rounds"])) if rows else None
   except (OSError, ValueError, KeyError):
     return None
@@ -505,12 +490,10 @@ def figure3(workdir: RunDirs, out: str, layers: Optional[Sequence[int]] = None,
 
 def _unrecorded_neuron_layers(workdir: str, recorded: Sequence[int]) -> list:
   """Lines naming the layers the Taylor recorder left out at neuron scale, with its reason (meta.json)."""
-  path = os.path.join(workdir, "records", "taylor", "meta.json")
   try:
-    with open(path) as f:
-      skipped = json.load(f).get("skipped") or []
+    skipped = rundir.read_json(rundir.records(workdir, "taylor", rundir.META), missing={}).get("skipped") or []
     budget = (_read_config(workdir).get("record") or {}).get("memory_mb")
-  except (OSError, ValueError, NTAError):
+  except NTAError:
     return []
   lines = []
   for entry in skipped:

@@ -12,13 +12,13 @@ records equal an uninterrupted run's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from nta import rundir
 from nta.errors import NTAError
 
 
@@ -129,11 +129,11 @@ class TraceRecorder(Recorder):
 
   def build(self, run: RunInfo) -> None:
     self.run, self.rows = run, []
-    self.dir = os.path.join(run.workdir, "records", self.name) if run.workdir else None
+    self.dir = rundir.records(run.workdir, self.name) if run.workdir else None
     if self.dir:
       os.makedirs(self.dir, exist_ok=True)
-      with open(os.path.join(self.dir, "meta.json"), "w") as f:
-        json.dump({"loss": run.loss, "steps_per_epoch": run.steps_per_epoch, "batch_size": run.batch_size}, f)
+      rundir.write_json(os.path.join(self.dir, rundir.META),
+                        {"loss": run.loss, "steps_per_epoch": run.steps_per_epoch, "batch_size": run.batch_size})
 
   def describe(self) -> str:
     per_round = self.run.spec.num_params + self.run.batch_size * (
@@ -165,9 +165,7 @@ class TraceRecorder(Recorder):
     for key in self.rows[0]:
       if key.startswith(("kernel", "bias")):
         arrays[key] = np.stack([r[key] for r in self.rows])
-    tmp = os.path.join(self.dir, f"epoch_{epoch:04d}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, os.path.join(self.dir, f"epoch_{epoch:04d}.npz"))
+    rundir.save_npz(os.path.join(self.dir, f"epoch_{epoch:04d}.npz"), arrays)
     self.rows = []
 
   def restore(self, epochs_done: int) -> None:
@@ -180,7 +178,7 @@ class TraceRecorder(Recorder):
 
 def load_trace(workdir: str) -> dict:
   """All epochs of ``records/trace`` concatenated along rounds (see :class:`TraceRecorder`)."""
-  folder = os.path.join(workdir, "records", "trace")
+  folder = rundir.records(workdir, TraceRecorder.name)
   names = sorted(n for n in os.listdir(folder) if n.endswith(".npz") and ".tmp" not in n) \
       if os.path.isdir(folder) else []
   if not names:

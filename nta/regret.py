@@ -13,7 +13,6 @@ curves (e.g. 50 neurons of a layer) is an array of shape (K, H) with one row per
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Optional
 
@@ -21,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from nta.errors import NTAError
+from nta import rundir
 
 
 def _positive_int(name: str, value: Any, low: int = 1) -> int:
@@ -250,16 +250,10 @@ def fit_exponent(N: Any, regret: Any, min_N: Optional[int] = None,
 
 
 # ------------------------------------------------------------------------------ run directories
-REGRET_FILE = "regret.npz"
-SUMMARY_FILE = "regret.json"
 
 
 def _record_every(workdir: str) -> int:
-  path = os.path.join(workdir, "records", "taylor", "meta.json")
-  if not os.path.exists(path):
-    return 1
-  with open(path) as f:
-    return int(json.load(f).get("record_every", 1))
+  return int(rundir.read_json(rundir.records(workdir, "taylor", rundir.META), missing={}).get("record_every", 1))
 
 
 def _fit_or_nan(N, regret, min_N):
@@ -308,8 +302,8 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
   from nta import training  # pylint: disable=g-import-not-at-top
 
   optima = hindsight.load_optima(workdir)
-  losses = training.read_rounds(workdir)
-  epochs = training.read_epochs(workdir)
+  losses = rundir.read_rounds(workdir)
+  epochs = rundir.read_epochs(workdir)
   steps = int(epochs[0]["rounds"]) if epochs else len(losses)
   every = _record_every(workdir)
   N = optima["N"].astype(np.int64)
@@ -359,7 +353,7 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
                       "final_regret_over_sqrt_n": float(final), "final_regret": float(table["regret"][-1]),
                       "final_cumulative_loss": float(out["cumulative_loss"][-1]),
                       "final_taylor_optimum": float(table["taylor_optimum"][-1])}
-  net_path = os.path.join(workdir, "records", "taylor", hindsight.NETWORK_FILE)
+  net_path = rundir.records(workdir, "taylor", rundir.NETWORK_OPTIMA)
   if os.path.exists(net_path):
     with np.load(net_path) as z:
       Nn, values = z["N"].astype(np.int64), z["value"]
@@ -382,16 +376,15 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
                           "final_cumulative_loss": float(table["cumulative_loss"][-1]),
                           "final_taylor_optimum": float(table["taylor_optimum"][-1]),
                           "note": "network scale solved by L-BFGS from the trace; see records/taylor/network.npz"}
-  np.savez(os.path.join(workdir, REGRET_FILE), **out)
-  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
-    json.dump(summary, f, indent=2)
+  rundir.save_npz(rundir.path(workdir, rundir.REGRET), out)
+  rundir.write_json(rundir.path(workdir, rundir.REGRET_SUMMARY), summary)
   _tensorboard(workdir, out, keys)
   return out
 
 
 def _tensorboard(workdir, out, keys):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "regret"))
+  writer = tf.summary.create_file_writer(os.path.join(rundir.path(workdir, rundir.TENSORBOARD), "regret"))
   with writer.as_default():
     for h, n in enumerate(out["N"]):
       tf.summary.scalar("regret/cumulative_loss_over_sqrt_n", out["cumulative_loss"][h] / np.sqrt(out["N_recorded"][h]), step=int(n))
@@ -403,11 +396,10 @@ def _tensorboard(workdir, out, keys):
 
 def load(workdir: str) -> dict:
   """The arrays of ``<workdir>/regret.npz`` (see :func:`compute`)."""
-  path = os.path.join(workdir, REGRET_FILE)
+  path = rundir.path(workdir, rundir.REGRET)
   if not os.path.exists(path):
     raise NTAError(f"no regret curves in {workdir}: run bin/regret.py --workdir={workdir} first")
-  with np.load(path) as z:
-    return {k: z[k] for k in z.files}
+  return rundir.load_npz(path, f"python bin/regret.py --workdir={workdir}")
 
 
 def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons: int = 1) -> None:
@@ -416,9 +408,9 @@ def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons:
   ``max_iter`` and ``epochs_between_horizons`` are those of ``nta.hindsight_ce.solve_horizons``: the solve's
   budget, which decides whether a convnet's optima take minutes or hours on a CPU.
   """
-  folder = os.path.join(workdir, "records", "taylor")
+  folder = rundir.records(workdir, "taylor")
   if not os.path.isdir(folder):
     raise NTAError(f"no Taylor records in {workdir}: train with --config.record.taylor=True")
-  if not os.path.exists(os.path.join(folder, "optima.npz")):
+  if not os.path.exists(os.path.join(folder, rundir.OPTIMA)):
     from nta import hindsight_ce  # pylint: disable=g-import-not-at-top
     hindsight_ce.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons)

@@ -40,7 +40,7 @@ import numpy as np
 
 from nta import config as config_lib
 from nta import optimizers as optimizers_lib
-from nta import training
+from nta import rundir
 from nta.errors import NTAError
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd1.0", "sgd0.1", "sgd0.01")
@@ -49,8 +49,7 @@ SGDS = ("sgd1.0", "sgd0.1", "sgd0.01")
 CONFIG_FILES = {"autoencoder": "mnist_autoencoder.py", "convnet": "cifar_convnet.py"}
 CONVNET_CONV_LAYERS = (0, 1, 2)  # the paper convnet's weight layers 0-2 are its convolutions
 DEFAULT_SEEDS = {"paper": (0, 1, 2), "quick": (0,)}
-SCHEDULE_FILE = "schedule.json"
-RUN_LOG = "regenerate.log"
+SCHEDULE_FILE = "schedule.json"  # in the runs directory (beside the run directories), not in a run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,14 +225,6 @@ def run_dir(s: Settings, key: RunKey) -> str:
   return os.path.join(s.runs_dir, key.convention, f"seed{key.seed}", f"{key.model}_{key.optimizer}")
 
 
-def _read_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise NTAError(f"{path} is not valid JSON ({e}); remove the run directory or restore the file") from None
-
-
 # ------------------------------------------------------------------------------------------------ running
 def complete_run(s: Settings, key: RunKey, log=print) -> None:
   """Trains one run unless it is finished or diverged (resuming it if interrupted), then analyses it: regret
@@ -243,16 +234,16 @@ def complete_run(s: Settings, key: RunKey, log=print) -> None:
   from nta import exploration  # pylint: disable=g-import-not-at-top
   from nta import regret  # pylint: disable=g-import-not-at-top
   workdir, cfg = run_dir(s, key), run_config(s, key)
-  status = training.read_status(workdir) if os.path.isdir(workdir) else {}
+  status = rundir.read_status(workdir) if os.path.isdir(workdir) else {}
   if not (status.get("state") == "finished" and status.get("epochs_done") == cfg.num_epochs) and \
       status.get("state") != "failed":
     try:
       experiments.run(cfg, workdir)
     except NTAError as e:
-      if training.read_status(workdir).get("state") != "failed":
+      if rundir.read_status(workdir).get("state") != "failed":
         raise
       log(f"{key.name}: diverged: {e}")
-  if training.read_status(workdir).get("state") == "finished":
+  if rundir.read_status(workdir).get("state") == "finished":
     start = time.time()
     if cfg.record.taylor:
       regret.solve_if_needed(workdir, s.convnet_taylor_max_iter, s.convnet_taylor_horizon_epochs)
@@ -264,25 +255,25 @@ def complete_run(s: Settings, key: RunKey, log=print) -> None:
 def _check_existing(s: Settings, keys) -> None:
   """A run found in the runs directory is only skipped or resumed if it is the run these settings describe."""
   for key in keys:
-    saved = os.path.join(run_dir(s, key), "config.json")
+    saved = rundir.path(run_dir(s, key), rundir.CONFIG)
     if os.path.exists(saved):
-      config_lib.check_resumable(_read_json(saved), config_lib.to_dict(run_config(s, key)), run_dir(s, key),
+      config_lib.check_resumable(rundir.read_json(saved), config_lib.to_dict(run_config(s, key)), run_dir(s, key),
                                  "pass the flags it ran with, or another --runs_dir")
 
 
 def _is_complete(s: Settings, key: RunKey) -> bool:
   """Trained (or diverged) and analysed."""
   workdir = run_dir(s, key)
-  status = training.read_status(workdir) if os.path.isdir(workdir) else {}
+  status = rundir.read_status(workdir) if os.path.isdir(workdir) else {}
   if status.get("state") == "failed":
     return True
   done = status.get("state") == "finished" and status.get("epochs_done") == run_config(s, key).num_epochs
-  return done and os.path.exists(os.path.join(workdir, "exploration.npz"))
+  return done and os.path.exists(rundir.path(workdir, rundir.EXPLORATION))
 
 
 def _info(s: Settings, key: RunKey) -> dict:
   workdir = run_dir(s, key)
-  status = training.read_status(workdir)
+  status = rundir.read_status(workdir)
   return {"workdir": workdir, "state": status.get("state"), "config": run_config(s, key),
           "seconds": status.get("wall_seconds"), "partial": bool(status.get("wall_seconds_partial")),
           "message": status.get("message", "")}
@@ -294,8 +285,8 @@ class _Worker:
   def __init__(self, s: Settings, key: RunKey):
     self.key, self.workdir, self.epochs = key, run_dir(s, key), run_config(s, key).num_epochs
     os.makedirs(self.workdir, exist_ok=True)
-    self.log_path = os.path.join(self.workdir, RUN_LOG)
-    self.fresh = not training.read_status(self.workdir)
+    self.log_path = rundir.path(self.workdir, rundir.RUN_LOG)
+    self.fresh = not rundir.read_status(self.workdir)
     env = dict(os.environ)
     # The child imports this very nta, wherever it was imported from (an installed copy or a checkout).
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -310,7 +301,7 @@ class _Worker:
     self.start = time.time()
 
   def progress(self) -> str:
-    status = training.read_status(self.workdir) if os.path.isdir(self.workdir) else {}
+    status = rundir.read_status(self.workdir) if os.path.isdir(self.workdir) else {}
     if status.get("state") in ("finished", "failed"):
       return f"{self.key.name}: analysing"
     return f"{self.key.name}: epoch {status.get('epochs_done', 0)}/{self.epochs}"
@@ -378,9 +369,9 @@ def run_all(s: Settings, log=print) -> dict:
   if todo:
     log(f"{len(todo)} of {len(keys)} runs to train or analyse, {min(s.parallel, len(todo))} at once, each in its "
         f"own process ({'as asked' if s.jobs else f'one per CPU core, {os.cpu_count()} cores'}); each run's output "
-        f"goes to {RUN_LOG} in its directory")
+        f"goes to {rundir.RUN_LOG} in its directory")
   schedule_path = os.path.join(s.runs_dir, SCHEDULE_FILE)
-  schedule = _read_json(schedule_path) if os.path.exists(schedule_path) else {}
+  schedule = rundir.read_json(schedule_path, missing={})
   invocation = time.strftime("%Y-%m-%dT%H:%M:%S")
   running, waiting, done, started = [], list(todo), 0, 0
   status = _StatusLine(log)
@@ -402,7 +393,7 @@ def run_all(s: Settings, log=print) -> dict:
         schedule[worker.key.name] = {"start": worker.start, "end": end, "fresh": worker.fresh,
                                      "parallel": s.parallel, "invocation": invocation}
         os.makedirs(s.runs_dir, exist_ok=True)
-        training.write_json(schedule_path, schedule)
+        rundir.write_json(schedule_path, schedule)
         status.log(f"[{done}/{len(todo)} done] {worker.key.name}: {(end - worker.start) / 60:.1f} min")
       if running:
         status.show(f"{done}/{len(todo)} done; " + "; ".join(w.progress() for w in running))
@@ -416,16 +407,15 @@ def run_all(s: Settings, log=print) -> dict:
 
 # ------------------------------------------------------------------------------------------------ claims
 def _final_loss(workdir: str) -> float:
-  return float(training.read_epochs(workdir)[-1]["loss"])
+  return float(rundir.read_epochs(workdir)[-1]["loss"])
 
 
 def _summary(workdir: str) -> dict:
-  with open(os.path.join(workdir, "regret.json")) as f:
-    return json.load(f)
+  return rundir.read_json(rundir.path(workdir, rundir.REGRET_SUMMARY))
 
 
 def _exploration(workdir: str) -> dict:
-  with np.load(os.path.join(workdir, "exploration.npz")) as z:
+  with np.load(rundir.path(workdir, rundir.EXPLORATION)) as z:
     return {"hamming": float(np.mean(z["min_hamming_fraction"])), "switches": float(np.mean(z["switch_proportion"])),
             "logsv": float(np.mean(z["log_singular_product"]))}
 
@@ -458,7 +448,7 @@ def claims(infos: dict) -> list:
   """One row per claim of the paper: (claim, measured, holds); holds starts with "yes", "no", "n/a" (runs
   missing) or, for the √N claim, "partly:", and may go on with what qualifies it."""
   done = {k: v["workdir"] for k, v in infos.items() if v["state"] == "finished"}
-  with_regret = {k: w for k, w in done.items() if os.path.exists(os.path.join(w, "regret.json"))}
+  with_regret = {k: w for k, w in done.items() if os.path.exists(rundir.path(w, rundir.REGRET_SUMMARY))}
   rows = []
 
   # 1. Regret grows like √N (Theorem 2; figs 3-4): exponents per optimizer and layer (the full list is
@@ -508,7 +498,7 @@ def claims(infos: dict) -> list:
   for (m, o), w in with_regret.items():
     s = _summary(w).get("layer2") if m == "autoencoder" else None
     if s:
-      with np.load(os.path.join(w, "regret.npz")) as z:
+      with np.load(rundir.path(w, rundir.REGRET)) as z:
         gaps[o] = s["final_regret"] / int(z["N_recorded"][-1])  # per round, signed
   ada, sgd = {o: gaps[o] for o in ADAPTIVE if o in gaps}, {o: gaps[o] for o in SGDS if o in gaps}
   if not (ada and sgd):
@@ -526,7 +516,7 @@ def claims(infos: dict) -> list:
   # 4-5. Exploration (fig. 5): RMSProp > SGD on all three measures; Adam between RMSProp and SGD.
   for model in ("convnet", "autoencoder"):
     ex = {o: _exploration(w) for (m, o), w in done.items()
-          if m == model and os.path.exists(os.path.join(w, "exploration.npz"))}
+          if m == model and os.path.exists(rundir.path(w, rundir.EXPLORATION))}
     if "rmsprop" not in ex or not any(o in ex for o in SGDS):
       rows.append((f"{model}: RMSProp explores more than SGD on all three measures", "runs missing", "n/a"))
       continue
@@ -595,7 +585,7 @@ def _settings_seeds(s: Settings, infos: dict, convention: str, seeds) -> dict:
 
 def _fits(workdir: str) -> dict:
   """The layer and neuron fits of a run's regret.json (none if it has no regret.json)."""
-  path = os.path.join(workdir, "regret.json")
+  path = rundir.path(workdir, rundir.REGRET_SUMMARY)
   if not os.path.exists(path):
     return {}
   return {k: v for k, v in _summary(workdir).items() if _is_layer_fit(v) or _is_neuron_fit(v)}
@@ -678,14 +668,14 @@ def figures(s: Settings, infos: dict) -> dict:
   os.makedirs(s.results_dir, exist_ok=True)
   out = {}
   for model in ("convnet", "autoencoder"):
-    rms = [d for label, d in _setting_runs(s, infos, model, "regret.npz").items() if label.startswith("RMSProp")]
+    rms = [d for label, d in _setting_runs(s, infos, model, rundir.REGRET).items() if label.startswith("RMSProp")]
     if rms:
       out[f"figure3_{model}"] = plots.figure3(rms[0], os.path.join(s.results_dir, f"figure3_{model}"))[0]
-  cnn, ae = _setting_runs(s, infos, "convnet", "regret.npz"), _setting_runs(s, infos, "autoencoder", "regret.npz")
+  cnn, ae = _setting_runs(s, infos, "convnet", rundir.REGRET), _setting_runs(s, infos, "autoencoder", rundir.REGRET)
   if cnn or ae:
     out["figure4"] = plots.figure4(cnn, ae, os.path.join(s.results_dir, "figure4"),
                                    convnet_layer=s.convnet_taylor_layer)[0]
-  cnn, ae = (_setting_runs(s, infos, m, "exploration.npz") for m in ("convnet", "autoencoder"))
+  cnn, ae = (_setting_runs(s, infos, m, rundir.EXPLORATION) for m in ("convnet", "autoencoder"))
   if cnn or ae:
     out["figure5"] = plots.figure5(cnn, ae, os.path.join(s.results_dir, "figure5"))[0]
   cnn, ae = _setting_runs(s, infos, "convnet"), _setting_runs(s, infos, "autoencoder")
@@ -714,7 +704,7 @@ def run_notes(s: Settings, infos: dict) -> list:
             notes.append(f"- **{model} {name} seed {seed} did not learn**: its final training loss {final:.4g} is at "
                          f"chance level (ln 10 = {chance:.4g}), so its exploration measures describe a network "
                          "that barely changed.")
-          path = os.path.join(v["workdir"], "exploration.npz")
+          path = rundir.path(v["workdir"], rundir.EXPLORATION)
           if os.path.exists(path):
             with np.load(path) as z:
               log_floor, k = float(z["log_floor"]), int(z["num_singular"])
@@ -743,11 +733,10 @@ def run_notes(s: Settings, infos: dict) -> list:
 
 def _solve_seconds(workdir: str) -> Optional[float]:
   """Seconds spent solving a cross-entropy run's optima (``records/taylor/solve.json``); None if not solved."""
-  path = os.path.join(workdir, "records", "taylor", "solve.json")
+  path = rundir.records(workdir, "taylor", rundir.SOLVE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return float(sum(json.load(f)["seconds"].values()))
+  return float(sum(rundir.read_json(path)["seconds"].values()))
 
 
 def _every(k: int, what: str) -> str:
@@ -932,7 +921,7 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
   path = os.path.join(s.results_dir, "README.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
-  training.write_json(os.path.join(s.results_dir, "claims.json"), rows)
+  rundir.write_json(os.path.join(s.results_dir, "claims.json"), rows)
   return path
 
 

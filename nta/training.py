@@ -10,18 +10,9 @@
 3. hands that round's tensors to the pluggable recorders (``nta.recorders``);
 4. applies the optimizer, and updates BatchNormalization's moving statistics as Keras does.
 
-:func:`fit` drives ``model.fit`` (progress bar, callbacks) over a resumable run directory:
-
-    <workdir>/config.json          the resolved config (JSON)
-    <workdir>/status.json          state (running / finished / failed), epochs and rounds done, message,
-                                   wall_seconds (training wall time over every session)
-    <workdir>/rounds.csv           one row per round: round, epoch, loss (before the update), seconds
-    <workdir>/epochs.csv           one row per epoch: epoch, rounds, mean loss, test loss/accuracy, seconds
-                                   (its rounds, test evaluation and the recorders' end-of-epoch work)
-    <workdir>/checkpoints/         tf.train checkpoints (weights, optimizer state, recorder state) per epoch
-    <workdir>/tensorboard/         TensorBoard events: per-round and per-epoch scalars
-    <workdir>/records/<recorder>/  whatever each recorder writes
-    <workdir>/model.keras          the trained Keras model, once the run has finished
+:func:`fit` drives ``model.fit`` (progress bar, callbacks) over a resumable run directory (its layout and files:
+``nta.rundir``): config and status, per-round and per-epoch records, checkpoints (weights, optimizer state,
+recorder state) after every epoch, TensorBoard events, each recorder's records, and the finished model.
 
 Records are appended only at epoch ends, immediately before the checkpoint; a run killed mid-epoch
 (Ctrl-C or kill -9) resumes from the last checkpoint and drops any later records, so the finished run's
@@ -31,9 +22,7 @@ and including that round is kept, status.json says what happened, and :class:`nt
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import os
 import time
@@ -45,6 +34,7 @@ import tensorflow as tf
 
 from nta import losses as losses_lib
 from nta import models
+from nta import rundir
 from nta.errors import NTAError
 from nta.recorders import Recorder, RoundTensors, RunInfo
 
@@ -137,37 +127,6 @@ class RunResult:
   model: keras.Model
 
 
-_ROUND_FIELDS = ["round", "epoch", "loss", "seconds"]
-_EPOCH_FIELDS = ["epoch", "rounds", "loss", "test_loss", "test_accuracy", "seconds"]
-
-
-def _read_csv(path):
-  if not os.path.exists(path):
-    return []
-  with open(path, newline="") as f:
-    return list(csv.DictReader(f))
-
-
-def _write_csv(path, fields, rows):
-  """Atomic rewrite: a kill during the write leaves the previous file intact."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def write_json(path, obj):
-  """Atomic JSON write."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
-
-
 class _RunRecorder(keras.callbacks.Callback):
   """Keeps per-round/epoch records, TensorBoard events and checkpoints; feeds host-side recorders."""
 
@@ -179,7 +138,7 @@ class _RunRecorder(keras.callbacks.Callback):
     self.test_eval, self.checkpoint_every = test_eval, checkpoint_every
     self.pending = []
     self.failure = None
-    self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if workdir else None
+    self.writer = tf.summary.create_file_writer(rundir.path(workdir, rundir.TENSORBOARD)) if workdir else None
 
   def on_epoch_begin(self, epoch, logs=None):
     self.epoch = epoch
@@ -203,7 +162,7 @@ class _RunRecorder(keras.callbacks.Callback):
   def _flush_rounds(self):
     self.rounds.extend(self.pending)
     if self.workdir:
-      _write_csv(os.path.join(self.workdir, "rounds.csv"), _ROUND_FIELDS, self.rounds)
+      rundir.write_csv(rundir.path(self.workdir, rundir.ROUNDS), rundir.ROUND_FIELDS, self.rounds)
       if self.writer is not None:
         with self.writer.as_default():
           for row in self.pending:
@@ -231,7 +190,7 @@ class _RunRecorder(keras.callbacks.Callback):
     # The epoch's time includes its end: test evaluation and the recorders' snapshots and solves.
     row["seconds"] = f"{time.perf_counter() - self.t_epoch:.3f}"
     if self.workdir:
-      _write_csv(os.path.join(self.workdir, "epochs.csv"), _EPOCH_FIELDS, self.epochs)
+      rundir.write_csv(rundir.path(self.workdir, rundir.EPOCHS), rundir.EPOCH_FIELDS, self.epochs)
       with self.writer.as_default():
         for key in ("loss", "test_loss", "test_accuracy"):
           if row[key] != "":
@@ -241,28 +200,6 @@ class _RunRecorder(keras.callbacks.Callback):
       if (epoch + 1) % self.checkpoint_every == 0 or last:
         self.manager.save(checkpoint_number=epoch + 1)
       self.write_status("running")
-
-
-def read_status(workdir: str) -> dict:
-  """The run's status.json, or an empty dict when the run has not started."""
-  path = os.path.join(workdir, "status.json")
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_rounds(workdir: str) -> np.ndarray:
-  """Per-round training losses of a run directory, shape (rounds,), float64."""
-  rows = _read_csv(os.path.join(workdir, "rounds.csv"))
-  if not rows:
-    raise NTAError(f"no per-round records in {workdir}: rounds.csv is missing or empty (has the run started?)")
-  return np.array([float(r["loss"]) for r in rows])
-
-
-def read_epochs(workdir: str) -> list:
-  """Per-epoch rows of a run directory's epochs.csv (dicts of strings)."""
-  return _read_csv(os.path.join(workdir, "epochs.csv"))
 
 
 def make_test_eval(spec: models.ModelSpec, loss: str, x: np.ndarray, y, batch_size: int = 1000):
@@ -341,14 +278,14 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       for key, var in rec.variables().items():
         trackables[f"rec_{rec.name}_{key}"] = var
     ckpt = tf.train.Checkpoint(**trackables)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    status = read_status(workdir)
+    manager = tf.train.CheckpointManager(ckpt, rundir.path(workdir, rundir.CHECKPOINTS), max_to_keep=2)
+    status = rundir.read_status(workdir)
     if manager.latest_checkpoint:
       ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
       initial_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[-1])
       # Drop what was recorded after the checkpoint (an epoch killed between records and checkpoint).
-      epochs = [r for r in _read_csv(os.path.join(workdir, "epochs.csv")) if int(r["epoch"]) < initial_epoch]
-      rounds = [r for r in _read_csv(os.path.join(workdir, "rounds.csv")) if int(r["epoch"]) < initial_epoch]
+      epochs = [r for r in rundir.read_epochs(workdir) if int(r["epoch"]) < initial_epoch]
+      rounds = [r for r in rundir.read_csv(rundir.path(workdir, rundir.ROUNDS)) if int(r["epoch"]) < initial_epoch]
       for r in rounds:
         r["round"], r["epoch"] = int(r["round"]), int(r["epoch"])
       if len(rounds) != int(optimizer.iterations):
@@ -374,7 +311,7 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
               "wall_seconds": round(wall_before + time.perf_counter() - session_start, 3)}
     if partial:
       status["wall_seconds_partial"] = True
-    write_json(os.path.join(workdir, "status.json"), status)
+    rundir.write_json(rundir.path(workdir, rundir.STATUS), status)
 
   if workdir:
     write_status("running")
@@ -400,6 +337,6 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
   for rec in recorders:
     rec.close()
   if workdir:
-    net.save(os.path.join(workdir, "model.keras"))
+    net.save(rundir.path(workdir, rundir.MODEL))
     write_status("finished")
   return RunResult(workdir, round_losses, epochs, "finished", net)

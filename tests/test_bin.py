@@ -9,7 +9,7 @@ import numpy as np
 from nta import experiments
 from nta import exploration
 from nta import regret
-from nta import training
+from nta import rundir
 
 from helpers import ROOT, config, error_lines, run_binary
 
@@ -30,12 +30,12 @@ def test_train_writes_the_documented_run_directory(tmp_path):
   assert glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
   cfg = json.loads((workdir / "config.json").read_text())
   assert cfg["num_epochs"] == 3 and cfg["optimizer"]["name"] == "rmsprop" and cfg["seed"] == 0
-  status = training.read_status(str(workdir))
+  status = rundir.read_status(str(workdir))
   wall = status.pop("wall_seconds")
   assert status == {"state": "finished", "epochs_done": 3, "rounds_done": 12, "message": ""}
-  losses = training.read_rounds(str(workdir))
+  losses = rundir.read_rounds(str(workdir))
   assert losses.shape == (12,) and np.all((losses > 0) & (losses < 1))
-  epochs = training.read_epochs(str(workdir))
+  epochs = rundir.read_epochs(str(workdir))
   assert [int(e["rounds"]) for e in epochs] == [4, 4, 4]
   np.testing.assert_allclose([float(e["loss"]) for e in epochs], losses.reshape(3, 4).mean(1), rtol=1e-12)
   assert wall >= sum(float(e["seconds"]) for e in epochs) > 0
@@ -87,7 +87,7 @@ def test_regret_writes_curves_and_exponents(tmp_path):
   assert "layer2" in proc.stdout and "regret ~ N^" in proc.stdout
   with np.load(workdir / "regret.npz") as z:
     assert z["N"][-1] == 16 and np.all(np.diff(z["N"]) > 0)
-    np.testing.assert_allclose(z["cumulative_loss"][-1], training.read_rounds(str(workdir)).sum())
+    np.testing.assert_allclose(z["cumulative_loss"][-1], rundir.read_rounds(str(workdir)).sum())
     regret = z["layer2/regret"]
     np.testing.assert_allclose(regret, z["cumulative_loss"] - z["layer2/taylor_optimum"])
     assert z["neurons5/regret"].shape == (784, len(z["N"]))
@@ -135,7 +135,7 @@ def test_resnet20_trains_and_records_exploration_end_to_end(tmp_path):
   run_binary("train", "--config=configs/cifar_resnet.py:testing", f"--workdir={workdir}",
              "--config.record.exploration=True")
   assert json.loads((workdir / "config.json").read_text())["model"] == "resnet20"
-  losses = training.read_rounds(str(workdir))
+  losses = rundir.read_rounds(str(workdir))
   assert losses.shape == (2,) and np.all(np.isfinite(losses))
   run_binary("exploration", f"--workdir={workdir}")
   with np.load(workdir / "exploration.npz") as z:

@@ -11,7 +11,7 @@ from nta import experiments
 from nta import exploration
 from nta import plots
 from nta import regret
-from nta import training
+from nta import rundir
 from nta.errors import NTAError
 
 from helpers import config
@@ -63,7 +63,7 @@ def _synthetic_convnet(source, workdir, optimizer, learning_rate, seed, layer_wi
     json.dump({"model": "convnet", "data": {"name": "cifar10"},
                "optimizer": {"name": optimizer, "learning_rate": learning_rate, "convention": "tf1"}}, f)
   rng = np.random.default_rng(seed)
-  losses = training.read_rounds(workdir)
+  losses = rundir.read_rounds(workdir)
   n = np.arange(1, len(losses) + 1)
   cum = np.cumsum(losses)
   out = {"N": n, "N_recorded": n, "cumulative_loss": cum}

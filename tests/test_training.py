@@ -17,6 +17,7 @@ from nta import experiments
 from nta import losses
 from nta import models
 from nta import optimizers
+from nta import rundir
 from nta import training
 from nta.errors import NTAError
 from nta.recorders import Recorder
@@ -106,7 +107,7 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
   c = experiments.run(config(seed=1), str(tmp_path / "c"))
   assert len(a.round_losses) == 8
   np.testing.assert_array_equal(a.round_losses, b.round_losses)
-  np.testing.assert_array_equal(training.read_rounds(str(tmp_path / "a")), a.round_losses)
+  np.testing.assert_array_equal(rundir.read_rounds(str(tmp_path / "a")), a.round_losses)
   assert not np.array_equal(a.round_losses, c.round_losses)
 
 
@@ -137,32 +138,32 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     experiments.run(cfg, workdir)
   monkeypatch.setattr(training, "fit", real_fit)
-  assert training.read_status(workdir)["state"] == "running"
-  assert len(training.read_rounds(workdir)) == 8
-  before = training.read_status(workdir)["wall_seconds"]
+  assert rundir.read_status(workdir)["state"] == "running"
+  assert len(rundir.read_rounds(workdir)) == 8
+  before = rundir.read_status(workdir)["wall_seconds"]
   resumed = experiments.run(cfg, workdir)
   np.testing.assert_array_equal(resumed.round_losses, full.round_losses)
-  np.testing.assert_array_equal(training.read_rounds(workdir), full.round_losses)
-  assert [r["epoch"] for r in training.read_epochs(workdir)] == ["0", "1", "2", "3"]
-  status = training.read_status(workdir)
+  np.testing.assert_array_equal(rundir.read_rounds(workdir), full.round_losses)
+  assert [r["epoch"] for r in rundir.read_epochs(workdir)] == ["0", "1", "2", "3"]
+  status = rundir.read_status(workdir)
   assert status["state"] == "finished"
   # The wall time adds the sessions: the first one's (to its last epoch end) and the resumed one's.
-  epoch_seconds = sum(float(r["seconds"]) for r in training.read_epochs(workdir))
+  epoch_seconds = sum(float(r["seconds"]) for r in rundir.read_epochs(workdir))
   assert 0 < before < status["wall_seconds"] and status["wall_seconds"] >= epoch_seconds
 
 
 def test_resuming_a_run_without_a_recorded_wall_time_marks_the_total_partial(tmp_path):
   workdir = str(tmp_path / "old")
   experiments.run(config(num_epochs=2), workdir)
-  status = training.read_status(workdir)
+  status = rundir.read_status(workdir)
   del status["wall_seconds"]  # as written before wall times were recorded
-  training.write_json(os.path.join(workdir, "status.json"), status)
+  rundir.write_json(os.path.join(workdir, "status.json"), status)
   experiments.run(config(num_epochs=3), workdir)
-  status = training.read_status(workdir)
-  first_two = sum(float(r["seconds"]) for r in training.read_epochs(workdir)[:2])
+  status = rundir.read_status(workdir)
+  first_two = sum(float(r["seconds"]) for r in rundir.read_epochs(workdir)[:2])
   assert status["wall_seconds_partial"] is True and status["wall_seconds"] > first_two
   experiments.run(config(num_epochs=4), workdir)  # once partial, always partial
-  assert training.read_status(workdir)["wall_seconds_partial"] is True
+  assert rundir.read_status(workdir)["wall_seconds_partial"] is True
 
 
 class _Slow(Recorder):
@@ -186,7 +187,7 @@ def test_epoch_seconds_include_the_recorders_end_of_epoch_work(tmp_path):
                         64, loss="mse", optimizer=optimizers.make_optimizer("sgd", 0.1), batch_size=16, num_epochs=2,
                         workdir=str(tmp_path / "run"), recorders=[_Slow(0.3)], verbose=0, train=train)
   assert all(float(r["seconds"]) >= 0.3 for r in result.epochs)
-  assert training.read_status(str(tmp_path / "run"))["wall_seconds"] >= 0.6
+  assert rundir.read_status(str(tmp_path / "run"))["wall_seconds"] >= 0.6
 
 
 def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
@@ -198,19 +199,19 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 120
   while time.time() < deadline:
-    status = training.read_status(killed) if os.path.exists(os.path.join(killed, "status.json")) else {}
+    status = rundir.read_status(killed) if os.path.exists(os.path.join(killed, "status.json")) else {}
     if status.get("epochs_done", 0) >= 3:
       break
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  done = training.read_status(killed)["epochs_done"]
+  done = rundir.read_status(killed)["epochs_done"]
   assert 3 <= done < 40, f"the run was not killed mid-way (epochs done: {done})"
   subprocess.run(cmd + [f"--workdir={killed}"], cwd=ROOT, env=env, check=True, capture_output=True)
   full = str(tmp_path / "full")
   subprocess.run(cmd + [f"--workdir={full}"], cwd=ROOT, env=env, check=True, capture_output=True)
-  np.testing.assert_array_equal(training.read_rounds(killed), training.read_rounds(full))
-  assert len(training.read_rounds(full)) == 160
+  np.testing.assert_array_equal(rundir.read_rounds(killed), rundir.read_rounds(full))
+  assert len(rundir.read_rounds(full)) == 160
 
 
 def test_non_finite_loss_stops_with_records_kept(tmp_path):
@@ -218,8 +219,8 @@ def test_non_finite_loss_stops_with_records_kept(tmp_path):
   cfg = config(num_epochs=5, **{"optimizer.name": "sgd", "optimizer.learning_rate": 1e6})
   with pytest.raises(NTAError, match=r"loss became (nan|inf) at round \d+ \(epoch \d+\); every record up to that round"):
     experiments.run(cfg, workdir)
-  status = training.read_status(workdir)
-  losses_ = training.read_rounds(workdir)
+  status = rundir.read_status(workdir)
+  losses_ = rundir.read_rounds(workdir)
   assert status["state"] == "failed" and "lower the learning rate" in status["message"]
   assert not np.isfinite(losses_[-1]) and np.all(np.isfinite(losses_[:-1]))
   assert len(losses_) >= 2

@@ -1,0 +1,175 @@
+"""The run directory: the only module that knows its layout, writes its files atomically and reads them back.
+
+A run of §2.3 / §3.3 is a directory; every stage after training (regret, exploration, figures, results) reads
+what earlier stages wrote there. The layout:
+
+    <workdir>/config.json          the resolved config                                  (nta.experiments)
+    <workdir>/status.json          state, epochs and rounds done, message, wall_seconds   (nta.training)
+    <workdir>/rounds.csv           one row per round: round, epoch, loss, seconds         (nta.training)
+    <workdir>/epochs.csv           one row per epoch: epoch, rounds, loss, test_loss, test_accuracy, seconds
+    <workdir>/checkpoints/         tf.train checkpoints                                   (nta.training)
+    <workdir>/tensorboard/         TensorBoard events (``regret/`` below it: bin/regret.py)
+    <workdir>/records/<recorder>/  what each recorder writes (taylor, exploration, trace): ``records(...)``,
+                                   each with a meta.json; the names below
+    <workdir>/model.keras          the trained model, once finished
+    <workdir>/figure6.png|pdf      the run's training-loss curve
+    <workdir>/regret.npz|json      regret curves and their summary                        (nta.regret)
+    <workdir>/exploration.npz      the three measures of figure 5                         (nta.exploration)
+    <workdir>/regenerate.log       a run's output when bin/regenerate_results.py trained it
+
+Writers replace a file whole (a temporary file, then a rename), so a kill leaves either the old or the new
+file. Readers turn a missing or unreadable file into one ``NTAError`` line naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import zipfile
+from typing import Optional, Sequence
+
+import numpy as np
+
+from nta.errors import NTAError
+
+CONFIG = "config.json"
+STATUS = "status.json"
+ROUNDS = "rounds.csv"
+EPOCHS = "epochs.csv"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+RECORDS = "records"
+MODEL = "model.keras"
+FIGURE6 = "figure6"  # .png and .pdf
+REGRET = "regret.npz"
+REGRET_SUMMARY = "regret.json"
+EXPLORATION = "exploration.npz"
+RUN_LOG = "regenerate.log"
+META = "meta.json"  # every recorder's description of its records
+# Records of the recorders, under records/<recorder>/ (their formats: the recorders' modules).
+OPTIMA = "optima.npz"  # taylor: hindsight optima per horizon (nta.hindsight, nta.hindsight_ce)
+NETWORK_OPTIMA = "network.npz"  # taylor: the network-scale optimum (nta.hindsight.solve_network)
+CHUNK_INDEX = "index.json"  # taylor, cross-entropy: the committed chunks (nta.hindsight_ce)
+SOLVE = "solve.json"  # taylor, cross-entropy: the solve's settings and timings
+UNITS = "units.npy"  # exploration: the recorded units (nta.exploration)
+DATA_INDICES = "data_indices.npy"  # exploration: the recorded data points
+
+ROUND_FIELDS = ("round", "epoch", "loss", "seconds")
+EPOCH_FIELDS = ("epoch", "rounds", "loss", "test_loss", "test_accuracy", "seconds")
+
+
+def path(workdir: str, name: str) -> str:
+  """``<workdir>/<name>`` for one of the names above."""
+  return os.path.join(workdir, name)
+
+
+def records(workdir: str, recorder: str, name: Optional[str] = None) -> str:
+  """``<workdir>/records/<recorder>`` (or a file ``name`` in it)."""
+  folder = os.path.join(workdir, RECORDS, recorder)
+  return folder if name is None else os.path.join(folder, name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Atomic writers.
+
+
+def _replace(target: str, write, sync: bool = True) -> None:
+  tmp = target + ".tmp"
+  with open(tmp, "wb") as f:
+    write(f)
+    if sync:
+      f.flush()
+      os.fsync(f.fileno())
+  os.replace(tmp, target)
+
+
+def write_json(target: str, obj) -> None:
+  """Writes ``obj`` as indented JSON with sorted keys, whole or not at all."""
+  _replace(target, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True, default=str).encode()))
+
+
+def write_csv(target: str, fields: Sequence[str], rows: Sequence[dict]) -> None:
+  """Writes a CSV with a header, whole or not at all."""
+  def write(f):
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(fields))
+    w.writeheader()
+    w.writerows(rows)
+    f.write(text.getvalue().encode())
+  _replace(target, write)
+
+
+def save_npz(target: str, arrays: dict, sync: bool = True) -> None:
+  """``np.savez`` of ``arrays``, whole or not at all. ``sync=False`` skips the fsync, for bulky records
+  written often: a killed process still leaves whole files (the rename is atomic); only a machine crash can
+  leave a truncated one, which its reader must report by name."""
+  _replace(target, lambda f: np.savez(f, **arrays), sync)
+
+
+def save_npy(target: str, array) -> None:
+  """``np.save`` of one array, whole or not at all."""
+  _replace(target, lambda f: np.save(f, np.asarray(array)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Readers.
+
+
+def read_json(source: str, missing: Optional[dict] = None) -> dict:
+  """A JSON file's object; ``missing`` (if given) when the file does not exist, else one clear error."""
+  if not os.path.exists(source):
+    if missing is not None:
+      return missing
+    raise NTAError(f"{source} is missing")
+  try:
+    with open(source) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise NTAError(f"{source} is not valid JSON ({e}); remove the run directory or restore the file") from None
+
+
+def read_csv(source: str) -> list:
+  """The rows of a CSV file as dicts of strings; [] when the file does not exist."""
+  if not os.path.exists(source):
+    return []
+  with open(source, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def load_npz(source: str, remake: str) -> dict:
+  """The arrays of an ``.npz`` file; a missing or unreadable one is one error saying how to ``remake`` it."""
+  if not os.path.exists(source):
+    raise NTAError(f"{source} is missing: make it with {remake}")
+  try:
+    with np.load(source) as z:
+      return {k: z[k] for k in z.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise NTAError(f"cannot read {source} ({e}): remake it with {remake}") from None
+
+
+def read_status(workdir: str) -> dict:
+  """The run's status.json, or an empty dict when the run has not started."""
+  return read_json(path(workdir, STATUS), missing={})
+
+
+def read_config(workdir: str) -> dict:
+  """The run's config.json (one clear error if it is missing or unreadable)."""
+  source = path(workdir, CONFIG)
+  if not os.path.exists(source):
+    raise NTAError(f"{source} is missing: is '{workdir}' a run directory made by bin/train.py?")
+  return read_json(source)
+
+
+def read_rounds(workdir: str) -> np.ndarray:
+  """Per-round training losses of a run directory, shape (rounds,), float64."""
+  rows = read_csv(path(workdir, ROUNDS))
+  if not rows:
+    raise NTAError(f"no per-round records in {workdir}: rounds.csv is missing or empty (has the run started?)")
+  return np.array([float(r["loss"]) for r in rows])
+
+
+def read_epochs(workdir: str) -> list:
+  """Per-epoch rows of a run directory's epochs.csv (dicts of strings)."""
+  return read_csv(path(workdir, EPOCHS))
