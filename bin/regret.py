@@ -2,7 +2,7 @@
 
   python bin/regret.py --workdir=runs/ae_rmsprop
 
-Writes <workdir>/regret.npz, regret.json and TensorBoard scalars (nta.regret.compute documents the arrays).
+Writes <workdir>/regret.npz, regret.json and TensorBoard scalars (nta.regret_curves.compute documents the arrays).
 For cross-entropy runs the hindsight optima are first solved from the recorded chunks.
 """
 
@@ -12,7 +12,7 @@ from absl import flags
 
 from nta import cli
 from nta import hindsight
-from nta import regret
+from nta import regret_curves
 from nta import rundir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --config.record.taylor=True.")
@@ -28,10 +28,10 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   cli.no_extra_args(argv)
   with cli.errors_to_exit():
-    regret.solve_if_needed(_WORKDIR.value, _MAX_ITER.value, _HORIZON_EPOCHS.value)
+    regret_curves.solve_if_needed(_WORKDIR.value, _MAX_ITER.value, _HORIZON_EPOCHS.value)
     if _NETWORK.value:
       hindsight.solve_network(_WORKDIR.value)
-    regret.compute(_WORKDIR.value, _MIN_EPOCHS.value)
+    regret_curves.compute(_WORKDIR.value, _MIN_EPOCHS.value)
     summary = rundir.read_json(rundir.path(_WORKDIR.value, rundir.REGRET_SUMMARY))
     for key, s in summary.items():
       if isinstance(s, dict) and "exponent" in s and s["exponent"] == s["exponent"]:

@@ -15,7 +15,9 @@ import tensorflow as tf
 
 from nta import config as config_lib
 from nta import data as data_lib
+from nta import exploration
 from nta import hindsight
+from nta import hindsight_ce
 from nta import models
 from nta import optimizers
 from nta import plots
@@ -72,14 +74,12 @@ def build_recorders(config) -> list:
                        "records every layer and neuron whose statistics fit config.record.memory_mb")
       recorders.append(hindsight.TaylorRecorder(memory_mb=config.record.memory_mb, record_every=config.record.every))
     else:
-      from nta import hindsight_ce  # pylint: disable=g-import-not-at-top
       r = config.record
       recorders.append(hindsight_ce.CrossEntropyTaylorRecorder(
           layers=config_lib.layer_list(r.taylor_layers, "record.taylor_layers"),
           neuron_layers=config_lib.layer_list(r.taylor_neuron_layers, "record.taylor_neuron_layers"),
           neurons_per_layer=r.taylor_neurons_per_layer, record_every=r.every))
   if config.record.exploration:
-    from nta import exploration  # pylint: disable=g-import-not-at-top
     recorders.append(exploration.ConfigurationRecorder(every_rounds=config.record.exploration_every_rounds or None))
   if config.record.trace:
     recorders.append(recorders_lib.TraceRecorder())

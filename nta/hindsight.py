@@ -45,9 +45,13 @@ import math
 import os
 from typing import Mapping, Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from nta import losses
+from nta import models
+from nta import recorders as recorders_lib
 from nta import regret as regret_lib
 from nta import rundir
 from nta import solvers
@@ -504,8 +508,6 @@ def load_optima(workdir: str) -> dict:
 
 
 def _load_model_spec(workdir: str):
-  import keras  # pylint: disable=g-import-not-at-top
-  from nta import models  # pylint: disable=g-import-not-at-top
   path = rundir.path(workdir, rundir.MODEL)
   if not os.path.exists(path):
     raise NTAError(f"{path} is missing: the network-scale optimum needs a finished run")
@@ -535,8 +537,6 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
   Returns:
     The arrays written.
   """
-  from nta import recorders as recorders_lib  # pylint: disable=g-import-not-at-top
-  from nta import losses  # pylint: disable=g-import-not-at-top
   trace = recorders_lib.load_trace(workdir)
   spec = _load_model_spec(workdir)
   meta = rundir.read_json(rundir.records(workdir, recorders_lib.TraceRecorder.name, rundir.META))

@@ -5,7 +5,7 @@
 * :func:`figure5` — the three exploration measures of §3.3 (fig. 5), from ``<run>/exploration.npz``;
 * :func:`figure6` / :func:`training_losses` — training losses (fig. 6), from ``rounds.csv``.
 
-``regret.npz`` is written by ``bin/regret.py`` (``nta.regret.compute``) and ``exploration.npz`` by
+``regret.npz`` is written by ``bin/regret.py`` (``nta.regret_curves.compute``) and ``exploration.npz`` by
 ``bin/exploration.py`` (``nta.exploration.save_measures``). Cumulative quantities are divided by √N, N the
 number of recorded rounds summed, so that anything growing like √N (Theorem 2's regret) flattens out.
 

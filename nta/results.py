@@ -39,7 +39,11 @@ from typing import Optional
 import numpy as np
 
 from nta import config as config_lib
+from nta import experiments
+from nta import exploration
 from nta import optimizers as optimizers_lib
+from nta import plots
+from nta import regret_curves
 from nta import rundir
 from nta.errors import NTAError
 
@@ -230,9 +234,6 @@ def complete_run(s: Settings, key: RunKey, log=print) -> None:
   """Trains one run unless it is finished or diverged (resuming it if interrupted), then analyses it: regret
   curves (solving a cross-entropy run's optima first) and exploration measures, recomputed each time (cheap once
   the optima are on disk)."""
-  from nta import experiments  # pylint: disable=g-import-not-at-top
-  from nta import exploration  # pylint: disable=g-import-not-at-top
-  from nta import regret  # pylint: disable=g-import-not-at-top
   workdir, cfg = run_dir(s, key), run_config(s, key)
   status = rundir.read_status(workdir) if os.path.isdir(workdir) else {}
   if not (status.get("state") == "finished" and status.get("epochs_done") == cfg.num_epochs) and \
@@ -246,8 +247,8 @@ def complete_run(s: Settings, key: RunKey, log=print) -> None:
   if rundir.read_status(workdir).get("state") == "finished":
     start = time.time()
     if cfg.record.taylor:
-      regret.solve_if_needed(workdir, s.convnet_taylor_max_iter, s.convnet_taylor_horizon_epochs)
-      regret.compute(workdir)
+      regret_curves.solve_if_needed(workdir, s.convnet_taylor_max_iter, s.convnet_taylor_horizon_epochs)
+      regret_curves.compute(workdir)
     exploration.save_measures(workdir)
     log(f"{key.name}: analysed in {time.time() - start:.0f} s")
 
@@ -652,7 +653,6 @@ def exponent_rows(s: Settings, infos: dict) -> list:
 # ------------------------------------------------------------------------------------------------ output
 def _setting_runs(s: Settings, infos: dict, model: str, need: Optional[str] = None) -> dict:
   """{label: [run directories of its seeds]} of a model's tf1 settings (holding ``need``, if given)."""
-  from nta import plots  # pylint: disable=g-import-not-at-top
   out = {}
   for (m, _), runs in _settings_seeds(s, infos, "tf1", s.seeds).items():
     dirs = [v["workdir"] for _, v in runs if need is None or os.path.exists(os.path.join(v["workdir"], need))]
@@ -664,7 +664,6 @@ def _setting_runs(s: Settings, infos: dict, model: str, need: Optional[str] = No
 def figures(s: Settings, infos: dict) -> dict:
   """Figures 3-6 of the tf1 runs (each setting's seeds as a mean and band) into ``s.results_dir``; returns
   {name: png path}."""
-  from nta import plots  # pylint: disable=g-import-not-at-top
   os.makedirs(s.results_dir, exist_ok=True)
   out = {}
   for model in ("convnet", "autoencoder"):

@@ -8,7 +8,7 @@ import numpy as np
 
 from nta import experiments
 from nta import exploration
-from nta import regret
+from nta import regret_curves
 from nta import rundir
 
 from helpers import ROOT, config, error_lines, run_binary
@@ -64,7 +64,7 @@ def test_plot_figures(tmp_path):
   workdir = str(tmp_path / "ae")
   experiments.run(config(variant="rmsprop,testing", **{"record.taylor": True, "record.exploration": True}),
                   workdir)
-  regret.compute(workdir)
+  regret_curves.compute(workdir)
   exploration.save_measures(workdir)
   # Autoencoder runs only: figure 3 details its first two recorded layers, figure 4 draws panels (b)-(c).
   proc = run_binary("plot_figures", f"--ae={workdir}", f"--out_dir={tmp_path / 'figs'}")

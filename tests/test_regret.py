@@ -154,18 +154,3 @@ def test_fit_exponent_ignores_nonpositive_regret_and_small_n():
 def test_fit_exponent_bad_input(N, curve, kwargs, match):
   with pytest.raises(NTAError, match=match):
     regret.fit_exponent(N, curve, **kwargs)
-
-
-def test_solve_if_needed_solves_once_with_the_given_budget(tmp_path, monkeypatch):
-  from nta import hindsight_ce  # pylint: disable=g-import-not-at-top
-  calls = []
-  monkeypatch.setattr(hindsight_ce, "solve_horizons", lambda workdir, **kw: calls.append(kw))
-  with pytest.raises(NTAError, match="no Taylor records"):
-    regret.solve_if_needed(str(tmp_path))
-  (tmp_path / "records" / "taylor").mkdir(parents=True)
-  regret.solve_if_needed(str(tmp_path))
-  regret.solve_if_needed(str(tmp_path), max_iter=5, epochs_between_horizons=3)
-  assert calls == [{"max_iter": 1000, "epochs_between_horizons": 1}, {"max_iter": 5, "epochs_between_horizons": 3}]
-  (tmp_path / "records" / "taylor" / "optima.npz").write_bytes(b"")
-  regret.solve_if_needed(str(tmp_path))  # solved already: nothing to do
-  assert len(calls) == 2
