@@ -1,31 +1,63 @@
 """nta: Neural Taylor approximations (Balduzzi, McWilliams, Butler-Yeoman, ICML 2017) for Keras ReLU networks.
 
-The public API lives in one module per concept of the paper, all reachable as ``nta.<module>``:
+The curated API, importable as ``nta.<name>``:
 
-- ``nta.models``       the paper's autoencoder and convnet; ``inspect`` for any Keras ReLU chain (§2.3)
+- models: ``inspect`` (any supported Keras model as a graph of ops), ``autoencoder``, ``convnet``, ``resnet20``
+- training: ``fit`` (rounds with recorders, a resumable run directory), ``make_optimizer`` (tf1 or keras3)
+- recorders: ``TaylorRecorder`` (squared loss), ``CrossEntropyTaylorRecorder``, ``ConfigurationRecorder``
+  (activation configurations), ``TraceRecorder``
+- Taylor losses (§2.2, Theorem 2): ``snapshot``, ``taylor_loss``, ``jacobian_tensor``
+- regret (§2.3): ``horizons``, ``regret_table``, ``fit_exponent``, ``regret_curves`` (of a run directory)
+- exploration (§3.3): ``min_hamming``, ``switches``, ``log_singular_products``, ``compute_measures``
+
+and one module per concept of the paper, ``nta.<module>``:
+
+- ``nta.network``      the model graph and its op registry (forward, clamped map of round n, weights, units)
+- ``nta.models``       the paper's autoencoder and convnet, ResNet-20; ``inspect`` (§2.3)
 - ``nta.data``         datasets: tfds, original files, the embedded MNIST sample
-- ``nta.training``     the custom ``train_step`` with recorders; resumable run directories
+- ``nta.optimizers``   SGD, RMSProp, Adam, AdaGrad as the paper (TensorFlow 1) or Keras 3 runs them
+- ``nta.training``     the custom ``train_step`` with recorders; resumable training
+- ``nta.rundir``       the run directory: file names, atomic writers, readers
 - ``nta.recorders``    the recorder protocol; the per-round trace
 - ``nta.losses``       training losses, convex in the network output
 - ``nta.taylor``       Jacobian tensors, Taylor approximations and losses (§2.2, A.5)
 - ``nta.hindsight``    the hindsight Taylor optimum for the squared loss and the network scale (Theorem 2)
 - ``nta.hindsight_ce`` the same for cross-entropy
 - ``nta.solvers``      tf.function solvers (pseudo-inverse normal equations, L-BFGS)
-- ``nta.regret``       regret curves and exponent fits (figures 3-4)
+- ``nta.regret``       regret curves and exponent fits, pure functions; ``nta.regret_curves`` for a run
 - ``nta.exploration``  activation configurations and the measures of figure 5 (§3.3, A.6)
 - ``nta.plots``        figures 3-6
 - ``nta.experiments``, ``nta.results``, ``nta.config``  experiments from configs; regenerating results/
 
-Submodules are imported on first use, so ``import nta`` does not start TensorFlow.
+Everything is imported on first use, so ``import nta`` does not start TensorFlow.
 """
 
 import importlib
 
-__all__ = ["config", "data", "experiments", "exploration", "hindsight", "hindsight_ce", "losses", "models",
-           "plots", "recorders", "regret", "results", "solvers", "taylor", "training"]
+_MODULES = ("config", "data", "experiments", "exploration", "hindsight", "hindsight_ce", "losses", "models",
+            "network", "optimizers", "plots", "recorders", "regret", "regret_curves", "results", "rundir", "solvers",
+            "taylor", "training")
+# name -> (module, attribute)
+_API = {
+    "inspect": ("models", "inspect"), "autoencoder": ("models", "autoencoder"), "convnet": ("models", "convnet"),
+    "resnet20": ("models", "resnet20"), "fit": ("training", "fit"), "make_optimizer": ("optimizers", "make_optimizer"),
+    "TaylorRecorder": ("hindsight", "TaylorRecorder"),
+    "CrossEntropyTaylorRecorder": ("hindsight_ce", "CrossEntropyTaylorRecorder"),
+    "ConfigurationRecorder": ("exploration", "ConfigurationRecorder"), "TraceRecorder": ("recorders", "TraceRecorder"),
+    "snapshot": ("taylor", "snapshot"), "taylor_loss": ("taylor", "taylor_loss"),
+    "jacobian_tensor": ("taylor", "jacobian_tensor"), "horizons": ("regret", "horizons"),
+    "regret_table": ("regret", "regret_table"), "fit_exponent": ("regret", "fit_exponent"),
+    "min_hamming": ("exploration", "min_hamming"), "switches": ("exploration", "switches"),
+    "log_singular_products": ("exploration", "log_singular_products"),
+    "compute_measures": ("exploration", "compute_measures"),
+}
+__all__ = sorted(_API) + list(_MODULES)
 
 
 def __getattr__(name):
-  if name in __all__:
+  if name in _API:
+    module, attr = _API[name]
+    return getattr(importlib.import_module(f"nta.{module}"), attr)
+  if name in _MODULES:
     return importlib.import_module(f"nta.{name}")
   raise AttributeError(f"module 'nta' has no attribute {name!r}")

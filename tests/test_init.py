@@ -1,0 +1,32 @@
+"""nta/__init__.py: the curated public API resolves, lazily (``import nta`` does not start TensorFlow)."""
+
+import subprocess
+import sys
+
+import pytest
+
+import nta
+from nta import exploration
+from nta import hindsight
+from nta import models
+from nta import taylor
+from nta import training
+
+from helpers import ROOT
+
+
+def test_import_nta_does_not_import_tensorflow():
+  code = "import sys, nta; assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print(len(nta.__all__))"
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert int(proc.stdout) == len(nta.__all__)
+
+
+def test_the_curated_api_is_the_modules_own_objects():
+  assert nta.inspect is models.inspect and nta.fit is training.fit and nta.resnet20 is models.resnet20
+  assert nta.TaylorRecorder is hindsight.TaylorRecorder and nta.ConfigurationRecorder is exploration.ConfigurationRecorder
+  assert nta.taylor_loss is taylor.taylor_loss and nta.min_hamming is exploration.min_hamming
+  for name in nta.__all__:
+    assert getattr(nta, name) is not None, name
+  with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+    nta.nothing  # noqa: B018
