@@ -126,8 +126,12 @@ class Site:
     pooled: whether only the max-pool argmax positions are stored (ReLU + max-pool after a conv layer).
     positions: Q, positions stored per unit and sample (1 for dense).
     pool_shape: (Hp, Wp), the pooled grid when ``pooled``, else None.
-    op: position of the layer's op in ``spec.ops``.
-    read: op index whose input cotangent ∂f/∂(input of op ``read``) is read (len(ops) for identity).
+    node: the layer's node in the model graph (``nta.network``).
+    read: the graph node whose cotangent ∂f/∂(its value) is read: the layer's node, or the max-pool's when
+      ``pooled``; -1 when none is read (identity, pushed).
+    pushed: G is computed by forward passes of the clamped network (``nta.taylor.unit_jacobian``) because an op
+      after the layer couples the samples of the batch (BatchNormalization in training mode): no per-sample
+      J exists, so the representation is always ``tensor``.
   """
   layer: int
   name: str
@@ -145,8 +149,9 @@ class Site:
   pooled: bool
   positions: int
   pool_shape: Optional[list]
-  op: int
+  node: int
   read: int
+  pushed: bool = False
 
   @property
   def spatial(self) -> int:
@@ -175,60 +180,58 @@ def _index_dtype(size: int):
   return np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.int32
 
 
-def _op_shapes(spec) -> list:
-  """Per-sample shape of the value entering each op, plus the output's."""
-  shapes, shape = [], tuple(spec.input_shape)
-  for op in spec.ops:
-    shapes.append(shape)
-    if op.kind in _WEIGHT_OPS:
-      shape = tuple(spec.layers[op.layer].output_shape)
-    elif op.kind == "maxpool":
-      (h, w, c), (kh, kw), (sh, sw) = shape, op.config["ksize"], op.config["strides"]
-      if op.config["padding"] == "SAME":
-        shape = (-(-h // sh), -(-w // sw), c)
-      else:
-        shape = ((h - kh) // sh + 1, (w - kw) // sw + 1, c)
-    elif op.kind == "flatten":
-      shape = (math.prod(shape),)
-    elif op.kind == "reshape":
-      shape = tuple(op.config)
-  shapes.append(shape)
-  return shapes
+def _pool_after(graph, node: int):
+  """The selecting node (max-pool) when ``node`` feeds only a gate (ReLU) that feeds only it: then the
+  round's J of each pooled window sits at one position of a_l (its choice, zero where the gate is off)."""
+  gate = graph.consumers(node)
+  if len(gate) != 1 or not gate[0].op.gate or gate[0].index == graph.output:
+    return None
+  pool = graph.consumers(gate[0].index)
+  if len(pool) != 1 or not pool[0].op.selects or len(pool[0].inputs) != 1:
+    return None
+  return pool[0]
 
 
 def _make_site(spec, layer: int, units: Sequence[int], neurons: Sequence[int], layer_scale: bool,
                batch: int, itemsize: int, mode: Optional[str] = None) -> Site:
+  graph = spec.graph
   wl = spec.layers[layer]
-  ops = spec.ops
-  op = next(i for i, o in enumerate(ops) if o.kind in _WEIGHT_OPS and o.layer == layer)
-  pooled = (wl.kind == "conv2d" and op + 2 < len(ops) and ops[op + 1].kind == "relu"
-            and ops[op + 2].kind == "maxpool")
+  node = graph.nodes[wl.node]
+  identity = wl.node == graph.output and wl.kind == "dense"
+  pushed = not identity and any(n.op.couples_in_training for n in graph.downstream(wl.node))
+  pool = None if identity or pushed or wl.kind != "conv2d" else _pool_after(graph, wl.node)
   conv = None
   if wl.kind == "conv2d":
-    cfg = ops[op].config
+    cfg = node.config
     conv = {"strides": list(cfg["strides"]), "padding": cfg["padding"], "dilations": list(cfg["dilations"])}
-  pool_shape = None
-  if pooled:
-    pool_shape = list(_op_shapes(spec)[op + 3][:-1])
+  pool_shape = list(pool.shape[:-1]) if pool is not None else None
+  if pool is not None:
     positions = math.prod(pool_shape)
   else:
     positions = math.prod(wl.output_shape[:-1]) if wl.kind == "conv2d" else 1
-  identity = op == len(ops) - 1 and wl.kind == "dense"
   site = Site(layer, wl.name, wl.kind, sorted(int(u) for u in units), sorted(int(u) for u in neurons),
-              bool(layer_scale), "identity" if identity else "jacobian", taylor.num_inputs(wl), wl.use_bias,
-              list(wl.kernel_shape), list(wl.input_shape), list(wl.output_shape), conv, pooled, positions,
-              pool_shape, op,
-              len(ops) if identity else (op + 3 if pooled else op + 1))
+              bool(layer_scale), "identity" if identity else "tensor" if pushed else "jacobian",
+              taylor.num_inputs(wl), wl.use_bias, list(wl.kernel_shape), list(wl.input_shape),
+              list(wl.output_shape), conv, pool is not None, positions, pool_shape, wl.node,
+              -1 if identity or pushed else (pool.index if pool is not None else wl.node), pushed)
   if mode is not None and (mode == "identity") != identity:
     raise NTAError(f"representation '{mode}' does not apply to layer {layer} ({wl.name}): 'identity' is for the "
                    "linear output layer only, 'jacobian' and 'tensor' for the others")
+  if mode == "jacobian" and (pushed or wl.kind not in _WEIGHT_OPS):
+    raise NTAError(f"representation 'jacobian' does not apply to layer {layer} ({wl.name}): "
+                   + ("an op after it couples the samples of a batch (BatchNormalization in training mode), so "
+                      "there is no per-sample J" if pushed else f"a {wl.kind} layer is stored as 'tensor'")
+                   + "; use 'tensor'")
   if mode is not None:
     site.mode = mode
-  elif not identity:
-    p_l = math.prod(spec.output_shape)
-    sizes = {m: _site_bytes(dataclasses.replace(site, mode=m), batch, p_l, itemsize)
-             for m in ("jacobian", "tensor")}
-    site.mode = min(sizes, key=lambda m: (sizes[m], m != "jacobian"))
+  elif not identity and not pushed:
+    if wl.kind not in _WEIGHT_OPS:
+      site.mode = "tensor"  # a BatchNormalization unit: K = 2, G is the smallest form
+    else:
+      p_l = math.prod(spec.output_shape)
+      sizes = {m: _site_bytes(dataclasses.replace(site, mode=m), batch, p_l, itemsize)
+               for m in ("jacobian", "tensor")}
+      site.mode = min(sizes, key=lambda m: (sizes[m], m != "jacobian"))
   return site
 
 
@@ -259,10 +262,13 @@ class CrossEntropyTaylorRecorder(Recorder):
 
   Args:
     layers: layer indices to record at layer scale; None = every layer whose extra records fit ``disk_mb``
-      (cheapest first), [] = none.
+      (cheapest first) except those whose G needs forward passes per weight (a BatchNormalization after them
+      couples the batch), [] = none.
     neurons: {layer: unit indices} at neuron scale; None = ``neurons_per_layer`` seeded filters of every conv
-      layer (as the paper's 50) and all units of every dense layer; {} = none.
-    neurons_per_layer: conv filters drawn per layer by default (seeded by the run's seed and the layer).
+      layer (as the paper's 50) or channels of every BatchNormalization, and all units of every dense layer;
+      {} = none.
+    neurons_per_layer: conv filters (BatchNormalization channels) drawn per layer by default (seeded by the
+      run's seed and the layer).
     neuron_layers: with ``neurons`` None, the layers that get the default neurons; None = every layer.
     disk_mb: disk budget for the whole run, used to pick the default layer-scale layers.
     record_every: record rounds n with (n − 1) mod k = 0. With k > 1 the recording sits in a ``tf.cond`` and
@@ -274,6 +280,7 @@ class CrossEntropyTaylorRecorder(Recorder):
   """
 
   name = "taylor"
+  wants_entries = True  # the round's clamp entries: masks, pooling choices, batch statistics
 
   def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
                neurons_per_layer: int = 50, disk_mb: float = 10240.0, record_every: int = 1,
@@ -297,7 +304,6 @@ class CrossEntropyTaylorRecorder(Recorder):
   # ----------------------------------------------------------------------------------------------- set-up
   def build(self, run: RunInfo) -> None:
     spec = self.spec = run.spec
-    spec.require_chain("the cross-entropy Taylor recorder")
     if run.loss != "cross_entropy":
       raise NTAError(f"CrossEntropyTaylorRecorder records cross-entropy runs; this run uses '{run.loss}': use "
                      "nta.hindsight.TaylorRecorder, whose squared-loss statistics are exact and stream in "
@@ -331,6 +337,12 @@ class CrossEntropyTaylorRecorder(Recorder):
       base = per_round(sites(chosen))
       extra = {}
       for l in range(len(spec.layers)):
+        site = _make_site(spec, l, [0], [], True, self.batch_size, itemsize)
+        if site.pushed:  # compute, not disk, is what limits these: only when asked for by name
+          self.skipped.append(f"layer {l} ({spec.layers[l].name}): {site.K * spec.layers[l].units} forward "
+                              "passes per round (BatchNormalization after it couples the batch); ask for it in "
+                              "layers")
+          continue
         extra[l] = per_round(sites({l})) - base
       for l in sorted(extra, key=lambda i: (extra[i], i)):
         if per_round(sites(chosen | {l})) * self.recorded_rounds <= budget:
@@ -373,7 +385,7 @@ class CrossEntropyTaylorRecorder(Recorder):
       for wl in spec.layers:
         if chosen is not None and wl.index not in chosen:
           continue
-        if wl.kind == "conv2d":
+        if wl.kind != "dense":  # conv filters (as the paper's 50), BatchNormalization channels
           rng = np.random.default_rng([int(seed), wl.index])
           k = min(self.neurons_per_layer, wl.units)
           neurons[wl.index] = sorted(int(u) for u in rng.choice(wl.units, k, replace=False))
@@ -426,10 +438,14 @@ class CrossEntropyTaylorRecorder(Recorder):
               "jacobian": f"layer input + ∂f/∂a at {s.positions} position(s)/unit"
                           + (" (max-pool argmax)" if s.pooled else ""),
               "tensor": f"G = J ⊗ x̃ ({self.num_outputs} x {s.K}/unit)"}[s.mode]
+      if s.pushed:
+        what += (f", exactly by {s.K * len(s.units)} forward passes of the clamped network per round "
+                 "(BatchNormalization after it couples the batch: there is no per-sample J)")
       lines.append(f"  layer {l} ({s.name}, {s.kind}): {scale}; {len(s.units)} units stored as {what}: "
                    f"{mb(_site_bytes(s, self.batch_size, self.num_outputs, itemsize))}/round")
     if self.skipped:
-      lines.append(f"  layer scale not recorded (over the {self.disk_mb:g} MB budget): " + "; ".join(self.skipped))
+      lines.append(f"  layer scale not recorded (over the {self.disk_mb:g} MB budget or too costly): "
+                   + "; ".join(self.skipped))
     if self.total_bytes > self.disk_mb * _MB:
       lines.append(f"  note: the records exceed the {self.disk_mb:g} MB budget; raise record_every or record "
                    "fewer neurons to shrink them")
@@ -447,53 +463,55 @@ class CrossEntropyTaylorRecorder(Recorder):
 
   def _extract(self, rt):
     spec, p_l = self.spec, self.num_outputs
-    dtype = rt.output.dtype
+    graph = spec.graph
     batch = tf.shape(rt.x)[0]
     out = {"f": tf.reshape(rt.output, [batch, p_l]), "y": tf.cast(tf.reshape(rt.y, [batch]), tf.int32)}
-    reads = sorted({s.read for s in self.sites.values() if s.mode != "identity"})
-    cot, entries = {}, {}
-    if reads:
-      start = min(s.op for s in self.sites.values() if s.mode != "identity")
-      entries = _clamped_entries(spec, rt.taps, start)
-      cot = _output_cotangents(spec, rt.weights, entries, reads, batch, p_l, dtype)
-    state = None
+    state = taylor.RoundState.from_round(spec, rt)
+    clamp = taylor.clamp_entries(state)
+    reads = sorted({s.read for s in self.sites.values() if s.read >= 0})
+    # ∂f/∂(value) at every node read, from one reverse pass of the round's clamped network.
+    cot = taylor.output_cotangents(state, reads) if reads else {}
     for l, s in self.sites.items():
-      wl = spec.layers[l]
+      wl, node = spec.layers[l], graph.nodes[s.node]
       every = len(s.units) == wl.units
       # Gathers along the innermost axis are slow; skip them when every unit is recorded.
       pick = (lambda t: t) if every else (lambda t: tf.gather(t, s.units, axis=-1))  # noqa: E731
       kernel, bias = rt.weights[l]
       out[f"layer{l}/w"] = pick(taylor.augment(wl, kernel, bias))[None]
-      x = rt.taps[l].input
       if s.mode == "identity":
-        out[f"layer{l}/x"] = x
+        out[f"layer{l}/x"] = rt.taps[l].input
         continue
-      pos = pool = None
+      if s.pushed:
+        out[f"layer{l}/g"] = taylor.unit_jacobian(state, l, s.units)
+        continue
+      jc = cot[s.read]  # (p_L, B, *shape of the node read)
+      pos = None
+      if s.pooled:
+        pool = graph.nodes[s.read]
+        gate = graph.nodes[pool.inputs[0]]
+        # The gate's mask at each window's choice: zero where the ReLU is off there.
+        on = pool.op.linear(pool, clamp[pool.index], [gate.op.diagonal(gate, clamp[gate.index])], None)
+        jc = jc * on[None]
+        pos = tf.reshape(pick(pool.op.positions(pool, clamp[pool.index])), [batch, s.positions, len(s.units)])
       if s.kind == "dense":
-        jc = pick(cot[s.read])  # (p_L, B, U)
-        j = tf.transpose(jc, [1, 0, 2])  # (B, p_L, U)
-      else:
-        jc = cot[s.read]
-        if s.pooled:
-          pool = entries[s.op + 2]
-          jc = jc * tf.cast(pool.positive, dtype)[None]  # zero where the ReLU is off at the argmax
-          pos = tf.reshape(pick(pool.spatial), [batch, s.positions, len(s.units)])
+        j = tf.transpose(pick(jc), [1, 0, 2])  # (B, p_L, U)
+      elif s.kind == "conv2d":
         jc = tf.reshape(pick(jc), [p_l, batch, s.positions, len(s.units)])
-        if pool is not None and pool.winners is not None and s.mode == "tensor":
-          if state is None:
-            state = taylor.RoundState.from_round(spec, rt)
+        if s.pooled and s.mode == "tensor" and _tiled(graph.nodes[s.read]):
           out[f"layer{l}/g"] = _tiled_tensor(s, jc, pos, taylor.layer_inputs(state, l),
-                                             spec.ops[s.op + 2].config["ksize"])
+                                             graph.nodes[s.read].config["ksize"])
           continue
         j = tf.transpose(jc, [1, 0, 2, 3])  # (B, p_L, Q, U)
+      else:  # a unit fed by its own input (BatchNormalization): G from the full J, then the units
+        j = tf.transpose(jc, [1, 0, *range(2, jc.shape.rank)])
+        out[f"layer{l}/g"] = pick(node.op.contract(node, clamp[node.index], j))
+        continue
       if s.mode == "jacobian":
-        out[f"layer{l}/x"] = x
+        out[f"layer{l}/x"] = rt.taps[l].input
         out[f"layer{l}/j"] = j
         if pos is not None:
           out[f"layer{l}/pos"] = pos
         continue
-      if state is None:
-        state = taylor.RoundState.from_round(spec, rt)
       xt = taylor.layer_inputs(state, l)
       if s.kind == "dense":
         out[f"layer{l}/g"] = tf.einsum("bou,bk->boku", j, xt)
@@ -634,108 +652,13 @@ def _read_index(directory: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Graph side: the round's clamped linearisation, run backwards from the output.
+# Graph side.
 
 
-def _tiled_pool(op, in_shape) -> bool:
+def _tiled(pool) -> bool:
   """A max-pool whose windows tile its input without overlap or padding (the paper's 2x2, stride 2)."""
-  (h, w, _), (kh, kw), (sh, sw) = in_shape, op.config["ksize"], op.config["strides"]
-  return (kh, kw) == (sh, sw) and (op.config["padding"] == "VALID" or (h % sh == 0 and w % sw == 0))
-
-
-def _clamped_entries(spec, taps, start: int) -> dict:
-  """ReLU masks and max-pool argmaxes of round n for ops after ``start`` (a weight op), from the taps.
-
-  A max-pool's entry is a :class:`_Pool`.
-  """
-  shapes = _op_shapes(spec)
-  entries, h = {}, None
-  for i in range(start, len(spec.ops)):
-    op = spec.ops[i]
-    if op.kind in _WEIGHT_OPS:
-      h = taps[op.layer].preact
-    elif op.kind == "relu":
-      entries[i] = h > 0  # TF's ReluGrad convention (derivative 0 at 0), as nta.taylor.
-      h = tf.nn.relu(h)
-    elif op.kind == "maxpool":
-      size = tf.size(h, out_type=tf.int64)
-      h, argmax = tf.nn.max_pool_with_argmax(h, op.config["ksize"], op.config["strides"], op.config["padding"],
-                                             include_batch_in_index=True)
-      height, width, channels = shapes[i]
-      local = argmax % (height * width * channels)
-      spatial = tf.cast(local // channels, tf.int32)  # h·W + w of each window's argmax
-      winners = None
-      if _tiled_pool(op, shapes[i]):
-        kh, kw = op.config["ksize"]
-        offset = (spatial // width % kh) * kw + spatial % width % kw
-        pattern = (np.arange(height)[:, None] % kh) * kw + np.arange(width)[None, :] % kw
-        winners = tf.equal(_upsample(offset, op.config["ksize"], shapes[i], -1),
-                           tf.constant(pattern[:, :, None], tf.int32))
-      # After a ReLU the window max is > 0 exactly when the ReLU is on at the argmax.
-      entries[i] = _Pool(argmax, size, spatial, winners, h > 0)
-    elif op.kind == "flatten":
-      h = tf.reshape(h, [tf.shape(h)[0], -1])
-    elif op.kind == "reshape":
-      h = tf.reshape(h, [tf.shape(h)[0], *op.config])
-  return entries
-
-
-@dataclasses.dataclass
-class _Pool:
-  """A max-pool of round n: argmax (batch, Hp, Wp, C) flat over the batch's input; its input size; spatial
-  (batch, Hp, Wp, C) int32 h·W + w of the argmax; winners (batch, H, W, C) bool, where an input element is its
-  window's argmax (tiled pools only: their transpose is an upsampling times it, a scatter otherwise); positive,
-  the pooled value is > 0."""
-  argmax: tf.Tensor
-  size: tf.Tensor
-  spatial: tf.Tensor
-  winners: Optional[tf.Tensor]
-  positive: tf.Tensor
-
-
-def _upsample(t, ksize, in_shape, fill):
-  """Repeats each pooled window's value over the window, padding (VALID remainder) with ``fill``."""
-  (kh, kw), (h, w) = ksize, in_shape[:2]
-  up = tf.repeat(tf.repeat(t, kh, axis=-3), kw, axis=-2)
-  extra_h, extra_w = h - up.shape[-3], w - up.shape[-2]
-  if extra_h or extra_w:
-    pads = [[0, 0]] * (up.shape.rank - 3) + [[0, extra_h], [0, extra_w], [0, 0]]
-    up = tf.pad(up, pads, constant_values=fill)
-  return up
-
-
-def _output_cotangents(spec, weights, entries, reads, batch, p_l, dtype) -> dict:
-  """∂f/∂(input of op i) for i in ``reads``, each (p_L, batch, *shape): one reverse pass with p_L cotangents."""
-  shapes = _op_shapes(spec)
-  cot = tf.broadcast_to(tf.eye(p_l, dtype=dtype)[:, None, :], [p_l, batch, p_l])
-  out = {}
-  for i in range(len(spec.ops) - 1, min(reads) - 1, -1):
-    op = spec.ops[i]
-    if op.kind == "dense":
-      cot = tf.einsum("...o,io->...i", cot, weights[op.layer][0])
-    elif op.kind == "conv2d":
-      wl = spec.layers[op.layer]
-      flat = tf.reshape(cot, [-1, *wl.output_shape])
-      back = tf.nn.conv2d_transpose(flat, weights[op.layer][0], tf.stack([tf.shape(flat)[0], *shapes[i]]),
-                                    strides=op.config["strides"], padding=op.config["padding"],
-                                    dilations=op.config["dilations"])
-      cot = tf.reshape(back, [p_l, batch, *shapes[i]])
-    elif op.kind == "relu":
-      cot = cot * tf.cast(entries[i], dtype)
-    elif op.kind == "maxpool":
-      # The transpose of the argmax selection: each window's cotangent goes back to its argmax.
-      pool = entries[i]
-      if pool.winners is not None:
-        cot = _upsample(cot, op.config["ksize"], shapes[i], 0) * tf.cast(pool.winners, dtype)
-      else:
-        flat = tf.transpose(tf.reshape(cot, [p_l, -1]))
-        back = tf.math.unsorted_segment_sum(flat, tf.reshape(pool.argmax, [-1]), pool.size)
-        cot = tf.reshape(tf.transpose(back), [p_l, batch, *shapes[i]])
-    else:  # flatten, reshape
-      cot = tf.reshape(cot, [p_l, batch, *shapes[i]])
-    if i in reads:
-      out[i] = cot
-  return out
+  (h, w, _), (kh, kw), (sh, sw) = pool.input_shapes[0], pool.config["ksize"], pool.config["strides"]
+  return (kh, kw) == (sh, sw) and (pool.config["padding"] == "VALID" or (h % sh == 0 and w % sw == 0))
 
 
 def _tiled_tensor(site: Site, jc, pos, patches, ksize):

@@ -55,7 +55,7 @@ METHODS = ("fast", "jacobian")
 
 __all__ = [
     "METHODS", "RoundState", "snapshot", "num_inputs", "augment", "split", "neuron_params", "with_neuron",
-    "layer_inputs", "jacobian_tensor", "neuron_jacobian", "preact_jacobian", "preact_jvp", "preact_vjp",
+    "layer_inputs", "jacobian_tensor", "neuron_jacobian", "unit_jacobian", "output_cotangents", "clamp_entries", "preact_jacobian", "preact_jvp", "preact_vjp",
     "preact_gram", "preact_sq_norms", "taylor_network", "taylor_layer", "taylor_neuron", "taylor_loss",
 ]
 
@@ -218,7 +218,7 @@ def layer_inputs(state: RoundState, layer: int):
   """
   wl = state.spec.layer(layer)
   node = _node(state, wl.index)
-  return node.op.augmented_input(node, _clamp(state)[node.index])
+  return node.op.augmented_input(node, clamp_entries(state)[node.index])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -243,9 +243,9 @@ def jacobian_tensor(state: RoundState, layer: int, method: str = "fast"):
   if method == "jacobian":
     return _reference_jacobian(state, wl.index)
   if _coupled(state):
-    return _pushed_jacobian(state, wl.index)
+    return unit_jacobian(state, wl.index)
   node = _node(state, wl.index)
-  return node.op.contract(node, _clamp(state)[node.index], preact_jacobian(state, wl.index, method="fast"))
+  return node.op.contract(node, clamp_entries(state)[node.index], preact_jacobian(state, wl.index, method="fast"))
 
 
 def neuron_jacobian(state: RoundState, layer: int, unit: int, method: str = "fast"):
@@ -528,7 +528,7 @@ def taylor_loss(state: RoundState, v, loss, y=None, layer: Optional[int] = None,
 # The clamped linearisation (fast path): the graph's ops linearised at round n (``nta.network.ops``).
 
 
-def _clamp(state: RoundState) -> dict:
+def clamp_entries(state: RoundState) -> dict:
   """Round n's prepared clamp entries, per graph node (masks, pooling choices, batch statistics)."""
   if "clamp" not in state._cache:
     entries = state.entries
@@ -544,7 +544,7 @@ def _clamp(state: RoundState) -> dict:
 
 def _coupled(state: RoundState) -> bool:
   """Whether the round's clamped network mixes the samples of the batch (BatchNormalization in training)."""
-  clamp = _clamp(state)
+  clamp = clamp_entries(state)
   return any(n.op.couples(n, clamp.get(n.index)) for n in state.spec.graph.nodes)
 
 
@@ -564,7 +564,7 @@ def _push(state: RoundState, seeds: Optional[dict] = None, deltas: Optional[dict
   enter as that node's output's change, ``deltas`` {layer: (Δkernel, Δbias)} as the layer's output change at
   the round's input; returns the change at node ``stop`` (default: the output), or None for zero."""
   graph = state.spec.graph
-  clamp = _clamp(state)
+  clamp = clamp_entries(state)
   seeds, deltas = seeds or {}, deltas or {}
   stop = graph.output if stop is None else stop
   first = min([*seeds, *(state.spec.layers[l].node for l in deltas)])
@@ -597,14 +597,94 @@ def _leading(seeds: dict, deltas: dict, state: RoundState):
 def _vjp_between(state: RoundState, node: int, cotangent, lead):
   """Transpose of the clamped map from node ``node``'s output to the network output, applied to cotangent
   (*lead, batch, *output shape)."""
+  return _vjps(state, [node], cotangent, lead)[node]
+
+
+def _vjps(state: RoundState, nodes: Sequence[int], cotangent, lead) -> dict:
+  """{node: the transpose of the clamped map from the node's output to the network output, applied to
+  ``cotangent`` (*lead, batch, *output shape)}: one reverse pass for all the nodes."""
   batch = tf.shape(state.x)[:1]
-  zeros = tf.zeros(tf.concat([lead, batch, state.spec.graph.nodes[node].shape], 0), state.dtype)
+  zeros = {n: tf.zeros(tf.concat([lead, batch, state.spec.graph.nodes[n].shape], 0), state.dtype) for n in nodes}
   with tf.GradientTape() as tape:
-    tape.watch(zeros)
-    out = _push(state, seeds={node: zeros})
+    tape.watch(list(zeros.values()))
+    out = _push(state, seeds=zeros)
   # The map is linear, so its gradient at zero is its transpose everywhere.
-  grad = tape.gradient(out, zeros, output_gradients=cotangent)
-  return tf.zeros_like(zeros) if grad is None else tf.convert_to_tensor(grad)
+  grads = tape.gradient(out, list(zeros.values()), output_gradients=cotangent)
+  return {n: tf.zeros_like(z) if g is None else tf.convert_to_tensor(g) for (n, z), g in zip(zeros.items(), grads)}
+
+
+def output_cotangents(state: RoundState, nodes: Sequence[int]) -> dict:
+  """∂f/∂(value of each graph node) per sample: one reverse pass of the clamped network of round n with one
+  cotangent per output component (cost ≈ p_L backward passes, whatever the number of nodes).
+
+  Args:
+    state: round n.
+    nodes: graph node indices (``spec.graph.nodes``).
+
+  Returns:
+    {node: (p_L, batch, *node shape)}: entry [o, b] is ∂f_o(x_b)/∂(the node's value for sample b).
+
+  Raises:
+    NTAError: a node whose value reaches the output through an op that couples the samples of the batch
+      (BatchNormalization in training mode): there is no per-sample Jacobian; use :func:`unit_jacobian`.
+  """
+  graph = state.spec.graph
+  clamp = clamp_entries(state)
+  for n in nodes:
+    if any(m.op.couples(m, clamp.get(m.index)) for m in graph.downstream(n)):
+      _per_sample(state, f"output_cotangents at node {n} ({graph.nodes[n].name})")
+  p = state.num_outputs
+  basis = tf.reshape(tf.eye(p, dtype=state.dtype), [p, 1, *state.spec.output_shape])
+  cot = tf.broadcast_to(basis, tf.concat([[p], tf.shape(state.x)[:1], state.spec.output_shape], 0))
+  return _vjps(state, list(nodes), cot, [p])
+
+
+def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] = None,
+                  max_bytes: int = 64 * 2**20):
+  """G_l[..., units] by forward passes of the clamped network of round n, one per augmented weight (k, α).
+
+  The seed of weight (k, α) is its change of a_l, x̃[..., k] in channel α (:func:`layer_inputs`). Exact for
+  every model, also when BatchNormalization couples the samples of the batch and no per-sample J_b exists;
+  costs K·len(units) clamped passes of the network after layer l, run in groups of tangents of at most
+  ``max_bytes``.
+
+  Args:
+    state: round n.
+    layer: weight layer index.
+    units: the units α (default all).
+    max_bytes: the largest tangent group (leading axis × batch × widest value after the layer).
+
+  Returns:
+    (batch, p_L, K, len(units)).
+  """
+  wl = state.spec.layer(layer)
+  graph = state.spec.graph
+  node = _node(state, wl.index)
+  units = list(range(wl.units)) if units is None else [_unit(wl, u) for u in units]
+  k_all, channels = num_inputs(wl), wl.output_shape[-1]
+  xt = layer_inputs(state, wl.index)  # (batch, *positions, K), or (batch, *positions, units, K) per unit
+  per_unit = xt.shape.rank == len(wl.output_shape) + 2
+  widest = max([math.prod(n.shape) for n in graph.downstream(node.index)] + [math.prod(wl.output_shape)])
+  batch = state.x.shape[0] or 128
+  cap = max(1, max_bytes // (batch * widest * state.dtype.size))
+  if k_all >= cap:
+    groups = [([u], k0, min(k_all, k0 + cap)) for u in units for k0 in range(0, k_all, cap)]
+  else:
+    step = cap // k_all
+    groups = [(units[i:i + step], 0, k_all) for i in range(0, len(units), step)]
+  rank = xt.shape.rank - int(per_unit)
+  front = [rank - 1, *range(rank - 1)]  # K first: (K, batch, *positions)
+  cols = []
+  for us, k0, k1 in groups:
+    parts = []
+    for u in us:
+      xu = xt[..., u, k0:k1] if per_unit else xt[..., k0:k1]
+      parts.append(tf.transpose(xu, front)[..., None] * tf.one_hot(u, channels, dtype=state.dtype))
+    seeds = tf.concat(parts, 0)
+    cols.append(tf.reshape(_push(state, seeds={node.index: seeds}),
+                           tf.concat([[seeds.shape[0]], tf.shape(state.x)[:1], [state.num_outputs]], 0)))
+  g = tf.reshape(tf.concat(cols, 0), tf.concat([[len(units), k_all], tf.shape(state.x)[:1], [state.num_outputs]], 0))
+  return tf.transpose(g, [2, 3, 1, 0])
 
 
 def _jacobian_between(state: RoundState, node: int, mode: str = "auto", stop: Optional[int] = None):
@@ -630,7 +710,7 @@ def _jacobian_between(state: RoundState, node: int, mode: str = "auto", stop: Op
 def _gram_factors(state: RoundState, layer: int):
   """(A, S) with J_b^T J_b = A_b^T S A_b; S None means A = J (no shared linear suffix worth using)."""
   graph = state.spec.graph
-  clamp = _clamp(state)
+  clamp = clamp_entries(state)
   start = state.spec.layers[layer].node
   # After the last node whose clamped map differs between samples, the rest of a plain chain to the output is
   # one linear map M shared by all samples.
@@ -649,18 +729,6 @@ def _gram_factors(state: RoundState, layer: int):
     eye = tf.eye(p_mid, dtype=state.dtype)
     a = tf.broadcast_to(eye, tf.concat([tf.shape(state.x)[:1], [p_mid, p_mid]], 0))
   return a, tf.matmul(m, m, transpose_b=True)
-
-
-def _pushed_jacobian(state: RoundState, layer: int):
-  """G_l as the Jacobian of the clamped network's output change in the change of V_l: exact also when the
-  batch is coupled (no per-sample factorisation), at one reverse pass per output component."""
-  wl = state.spec.layers[layer]
-  delta = tf.zeros((num_inputs(wl), wl.units), state.dtype)
-  with tf.GradientTape(persistent=True) as tape:
-    tape.watch(delta)
-    f = _flat(state, _push(state, deltas={layer: split(wl, delta)}))
-  # A loop over the outputs rather than pfor, which turns conv filter gradients into a slow while_loop anyway.
-  return tape.jacobian(f, delta, experimental_use_pfor=False)
 
 
 # ----------------------------------------------------------------------------------------------------------

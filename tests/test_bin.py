@@ -130,18 +130,24 @@ def test_regenerate_results_quick_writes_readme_figures_and_claims(tmp_path):
   assert bad.returncode == 1 and len(lines) == 1 and "nowhere" in lines[0], bad.stderr
 
 
-def test_resnet20_trains_and_records_exploration_end_to_end(tmp_path):
+def test_resnet20_trains_with_exploration_and_taylor_records_end_to_end(tmp_path):
   workdir = tmp_path / "resnet"
-  run_binary("train", "--config=configs/cifar_resnet.py:testing", f"--workdir={workdir}",
-             "--config.record.exploration=True")
+  train = run_binary("train", "--config=configs/cifar_resnet.py:testing", f"--workdir={workdir}",
+                     "--config.record.exploration=True", "--config.record.taylor=True", "--config.verbose=1")
   assert json.loads((workdir / "config.json").read_text())["model"] == "resnet20"
   losses = rundir.read_rounds(str(workdir))
   assert losses.shape == (2,) and np.all(np.isfinite(losses))
+  # The record plan says which layers take the slower exact path and why.
+  assert "forward passes of the clamped network" in train.stdout and "couples the batch" in train.stdout
   run_binary("exploration", f"--workdir={workdir}")
   with np.load(workdir / "exploration.npz") as z:
     # 19 ReLU layers of ResNet-20 on 28x28 input, conv ones capped at 10,000 seeded units.
     assert int(z["num_units"]) > 10_000 and int(z["num_snapshots"]) == 2
-  bad = run_binary("train", "--config=configs/cifar_resnet.py:testing", f"--workdir={tmp_path / 'ce'}",
-                   "--config.record.taylor=True", check=False)
-  lines = error_lines(bad.stderr)
-  assert bad.returncode == 1 and len(lines) == 1 and "cross-entropy Taylor recorder supports plain chains" in lines[0]
+  run_binary("regret", f"--workdir={workdir}", "--max_iter=50")
+  with np.load(workdir / "records" / "taylor" / "optima.npz") as z:
+    # Logits (layer 42) at layer scale; 4 units of the stem conv (0) and of the last BatchNormalization (41).
+    assert sorted(k for k in z.files if k.endswith("/value")) == ["layer42/value", "neurons0/value",
+                                                                   "neurons41/value"]
+    assert z["neurons0/value"].shape == (len(z["N"]), 4) and np.all(np.isfinite(z["neurons41/value"]))
+  with np.load(workdir / "regret.npz") as z:
+    assert np.all(np.isfinite(z["layer42/regret"]))

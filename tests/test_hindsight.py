@@ -241,39 +241,9 @@ def test_backward_pass_residuals_equal_the_masked_matmul_chain():
 # The model zoo: convolutions, BatchNormalization, dropout, residual sums take the exact Jacobian path.
 
 
-class _Capture(recorders.Recorder):
-  """Keeps each round's output, targets, augmented weights and reference G_l (A.5, tape.jacobian through the
-  round's training-mode network with its own dropout masks) for a brute-force optimum."""
-  name = "capture"
-  wants_entries = True
-
-  def __init__(self):
-    self.rounds = []
-
-  def build(self, run):
-    self.spec = run.spec
-
-  def update(self, rt):
-    state = taylor.RoundState.from_round(self.spec, rt)
-    out = {"f": rt.output, "y": rt.y}
-    for l, wl in enumerate(self.spec.layers):
-      out[f"g{l}"] = taylor.jacobian_tensor(state, l, method="jacobian")
-      out[f"w{l}"] = taylor.augment(wl, *rt.weights[l])
-    return out
-
-  def consume(self, step, outputs):
-    self.rounds.append({k: np.asarray(v) for k, v in outputs.items()})
-
-
 @pytest.mark.parametrize("name", ["resnet", "vgg", "leaky_mlp", "branches"])
 def test_zoo_squared_loss_optima_equal_the_brute_force_minimum(tmp_path, name):
-  policy = keras.config.dtype_policy()
-  keras.config.set_dtype_policy("float64")  # a float64 model: tight comparisons (floatx is read once)
-  try:
-    net = zoo.ZOO[name](seed=5)
-  finally:
-    keras.config.set_dtype_policy(policy)
-  assert net.weights[0].dtype == "float64"
+  net = zoo.float64(name, seed=5)
   spec = models.inspect(net)
   n, batch, rng = 8, 4, np.random.default_rng(6)
   x = rng.random((n, *spec.input_shape))
@@ -283,7 +253,7 @@ def test_zoo_squared_loss_optima_equal_the_brute_force_minimum(tmp_path, name):
     ds = tf.data.Dataset.from_tensor_slices({"x": x, "y": y, "index": np.arange(n)})
     return ds.batch(batch).repeat(2 - initial_epoch)
 
-  capture = _Capture()
+  capture = zoo.Reference()
   rec = hindsight.TaylorRecorder(memory_mb=64, horizons=[2, 4])
   training.fit(net, dataset_fn, n, loss="mse", optimizer=optimizers.make_optimizer("sgd", 0.05), batch_size=batch,
                num_epochs=2, recorders=[rec, capture], verbose=0)

@@ -5,6 +5,10 @@ Each builder takes a seed, so two calls give the same initial weights and the sa
 """
 
 import keras
+import numpy as np
+
+from nta import recorders
+from nta import taylor
 
 
 def _seeded(seed):
@@ -87,3 +91,39 @@ def branches(seed=0):
 
 
 ZOO = {"resnet": resnet, "vgg": vgg, "leaky_mlp": leaky_mlp, "branches": branches}
+
+
+def float64(name, seed=0):
+  """A zoo model in float64, for tight comparisons."""
+  policy = keras.config.dtype_policy()
+  keras.config.set_dtype_policy("float64")  # floatx is read when the layers are made
+  try:
+    net = ZOO[name](seed=seed)
+  finally:
+    keras.config.set_dtype_policy(policy)
+  assert net.weights[0].dtype == "float64"
+  return net
+
+
+class Reference(recorders.Recorder):
+  """Keeps each round's output, targets, augmented weights and reference G_l (A.5, tape.jacobian through the
+  round's training-mode network with its own dropout masks) for brute-force optima."""
+  name = "reference"
+  wants_entries = True
+
+  def __init__(self):
+    self.rounds = []
+
+  def build(self, run):
+    self.spec = run.spec
+
+  def update(self, rt):
+    state = taylor.RoundState.from_round(self.spec, rt)
+    out = {"f": rt.output, "y": rt.y}
+    for l, wl in enumerate(self.spec.layers):
+      out[f"g{l}"] = taylor.jacobian_tensor(state, l, method="jacobian")
+      out[f"w{l}"] = taylor.augment(wl, *rt.weights[l])
+    return out
+
+  def consume(self, step, outputs):
+    self.rounds.append({k: np.asarray(v) for k, v in outputs.items()})

@@ -156,6 +156,18 @@ class Graph:
     """The usable clamp entries of a round from the raw ones a forward recorded (``record="all"``)."""
     return {n.index: n.op.prepare(n, entries[n.index]) for n in self.nodes if n.index in entries}
 
+  def consumers(self, index: int) -> tuple:
+    """The nodes that take node ``index``'s value as an input."""
+    return tuple(n for n in self.nodes if index in n.inputs)
+
+  def downstream(self, index: int) -> tuple:
+    """The nodes whose value depends on node ``index``'s (excluding it), in graph order."""
+    reached = {index}
+    for n in self.nodes[index + 1:]:
+      if reached.intersection(n.inputs):
+        reached.add(n.index)
+    return tuple(self.nodes[i] for i in sorted(reached - {index}))
+
   @property
   def unit_nodes(self) -> tuple:
     """The ReLU-like nodes, in order: their units make up the activation configuration (§3.1)."""

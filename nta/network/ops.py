@@ -74,6 +74,15 @@ class Op:
     no per-sample Jacobian exists."""
     return False
 
+  #: In training mode the clamped map mixes the samples of a batch (``couples`` is then True): known before any
+  #: round runs, so that recorders can plan.
+  couples_in_training = False
+  #: The clamped map is a 0/1 mask, on where the op's output is > 0 (ReLU).
+  gate = False
+  #: The clamped map picks, for each output entry, one entry of its window in the input (max-pool): the round's
+  #: choices are given by ``positions``.
+  selects = False
+
   #: The clamped map multiplies each entry by its own factor (``diagonal``): masks, slopes, dropout.
   elementwise = False
   #: The clamped map is one matrix shared by all samples, applied to flat vectors (Dense: ``t @ kernel``).
@@ -92,6 +101,11 @@ class Op:
     """Weight ops: x̃ with a_l[..., α] = x̃ · augment(W_l)[:, α] (``nta.taylor``'s augmented kernel, bias last):
     Dense (batch, K); Conv2D (batch, H, W, K), the patches; BatchNormalization (batch, ..., units, K), a unit's
     own normalised input and 1."""
+    raise NotImplementedError
+
+  def positions(self, node, entry):
+    """Selecting ops: (batch, *output shape) int32, the spatial position h·W + w in the input of the entry each
+    output entry picked in round n."""
     raise NotImplementedError
 
   def contract(self, node, entry, jac):
@@ -252,6 +266,8 @@ class BatchNorm(Op):
     centred = t - tf.reduce_mean(t, axis=axes, keepdims=True)
     return scale * (centred - xhat * tf.reduce_mean(t * xhat, axis=axes, keepdims=True))
 
+  couples_in_training = True
+
   def couples(self, node, entry) -> bool:
     return entry["coupled"]
 
@@ -281,6 +297,7 @@ class ReLU(Op):
   kind = "relu"
   relu_like = True
   elementwise = True
+  gate = True
 
   def diagonal(self, node, entry):
     return tf.cast(entry > 0, entry.dtype)
@@ -374,6 +391,7 @@ class Dropout(Op):
 
 class MaxPool(Op):
   kind = "maxpool"
+  selects = True
 
   def varies(self, node, entry) -> bool:
     return True
@@ -398,6 +416,12 @@ class MaxPool(Op):
     lead = _lead(t, 3)
     picked = tf.gather(tf.reshape(t, tf.stack([-1, size])), tf.reshape(argmax, [-1]), axis=1)
     return tf.reshape(picked, tf.concat([lead, tf.shape(argmax, out_type=tf.int32)], 0))
+
+  def positions(self, node, entry):
+    argmax, _ = entry
+    height, width, channels = node.input_shapes[0]
+    local = argmax % (height * width * channels)  # the argmax is flat over the batch's input
+    return tf.cast(local // channels, tf.int32)
 
 
 class AvgPool(Op):
