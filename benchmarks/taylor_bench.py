@@ -8,7 +8,7 @@
     max |fast - reference| / max |reference| <= 1e-5 (float32) for every output tensor.
 
     - autoencoder, batch 64, every layer: the per-sample statistics from which the closed-form optimum of
-      the squared loss is assembled (``nta.hindsight``): r_l = J_lᵀ e (e = f - y) and the Gram matrix
+      the squared loss is assembled (``nta.hindsight.squared``): r_l = J_lᵀ e (e = f - y) and the Gram matrix
       M_l = J_lᵀ J_l of J_l = ∂f/∂a_l for the hidden layers; the output layer has M = I in closed form, so
       its neuron-scale ‖J_α‖² is computed instead. Budget: fast >= 100x faster than the reference. (The
       reference's Jacobian tensors G_l would take 16.8 GB at batch 64, so its J_l form is used.)
@@ -17,7 +17,7 @@
       1,280 backward passes (one per output component), so it is timed on a single round.
 
 (2) Seconds per epoch (60,000 examples) of ``nta.training.fit`` on the autoencoder with a default
-    ``nta.hindsight.TaylorRecorder`` (every layer and neuron within its memory budget, horizons reduced to
+    ``nta.hindsight.squared.TaylorRecorder`` (every layer and neuron within its memory budget, horizons reduced to
     the last round) against no recorder, both with the autoencoder config's thread pools (one thread per op,
     two ops at once). Alternating, best of ``--fit_repeats``, after a discarded warm-up fit;
     rounds are timed after 20 warm-up rounds (tracing) and before the final round's solve.
@@ -41,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 
 from nta import data  # noqa: E402
 from nta import experiments  # noqa: E402
-from nta import hindsight  # noqa: E402
+from nta.hindsight import squared  # noqa: E402
 from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
 from nta import regret  # noqa: E402
@@ -150,7 +150,7 @@ def bench_autoencoder_a5(spec, x, chunk=4):
   ref_s = (time.perf_counter() - start) * (int(x.shape[0]) / chunk)
   diff = _rel_diff(_numpy(fast_fn(x[:chunk])), ref)
   speedup = ref_s / fast_s
-  print(f"(1a') autoencoder, batch 64, all 6 layers: T_l^n(V_l) at a random V_l per layer, as A.5 computes it")
+  print("(1a') autoencoder, batch 64, all 6 layers: T_l^n(V_l) at a random V_l per layer, as A.5 computes it")
   print(f"     reference (G_l of every layer by GradientTape.jacobian per output component, on {chunk} samples "
         f"scaled to 64) {ref_s:9.2f} s/round")
   print(f"     fast      (clamped JVP per layer, tf.function, 64 samples)  {fast_s * 1e3:9.2f} ms/round")
@@ -252,7 +252,7 @@ def bench_fit():
   recorder = None
   for _ in range(_FIT_REPEATS.value):
     best["none"] = min(best["none"], _fit(train, rounds, []))
-    recorder = hindsight.TaylorRecorder(horizons=[num_rounds])
+    recorder = squared.TaylorRecorder(horizons=[num_rounds])
     best["taylor"] = min(best["taylor"], _fit(train, rounds, [recorder]))
   ratio = best["taylor"] / best["none"]
   print(f"(2) autoencoder fit, batch 64, {rounds} timed rounds after {_WARMUP} warm-up rounds, alternating, "

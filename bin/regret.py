@@ -11,7 +11,7 @@ from absl import app
 from absl import flags
 
 from nta import cli
-from nta import hindsight
+from nta.hindsight import network
 from nta import regret_curves
 from nta import rundir
 
@@ -30,7 +30,7 @@ def main(argv):
   with cli.errors_to_exit():
     regret_curves.solve_if_needed(_WORKDIR.value, _MAX_ITER.value, _HORIZON_EPOCHS.value)
     if _NETWORK.value:
-      hindsight.solve_network(_WORKDIR.value)
+      network.solve_network(_WORKDIR.value)
     regret_curves.compute(_WORKDIR.value, _MIN_EPOCHS.value)
     summary = rundir.read_json(rundir.path(_WORKDIR.value, rundir.REGRET_SUMMARY))
     for key, s in summary.items():

@@ -21,8 +21,8 @@ and one module per concept of the paper, ``nta.<module>``:
 - ``nta.recorders``    the recorder protocol; the per-round trace
 - ``nta.losses``       training losses, convex in the network output
 - ``nta.taylor``       Jacobian tensors, Taylor approximations and losses (§2.2, A.5)
-- ``nta.hindsight``    the hindsight Taylor optimum for the squared loss and the network scale (Theorem 2)
-- ``nta.hindsight_ce`` the same for cross-entropy
+- ``nta.hindsight``    the hindsight Taylor optimum (Theorem 2): ``squared`` (streamed statistics), cross-entropy
+                       ``records``, ``problem`` and ``solve``, and the ``network`` scale
 - ``nta.solvers``      tf.function solvers (pseudo-inverse normal equations, L-BFGS)
 - ``nta.regret``       regret curves and exponent fits, pure functions; ``nta.regret_curves`` for a run
 - ``nta.exploration``  activation configurations and the measures of figure 5 (§3.3, A.6)
@@ -34,15 +34,16 @@ Everything is imported on first use, so ``import nta`` does not start TensorFlow
 
 import importlib
 
-_MODULES = ("config", "data", "experiments", "exploration", "hindsight", "hindsight_ce", "losses", "models",
+_MODULES = ("config", "data", "experiments", "exploration", "hindsight", "losses", "models",
             "network", "optimizers", "plots", "recorders", "regret", "regret_curves", "results", "rundir", "solvers",
             "taylor", "training")
 # name -> (module, attribute)
 _API = {
     "inspect": ("models", "inspect"), "autoencoder": ("models", "autoencoder"), "convnet": ("models", "convnet"),
     "resnet20": ("models", "resnet20"), "fit": ("training", "fit"), "make_optimizer": ("optimizers", "make_optimizer"),
-    "TaylorRecorder": ("hindsight", "TaylorRecorder"),
-    "CrossEntropyTaylorRecorder": ("hindsight_ce", "CrossEntropyTaylorRecorder"),
+    "TaylorRecorder": ("hindsight.squared", "TaylorRecorder"),
+    "CrossEntropyTaylorRecorder": ("hindsight.records", "CrossEntropyTaylorRecorder"),
+    "solve_horizons": ("hindsight.solve", "solve_horizons"), "read_optima": ("rundir", "read_optima"),
     "ConfigurationRecorder": ("exploration", "ConfigurationRecorder"), "TraceRecorder": ("recorders", "TraceRecorder"),
     "snapshot": ("taylor", "snapshot"), "taylor_loss": ("taylor", "taylor_loss"),
     "jacobian_tensor": ("taylor", "jacobian_tensor"), "horizons": ("regret", "horizons"),
@@ -59,5 +60,9 @@ def __getattr__(name):
     module, attr = _API[name]
     return getattr(importlib.import_module(f"nta.{module}"), attr)
   if name in _MODULES:
-    return importlib.import_module(f"nta.{name}")
+    module = importlib.import_module(f"nta.{name}")
+    if name == "hindsight":  # a package: its modules, as attributes
+      for sub in ("squared", "records", "problem", "solve", "network"):
+        importlib.import_module(f"nta.hindsight.{sub}")
+    return module
   raise AttributeError(f"module 'nta' has no attribute {name!r}")

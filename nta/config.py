@@ -41,10 +41,10 @@ def get_config():
   c.verbose = 1  # 0 silent, 1 progress bar, 2 one line per epoch
   c.record = ml_collections.ConfigDict()
   c.record.every = 1  # record Taylor statistics every k-th round
-  c.record.taylor = False  # hindsight Taylor optimum statistics (nta.hindsight)
+  c.record.taylor = False  # hindsight Taylor optimum statistics (nta.hindsight.squared)
   c.record.memory_mb = 16.0  # budget for exact Taylor statistics; larger layers are skipped (printed)
   c.record.trace = False  # per-round weights, batch and loss on disk (small runs only)
-  # Cross-entropy runs only (nta.hindsight_ce): what is recorded (the solve after training is set by
+  # Cross-entropy runs only (nta.hindsight.records): what is recorded (the solve after training is set by
   # nta.regret_curves.solve_if_needed / bin/regret.py). Layer lists are "auto",
   # "none" or comma-separated 0-based weight-layer indices such as "0,4".
   c.record.taylor_layers = "auto"  # layer scale; auto = every layer whose records fit the disk budget

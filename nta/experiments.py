@@ -16,8 +16,8 @@ import tensorflow as tf
 from nta import config as config_lib
 from nta import data as data_lib
 from nta import exploration
-from nta import hindsight
-from nta import hindsight_ce
+from nta.hindsight import records as ce_records
+from nta.hindsight import squared
 from nta import models
 from nta import optimizers
 from nta import plots
@@ -72,10 +72,10 @@ def build_recorders(config) -> list:
       if changed:
         raise NTAError(f"config.record.{changed[0]} applies to cross-entropy runs; the squared-loss recorder "
                        "records every layer and neuron whose statistics fit config.record.memory_mb")
-      recorders.append(hindsight.TaylorRecorder(memory_mb=config.record.memory_mb, record_every=config.record.every))
+      recorders.append(squared.TaylorRecorder(memory_mb=config.record.memory_mb, record_every=config.record.every))
     else:
       r = config.record
-      recorders.append(hindsight_ce.CrossEntropyTaylorRecorder(
+      recorders.append(ce_records.CrossEntropyTaylorRecorder(
           layers=config_lib.layer_list(r.taylor_layers, "record.taylor_layers"),
           neuron_layers=config_lib.layer_list(r.taylor_neuron_layers, "record.taylor_neuron_layers"),
           neurons_per_layer=r.taylor_neurons_per_layer, record_every=r.every))

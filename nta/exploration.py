@@ -394,7 +394,7 @@ class ConfigurationRecorder(Recorder):
     directory: where to write (default ``<workdir>/records/exploration``).
   """
 
-  name = "exploration"
+  name = rundir.EXPLORATION_RECORDS
 
   def __init__(self, data_size: int | float | None = None, max_conv_units: int = MAX_CONV_UNITS,
                every_rounds: Optional[int] = None, eval_batch_size: int = 2048, seed: Optional[int] = None,

@@ -491,7 +491,7 @@ def figure3(workdir: RunDirs, out: str, layers: Optional[Sequence[int]] = None,
 def _unrecorded_neuron_layers(workdir: str, recorded: Sequence[int]) -> list:
   """Lines naming the layers the Taylor recorder left out at neuron scale, with its reason (meta.json)."""
   try:
-    skipped = rundir.read_json(rundir.records(workdir, "taylor", rundir.META), missing={}).get("skipped") or []
+    skipped = rundir.read_json(rundir.records(workdir, rundir.TAYLOR, rundir.META), missing={}).get("skipped") or []
     budget = (_read_config(workdir).get("record") or {}).get("memory_mb")
   except NTAError:
     return []

@@ -125,7 +125,7 @@ class TraceRecorder(Recorder):
   ``describe()`` prints the disk it will take.
   """
 
-  name = "trace"
+  name = rundir.TRACE
 
   def build(self, run: RunInfo) -> None:
     self.run, self.rows = run, []

@@ -1,8 +1,8 @@
 """Regret curves of a run directory (§2.3, figures 3-4): the training losses against the hindsight optima.
 
 :func:`compute` reads a run's per-round losses (``rounds.csv``) and hindsight Taylor optima
-(``records/taylor/optima.npz``: streamed by ``nta.hindsight`` for the squared loss, solved by
-``nta.hindsight_ce`` for cross-entropy, :func:`solve_if_needed`), forms Regret(N) and its exponent with the
+(``records/taylor/optima.npz``: streamed by ``nta.hindsight.squared`` for the squared loss, solved by
+``nta.hindsight.solve`` for cross-entropy, :func:`solve_if_needed`), forms Regret(N) and its exponent with the
 pure functions of ``nta.regret``, and writes ``regret.npz`` and ``regret.json`` (``nta.rundir``).
 """
 
@@ -13,14 +13,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from nta import hindsight
-from nta import hindsight_ce
+from nta.hindsight import solve as ce_solve
 from nta import regret as regret_lib
 from nta import rundir
 from nta.errors import NTAError
 
 def _record_every(workdir: str) -> int:
-  return int(rundir.read_json(rundir.records(workdir, "taylor", rundir.META), missing={}).get("record_every", 1))
+  return int(rundir.read_json(rundir.records(workdir, rundir.TAYLOR, rundir.META), missing={}).get("record_every", 1))
 
 
 def _fit_or_nan(N, regret, min_N):
@@ -45,7 +44,7 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
   of log Regret against log N over horizons from ``min_epochs`` epochs on and before the regret first turns
   non-positive (``{key}/positive_until``: the last such horizon, per neuron for neuron keys), with its 95%
   interval; ``neurons{l}/units`` (K,). When the network-scale optimum was solved
-  (``nta.hindsight.solve_network``), ``network/N`` and ``network/*`` hold the network scale on its own horizons. ``regret.json`` summarises each key (for neurons: median
+  (``nta.hindsight.network``), ``network/N`` and ``network/*`` hold the network scale on its own horizons. ``regret.json`` summarises each key (for neurons: median
   exponent, the fraction of neurons whose interval contains 1/2, final regret/√N mean and std).
 
   Args:
@@ -55,7 +54,7 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
   Returns:
     The arrays written to ``regret.npz``.
   """
-  optima = hindsight.load_optima(workdir)
+  optima = rundir.read_optima(workdir)
   losses = rundir.read_rounds(workdir)
   epochs = rundir.read_epochs(workdir)
   steps = int(epochs[0]["rounds"]) if epochs else len(losses)
@@ -107,7 +106,7 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
                       "final_regret_over_sqrt_n": float(final), "final_regret": float(table["regret"][-1]),
                       "final_cumulative_loss": float(out["cumulative_loss"][-1]),
                       "final_taylor_optimum": float(table["taylor_optimum"][-1])}
-  net_path = rundir.records(workdir, "taylor", rundir.NETWORK_OPTIMA)
+  net_path = rundir.records(workdir, rundir.TAYLOR, rundir.NETWORK_OPTIMA)
   if os.path.exists(net_path):
     with np.load(net_path) as z:
       Nn, values = z["N"].astype(np.int64), z["value"]
@@ -158,11 +157,11 @@ def load(workdir: str) -> dict:
 def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons: int = 1) -> None:
   """Cross-entropy runs record chunks; solve their horizons once (squared-loss runs solved while training).
 
-  ``max_iter`` and ``epochs_between_horizons`` are those of ``nta.hindsight_ce.solve_horizons``: the solve's
+  ``max_iter`` and ``epochs_between_horizons`` are those of ``nta.hindsight.solve.solve_horizons``: the solve's
   budget, which decides whether a convnet's optima take minutes or hours on a CPU.
   """
-  folder = rundir.records(workdir, "taylor")
+  folder = rundir.records(workdir, rundir.TAYLOR)
   if not os.path.isdir(folder):
     raise NTAError(f"no Taylor records in {workdir}: train with --config.record.taylor=True")
   if not os.path.exists(os.path.join(folder, rundir.OPTIMA)):
-    hindsight_ce.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons)
+    ce_solve.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons)

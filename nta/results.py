@@ -732,7 +732,7 @@ def run_notes(s: Settings, infos: dict) -> list:
 
 def _solve_seconds(workdir: str) -> Optional[float]:
   """Seconds spent solving a cross-entropy run's optima (``records/taylor/solve.json``); None if not solved."""
-  path = rundir.records(workdir, "taylor", rundir.SOLVE)
+  path = rundir.records(workdir, rundir.TAYLOR, rundir.SOLVE)
   if not os.path.exists(path):
     return None
   return float(sum(rundir.read_json(path)["seconds"].values()))
@@ -847,12 +847,12 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
   if "convnet" in s.models and not s.convnet_taylor:
     lines.append("- The convnet ran **without** Taylor recording (`--noconvnet_taylor`): exactly solving its "
                  "cross-entropy hindsight optima takes hours per run on a 2-core CPU, so figure 3 shows the "
-                 "autoencoder and figure 4 has no convnet panel. `nta.hindsight_ce` records and solves them exactly "
+                 "autoencoder and figure 4 has no convnet panel. `nta.hindsight` records and solves them exactly "
                  "where time allows (`python bin/regret.py --workdir=RUN` on a run trained with "
                  "`--config.record.taylor=True`).")
   if "convnet" in s.models and s.convnet_taylor:
     lines.append(
-        f"- Convnet Taylor statistics (`nta.hindsight_ce`, exact cross-entropy hindsight optima): "
+        f"- Convnet Taylor statistics (`nta.hindsight`, exact cross-entropy hindsight optima): "
         f"{_every(s.convnet_taylor_every, 'round')} recorded; layer {s.convnet_taylor_layer + 1} at layer scale in "
         f"every run (figure 4(a)); {s.convnet_taylor_neurons} seeded filters of each conv layer at neuron scale in "
         f"the RMSProp runs (figure 3); optima solved at {_every(s.convnet_taylor_horizon_epochs, 'epoch end')} and "

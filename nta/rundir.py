@@ -48,10 +48,14 @@ REGRET_SUMMARY = "regret.json"
 EXPLORATION = "exploration.npz"
 RUN_LOG = "regenerate.log"
 META = "meta.json"  # every recorder's description of its records
+# The recorders' folders under records/.
+TAYLOR = "taylor"  # nta.hindsight: squared-loss statistics or cross-entropy records, and the optima
+EXPLORATION_RECORDS = "exploration"  # nta.exploration: activation-configuration snapshots
+TRACE = "trace"  # nta.recorders.TraceRecorder: per-round weights, batch and loss
 # Records of the recorders, under records/<recorder>/ (their formats: the recorders' modules).
-OPTIMA = "optima.npz"  # taylor: hindsight optima per horizon (nta.hindsight, nta.hindsight_ce)
-NETWORK_OPTIMA = "network.npz"  # taylor: the network-scale optimum (nta.hindsight.solve_network)
-CHUNK_INDEX = "index.json"  # taylor, cross-entropy: the committed chunks (nta.hindsight_ce)
+OPTIMA = "optima.npz"  # taylor: hindsight optima per horizon (nta.hindsight.squared, nta.hindsight.solve)
+NETWORK_OPTIMA = "network.npz"  # taylor: the network-scale optimum (nta.hindsight.network)
+CHUNK_INDEX = "index.json"  # taylor, cross-entropy: the committed chunks (nta.hindsight.records)
 SOLVE = "solve.json"  # taylor, cross-entropy: the solve's settings and timings
 UNITS = "units.npy"  # exploration: the recorded units (nta.exploration)
 DATA_INDICES = "data_indices.npy"  # exploration: the recorded data points
@@ -173,3 +177,13 @@ def read_rounds(workdir: str) -> np.ndarray:
 def read_epochs(workdir: str) -> list:
   """Per-epoch rows of a run directory's epochs.csv (dicts of strings)."""
   return read_csv(path(workdir, EPOCHS))
+
+
+def read_optima(workdir: str) -> dict:
+  """The hindsight optima ``<workdir>/records/taylor/optima.npz`` of either loss: ``N`` (H,) horizons; per
+  layer-scale layer l ``layer{l}/value|grad_norm`` (H,) and ``rank`` (squared loss) or ``iterations|converged``
+  (cross-entropy); per layer with neurons ``neurons{l}/units`` (U,) and the same fields shaped (H, U)."""
+  target = records(workdir, TAYLOR, OPTIMA)
+  if not os.path.exists(target):
+    raise NTAError(f"no Taylor optima in {workdir}: {target} is missing; train with --config.record.taylor=True")
+  return load_npz(target, "a rerun of the training (or bin/regret.py for a cross-entropy run)")

@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import math
-import os
-import types
 
 import keras
 import numpy as np

@@ -2,14 +2,14 @@
 
 import pytest
 
-from nta import hindsight_ce
+from nta.hindsight import solve as ce_solve
 from nta import regret_curves
 from nta.errors import NTAError
 
 
 def test_solve_if_needed_solves_once_with_the_given_budget(tmp_path, monkeypatch):
   calls = []
-  monkeypatch.setattr(hindsight_ce, "solve_horizons", lambda workdir, **kw: calls.append(kw))
+  monkeypatch.setattr(ce_solve, "solve_horizons", lambda workdir, **kw: calls.append(kw))
   with pytest.raises(NTAError, match="no Taylor records"):
     regret_curves.solve_if_needed(str(tmp_path))
   (tmp_path / "records" / "taylor").mkdir(parents=True)

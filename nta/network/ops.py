@@ -20,13 +20,11 @@ Adding a kind of layer is one entry here (and its tests); no consumer asks which
 
 from __future__ import annotations
 
-import math
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from nta.errors import NTAError
 
 
 class Context:

@@ -1,4 +1,4 @@
-"""The hindsight Taylor optimum min_V Σ_{n≤N} 𝒯^n(V) (Theorem 2, §2.3), recorded while training.
+"""The squared-loss hindsight Taylor optimum min_V Σ_{n≤N} 𝒯^n(V) (Theorem 2, §2.3), recorded while training.
 
 For the squared loss the summed Taylor loss is an exact quadratic in the weights of a layer or a neuron, so
 :class:`TaylorRecorder` accumulates its quadratic, linear and constant terms online, in float64, and memory
@@ -45,13 +45,9 @@ import math
 import os
 from typing import Mapping, Optional, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from nta import losses
-from nta import models
-from nta import recorders as recorders_lib
 from nta import regret as regret_lib
 from nta import rundir
 from nta import solvers
@@ -123,7 +119,7 @@ class TaylorRecorder(Recorder):
     rcond: relative eigenvalue cut-off of the pseudo-inverse (None: solvers' default).
   """
 
-  name = "taylor"
+  name = rundir.TAYLOR
   wants_preact_grads = True  # r_k = J_kᵀ e is the backward pass' ∂ℓ/∂a_k, up to the loss's 2/(B P)
   wants_entries = True  # the round's masks (and, off the chain, its whole clamped network)
 
@@ -416,7 +412,6 @@ class TaylorRecorder(Recorder):
         all_units = list(units) == list(range(a.shape[1]))
         pick = (lambda t: t) if all_units else (lambda t: tf.gather(t, tf.constant(units, tf.int32), axis=1))
         a_u, r_u = pick(a), pick(r)
-        p = xt.shape[1]
         if dM is None:  # output layer: ‖J[:, α]‖² = 1 for every unit, one shared Gram (1, p, p)
           d = tf.ones_like(a_u)
           out[f"neurons{k}_A"] = tf.matmul(scale * xt, xt, transpose_a=True)[None]
@@ -494,104 +489,3 @@ class TaylorRecorder(Recorder):
       keep = z["N"] <= epochs_done * self.steps_per_epoch
       for i in np.flatnonzero(keep):
         self.results.append({k: (int(z[k][i]) if k == "N" else z[k][i]) for k in z.files if "/units" not in k})
-
-
-def load_optima(workdir: str) -> dict:
-  """The arrays of ``<workdir>/records/taylor/optima.npz`` (see the module docstring)."""
-  path = rundir.records(workdir, TaylorRecorder.name, rundir.OPTIMA)
-  if not os.path.exists(path):
-    raise NTAError(f"no Taylor optima in {workdir}: {path} is missing; train with --config.record.taylor=True")
-  return rundir.load_npz(path, "a rerun of the training (or bin/regret.py for a cross-entropy run)")
-
-
-# ------------------------------------------------------------------------------------------ network scale
-
-
-def _load_model_spec(workdir: str):
-  path = rundir.path(workdir, rundir.MODEL)
-  if not os.path.exists(path):
-    raise NTAError(f"{path} is missing: the network-scale optimum needs a finished run")
-  return models.inspect(keras.models.load_model(path, compile=False))
-
-
-def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: float = 1e-6,
-                  max_iter: int = 500, log=print) -> dict:
-  """The network-scale hindsight optimum min_V Σ_{n≤N} 𝒯^n(V) over every layer's weights (eq. (3)).
-
-  The statistics of all weights at once do not fit in memory (for the autoencoder A would have 83,564² entries),
-  so the optimum is found by L-BFGS (``nta.solvers.minimize``) on the exact Taylor losses rebuilt from the
-  per-round weights and batches of ``record.trace`` (``nta.recorders.TraceRecorder``), warm-started across
-  horizons. Each evaluation passes over the recorded rounds with the fast clamped JVP (``nta.taylor``), so
-  this is for small runs. The deep least squares is badly conditioned: when L-BFGS stops at ``max_iter``
-  (``converged`` False, ``grad_norm`` reported) the value is an upper bound on the optimum, so the regret
-  computed from it is a lower bound. Writes ``<workdir>/records/taylor/network.npz`` with ``N`` (H,), ``value``,
-  ``grad_norm``, ``iterations``, ``converged`` (H,).
-
-  Args:
-    workdir: a finished run trained with ``--config.record.trace=True``.
-    horizons: 1-based horizons (default: epoch ends plus 20 early rounds, within the traced rounds).
-    tol: gradient-norm tolerance of L-BFGS.
-    max_iter: iteration cap per horizon.
-    log: progress printer.
-
-  Returns:
-    The arrays written.
-  """
-  trace = recorders_lib.load_trace(workdir)
-  spec = _load_model_spec(workdir)
-  meta = rundir.read_json(rundir.records(workdir, recorders_lib.TraceRecorder.name, rundir.META))
-  loss_fn = losses.get(meta["loss"])
-  R = len(trace["round"])
-  steps = int(meta["steps_per_epoch"])
-  hz = regret_lib.horizons(R, steps) if horizons is None else np.asarray(sorted(set(int(h) for h in horizons)))
-  if hz[-1] > R or hz[0] < 1:
-    raise NTAError(f"horizon N={hz[-1] if hz[-1] > R else hz[0]} is outside the {R} traced rounds of {workdir}")
-  L = len(spec.layers)
-  sizes = [(taylor.num_inputs(wl), wl.units) for wl in spec.layers]
-  X, Y, bs = tf.constant(trace["x"]), tf.constant(trace["y"]), tf.constant(trace["batch_size"], tf.int32)
-  K = [tf.constant(trace[f"kernel{l}"]) for l in range(L)]
-  B = [tf.constant(trace[f"bias{l}"]) if f"bias{l}" in trace else None for l in range(L)]
-
-  def unflatten(v):
-    out, i = [], 0
-    for k, u in sizes:
-      out.append(tf.reshape(v[i:i + k * u], (k, u)))
-      i += k * u
-    return out
-
-  def fun(v, count):
-    with tf.GradientTape() as tape:
-      tape.watch(v)
-      V = unflatten(v)
-      total = tf.constant(0.0, v.dtype)
-      for n in tf.range(count):
-        b = bs[n]
-        weights = [(K[l][n], None if B[l] is None else B[l][n]) for l in range(L)]
-        state = taylor.snapshot(spec, X[n, :b], None, weights)
-        total += tf.cast(loss_fn(Y[n, :b], taylor.taylor_network(state, V)), v.dtype)
-    return total, tape.gradient(total, v)
-
-  def flat_weights(n):
-    return tf.concat([tf.reshape(taylor.augment(wl, K[l][n], None if B[l] is None else B[l][n]), [-1])
-                      for l, wl in enumerate(spec.layers)], 0)
-
-  v = tf.cast(flat_weights(0), tf.float64)
-  rows = []
-  for h, N in enumerate(hz):
-    sol = solvers_minimize(fun, v, tol, max_iter, N)
-    v = sol.v
-    rows.append((int(N), float(sol.value), float(sol.grad_norm), int(sol.iterations), bool(sol.converged)))
-    log(f"network optimum N={N} ({h + 1}/{len(hz)}): {float(sol.value):.6g}, |grad| {float(sol.grad_norm):.2g}, "
-        f"{int(sol.iterations)} iterations")
-  out = {"N": np.array([r[0] for r in rows], np.int64), "value": np.array([r[1] for r in rows]),
-         "grad_norm": np.array([r[2] for r in rows]), "iterations": np.array([r[3] for r in rows]),
-         "converged": np.array([r[4] for r in rows])}
-  folder = rundir.records(workdir, TaylorRecorder.name)
-  os.makedirs(folder, exist_ok=True)
-  rundir.save_npz(os.path.join(folder, rundir.NETWORK_OPTIMA), out)
-  return out
-
-
-def solvers_minimize(fun, v0, tol, max_iter, count):
-  """``solvers.minimize`` with the horizon's round count passed as an argument (one trace for all horizons)."""
-  return solvers.minimize(fun, v0, tol=tol, max_iter=max_iter, args=(tf.constant(count, tf.int32),))

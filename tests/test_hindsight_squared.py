@@ -1,4 +1,4 @@
-"""Tests for nta.hindsight: exact streaming squared-loss statistics against brute force (A.5 reference path)."""
+"""Tests for nta.hindsight.squared: exact streaming squared-loss statistics against brute force (A.5 reference path)."""
 
 import keras
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from nta import data
-from nta import hindsight
+from nta import rundir
+from nta.hindsight import squared
 from nta import models
 from nta import optimizers
 from nta import recorders
@@ -29,7 +30,7 @@ def _run(tmp_path, num_epochs=2, n=24, batch=8, hidden=(5, 4), **kwargs):
   rng = np.random.default_rng(0)
   split = data.Split(rng.integers(0, 256, (n, 2, 3, 1), dtype=np.uint8), np.zeros(n, np.int64), "toy", 10)
   net = _tiny_net(hidden=hidden)
-  rec = hindsight.TaylorRecorder(**kwargs)
+  rec = squared.TaylorRecorder(**kwargs)
   workdir = str(tmp_path / "run")
   training.fit(net, lambda e0: data.train_dataset(split, batch, 0, num_epochs, e0, target="input",
                                                    input_shape=(6,)),
@@ -99,7 +100,7 @@ def test_subsets_on_a_deeper_net_equal_the_reference(tmp_path, layers, neurons):
 def test_optimum_matches_least_squares_on_materialised_jacobians(tmp_path):
   rec, spec, trace, workdir = _run(tmp_path, horizons=[2, 6])
   states = _states(spec, trace)
-  optima = hindsight.load_optima(workdir)
+  optima = rundir.read_optima(workdir)
   np.testing.assert_array_equal(optima["N"], [2, 6])
   for h, N in enumerate(optima["N"]):
     for l, wl in enumerate(spec.layers):
@@ -169,7 +170,7 @@ def test_bad_arguments(tmp_path, kwargs, match):
 
 
 def test_cross_entropy_run_is_refused():
-  rec = hindsight.TaylorRecorder()
+  rec = squared.TaylorRecorder()
   run = recorders.RunInfo(None, models.inspect(_tiny_net()), None, "cross_entropy", 1, 1, 1, 0)
   with pytest.raises(NTAError, match="needs the squared loss"):
     rec.build(run)
@@ -177,43 +178,11 @@ def test_cross_entropy_run_is_refused():
 
 def test_missing_optima_file(tmp_path):
   with pytest.raises(NTAError, match="optima.npz is missing"):
-    hindsight.load_optima(str(tmp_path))
+    rundir.read_optima(str(tmp_path))
   (tmp_path / "records" / "taylor").mkdir(parents=True)
   (tmp_path / "records" / "taylor" / "optima.npz").write_bytes(b"PK\x03\x04truncated")
   with pytest.raises(NTAError, match=r"cannot read .*optima.npz .*: remake it with a rerun of the training"):
-    hindsight.load_optima(str(tmp_path))
-
-
-def test_network_optimum_from_trace_matches_least_squares(tmp_path):
-  rec, spec, trace, workdir = _run(tmp_path, horizons=[3, 6])
-  out = hindsight.solve_network(workdir, horizons=[3, 6], tol=1e-9, max_iter=300, log=lambda *_: None)
-  states = _states(spec, trace)
-  for h, N in enumerate([3, 6]):
-    rows, rhs = [], []
-    for s in states[:N]:
-      Gs = [taylor.jacobian_tensor(s, l, method="jacobian").numpy() for l in range(len(spec.layers))]
-      bsz, P = Gs[0].shape[:2]
-      G = np.concatenate([g.reshape(bsz * P, -1) for g in Gs], axis=1)
-      w = np.concatenate([taylor.augment(wl, *s.weights[l]).numpy().reshape(-1) for l, wl in enumerate(spec.layers)])
-      t0 = s.output.numpy().reshape(-1) - G @ w - s.y.numpy().reshape(-1)
-      rows.append(G / np.sqrt(bsz * P))
-      rhs.append(-t0 / np.sqrt(bsz * P))
-    M, t = np.concatenate(rows), np.concatenate(rhs)
-    v, *_ = np.linalg.lstsq(M, t, rcond=None)
-    best = np.sum((M @ v - t) ** 2)
-    # L-BFGS on this rank-deficient deep least squares approaches the optimum from above: an iterate can
-    # never beat the exact minimum; 300 iterations come within a few percent (converged=False says so).
-    assert best - 1e-12 <= out["value"][h] <= best * 1.05
-  # The network optimum is at most any layer's (it can move every layer at once).
-  optima = hindsight.load_optima(workdir)
-  for l in range(len(spec.layers)):
-    assert np.all(out["value"] <= optima[f"layer{l}/value"] + 1e-9)
-
-
-def test_network_horizon_beyond_trace(tmp_path):
-  _, _, _, workdir = _run(tmp_path, horizons=[6])
-  with pytest.raises(NTAError, match=r"horizon N=7 is outside the 6 traced rounds"):
-    hindsight.solve_network(workdir, horizons=[7])
+    rundir.read_optima(str(tmp_path))
 
 
 def test_backward_pass_residuals_equal_the_masked_matmul_chain():
@@ -221,7 +190,7 @@ def test_backward_pass_residuals_equal_the_masked_matmul_chain():
   keras.utils.set_random_seed(2)
   net = _tiny_net(hidden=(5, 4, 3, 5))
   spec = models.inspect(net)
-  rec = hindsight.TaylorRecorder(horizons=[1])
+  rec = squared.TaylorRecorder(horizons=[1])
   rec.build(recorders.RunInfo(None, spec, net, "mse", 1, 1, 8, 0))
   x = tf.constant(np.random.default_rng(0).random((8, 6)))
   with tf.GradientTape() as tape:
@@ -254,7 +223,7 @@ def test_zoo_squared_loss_optima_equal_the_brute_force_minimum(tmp_path, name):
     return ds.batch(batch).repeat(2 - initial_epoch)
 
   capture = zoo.Reference()
-  rec = hindsight.TaylorRecorder(memory_mb=64, horizons=[2, 4])
+  rec = squared.TaylorRecorder(memory_mb=64, horizons=[2, 4])
   training.fit(net, dataset_fn, n, loss="mse", optimizer=optimizers.make_optimizer("sgd", 0.05), batch_size=batch,
                num_epochs=2, recorders=[rec, capture], verbose=0)
   assert rec.layers == list(range(len(spec.layers)))

@@ -1,9 +1,9 @@
-"""The cross-entropy hindsight Taylor optimum min_V Σ_{n≤N} 𝒯^n(V) from per-round records (Theorem 2, §2.3, A.5).
+"""Cross-entropy Taylor records: the exact per-round data of 𝒯^n at layer and neuron scale (Theorem 2, §2.3, A.5).
 
-For the squared loss ``nta.hindsight.TaylorRecorder`` streams a quadratic. The cross-entropy Taylor loss
+For the squared loss ``nta.hindsight.squared.TaylorRecorder`` streams a quadratic. The cross-entropy Taylor loss
 𝒯^n(V) = CE(T^n(V), y^n) is convex but not quadratic: its hindsight optimum needs every round's data, so
 :class:`CrossEntropyTaylorRecorder` writes the smallest exact per-round representation of T^n to chunk files
-while training, and :func:`solve_horizons` minimises Σ_n 𝒯^n with ``nta.solvers.minimize`` (L-BFGS, float64)
+while training, and ``nta.hindsight.solve.solve_horizons`` minimises Σ_n 𝒯^n with ``nta.solvers.minimize`` (L-BFGS, float64)
 afterwards. The recorder only records: solving the convnet's 150 neurons at ~25 horizons costs far more than
 training, so it is a separate step (the training driver calls it after training, or the user does).
 
@@ -41,32 +41,8 @@ Run-directory layout, ``<workdir>/records/taylor/``:
                          layer{l}/j (R, B, p_L, Q, U) or dense (R, B, p_L, U)  J at the stored positions [jacobian]
                          layer{l}/pos (R, B, Q, U) uint8/16/int32 argmax position in a_l's H·W  [jacobian, pooled]
                          layer{l}/g (R, B, p_L, K, U) G_α                  [tensor]
-    optima.npz         written by :func:`solve_horizons`, the format of ``nta.hindsight`` with ``iterations``
-                       and ``converged`` in place of ``rank``: ``N`` (H,); ``layer{l}/value|grad_norm|iterations|
-                       converged`` (H,); ``neurons{l}/units`` (U,), ``neurons{l}/value|grad_norm|iterations|
-                       converged`` (H, U). Values are min_V Σ_{recorded n≤N} 𝒯^n(V) (n 1-based).
-    solve.json         the solve's settings and timings.
-
-With ``record_every = k`` only rounds with (n − 1) mod k = 0 are recorded and summed. Memory while solving: one
-layer's records up to the last horizon, in the stored dtype; a conv neuron's G_α is materialised in float64
-when it fits ``memory_mb`` (about 20× faster evaluations than re-running its convolution).
-
-Solving. Each problem is minimised in float64 by ``nta.solvers.minimize`` on the diagonally rescaled variable
-u = V / d, d = diag(Σ ω GᵀG)^(-1/2) (Jacobi preconditioning: layer inputs and the bias' constant 1 differ by
-orders of magnitude, which otherwise costs L-BFGS 10-50× the iterations); the tolerance is met on the gradient
-in V. A cross-entropy Taylor loss has no minimiser when the recorded rounds are separable for the problem
-(roughly: more weights than samples whose loss can be driven to 0, e.g. a conv neuron's 1,601 weights over the
-first ~15 rounds of 128 samples, or the output layer): the infimum lies at ‖V‖ → ∞, the solver stops where the
-gradient falls below ``tol`` or after ``max_iter`` iterations, and ``value`` is an upper bound on the infimum.
-
-Costs (convnet of §2.3 on 28×28×1 input, batch 128, 2 CPU cores): recording with the defaults takes ~0.45 s per
-recorded round on top of a 0.09 s training step (the p_L = 10 transposed conv2 passes for conv1's Jacobian are
-most of it) and 37 MB per round on disk. One evaluation of a summed Taylor loss costs, per recorded round,
-~1.5 ms for a conv neuron (materialised), ~0.2 ms for a dense neuron, ~2 ms for the conv1 and dense1 layers,
-~60 ms for conv3 and ~250 ms for conv2 at layer scale (float64 convolutions); a solve takes tens to 1,000
-evaluations per horizon. Measured on MNIST, 15 epochs of 79 rounds recorded every 10th round (119 rounds), 24
-horizons, ``max_iter`` 100: conv1 at layer scale 80-90 s per run, a conv1 neuron 3 s, a conv2 or conv3 neuron
-65-80 s (materialising its G_α included).
+With ``record_every = k`` only rounds with (n − 1) mod k = 0 are recorded. ``nta.hindsight.problem`` turns the
+records into summed Taylor losses, ``nta.hindsight.solve`` minimises them at every horizon.
 """
 
 from __future__ import annotations
@@ -74,22 +50,17 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import glob
-import json
 import math
 import os
 import shutil
-import time
 import zipfile
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from nta import regret as regret_lib
 from nta import rundir
-from nta import solvers
 from nta import taylor
-from nta import training
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
 
@@ -97,8 +68,6 @@ FORMAT = "nta.hindsight_ce/1"
 MODES = ("identity", "jacobian", "tensor")
 _WEIGHT_OPS = ("dense", "conv2d")
 _MB = 2**20
-# Working set of one block of rounds inside the solver's objective (float64 temporaries).
-_BLOCK_BYTES = 128 * _MB
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -170,7 +139,7 @@ class Site:
     return cls(**d)
 
 
-def _check_positive_int(value, name: str) -> None:
+def check_positive_int(value, name: str) -> None:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
     raise NTAError(f"{name} must be an integer >= 1, got {value!r}")
 
@@ -258,7 +227,7 @@ class CrossEntropyTaylorRecorder(Recorder):
   """Records, every k-th round, the exact data of the cross-entropy Taylor losses of chosen layers and neurons.
 
   Use with ``nta.training.fit`` on a cross-entropy run with a run directory; afterwards call
-  :func:`solve_horizons` to compute ``records/taylor/optima.npz``.
+  ``nta.hindsight.solve.solve_horizons`` to compute ``records/taylor/optima.npz``.
 
   Args:
     layers: layer indices to record at layer scale; None = every layer whose extra records fit ``disk_mb``
@@ -279,14 +248,14 @@ class CrossEntropyTaylorRecorder(Recorder):
       solves faster when disk allows); default the smallest per layer.
   """
 
-  name = "taylor"
+  name = rundir.TAYLOR
   wants_entries = True  # the round's clamp entries: masks, pooling choices, batch statistics
 
   def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
                neurons_per_layer: int = 50, disk_mb: float = 10240.0, record_every: int = 1,
                chunk_mb: float = 256.0, representations: Optional[Mapping[int, str]] = None,
                neuron_layers: Optional[Sequence[int]] = None):
-    _check_positive_int(record_every, "record_every")
+    check_positive_int(record_every, "record_every")
     if neurons_per_layer < 1:
       raise NTAError(f"neurons_per_layer must be >= 1, got {neurons_per_layer}")
     if not disk_mb > 0 or not chunk_mb > 0:
@@ -306,7 +275,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     spec = self.spec = run.spec
     if run.loss != "cross_entropy":
       raise NTAError(f"CrossEntropyTaylorRecorder records cross-entropy runs; this run uses '{run.loss}': use "
-                     "nta.hindsight.TaylorRecorder, whose squared-loss statistics are exact and stream in "
+                     "nta.hindsight.squared.TaylorRecorder, whose squared-loss statistics are exact and stream in "
                      "constant memory")
     if len(spec.output_shape) != 1:
       raise NTAError(f"model '{spec.name}' outputs shape {spec.output_shape}; cross-entropy needs logits "
@@ -430,7 +399,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     lines = [f"taylor: cross-entropy Taylor records every {self.record_every} round(s): {self.recorded_rounds} "
              f"rounds x {mb(self.bytes_per_round)} = {self.total_bytes / 2**30:.2f} GB in {self.dir} "
              f"(chunks of <= {self.chunk_bytes / _MB:.0f} MB); solve afterwards with "
-             "nta.hindsight_ce.solve_horizons(workdir)"]
+             "nta.hindsight.solve.solve_horizons(workdir)"]
     for l, s in self.sites.items():
       scale = " + ".join(x for x in (("layer" if s.layer_scale else ""),
                                      (f"{len(s.neurons)} neurons" if s.neurons else "")) if x)
@@ -709,15 +678,15 @@ class Records:
   """
 
   def __init__(self, workdir: str):
-    self.dir = rundir.records(workdir, CrossEntropyTaylorRecorder.name)
+    self.dir = rundir.records(workdir, rundir.TAYLOR)
     meta_path = os.path.join(self.dir, rundir.META)
     if not os.path.exists(meta_path):
       raise NTAError(f"no cross-entropy Taylor records in {workdir}: {meta_path} is missing; train with "
-                     "nta.hindsight_ce.CrossEntropyTaylorRecorder")
+                     "nta.hindsight.records.CrossEntropyTaylorRecorder")
     self.meta = rundir.read_json(meta_path)
     if self.meta.get("format") != FORMAT:
       loss = self.meta.get("loss")
-      hint = (" (a squared-loss run: its optima come from nta.hindsight.TaylorRecorder, already in optima.npz)"
+      hint = (" (a squared-loss run: its optima come from nta.hindsight.squared.TaylorRecorder, already in optima.npz)"
               if loss == "mse" else "")
       raise NTAError(f"{self.dir} does not hold cross-entropy Taylor records{hint}")
     self.sites = {int(l): Site.from_json(s) for l, s in self.meta["sites"].items()}
@@ -780,19 +749,6 @@ class Records:
     self._cache = ((tuple(keys), num_rounds), out)
     return out
 
-  def problem(self, layer: int, unit: Optional[int] = None, horizon: Optional[int] = None,
-              memory_mb: float = 2048.0) -> "TaylorProblem":
-    """The summed Taylor loss of one layer (``unit`` None) or neuron, over recorded rounds ≤ ``horizon``."""
-    if layer not in self.sites:
-      raise NTAError(f"layer {layer} is not recorded in {self.dir}; recorded layers: "
-                     f"{', '.join(map(str, sorted(self.sites)))}")
-    site = self.sites[layer]
-    if unit is None and not site.layer_scale:
-      raise NTAError(f"layer {layer} ({site.name}) was recorded at neuron scale only (units {site.units[:5]}...)")
-    if unit is not None and int(unit) not in site.units:
-      raise NTAError(f"unit {unit} of layer {layer} ({site.name}) is not recorded; recorded units: {site.units}")
-    horizon = self.rounds_done if horizon is None else int(self.check_horizons([horizon])[-1])
-    return TaylorProblem(self, site, unit, self.num_rounds(horizon), memory_mb)
 
 
 def load_records(workdir: str) -> Records:
@@ -800,420 +756,3 @@ def load_records(workdir: str) -> Records:
   return Records(workdir)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The summed Taylor loss of one layer or neuron.
-
-
-class TaylorProblem:
-  """Σ_{recorded n} 𝒯^n(V) = Σ_n mean_b CE(T^n_b(V), y^n_b) for one layer or neuron, in float64.
-
-  T^n(V) = base^n + L^n(V) with L^n linear and base^n = f^n − L^n(W^n), so one compiled objective serves
-  every round and horizon. V is the neuron's (K,) augmented weight vector or the layer's (K, units) augmented
-  kernel (``nta.taylor``'s convention).
-
-  Args:
-    records: the run's :class:`Records`.
-    site: the layer's :class:`Site`.
-    unit: the neuron α, or None for the layer scale.
-    num_rounds: recorded rounds to load (those ≤ the last horizon to be solved).
-    memory_mb: a conv neuron's G_α (float64) is materialised when it takes at most this much memory.
-
-  Attributes:
-    steps: (R,) the loaded rounds (0-based).
-    weights: W^n of the loaded rounds, (R, K) for a neuron, (R, K, units) for a layer.
-    shape: the shape of V.
-    kind: how T is evaluated: "matrix" (G stored or materialised), "dense" or "conv" (from x and J).
-    scale: (K, U) the preconditioner d.
-  """
-
-  _FUNS = {}  # (kind, static config) -> objective; one trace per layer, shared by its neurons and horizons.
-
-  def __init__(self, records: Records, site: Site, unit: Optional[int], num_rounds: int, memory_mb: float):
-    self.site, self.unit = site, unit
-    keys = ["f", "y"] + [k for k in (f"layer{site.layer}/{n}" for n in ("w", "x", "j", "pos", "g"))
-                         if _stored(site, k.rsplit("/", 1)[1])]
-    a = records.arrays(keys, num_rounds)
-    self.steps = a["step"]
-    col = None if unit is None else site.units.index(int(unit))
-    pick = (lambda t: t) if col is None else (lambda t: np.ascontiguousarray(t[..., col:col + 1]))  # noqa: E731
-    l = site.layer
-    w = pick(a[f"layer{l}/w"]).astype(np.float64)  # (R, K, U)
-    self.weights = w[..., 0] if unit is not None else w
-    rounds, batch = a["f"].shape[:2]
-    valid = np.arange(batch)[None, :] < a["batch"][:, None]
-    common = {"f": tf.constant(a["f"].astype(np.float64)), "y": tf.constant(a["y"].astype(np.int32)),
-              "weight": tf.constant(np.where(valid, 1.0 / a["batch"][:, None], 0.0))}
-    u = 1 if unit is not None else len(site.units)
-    shared = {}
-    if site.mode == "tensor":
-      kind, data = "matrix", {"m": pick(a[f"layer{l}/g"])}
-      data["m"] = data["m"].reshape(rounds, batch, -1, site.K * u)
-    elif site.kind == "dense":
-      kind, data = "dense", {"x": a[f"layer{l}/x"]}
-      if site.mode == "jacobian":
-        data["j"] = pick(a[f"layer{l}/j"])
-      else:
-        units = site.units if unit is None else [int(unit)]
-        shared["e"] = tf.constant(np.eye(records.meta["num_outputs"])[:, units])
-    else:
-      j = pick(a[f"layer{l}/j"])
-      pos = pick(a[f"layer{l}/pos"]) if site.pooled else None
-      x = a[f"layer{l}/x"]
-      need = np.prod(j.shape[:3]) * site.K * 8
-      if unit is not None and need <= memory_mb * _MB:
-        kind, data = "matrix", {"m": _materialise(site, x, j[..., 0], None if pos is None else pos[..., 0])}
-      else:
-        kind, data = "conv", {"x": x, "j": j}
-        if pos is not None:
-          data["pos"] = pos
-    data = {k: tf.constant(v) for k, v in data.items()}
-    self.kind = kind
-    per_round = sum(int(np.prod(t.shape[1:])) for t in data.values()) * 8
-    if kind == "conv":
-      per_round += batch * site.spatial * u * 8 * 3
-    block = max(1, _BLOCK_BYTES // max(per_round, 1))
-    geometry = {k: v for k, v in site.to_json().items() if k not in ("layer", "name", "units", "neurons",
-                                                                      "layer_scale")}
-    static = (kind, block, json.dumps(geometry, sort_keys=True))
-    if static not in self._FUNS:
-      self._FUNS[static] = _objective(_linear_map(kind, site), block)
-    self._fun = self._FUNS[static]
-    # base^n = f^n − L^n(W^n), round by round (W^n differs per round).
-    lin = _linear_map(kind, site)
-    shape = (site.K, u)
-    base = []
-    for r in range(rounds):
-      d = {k: t[r:r + 1] for k, t in data.items()}
-      base.append(lin(tf.constant(w[r].reshape(shape)), d, shared)[0])
-    data["base"] = common["f"] - (tf.stack(base) if base else tf.zeros_like(common["f"]))
-    data["y"], data["weight"] = common["y"], common["weight"]
-    self._data, self._shared = data, shared
-    self._shape = shape  # (K, U) inside; a neuron's V is (K,) outside
-    self.shape = (site.K,) if unit is not None else shape
-    self.scale = _jacobi_scale(_curvature(kind, site, data, shared, block))
-
-  @property
-  def num_rounds(self) -> int:
-    return len(self.steps)
-
-  def _rounds(self, horizon: Optional[int]) -> int:
-    """Loaded rounds n ≤ horizon; the problem was loaded up to its last horizon."""
-    return len(self.steps) if horizon is None else int(np.searchsorted(self.steps, horizon, side="left"))
-
-  def start(self, horizon: Optional[int] = None) -> np.ndarray:
-    """W^n of the last recorded round n ≤ horizon: where the Taylor loss equals the training loss (T1)."""
-    return self.weights[max(self._rounds(horizon) - 1, 0)]
-
-  def _args(self, horizon):
-    return (tf.constant(self._rounds(horizon), tf.int32), self._data, self._shared)
-
-  def value_and_grad(self, v, horizon: Optional[int] = None):
-    """(Σ_{recorded n ≤ horizon} 𝒯^n(V), its gradient) in float64; V shaped (K,) or (K, units)."""
-    v = tf.reshape(tf.constant(np.asarray(v, np.float64)), self._shape)
-    value, grad = self._fun(v, *self._args(horizon))
-    return float(value), grad.numpy().reshape(self.shape)
-
-  def solve(self, horizons: Sequence[int], tol: float = 1e-6, max_iter: int = 1000,
-            v0=None) -> list:
-    """Minimises at each horizon (ascending), warm-started from the previous optimum.
-
-    Each horizon starts from whichever is lower there: the previous horizon's optimum or W^n of its last
-    recorded round. When the rounds so far are separable the infimum lies at infinity and the previous
-    "optimum" is a far-out point where the next rounds' losses can be huge; W^n is then the better start.
-
-    Args:
-      horizons: ascending 1-based horizons within the loaded rounds.
-      tol: gradient-norm tolerance.
-      max_iter: L-BFGS iterations per horizon.
-      v0: start of the first horizon (default W^n of its last round).
-
-    Returns:
-      One ``nta.solvers.Solution`` (numpy fields, ``v`` shaped like V) per horizon.
-    """
-    prev = None if v0 is None else tf.constant(np.reshape(np.asarray(v0, np.float64), self._shape))
-    d = tf.constant(self.scale)
-    # ‖∇_v‖ = ‖∇_u / d‖ ≤ ‖∇_u‖ / min(d): meeting tol·min(d) in u guarantees tol in v.
-    tol_u = tol * float(np.min(self.scale))
-    out = []
-    for n in horizons:
-      args = self._args(int(n))
-      v = tf.constant(np.reshape(self.start(int(n)), self._shape))
-      if prev is not None and self._fun(prev, *args)[0] < self._fun(v, *args)[0]:
-        v = prev
-      sol = solvers.minimize(_preconditioned(self._fun), v / d, tol_u, max_iter, args=(d, *args))
-      v = d * sol.v
-      value, grad = self._fun(v, *args)
-      grad_norm = float(tf.norm(grad))
-      # Roundoff can stop the scaled solve short of tol·min(d) while the true gradient already meets tol.
-      converged = bool(np.isfinite(float(value)) and grad_norm <= tol)
-      out.append(solvers.Solution(v=v.numpy().reshape(self.shape), value=np.float64(value),
-                                  grad_norm=np.float64(grad_norm), iterations=np.asarray(sol.iterations),
-                                  converged=np.bool_(converged)))
-      prev = v
-    return out
-
-
-_PRECONDITIONED = {}
-
-
-def _preconditioned(fun):
-  """fun in the scaled variable u = v / d: (value, d ⊙ ∇_v); one wrapper per objective, so one trace."""
-  if fun not in _PRECONDITIONED:
-    def scaled(u, d, *args):
-      value, grad = fun(d * u, *args)
-      return value, d * grad
-    _PRECONDITIONED[fun] = scaled
-  return _PRECONDITIONED[fun]
-
-
-def _curvature(kind: str, site: Site, data: dict, shared: dict, block: int) -> np.ndarray:
-  """diag(Σ_s ω_s G_sᵀ G_s), (K, U): the Gauss-Newton diagonal of the summed Taylor loss without the softmax
-  factor (exact for the matrix and dense forms; conv drops the cross terms between positions)."""
-  f64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
-  total = 0.0
-  rounds = data["weight"].shape[0]
-  for r0 in range(0, rounds, block):
-    d = {k: t[r0:r0 + block] for k, t in data.items()}
-    w = f64(d["weight"])
-    if kind == "matrix":
-      c = tf.reshape(tf.einsum("rbod,rb->d", tf.square(f64(d["m"])), w), [site.K, -1])
-    elif kind == "dense":
-      x = f64(d["x"])
-      if site.use_bias:
-        x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
-      jj = (tf.reduce_sum(tf.square(f64(d["j"])), 2) if "j" in d
-            else tf.reduce_sum(tf.square(shared["e"]), 0)[None, None])
-      c = tf.einsum("rbk,rbu,rb->ku", tf.square(x), jj * tf.ones_like(w)[..., None], w)
-    else:
-      # The Σ_q ‖J_q‖² (x̃_q)² map is linear in a stand-in V: its gradient is the diagonal.
-      sq = dict(d, x=tf.square(f64(d["x"])), j=tf.reduce_sum(tf.square(f64(d["j"])), 2, keepdims=True))
-      v = tf.zeros([site.K, d["j"].shape[-1]], tf.float64)
-      with tf.GradientTape() as tape:
-        tape.watch(v)
-        value = tf.reduce_sum(_linear_map("conv", site)(v, sq, shared)[..., 0] * w)
-      c = tape.gradient(value, v)
-    total = total + c
-  return np.asarray(total)
-
-
-def _jacobi_scale(curvature: np.ndarray) -> np.ndarray:
-  """d = 1/√c per weight, capped at 10⁶× the smallest d; 1 where c = 0 (weights the rounds never see)."""
-  c = np.asarray(curvature, np.float64)
-  top = c.max() if c.size and c.max() > 0 else 1.0
-  return np.where(c > 0, 1.0 / np.sqrt(np.maximum(c, 1e-12 * top)), 1.0)
-
-
-def _stored(site: Site, name: str) -> bool:
-  return {"w": True, "x": site.mode in ("identity", "jacobian"), "j": site.mode == "jacobian",
-          "pos": site.mode == "jacobian" and site.pooled, "g": site.mode == "tensor"}[name]
-
-
-def _linear_map(kind: str, site: Site):
-  """L(V, data, shared) -> (r, B, p_L): the V-dependent part of T over a block of rounds, in float64."""
-  f64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
-
-  def matrix(v, d, shared):
-    return tf.einsum("rbod,d->rbo", f64(d["m"]), tf.reshape(v, [-1]))
-
-  def dense(v, d, shared):
-    x = f64(d["x"])
-    if site.use_bias:
-      x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
-    z = tf.einsum("rbk,ku->rbu", x, v)
-    if "j" in d:
-      return tf.einsum("rbou,rbu->rbo", f64(d["j"]), z)
-    return tf.einsum("ou,rbu->rbo", shared["e"], z)
-
-  def conv(v, d, shared):
-    x = f64(d["x"])
-    lead = tf.shape(x)[:2]
-    u = v.shape[-1]
-    kernel = tf.reshape(v[:site.fan_in], [*site.kernel_shape[:-1], u])
-    z = tf.nn.conv2d(tf.reshape(x, [-1, *site.input_shape]), kernel, strides=site.conv["strides"],
-                     padding=site.conv["padding"], dilations=site.conv["dilations"])
-    if site.use_bias:
-      z = z + v[site.fan_in]
-    z = tf.reshape(z, tf.concat([lead, [site.spatial, u]], 0))
-    if "pos" in d:
-      z = tf.gather(tf.transpose(z, [0, 1, 3, 2]), tf.transpose(tf.cast(d["pos"], tf.int32), [0, 1, 3, 2]),
-                    batch_dims=3)
-      return tf.einsum("rboqu,rbuq->rbo", f64(d["j"]), z)
-    return tf.einsum("rbopu,rbpu->rbo", f64(d["j"]), z)
-
-  return {"matrix": matrix, "dense": dense, "conv": conv}[kind]
-
-
-def _objective(lin, block: int):
-  """fun(v, n, data, shared) -> (Σ over the first n rounds of the weighted CE, gradient), blockwise."""
-  def fun(v, n, data, shared):
-    def body(i, total, grad):
-      hi = tf.minimum(i + block, n)
-      d = {k: t[i:hi] for k, t in data.items()}
-      with tf.GradientTape() as tape:
-        tape.watch(v)
-        logits = d["base"] + lin(v, d, shared)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=d["y"], logits=logits)
-        value = tf.reduce_sum(ce * d["weight"])
-      return hi, total + value, grad + tape.gradient(value, v)
-    zero = tf.zeros([], tf.float64)
-    _, total, grad = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), zero, tf.zeros_like(v)))
-    return total, grad
-  return fun
-
-
-def _patch_table(site: Site) -> tuple:
-  """(pads, table): zero padding of x and, per output position, the flat padded-input index of each tap."""
-  (h, w, _), (kh, kw) = site.input_shape, site.kernel_shape[:2]
-  (sh, sw), (dh, dw) = site.conv["strides"], site.conv["dilations"]
-  ho, wo = site.preact_shape[:2]
-  if site.conv["padding"] == "SAME":
-    ph = max((ho - 1) * sh + (kh - 1) * dh + 1 - h, 0)
-    pw = max((wo - 1) * sw + (kw - 1) * dw + 1 - w, 0)
-  else:
-    ph = pw = 0
-  pads = [[ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2]]
-  rows = (np.arange(ho) * sh)[:, None, None, None] + (np.arange(kh) * dh)[None, None, :, None]
-  cols = (np.arange(wo) * sw)[None, :, None, None] + (np.arange(kw) * dw)[None, None, None, :]
-  table = (rows * (w + pw) + cols).reshape(ho * wo, kh * kw)
-  return pads, table
-
-
-def _materialise(site: Site, x, j, pos) -> np.ndarray:
-  """G_α = Σ_q J[:, q] ⊗ x̃_{pos(q)} of one conv neuron, (R, B, p_L, K) float64, from its stored J and x."""
-  pads, table = _patch_table(site)
-  table = tf.constant(table, tf.int32)
-  rounds, batch, p_l, q = j.shape
-  per_round = batch * q * site.K * 8 * 2 + x[0].nbytes * 2
-  block = max(1, _BLOCK_BYTES // per_round)
-  out = np.empty((rounds, batch, p_l, site.K), np.float64)
-  for r0 in range(0, rounds, block):
-    xb = tf.cast(x[r0:r0 + block], tf.float64)
-    xb = tf.pad(xb, [[0, 0], [0, 0], *pads, [0, 0]])
-    xb = tf.reshape(xb, [xb.shape[0], batch, -1, xb.shape[-1]])
-    where = tf.range(q)[None, None] if pos is None else tf.cast(pos[r0:r0 + block], tf.int32)
-    where = tf.broadcast_to(where, [xb.shape[0], batch, q])
-    idx = tf.gather(table, where)  # (r, B, Q, kh·kw)
-    patches = tf.gather(xb, tf.reshape(idx, [xb.shape[0], batch, -1]), batch_dims=2)
-    patches = tf.reshape(patches, [xb.shape[0], batch, q, site.fan_in])
-    if site.use_bias:
-      patches = tf.concat([patches, tf.ones_like(patches[..., :1])], -1)
-    out[r0:r0 + block] = tf.einsum("rboq,rbqk->rbok", tf.cast(j[r0:r0 + block], tf.float64), patches).numpy()
-  return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Horizons.
-
-
-def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizons: Optional[Sequence[int]] = None,
-                   layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
-                   memory_mb: float = 2048.0, progress: bool = True, epochs_between_horizons: int = 1) -> dict:
-  """(Re)computes ``records/taylor/optima.npz`` from the chunk files: the hindsight optimum at each horizon.
-
-  Every layer and neuron is its own L-BFGS problem (``nta.solvers.minimize`` to gradient norm ``tol``,
-  float64), solved at the horizons in ascending order, each warm-started from the previous horizon's optimum
-  (or from W^n of its last recorded round where that is lower, see :meth:`TaylorProblem.solve`). Neurons are
-  solved one by one, so each meets ``tol`` on its own. Where the recorded rounds are separable for a problem
-  (e.g. a conv neuron over its first ~15 rounds, the output layer) no minimiser exists and the infimum is
-  approached as ‖V‖ → ∞: the solver stops at a far-out V where the gradient norm fell below ``tol`` (the loss
-  decays like e^{-margin·‖V‖}, so this can be well above the infimum) or after ``max_iter`` iterations
-  (``converged`` False); ``value`` is then an upper bound. Those problems dominate the cost: budget with
-  ``max_iter``, ``horizons``, ``layers`` and ``neurons`` (module docstring: costs).
-
-  Args:
-    workdir: the run directory.
-    tol: gradient-norm tolerance of Σ_n 𝒯^n (a sum over recorded rounds, not a mean).
-    max_iter: L-BFGS iterations per problem and horizon.
-    horizons: 1-based horizons N; default ``nta.regret.horizons(rounds_done, steps_per_epoch · k)`` with
-      k = ``epochs_between_horizons``: every k-th epoch end, the last round, and log-spaced early rounds.
-    layers: layer-scale problems to solve; default every recorded one.
-    neurons: {layer: units} to solve; default every recorded neuron.
-    memory_mb: memory allowed for one conv neuron's materialised G_α (see :class:`TaylorProblem`).
-    progress: print a line per solved problem (layer or neuron) and per layer of neurons.
-    epochs_between_horizons: k of the default horizons (each horizon costs a solve of every problem).
-
-  Returns:
-    The arrays written to optima.npz (module docstring).
-
-  Raises:
-    NTAError: no records, a horizon beyond the recorded rounds, a missing or partial chunk (nothing is
-      deleted), an unknown layer or unit.
-  """
-  rec = Records(workdir)
-  meta = rec.meta
-  if len(rec.steps) == 0:
-    raise NTAError(f"{rec.dir} holds no committed rounds yet (finish at least one epoch)")
-  _check_positive_int(epochs_between_horizons, "epochs_between_horizons")
-  if horizons is None:
-    hz = regret_lib.horizons(rec.rounds_done, meta["steps_per_epoch"] * int(epochs_between_horizons))
-    hz = hz[hz > rec.steps[0]]
-  else:
-    hz = rec.check_horizons(horizons)
-  if layers is None:
-    layers = [l for l, s in rec.sites.items() if s.layer_scale]
-  layers = [int(l) for l in layers]
-  for l in layers:
-    if l not in rec.sites or not rec.sites[l].layer_scale:
-      raise NTAError(f"layer {l} is not recorded at layer scale in {rec.dir}; layer-scale layers: "
-                     f"{[i for i, s in rec.sites.items() if s.layer_scale]}")
-  if neurons is None:
-    neurons = {l: s.neurons for l, s in rec.sites.items() if s.neurons}
-  else:
-    neurons = {int(l): [int(u) for u in units] for l, units in neurons.items()}
-    for l, units in neurons.items():
-      if l not in rec.sites:
-        raise NTAError(f"layer {l} is not recorded in {rec.dir}; recorded layers: {sorted(rec.sites)}")
-      bad = [u for u in units if u not in rec.sites[l].units]
-      if bad:
-        raise NTAError(f"unit {bad[0]} of layer {l} is not recorded; recorded units: {rec.sites[l].units}")
-  last = int(hz[-1])
-  out = {"N": hz.astype(np.int64)}
-  timings = {}
-  path = os.path.join(rec.dir, rundir.OPTIMA)
-
-  fields = {"value": np.float64, "grad_norm": np.float64, "iterations": np.int64, "converged": bool}
-
-  def keep(prefix, per_problem, shape):
-    """Solutions [problem][horizon] -> one array per field, shaped (H,) for a layer or (H, U) for neurons."""
-    for field, dtype in fields.items():
-      table = np.array([[getattr(s, field) for s in sols] for sols in per_problem], dtype)
-      out[f"{prefix}/{field}"] = table.T.reshape(shape)
-
-  def write():
-    rundir.save_npz(path, out)
-    rundir.write_json(os.path.join(rec.dir, rundir.SOLVE),
-                {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(), "seconds": timings,
-                 "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None})
-
-  for l in layers:
-    t0 = time.perf_counter()
-    prob = rec.problem(int(l), None, last, memory_mb)
-    keep(f"layer{l}", [prob.solve(hz, tol, max_iter)], (len(hz),))
-    timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
-    write()
-    if progress:
-      print(f"taylor: layer {l} ({rec.sites[l].name}) layer scale solved at {len(hz)} horizons in "
-            f"{timings[f'layer{l}']:.1f} s; converged {int(out[f'layer{l}/converged'].sum())}/{len(hz)}",
-            flush=True)
-  for l, units in neurons.items():
-    if not units:
-      continue
-    t0 = time.perf_counter()
-    per_unit = []
-    for i, u in enumerate(units):
-      t1 = time.perf_counter()
-      per_unit.append(rec.problem(l, u, last, memory_mb).solve(hz, tol, max_iter))
-      if progress:
-        print(f"taylor: layer {l} ({rec.sites[l].name}) neuron {u} ({i + 1}/{len(units)}): "
-              f"{time.perf_counter() - t1:.1f} s, converged at {sum(bool(s.converged) for s in per_unit[-1])}/"
-              f"{len(hz)} horizons", flush=True)
-    out[f"neurons{l}/units"] = np.asarray(units, np.int64)
-    keep(f"neurons{l}", per_unit, (len(hz), len(units)))
-    timings[f"neurons{l}"] = round(time.perf_counter() - t0, 3)
-    write()
-    if progress:
-      print(f"taylor: layer {l} ({rec.sites[l].name}) {len(units)} neurons solved at {len(hz)} horizons in "
-            f"{timings[f'neurons{l}']:.1f} s; converged {int(out[f'neurons{l}/converged'].sum())}/"
-            f"{out[f'neurons{l}/converged'].size}", flush=True)
-  write()
-  return out

@@ -1,0 +1,156 @@
+"""Cross-entropy Taylor records of tiny nets for the nta.hindsight tests: conv and dense nets trained through
+``nta.training.fit`` on random data with the recorder and a spy that hands each round's weights and batch to the
+host, and the model zoo with A.5's reference G per round."""
+
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nta import data
+from nta import models
+from nta import optimizers
+from nta import taylor
+from nta import training
+from nta.hindsight import records as ce_records
+from nta.recorders import Recorder
+
+import zoo
+
+
+TOL = {"float64": 1e-10, "float32": 2e-5}
+
+
+N_EXAMPLES, BATCH, EPOCHS = 88, 32, 2  # 3 rounds per epoch, the last one of 24 examples (zero-padded records)
+
+
+class _Spy(Recorder):
+  """Hands every round's batch, weights and gradients to the host."""
+  name = "spy"
+
+  def __init__(self):
+    self.rounds = []
+
+  def update(self, rt):
+    out = {"x": rt.x, "y": rt.y, "loss": rt.loss}
+    for i, ((k, b), (gk, gb)) in enumerate(zip(rt.weights, rt.grads)):
+      out.update({f"k{i}": k, f"b{i}": b, f"gk{i}": gk, f"gb{i}": gb})
+    return out
+
+  def consume(self, step, outputs):
+    self.rounds.append((step, outputs))
+
+
+def _convnet(dtype):
+  # Every path: conv1 + ReLU + overlapping max-pool (J at the windows' choices), conv2 + ReLU + 2x2 max-pool
+  # (tiled: G by per-offset matmuls), conv3 + ReLU (every position), linear logits.
+  return keras.Sequential([
+      keras.Input((8, 8, 2), dtype=dtype),
+      keras.layers.Conv2D(3, 3, padding="same", activation="relu", dtype=dtype, name="conv1"),
+      keras.layers.MaxPooling2D(2, strides=1, dtype=dtype, name="pool1"),
+      keras.layers.Conv2D(3, 2, activation="relu", dtype=dtype, name="conv2"),
+      keras.layers.MaxPooling2D(2, dtype=dtype, name="pool2"),
+      keras.layers.Conv2D(3, 1, activation="relu", dtype=dtype, name="conv3"),
+      keras.layers.Flatten(dtype=dtype), keras.layers.Dense(3, dtype=dtype, name="logits")], name="tinyconv")
+
+
+def _densenet(dtype):
+  return keras.Sequential([keras.Input((12,), dtype=dtype),
+                           keras.layers.Dense(5, activation="relu", dtype=dtype, name="hidden"),
+                           keras.layers.Dense(3, dtype=dtype, name="logits")], name="tinydense")
+
+
+def _split(shape, seed=0, n=N_EXAMPLES):
+  rng = np.random.default_rng(seed)
+  return data.Split(rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, 3, n), "random/train", 3)
+
+
+def _fit(workdir, build, dtype, recorders, epochs=EPOCHS, callbacks=(), loss="cross_entropy", lr=0.5):
+  keras.utils.set_random_seed(0)
+  net = build(dtype)
+  spec = models.inspect(net)
+  split = _split((8, 8, 2) if build is _convnet else (12,))
+
+  def dataset_fn(initial_epoch):
+    ds = data.train_dataset(split, BATCH, 0, epochs, initial_epoch, input_shape=spec.input_shape)
+    return ds.map(lambda d: {**d, "x": tf.cast(d["x"], dtype)})
+
+  return training.fit(net, dataset_fn, N_EXAMPLES, loss=loss, optimizer=optimizers.make_optimizer("sgd", lr),
+                      batch_size=BATCH, num_epochs=epochs, workdir=workdir, recorders=recorders, verbose=0,
+                      callbacks=list(callbacks), train=split), spec
+
+
+RUNS = {  # name: (net, dtype, recorder options)
+    "conv64": (_convnet, "float64", {"representations": {0: "jacobian", 1: "jacobian", 2: "jacobian"}}),
+    "conv32_tensor_every2": (_convnet, "float32", {"representations": {0: "tensor", 1: "tensor", 2: "tensor"},
+                                                   "record_every": 2}),
+    "dense64": (_densenet, "float64", {}),
+    "dense32_tensor": (_densenet, "float32", {"representations": {0: "tensor"}}),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  cache = {}
+
+  def get(name):
+    if name not in cache:
+      build, dtype, options = RUNS[name]
+      workdir = str(tmp_path_factory.mktemp(name))
+      spy, rec = _Spy(), ce_records.CrossEntropyTaylorRecorder(**options)
+      result, spec = _fit(workdir, build, dtype, [spy, rec])
+      states = {}
+      for step, r in spy.rounds:
+        weights = [(r[f"k{i}"], r[f"b{i}"]) for i in range(len(spec.layers))]
+        states[step] = taylor.snapshot(spec, r["x"], r["y"], weights)
+      cache[name] = (workdir, spec, dtype, result, dict(spy.rounds), states, rec)
+    return cache[name]
+  return get
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model zoo: residual sums with BatchNormalization (G by forward passes: the batch is coupled), dropout,
+# average pooling, LeakyReLU, branches.
+
+
+def _zoo_fit(tmp_path, name):
+  """Two epochs of two rounds; every input appears in its batch once with each label, so that each summed
+  Taylor loss is coercive up to the softmax's constant shift and has a minimiser."""
+  net = zoo.float64(name, seed=5)
+  spec = models.inspect(net)
+  rng = np.random.default_rng(7)
+  x = np.repeat(rng.random((4, *spec.input_shape)), 3, axis=0)
+  y = np.tile(np.arange(3), 4)
+
+  def dataset_fn(initial_epoch):
+    ds = tf.data.Dataset.from_tensor_slices({"x": x, "y": y, "index": np.arange(12)})
+    return ds.batch(6).repeat(2 - initial_epoch)
+
+  reference = zoo.Reference()
+  rec = ce_records.CrossEntropyTaylorRecorder(layers=list(range(len(spec.layers))))
+  training.fit(net, dataset_fn, 12, loss="cross_entropy", optimizer=optimizers.make_optimizer("sgd", 0.5),
+               batch_size=6, num_epochs=2, workdir=str(tmp_path), recorders=[rec, reference], verbose=0)
+  rec.close()
+  return spec, rec, reference.rounds
+
+
+def _materialised(rounds, layer, columns):
+  """Σ_n mean_b CE(f + G (v − w)) over the given rounds of A.5's reference G, restricted to ``columns`` of the
+  flattened (K, units) weights: (value, gradient) as a function of v."""
+  terms = []
+  for r in rounds:
+    g = r[f"g{layer}"].reshape(*r["f"].shape, -1)[..., columns]
+    terms.append((g, r[f"w{layer}"].reshape(-1)[columns], r["f"], r["y"].astype(int)))
+
+  def fun(v):
+    value, grad = 0.0, np.zeros_like(v)
+    for g, w, f, y in terms:
+      logits = f + g @ (v - w)
+      logits -= logits.max(1, keepdims=True)
+      p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+      value -= np.mean(np.log(p[np.arange(len(y)), y]))
+      p[np.arange(len(y)), y] -= 1
+      grad += np.einsum("bo,bod->d", p, g) / len(y)
+    return value, grad
+  return fun

@@ -1,0 +1,72 @@
+"""Tests for nta.hindsight.problem: the objective rebuilt from the records equals the brute-force sum of
+``nta.taylor.taylor_loss(..., method="jacobian")`` (A.5's reference) over the same rounds, with its gradient, at
+every scale and in every representation; T1 and T2 at the round's weights.
+"""
+
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nta import taylor
+from nta.hindsight import problem as ce_problem
+from nta.hindsight import records as ce_records
+
+from ce_runs import RUNS, TOL
+from ce_runs import runs  # noqa: F401 (a pytest fixture)
+
+
+def _reference(states, record_every, horizon, layer, unit, v):
+  """Σ_{recorded n ≤ horizon} 𝒯^n(V) and its gradient by A.5's reference Jacobian tensors."""
+  v = tf.constant(v)
+  total, grad = 0.0, 0.0
+  for step, state in states.items():
+    if step < horizon and step % record_every == 0:
+      with tf.GradientTape() as tape:
+        tape.watch(v)
+        loss = taylor.taylor_loss(state, v, "cross_entropy", layer=layer, unit=unit, method="jacobian")
+      total += float(loss)
+      grad = grad + tape.gradient(loss, v).numpy()
+  return total, grad
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_objective_from_records_equals_reference_sum(runs, name):
+  workdir, spec, dtype, _, _, states, rec = runs(name)
+  records = ce_records.load_records(workdir)
+  k = RUNS[name][2].get("record_every", 1)
+  assert records.steps.tolist() == list(range(0, 6, k)) and records.rounds_done == 6
+  rng = np.random.default_rng(1)
+  checked = set()
+  for l, site in records.sites.items():
+    assert site.layer_scale and site.units == list(range(spec.layers[l].units))  # tiny nets fit the budget
+    for unit in (None, site.units[0], site.units[-1]):
+      for memory_mb in ((2048.0, 0.0) if unit is not None else (2048.0,)):
+        for horizon in (2, 6):
+          prob = ce_problem.load(records, l, unit, horizon=6, memory_mb=memory_mb)
+          v = prob.start() + 0.5 * rng.normal(size=prob.shape)
+          value, grad = prob.value_and_grad(v, horizon)
+          ref_value, ref_grad = _reference(states, k, horizon, l, unit, v)
+          np.testing.assert_allclose(value, ref_value, rtol=TOL[dtype])
+          np.testing.assert_allclose(grad, ref_grad, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref_grad).max())
+          checked.add((site.mode, prob.kind))
+  expected = {"conv64": {("jacobian", "conv"), ("jacobian", "matrix"), ("identity", "dense")},
+              "conv32_tensor_every2": {("tensor", "matrix"), ("identity", "dense")},
+              "dense64": {("jacobian", "dense"), ("identity", "dense")},
+              "dense32_tensor": {("tensor", "matrix"), ("identity", "dense")}}[name]
+  assert checked == expected
+
+
+@pytest.mark.parametrize("name", ["conv64", "dense64"])
+def test_taylor_loss_at_round_weights_is_the_training_loss_with_its_gradient(runs, name):
+  # T1 and T2 of A.2 for the first round alone: 𝒯^1(W^1) = ℓ(f_{W^1}(x^1), y^1), ∇𝒯^1(W^1) = ∂ℓ/∂W^1.
+  workdir, spec, _, result, spy, _, _ = runs(name)
+  records = ce_records.load_records(workdir)
+  for l, site in records.sites.items():
+    wl = spec.layers[l]
+    backprop = taylor.augment(wl, spy[0][f"gk{l}"], spy[0][f"gb{l}"]).numpy()
+    for unit in (None, site.units[-1]):
+      prob = ce_problem.load(records, l, unit, horizon=1)
+      value, grad = prob.value_and_grad(prob.start(1), horizon=1)
+      np.testing.assert_allclose(value, result.round_losses[0], rtol=1e-12)
+      np.testing.assert_allclose(grad, backprop if unit is None else backprop[:, unit], rtol=1e-9, atol=1e-14)
