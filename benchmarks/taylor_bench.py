@@ -25,10 +25,18 @@
 
 (3) The solve of every recorded quadratic (``nta.solvers.solve_quadratic``), per key and in total; the
     statistics have a fixed size, so this is the solve time at any horizon (e.g. after 100 epochs).
+
+(4) ResNet-20, the ``quick`` variant of ``configs/cifar_resnet.py`` (28x28x1 input, batch 128, RMSProp): seconds
+    per round of a plain ``keras.Model.fit``, of ``nta.training.fit`` without recorders, and with the
+    cross-entropy Taylor recorder the config sets up by default (the logits at layer scale; 4 units of the
+    stem conv, whose G takes one clamped forward pass per weight because BatchNormalization couples the batch,
+    and 4 of the last BatchNormalization), alternating, best of ``--repeats``.
 """
 
+import importlib.util
 import math
 import os
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -299,6 +307,63 @@ def bench_solve(recorder, num_rounds, epoch_s) -> None:
         f"its training time without a recorder")
 
 
+# ----------------------------------------------------------------------------------------------------------
+# (4) ResNet-20.
+
+
+def _resnet_config():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "cifar_resnet.py")
+  spec = importlib.util.spec_from_file_location("nta_config_resnet", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("rmsprop,quick")
+  config.record.taylor = True
+  return config
+
+
+def _resnet_round(train, kind, config, rounds, warmup=5):
+  """Seconds per round of ResNet-20: ``kind`` "plain" (keras.Model.fit), "nta" or "taylor" (with the
+  config's default cross-entropy Taylor recorder)."""
+  keras.utils.set_random_seed(0)
+  net = models.resnet20(train.x.shape[1:], train.num_classes)
+  spec = models.inspect(net)
+  batch = config.batch_size
+  timer = _Timer(warmup, warmup + rounds)
+  opt = optimizers.make_optimizer(config.optimizer.name, config.optimizer.learning_rate)
+  if kind == "plain":
+    ds = data.train_dataset(train, batch, 0, 1, input_shape=spec.input_shape).take(warmup + rounds)
+    net.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    net.fit(ds.map(lambda d: (d["x"], d["y"])), epochs=1, steps_per_epoch=warmup + rounds, verbose=0,
+            callbacks=[timer], shuffle=False)
+    return timer.seconds / rounds, None
+  recorders = experiments.build_recorders(config) if kind == "taylor" else []
+  with tempfile.TemporaryDirectory() as workdir:
+    training.fit(net, lambda e0: data.train_dataset(train, batch, 0, 1, e0, input_shape=spec.input_shape),
+                 len(train.y), loss="cross_entropy", optimizer=opt, batch_size=batch, num_epochs=1,
+                 recorders=recorders, workdir=workdir if recorders else None, verbose=0, callbacks=[timer])
+  return timer.seconds / rounds, (recorders[0] if recorders else None)
+
+
+def bench_resnet(rounds=10, warmup=5):
+  config = _resnet_config()
+  train = data.load("sample", train_size=config.batch_size * (warmup + rounds))[0]
+  _resnet_round(train, "plain", config, 3, warmup)  # discarded: one-off costs
+  best, recorder = {"plain": np.inf, "nta": np.inf, "taylor": np.inf}, None
+  for _ in range(_REPEATS.value):
+    for kind in best:
+      seconds, rec = _resnet_round(train, kind, config, rounds, warmup)
+      best[kind] = min(best[kind], seconds)
+      recorder = rec or recorder
+  print(f"(4) ResNet-20 (configs/cifar_resnet.py:rmsprop,quick; {train.name}, 28x28x1, batch {config.batch_size}), "
+        f"{rounds} timed rounds after {warmup}, alternating, best of {_REPEATS.value}")
+  print("    recorder: " + recorder.describe().replace("\n", "\n    "))
+  print(f"    plain keras fit         {best['plain'] * 1e3:8.1f} ms/round")
+  print(f"    nta train_step          {best['nta'] * 1e3:8.1f} ms/round   ratio {best['nta'] / best['plain']:.3f} "
+        f"to plain fit (budget <= 1.05: {_verdict(best['nta'] / best['plain'] <= 1.05)})")
+  print(f"    with the Taylor records {best['taylor'] * 1e3:8.1f} ms/round   recording costs "
+        f"{(best['taylor'] - best['nta']) * 1e3:.1f} ms/round, {best['taylor'] / best['nta']:.2f}x the train step")
+
+
 def _load(train_size=None):
   if os.path.isdir(_DATA_DIR.value):
     return data.load("files", "mnist", _DATA_DIR.value, train_size=train_size)[0]
@@ -320,6 +385,7 @@ def main(argv):
   bench_solve(recorder, num_rounds, epoch_s)
   bench_autoencoder(train)
   bench_convnet(train)
+  bench_resnet()
 
 
 if __name__ == "__main__":
