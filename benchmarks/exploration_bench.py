@@ -33,7 +33,9 @@ import numpy as np  # noqa: E402
 
 from nta import data  # noqa: E402
 from nta import experiments  # noqa: E402
-from nta import exploration  # noqa: E402
+from nta.exploration import configurations  # noqa: E402
+from nta.exploration import measures  # noqa: E402
+from nta.exploration import recorder as exploration_recorder  # noqa: E402
 from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
 from nta import results  # noqa: E402
@@ -68,7 +70,7 @@ def structured_configurations(n: int, d: int, m: int, seed: int = 0) -> np.ndarr
     rows = rng.integers(0, d, flips)
     cols = rng.choice(m, flips, p=mobility)
     state[rows, cols] ^= True
-    packed[i] = exploration.pack(state)
+    packed[i] = configurations.pack(state)
   return packed
 
 
@@ -76,22 +78,22 @@ def bench_metrics(n: int, d: int, m: int) -> None:
   packed = structured_configurations(n, d, m)
   times = {}
   t0 = time.perf_counter()
-  exploration.min_hamming(packed, m)
+  measures.min_hamming(packed, m)
   times["(a) min Hamming"] = time.perf_counter() - t0
   t0 = time.perf_counter()
-  exploration.switches(packed, m)
+  measures.switches(packed, m)
   times["(b) switches"] = time.perf_counter() - t0
   t0 = time.perf_counter()
-  exploration.log_singular_products(packed, m)
+  measures.log_singular_products(packed, m)
   times["(c) log singular products"] = time.perf_counter() - t0
   total = sum(times.values())
   for key, value in times.items():
     print(f"  {key}: {value:.2f} s")
   print(f"metrics N={n} D={d} M={m}: {total:.1f} s (budget {METRIC_BUDGET_S:.0f} s, "
         f"ratio {total / METRIC_BUDGET_S:.2f})")
-  if n > exploration.NUM_SINGULAR:
+  if n > measures.NUM_SINGULAR:
     t0 = time.perf_counter()
-    exploration.log_singular_products(packed[:50], m)
+    measures.log_singular_products(packed[:50], m)
     print(f"  (c) on the first 50 snapshots, as compute_measures(max_epochs=50) does: "
           f"{time.perf_counter() - t0:.2f} s")
 
@@ -120,7 +122,7 @@ def _training_split(d: int):
   return data.Split(images, np.zeros(d, np.int64), "random/train", 10), "random MNIST-sized images"
 
 
-class _TimedRecorder(exploration.ConfigurationRecorder):
+class _TimedRecorder(exploration_recorder.ConfigurationRecorder):
   """A ConfigurationRecorder that adds up the host time of its own work, per epoch."""
 
   def __init__(self):

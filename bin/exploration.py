@@ -1,8 +1,8 @@
-"""Figure 5's exploration measures (§3.3) of a run recorded with ``nta.exploration.ConfigurationRecorder``.
+"""Figure 5's exploration measures (§3.3) of a run recorded with ``nta.exploration.recorder.ConfigurationRecorder``.
 
   python bin/exploration.py --workdir=runs/ae_rmsprop [--out=runs/ae_rmsprop/exploration.npz] [--max_epochs=50]
 
-Writes the measures file described in ``nta.exploration`` (default ``<workdir>/exploration.npz``) and prints
+Writes the measures file described in ``nta.exploration.measures`` (default ``<workdir>/exploration.npz``) and prints
 a short summary.
 """
 
@@ -11,7 +11,7 @@ from absl import flags
 import numpy as np
 
 from nta import cli
-from nta import exploration
+from nta.exploration import measures
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding records/exploration/.")
 _OUT = flags.DEFINE_string("out", None, "Output .npz (default <workdir>/exploration.npz).")
@@ -20,7 +20,7 @@ flags.mark_flag_as_required("workdir")
 
 
 def summary(m: dict) -> str:
-  """A few lines describing the measures dict of ``nta.exploration.save_measures``."""
+  """A few lines describing the measures dict of ``nta.exploration.measures.save_measures``."""
   lsp, floor_total = m["log_singular_product"], m["num_singular"] * m["log_floor"]
   return "\n".join([
       f"exploration of N={m['num_snapshots']} snapshots, D={m['num_data']:,} points, "
@@ -38,7 +38,7 @@ def summary(m: dict) -> str:
 def main(argv):
   cli.no_extra_args(argv)
   with cli.errors_to_exit():
-    print(summary(exploration.save_measures(_WORKDIR.value, _OUT.value, _MAX_EPOCHS.value)))
+    print(summary(measures.save_measures(_WORKDIR.value, _OUT.value, _MAX_EPOCHS.value)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ and one module per concept of the paper, ``nta.<module>``:
                        ``records``, ``problem`` and ``solve``, and the ``network`` scale
 - ``nta.solvers``      tf.function solvers (pseudo-inverse normal equations, L-BFGS)
 - ``nta.regret``       regret curves and exponent fits, pure functions; ``nta.regret_curves`` for a run
-- ``nta.exploration``  activation configurations and the measures of figure 5 (§3.3, A.6)
+- ``nta.exploration``  activation ``configurations``, their ``recorder`` and the ``measures`` of figure 5 (§3.3, A.6)
 - ``nta.plots``        figures 3-6
 - ``nta.experiments``, ``nta.results``, ``nta.config``  experiments from configs; regenerating results/
 
@@ -37,6 +37,8 @@ import importlib
 _MODULES = ("config", "data", "experiments", "exploration", "hindsight", "losses", "models",
             "network", "optimizers", "plots", "recorders", "regret", "regret_curves", "results", "rundir", "solvers",
             "taylor", "training")
+_PACKAGES = {"hindsight": ("squared", "records", "problem", "solve", "network"),
+             "exploration": ("configurations", "measures", "recorder"), "network": ("graph", "ops")}
 # name -> (module, attribute)
 _API = {
     "inspect": ("models", "inspect"), "autoencoder": ("models", "autoencoder"), "convnet": ("models", "convnet"),
@@ -44,13 +46,13 @@ _API = {
     "TaylorRecorder": ("hindsight.squared", "TaylorRecorder"),
     "CrossEntropyTaylorRecorder": ("hindsight.records", "CrossEntropyTaylorRecorder"),
     "solve_horizons": ("hindsight.solve", "solve_horizons"), "read_optima": ("rundir", "read_optima"),
-    "ConfigurationRecorder": ("exploration", "ConfigurationRecorder"), "TraceRecorder": ("recorders", "TraceRecorder"),
+    "ConfigurationRecorder": ("exploration.recorder", "ConfigurationRecorder"), "TraceRecorder": ("recorders", "TraceRecorder"),
     "snapshot": ("taylor", "snapshot"), "taylor_loss": ("taylor", "taylor_loss"),
     "jacobian_tensor": ("taylor", "jacobian_tensor"), "horizons": ("regret", "horizons"),
     "regret_table": ("regret", "regret_table"), "fit_exponent": ("regret", "fit_exponent"),
-    "min_hamming": ("exploration", "min_hamming"), "switches": ("exploration", "switches"),
-    "log_singular_products": ("exploration", "log_singular_products"),
-    "compute_measures": ("exploration", "compute_measures"),
+    "min_hamming": ("exploration.measures", "min_hamming"), "switches": ("exploration.measures", "switches"),
+    "log_singular_products": ("exploration.measures", "log_singular_products"),
+    "compute_measures": ("exploration.measures", "compute_measures"),
 }
 __all__ = sorted(_API) + list(_MODULES)
 
@@ -61,8 +63,7 @@ def __getattr__(name):
     return getattr(importlib.import_module(f"nta.{module}"), attr)
   if name in _MODULES:
     module = importlib.import_module(f"nta.{name}")
-    if name == "hindsight":  # a package: its modules, as attributes
-      for sub in ("squared", "records", "problem", "solve", "network"):
-        importlib.import_module(f"nta.hindsight.{sub}")
+    for sub in _PACKAGES.get(name, ()):  # a package: its modules, as attributes
+      importlib.import_module(f"nta.{name}.{sub}")
     return module
   raise AttributeError(f"module 'nta' has no attribute {name!r}")

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from nta import config as config_lib
 from nta import data as data_lib
-from nta import exploration
+from nta.exploration import recorder as exploration_recorder
 from nta.hindsight import records as ce_records
 from nta.hindsight import squared
 from nta import models
@@ -80,7 +80,7 @@ def build_recorders(config) -> list:
           neuron_layers=config_lib.layer_list(r.taylor_neuron_layers, "record.taylor_neuron_layers"),
           neurons_per_layer=r.taylor_neurons_per_layer, record_every=r.every))
   if config.record.exploration:
-    recorders.append(exploration.ConfigurationRecorder(every_rounds=config.record.exploration_every_rounds or None))
+    recorders.append(exploration_recorder.ConfigurationRecorder(every_rounds=config.record.exploration_every_rounds or None))
   if config.record.trace:
     recorders.append(recorders_lib.TraceRecorder())
   return recorders

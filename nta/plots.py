@@ -6,7 +6,7 @@
 * :func:`figure6` / :func:`training_losses` — training losses (fig. 6), from ``rounds.csv``.
 
 ``regret.npz`` is written by ``bin/regret.py`` (``nta.regret_curves.compute``) and ``exploration.npz`` by
-``bin/exploration.py`` (``nta.exploration.save_measures``). Cumulative quantities are divided by √N, N the
+``bin/exploration.py`` (``nta.exploration.measures.save_measures``). Cumulative quantities are divided by √N, N the
 number of recorded rounds summed, so that anything growing like √N (Theorem 2's regret) flattens out.
 
 Runs are given as ``{label: run directory}`` or, for a setting trained with several seeds, ``{label: [run

@@ -40,7 +40,7 @@ import numpy as np
 
 from nta import config as config_lib
 from nta import experiments
-from nta import exploration
+from nta.exploration import measures as exploration_measures
 from nta import optimizers as optimizers_lib
 from nta import plots
 from nta import regret_curves
@@ -249,7 +249,7 @@ def complete_run(s: Settings, key: RunKey, log=print) -> None:
     if cfg.record.taylor:
       regret_curves.solve_if_needed(workdir, s.convnet_taylor_max_iter, s.convnet_taylor_horizon_epochs)
       regret_curves.compute(workdir)
-    exploration.save_measures(workdir)
+    exploration_measures.save_measures(workdir)
     log(f"{key.name}: analysed in {time.time() - start:.0f} s")
 
 

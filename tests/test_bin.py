@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from nta import experiments
-from nta import exploration
+from nta.exploration import measures as exploration_measures
 from nta import regret_curves
 from nta import rundir
 
@@ -65,7 +65,7 @@ def test_plot_figures(tmp_path):
   experiments.run(config(variant="rmsprop,testing", **{"record.taylor": True, "record.exploration": True}),
                   workdir)
   regret_curves.compute(workdir)
-  exploration.save_measures(workdir)
+  exploration_measures.save_measures(workdir)
   # Autoencoder runs only: figure 3 details its first two recorded layers, figure 4 draws panels (b)-(c).
   proc = run_binary("plot_figures", f"--ae={workdir}", f"--out_dir={tmp_path / 'figs'}")
   for k in (3, 4, 5, 6):

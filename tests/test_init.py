@@ -6,7 +6,8 @@ import sys
 import pytest
 
 import nta
-from nta import exploration
+from nta.exploration import measures as exploration_measures
+from nta.exploration import recorder as exploration_recorder
 from nta.hindsight import squared
 from nta import models
 from nta import taylor
@@ -24,8 +25,8 @@ def test_import_nta_does_not_import_tensorflow():
 
 def test_the_curated_api_is_the_modules_own_objects():
   assert nta.inspect is models.inspect and nta.fit is training.fit and nta.resnet20 is models.resnet20
-  assert nta.TaylorRecorder is squared.TaylorRecorder and nta.ConfigurationRecorder is exploration.ConfigurationRecorder
-  assert nta.taylor_loss is taylor.taylor_loss and nta.min_hamming is exploration.min_hamming
+  assert nta.TaylorRecorder is squared.TaylorRecorder and nta.ConfigurationRecorder is exploration_recorder.ConfigurationRecorder
+  assert nta.taylor_loss is taylor.taylor_loss and nta.min_hamming is exploration_measures.min_hamming
   for name in nta.__all__:
     assert getattr(nta, name) is not None, name
   with pytest.raises(AttributeError, match="no attribute 'nothing'"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nta import experiments
-from nta import exploration
+from nta.exploration import measures as exploration_measures
 from nta import plots
 from nta import regret_curves
 from nta import rundir
@@ -94,12 +94,12 @@ def runs(tmp_path_factory):
     workdir = str(root / f"ae_{opt}")
     experiments.run(config(variant=f"{opt},testing", **record), workdir)
     regret_curves.compute(workdir)
-    exploration.save_measures(workdir)
+    exploration_measures.save_measures(workdir)
     ae[plots.label_for(workdir)] = workdir
   seed1 = str(root / "ae_rmsprop_seed1")
   experiments.run(config(variant="rmsprop,testing", seed=1, **record), seed1)
   regret_curves.compute(seed1)
-  exploration.save_measures(seed1)
+  exploration_measures.save_measures(seed1)
   cnn = {"RMSProp": str(root / "cnn_rmsprop"), "Adam": str(root / "cnn_adam")}
   _synthetic_convnet(ae["RMSProp (lr 0.001)"], cnn["RMSProp"], "rmsprop", 5e-4, 0, layer_wise=True)
   _synthetic_convnet(ae["RMSProp (lr 0.001)"], cnn["Adam"], "adam", 2e-4, 1, layer_wise=False)
