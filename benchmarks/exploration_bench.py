@@ -38,7 +38,7 @@ from nta.exploration import measures  # noqa: E402
 from nta.exploration import recorder as exploration_recorder  # noqa: E402
 from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
-from nta import results  # noqa: E402
+from nta.report import runs  # noqa: E402
 from nta import training  # noqa: E402
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -158,7 +158,7 @@ def _epochs(train, recorders) -> np.ndarray:
 
 def bench_overhead(d: int) -> None:
   logging.set_verbosity(logging.WARNING)  # checkpoint chatter
-  threads = results.load_config(os.path.join(_ROOT, "configs"), "autoencoder", "rmsprop").threads
+  threads = runs.load_config(os.path.join(_ROOT, "configs"), "autoencoder", "rmsprop").threads
   experiments.apply_threads(threads.intra_op, threads.inter_op)
   train, what = _training_split(d)
   without, with_rec, own = [], [], []

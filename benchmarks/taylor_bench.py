@@ -52,8 +52,8 @@ from nta import experiments  # noqa: E402
 from nta.hindsight import squared  # noqa: E402
 from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
-from nta import regret  # noqa: E402
-from nta import results  # noqa: E402
+from nta.analysis import regret  # noqa: E402
+from nta.report import runs  # noqa: E402
 from nta import solvers  # noqa: E402
 from nta import taylor  # noqa: E402
 from nta import training  # noqa: E402
@@ -374,7 +374,7 @@ def main(argv):
   del argv
   # The autoencoder config's thread pools (one thread per op, two ops at once), for every measurement below.
   configs_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
-  threads = results.load_config(configs_dir, "autoencoder", "rmsprop").threads
+  threads = runs.load_config(configs_dir, "autoencoder", "rmsprop").threads
   experiments.apply_threads(threads.intra_op, threads.inter_op)
   train = _load()
   print(f"data: {train.name} ({len(train.y)} examples); threads: intra-op "

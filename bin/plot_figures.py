@@ -18,7 +18,7 @@ from absl import app
 from absl import flags
 
 from nta import cli
-from nta import plots
+from nta.report import plots
 from nta.errors import NTAError
 
 _FIGURES = flags.DEFINE_list("figures", ["3", "4", "5", "6"], "Which of figures 3, 4, 5, 6 to draw.")

@@ -7,7 +7,7 @@ from absl import app
 from absl import flags
 
 from nta import cli
-from nta import plots
+from nta.report import plots
 
 _RUNS = flags.DEFINE_list("runs", None, "label=run_directory pairs (or bare run directories); runs with the same "
                           "label are seeds of one setting, drawn as their mean and min-max band.")

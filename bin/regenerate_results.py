@@ -16,14 +16,15 @@ from absl import app
 from absl import flags
 
 from nta import cli
-from nta import results
+from nta.report import readme
+from nta.report import runs
 from nta.errors import NTAError
 
 _SCALE = flags.DEFINE_enum("scale", "quick", ["quick", "paper"], "quick: minutes on a CPU; paper: 100 epochs.")
 _RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where run directories go (default runs/<scale>).")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "results", "Where figures and README.md go.")
 _MODELS = flags.DEFINE_list("models", ["autoencoder", "convnet"], "Which experiments.")
-_OPTIMIZERS = flags.DEFINE_list("optimizers", list(results.OPTIMIZERS), "Which optimizer variants.")
+_OPTIMIZERS = flags.DEFINE_list("optimizers", list(runs.OPTIMIZERS), "Which optimizer variants.")
 _SOURCE = flags.DEFINE_enum("data_source", None, ["tfds", "files", "sample"],
                             "Data source (default: sample for quick, tfds for paper).")
 _MNIST_DIR = flags.DEFINE_string("mnist_dir", "", "MNIST IDX folder for --data_source=files.")
@@ -70,7 +71,7 @@ def main(argv):
     scale = _SCALE.value
     source = _SOURCE.value or ("sample" if scale == "quick" else "tfds")
     cifar = bool(_CIFAR_DIR.value) or (source == "tfds")
-    settings = results.Settings(
+    settings = runs.Settings(
         scale=scale, runs_dir=_RUNS_DIR.value or f"runs/{scale}", results_dir=_RESULTS_DIR.value,
         models=tuple(_MODELS.value), optimizers=tuple(_OPTIMIZERS.value),
         ae_source=source, ae_data_dir=_MNIST_DIR.value if source == "files" else "",
@@ -83,7 +84,7 @@ def main(argv):
         convnet_taylor_horizon_epochs=_CNN_HORIZONS.value,
         seeds=_seeds("seeds", _SEEDS.value), keras3_seeds=_seeds("keras3_seeds", _KERAS3_SEEDS.value) or (),
         jobs=_JOBS.value, timing_note=_TIMING_NOTE.value)
-    path = results.regenerate(settings, "python bin/regenerate_results.py " + shlex.join(sys.argv[1:]))
+    path = readme.regenerate(settings, "python bin/regenerate_results.py " + shlex.join(sys.argv[1:]))
     print(f"wrote {path}")
 
 

@@ -2,7 +2,7 @@
 
   python bin/regret.py --workdir=runs/ae_rmsprop
 
-Writes <workdir>/regret.npz, regret.json and TensorBoard scalars (nta.regret_curves.compute documents the arrays).
+Writes <workdir>/regret.npz, regret.json and TensorBoard scalars (nta.analysis.curves.compute documents the arrays).
 For cross-entropy runs the hindsight optima are first solved from the recorded chunks.
 """
 
@@ -12,7 +12,7 @@ from absl import flags
 
 from nta import cli
 from nta.hindsight import network
-from nta import regret_curves
+from nta.analysis import curves as regret_curves
 from nta import rundir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --config.record.taylor=True.")

@@ -24,10 +24,10 @@ and one module per concept of the paper, ``nta.<module>``:
 - ``nta.hindsight``    the hindsight Taylor optimum (Theorem 2): ``squared`` (streamed statistics), cross-entropy
                        ``records``, ``problem`` and ``solve``, and the ``network`` scale
 - ``nta.solvers``      tf.function solvers (pseudo-inverse normal equations, L-BFGS)
-- ``nta.regret``       regret curves and exponent fits, pure functions; ``nta.regret_curves`` for a run
+- ``nta.analysis``     ``regret`` curves and exponent fits (pure functions); ``curves`` of a run directory
 - ``nta.exploration``  activation ``configurations``, their ``recorder`` and the ``measures`` of figure 5 (§3.3, A.6)
-- ``nta.plots``        figures 3-6
-- ``nta.experiments``, ``nta.results``, ``nta.config``  experiments from configs; regenerating results/
+- ``nta.report``       ``runs``, ``claims``, ``plots`` (figures 3-6) and ``readme``: regenerating results/
+- ``nta.experiments``, ``nta.config``  experiments from configs
 
 Everything is imported on first use, so ``import nta`` does not start TensorFlow.
 """
@@ -35,10 +35,11 @@ Everything is imported on first use, so ``import nta`` does not start TensorFlow
 import importlib
 
 _MODULES = ("config", "data", "experiments", "exploration", "hindsight", "losses", "models",
-            "network", "optimizers", "plots", "recorders", "regret", "regret_curves", "results", "rundir", "solvers",
+            "network", "optimizers", "recorders", "analysis", "report", "rundir", "solvers",
             "taylor", "training")
 _PACKAGES = {"hindsight": ("squared", "records", "problem", "solve", "network"),
-             "exploration": ("configurations", "measures", "recorder"), "network": ("graph", "ops")}
+             "exploration": ("configurations", "measures", "recorder"), "network": ("graph", "ops"),
+             "analysis": ("regret", "curves"), "report": ("runs", "claims", "plots", "readme")}
 # name -> (module, attribute)
 _API = {
     "inspect": ("models", "inspect"), "autoencoder": ("models", "autoencoder"), "convnet": ("models", "convnet"),
@@ -48,8 +49,8 @@ _API = {
     "solve_horizons": ("hindsight.solve", "solve_horizons"), "read_optima": ("rundir", "read_optima"),
     "ConfigurationRecorder": ("exploration.recorder", "ConfigurationRecorder"), "TraceRecorder": ("recorders", "TraceRecorder"),
     "snapshot": ("taylor", "snapshot"), "taylor_loss": ("taylor", "taylor_loss"),
-    "jacobian_tensor": ("taylor", "jacobian_tensor"), "horizons": ("regret", "horizons"),
-    "regret_table": ("regret", "regret_table"), "fit_exponent": ("regret", "fit_exponent"),
+    "jacobian_tensor": ("taylor", "jacobian_tensor"), "horizons": ("analysis.regret", "horizons"),
+    "regret_table": ("analysis.regret", "regret_table"), "fit_exponent": ("analysis.regret", "fit_exponent"),
     "min_hamming": ("exploration.measures", "min_hamming"), "switches": ("exploration.measures", "switches"),
     "log_singular_products": ("exploration.measures", "log_singular_products"),
     "compute_measures": ("exploration.measures", "compute_measures"),

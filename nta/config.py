@@ -45,7 +45,7 @@ def get_config():
   c.record.memory_mb = 16.0  # budget for exact Taylor statistics; larger layers are skipped (printed)
   c.record.trace = False  # per-round weights, batch and loss on disk (small runs only)
   # Cross-entropy runs only (nta.hindsight.records): what is recorded (the solve after training is set by
-  # nta.regret_curves.solve_if_needed / bin/regret.py). Layer lists are "auto",
+  # nta.analysis.curves.solve_if_needed / bin/regret.py). Layer lists are "auto",
   # "none" or comma-separated 0-based weight-layer indices such as "0,4".
   c.record.taylor_layers = "auto"  # layer scale; auto = every layer whose records fit the disk budget
   c.record.taylor_neuron_layers = "auto"  # neuron scale; auto = every layer (seeded filters of conv layers)

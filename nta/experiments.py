@@ -20,7 +20,7 @@ from nta.hindsight import records as ce_records
 from nta.hindsight import squared
 from nta import models
 from nta import optimizers
-from nta import plots
+from nta.report import plots
 from nta import recorders as recorders_lib
 from nta import rundir
 from nta import training

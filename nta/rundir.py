@@ -13,7 +13,7 @@ what earlier stages wrote there. The layout:
                                    each with a meta.json; the names below
     <workdir>/model.keras          the trained model, once finished
     <workdir>/figure6.png|pdf      the run's training-loss curve
-    <workdir>/regret.npz|json      regret curves and their summary                        (nta.regret)
+    <workdir>/regret.npz|json      regret curves and their summary                        (nta.analysis.curves)
     <workdir>/exploration.npz      the three measures of figure 5                         (nta.exploration)
     <workdir>/regenerate.log       a run's output when bin/regenerate_results.py trained it
 

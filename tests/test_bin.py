@@ -8,7 +8,7 @@ import numpy as np
 
 from nta import experiments
 from nta.exploration import measures as exploration_measures
-from nta import regret_curves
+from nta.analysis import curves as regret_curves
 from nta import rundir
 
 from helpers import ROOT, config, error_lines, run_binary

@@ -16,7 +16,7 @@ import tensorflow as tf
 from nta import losses
 from nta import models
 from nta import recorders as recorders_lib
-from nta import regret as regret_lib
+from nta.analysis import regret as regret_lib
 from nta import rundir
 from nta import solvers
 from nta import taylor

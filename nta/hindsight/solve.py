@@ -28,7 +28,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from nta import regret as regret_lib
+from nta.analysis import regret as regret_lib
 from nta import rundir
 from nta.errors import NTAError
 from nta.hindsight import problem as problem_lib
@@ -54,7 +54,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     workdir: the run directory.
     tol: gradient-norm tolerance of Σ_n 𝒯^n (a sum over recorded rounds, not a mean).
     max_iter: L-BFGS iterations per problem and horizon.
-    horizons: 1-based horizons N; default ``nta.regret.horizons(rounds_done, steps_per_epoch · k)`` with
+    horizons: 1-based horizons N; default ``nta.analysis.regret.horizons(rounds_done, steps_per_epoch · k)`` with
       k = ``epochs_between_horizons``: every k-th epoch end, the last round, and log-spaced early rounds.
     layers: layer-scale problems to solve; default every recorded one.
     neurons: {layer: units} to solve; default every recorded neuron.

@@ -48,7 +48,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nta import regret as regret_lib
+from nta.analysis import regret as regret_lib
 from nta import rundir
 from nta import solvers
 from nta import taylor

@@ -3,7 +3,7 @@
 :func:`compute` reads a run's per-round losses (``rounds.csv``) and hindsight Taylor optima
 (``records/taylor/optima.npz``: streamed by ``nta.hindsight.squared`` for the squared loss, solved by
 ``nta.hindsight.solve`` for cross-entropy, :func:`solve_if_needed`), forms Regret(N) and its exponent with the
-pure functions of ``nta.regret``, and writes ``regret.npz`` and ``regret.json`` (``nta.rundir``).
+pure functions of ``nta.analysis.regret``, and writes ``regret.npz`` and ``regret.json`` (``nta.rundir``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from nta.hindsight import solve as ce_solve
-from nta import regret as regret_lib
+from nta.analysis import regret as regret_lib
 from nta import rundir
 from nta.errors import NTAError
 

@@ -1,4 +1,4 @@
-"""Tests for nta.plots: figure files from run directories."""
+"""Tests for nta.report.plots: figure files from run directories."""
 
 import json
 import os
@@ -9,8 +9,8 @@ import pytest
 
 from nta import experiments
 from nta.exploration import measures as exploration_measures
-from nta import plots
-from nta import regret_curves
+from nta.report import plots
+from nta.analysis import curves as regret_curves
 from nta import rundir
 from nta.errors import NTAError
 

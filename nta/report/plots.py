@@ -5,7 +5,7 @@
 * :func:`figure5` — the three exploration measures of §3.3 (fig. 5), from ``<run>/exploration.npz``;
 * :func:`figure6` / :func:`training_losses` — training losses (fig. 6), from ``rounds.csv``.
 
-``regret.npz`` is written by ``bin/regret.py`` (``nta.regret_curves.compute``) and ``exploration.npz`` by
+``regret.npz`` is written by ``bin/regret.py`` (``nta.analysis.curves.compute``) and ``exploration.npz`` by
 ``bin/exploration.py`` (``nta.exploration.measures.save_measures``). Cumulative quantities are divided by √N, N the
 number of recorded rounds summed, so that anything growing like √N (Theorem 2's regret) flattens out.
 
@@ -35,7 +35,7 @@ import matplotlib.legend_handler  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nta import regret  # noqa: E402
+from nta.analysis import regret  # noqa: E402
 from nta import rundir  # noqa: E402
 from nta.errors import NTAError  # noqa: E402
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from nta.network import graph as graph_lib
 from nta.network import ops as ops_lib
 
-from test_graph import MODELS
+from test_network_graph import MODELS
 
 
 def _weights64(graph, rng):

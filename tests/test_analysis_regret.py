@@ -1,10 +1,10 @@
-"""Tests for nta.regret: horizons, regret curves against hand numbers, and the √N exponent fit."""
+"""Tests for nta.analysis.regret: horizons, regret curves against hand numbers, and the √N exponent fit."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from nta import regret
+from nta.analysis import regret
 from nta.errors import NTAError
 
 

@@ -1,9 +1,9 @@
-"""Tests for nta.regret_curves: regret curves of run directories (the curves themselves: test_bin, test_plots)."""
+"""Tests for nta.analysis.curves: regret curves of run directories (the curves themselves: test_bin, test_report_plots)."""
 
 import pytest
 
 from nta.hindsight import solve as ce_solve
-from nta import regret_curves
+from nta.analysis import curves as regret_curves
 from nta.errors import NTAError
 
 

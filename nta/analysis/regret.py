@@ -6,7 +6,7 @@ Theorem 2, eqs. (3)-(4)). The figures plot cumulative quantities divided by √N
 which the hindsight optimum is solved (:func:`horizons`), assembles the curves from per-round losses and the
 per-horizon optima computed by ``nta.solvers`` (:func:`regret_table`), summarises a batch of curves (one per
 neuron, :func:`mean_std`) and measures the growth exponent of Regret(N) ∝ N^β (:func:`fit_exponent`) over
-the horizons where regret is positive (:func:`positive_stretch`). ``nta.regret_curves`` applies them to a run
+the horizons where regret is positive (:func:`positive_stretch`). ``nta.analysis.curves`` applies them to a run
 directory.
 
 Conventions: rounds and horizons are 1-based (horizon N covers rounds 1..N, i.e. losses[:N]); a batch of
