@@ -3,10 +3,10 @@ interrupted ones), computes regret and exploration measures, draws the figures a
 on every seed. Runs train in parallel, each in its own process (--jobs; default: one per CPU core).
 
   python bin/regenerate_results.py --scale=quick                       # minutes, embedded MNIST sample
-  # The autoencoder at paper scale, the convnet at a scale that fits a 2-core CPU:
-  python bin/regenerate_results.py --scale=paper --data_source=files --mnist_dir=../shared/data/mnist \
-      --convnet_epochs=15 --convnet_train_size=10000 --convnet_taylor_every=10 --convnet_taylor_layer=0 \
-      --convnet_taylor_neurons=5 --convnet_taylor_max_iter=100 --convnet_taylor_horizon_epochs=3
+  # The autoencoder at paper scale, the convnet at a budget that fits a 2-core CPU (configs/regenerate.py):
+  python bin/regenerate_results.py --preset=paper_cpu --data_source=files --mnist_dir=../shared/data/mnist
+
+A preset (``configs/regenerate.py``; default: the scale's own) fills every budget flag left out.
 """
 
 import shlex
@@ -20,7 +20,10 @@ from nta.report import readme
 from nta.report import runs
 from nta.errors import NTAError
 
-_SCALE = flags.DEFINE_enum("scale", "quick", ["quick", "paper"], "quick: minutes on a CPU; paper: 100 epochs.")
+_SCALE = flags.DEFINE_enum("scale", "quick", ["quick", "paper"], "quick: minutes on a CPU; paper: 100 epochs "
+                           "(default: the preset's).")
+_PRESET = flags.DEFINE_string("preset", "", "Budget preset of configs/regenerate.py (quick, paper, paper_cpu; default: "
+                              "the scale's name); flags given override it.")
 _RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where run directories go (default runs/<scale>).")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "results", "Where figures and README.md go.")
 _MODELS = flags.DEFINE_list("models", ["autoencoder", "convnet"], "Which experiments.")
@@ -37,21 +40,20 @@ _CNN_TRAIN = flags.DEFINE_integer("convnet_train_size", None, "Train the convnet
 _CNN_TAYLOR = flags.DEFINE_bool("convnet_taylor", True, "Record and solve the convnet's cross-entropy Taylor "
                                 "optima (exact; hours per run on a CPU at convnet scale).")
 _CNN_EVERY = flags.DEFINE_integer("convnet_taylor_every", None, "Record the convnet's Taylor data every k-th round "
-                                  "(default: 1 at paper scale, 10 at quick).")
+                                  "(default: the preset's).")
 _CNN_LAYER = flags.DEFINE_integer("convnet_taylor_layer", None, "Convnet layer solved at layer scale in every run, "
-                                  "for figure 4(a) (0-based; 1 = conv2, the paper's layer 2; default: 1 at paper "
-                                  "scale, 0 at quick).")
+                                  "for figure 4(a) (0-based; 1 = conv2, the paper's layer 2; default: the "
+                                  "preset's).")
 _CNN_NEURONS = flags.DEFINE_integer("convnet_taylor_neurons", None, "Seeded filters per conv layer solved at neuron "
-                                    "scale in the convnet RMSProp run, figure 3 (default: 50 at paper scale, 5 at "
-                                    "quick).")
+                                    "scale in the convnet RMSProp run, figure 3 (default: the preset's).")
 _CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", None, "L-BFGS iterations per convnet Taylor problem "
-                                     "and horizon (default: 1000 at paper scale, 100 at quick).")
+                                     "and horizon (default: the preset's).")
 _CNN_HORIZONS = flags.DEFINE_integer("convnet_taylor_horizon_epochs", None, "Solve the convnet's optima at every "
-                                     "k-th epoch end and early rounds (default: 1).")
+                                     "k-th epoch end and early rounds (default: the preset's).")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds of the runs with the paper's (tf1) optimizer settings; each claim is "
-                           "decided on every seed (default: 0,1,2 at paper scale, 0 at quick).")
-_KERAS3_SEEDS = flags.DEFINE_list("keras3_seeds", ["0"], "Seeds also run with Keras 3's optimizer defaults, the "
-                                  "claims table's keras3 columns (empty: none).")
+                           "decided on every seed (default: the preset's: 0,1,2 at paper scale, 0 at quick).")
+_KERAS3_SEEDS = flags.DEFINE_list("keras3_seeds", None, "Seeds also run with Keras 3's optimizer defaults, the "
+                                  "claims table's keras3 columns (empty: none; default: the preset's, 0).")
 _JOBS = flags.DEFINE_integer("jobs", 0, "Runs trained at once, each in its own process (0: one per CPU core).")
 _TIMING_NOTE = flags.DEFINE_string("timing_note", "", "Where the runs' wall times were measured, said in the README "
                                    "(default: the CPU count of this machine).")
@@ -69,10 +71,12 @@ def main(argv):
   print(cli.DEVICES)
   with cli.errors_to_exit():
     scale = _SCALE.value
+    if _PRESET.value and not flags.FLAGS["scale"].present:
+      scale = runs.load_preset("configs", _PRESET.value).scale
     source = _SOURCE.value or ("sample" if scale == "quick" else "tfds")
     cifar = bool(_CIFAR_DIR.value) or (source == "tfds")
     settings = runs.Settings(
-        scale=scale, runs_dir=_RUNS_DIR.value or f"runs/{scale}", results_dir=_RESULTS_DIR.value,
+        preset=_PRESET.value, scale=scale, runs_dir=_RUNS_DIR.value or f"runs/{scale}", results_dir=_RESULTS_DIR.value,
         models=tuple(_MODELS.value), optimizers=tuple(_OPTIMIZERS.value),
         ae_source=source, ae_data_dir=_MNIST_DIR.value if source == "files" else "",
         convnet_source="files" if _CIFAR_DIR.value else source, convnet_name="cifar10" if cifar else "mnist",
@@ -82,7 +86,7 @@ def main(argv):
         convnet_taylor_every=_CNN_EVERY.value, convnet_taylor_layer=_CNN_LAYER.value,
         convnet_taylor_neurons=_CNN_NEURONS.value, convnet_taylor_max_iter=_CNN_MAX_ITER.value,
         convnet_taylor_horizon_epochs=_CNN_HORIZONS.value,
-        seeds=_seeds("seeds", _SEEDS.value), keras3_seeds=_seeds("keras3_seeds", _KERAS3_SEEDS.value) or (),
+        seeds=_seeds("seeds", _SEEDS.value), keras3_seeds=_seeds("keras3_seeds", _KERAS3_SEEDS.value),
         jobs=_JOBS.value, timing_note=_TIMING_NOTE.value)
     path = readme.regenerate(settings, "python bin/regenerate_results.py " + shlex.join(sys.argv[1:]))
     print(f"wrote {path}")

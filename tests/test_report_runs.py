@@ -35,15 +35,26 @@ def test_convnet_taylor_settings_reach_every_run_and_neurons_only_the_rmsprop_ru
 
 
 def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
-  quick = runs.run_config(_settings(scale="quick"), _key("convnet", "rmsprop"))
-  assert (quick.record.every, quick.record.taylor_layers, quick.record.taylor_neurons_per_layer) == (10, "0", 5)
   s = _settings(scale="quick")
   assert (s.convnet_taylor_max_iter, s.convnet_taylor_horizon_epochs) == (100, 1)
+  assert (s.seeds, s.keras3_seeds, s.ae_epochs, s.convnet_epochs) == ((0,), (0,), None, None)
   paper = _settings(scale="paper")
   assert (paper.convnet_taylor_every, paper.convnet_taylor_layer, paper.convnet_taylor_neurons,
           paper.convnet_taylor_max_iter) == (1, 1, 50, 1000)
-  mixed = _settings(scale="quick", convnet_taylor_layer=2, convnet_taylor_max_iter=7)
+  assert paper.seeds == (0, 1, 2)
+  mixed = _settings(scale="quick", convnet_taylor_layer=2, convnet_taylor_max_iter=7, keras3_seeds=())
   assert (mixed.convnet_taylor_layer, mixed.convnet_taylor_max_iter, mixed.convnet_taylor_every) == (2, 7, 10)
+  assert mixed.keras3_seeds == ()
+  # The preset behind results/ on a 2-core CPU: what its README's paper command used to spell out.
+  cpu = _settings(scale="paper", preset="paper_cpu")
+  assert (cpu.convnet_epochs, cpu.convnet_train_size, cpu.convnet_taylor_every, cpu.convnet_taylor_layer,
+          cpu.convnet_taylor_neurons, cpu.convnet_taylor_max_iter, cpu.convnet_taylor_horizon_epochs,
+          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 0, 5, 100, 3, None, (0, 1, 2))
+  assert runs.run_config(cpu, _key("convnet", "rmsprop")).num_epochs == 15
+  with pytest.raises(NTAError, match="preset 'paper_cpu' is for scale 'paper', not 'quick'"):
+    _settings(scale="quick", preset="paper_cpu")
+  with pytest.raises(NTAError, match="unknown preset 'huge'; choose one of quick, paper, paper_cpu"):
+    _settings(scale="quick", preset="huge")
 
 
 @pytest.mark.parametrize("kwargs,match", [({"scale": "huge"}, "scale must be one of"),

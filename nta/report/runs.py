@@ -55,7 +55,7 @@ CONFIG_FILES = {"autoencoder": "mnist_autoencoder.py", "convnet": "cifar_convnet
 CONVNET_CONV_LAYERS = (0, 1, 2)  # the paper convnet's weight layers 0-2 are its convolutions
 
 
-DEFAULT_SEEDS = {"paper": (0, 1, 2), "quick": (0,)}
+PRESETS_FILE = "regenerate.py"  # in configs/: the presets filling what a command leaves out
 
 
 SCHEDULE_FILE = "schedule.json"  # in the runs directory (beside the run directories), not in a run
@@ -98,14 +98,15 @@ def run_key(model: str, optimizer: str, convention: str, seed: int) -> RunKey:
 @dataclasses.dataclass
 class Settings:
   """What to run. ``data_*`` follow ``config.data``; ``None`` epochs/train sizes keep the config's."""
+  preset: str = ""  # configs/regenerate.py:<preset> fills the settings left None; "": the scale's name
   scale: str = "quick"
   runs_dir: str = "runs/quick"
   results_dir: str = "results"
   configs_dir: str = "configs"
   models: tuple = ("autoencoder", "convnet")
   optimizers: tuple = OPTIMIZERS
-  seeds: Optional[tuple] = None  # tf1 runs on each seed; None: the scale's (DEFAULT_SEEDS)
-  keras3_seeds: tuple = (0,)  # seeds also run with Keras 3's optimizer defaults (the claims table's column)
+  seeds: Optional[tuple] = None  # tf1 runs on each seed; None: the preset's
+  keras3_seeds: Optional[tuple] = None  # also run with Keras 3's optimizer defaults (the claims table's column)
   jobs: int = 0  # runs trained at once, each in its own process; 0: one per CPU core
   ae_source: str = "sample"
   ae_data_dir: str = ""
@@ -117,7 +118,7 @@ class Settings:
   convnet_epochs: Optional[int] = None
   convnet_train_size: Optional[int] = None
   convnet_taylor: bool = True  # cross-entropy Taylor recording and solves (hours on a CPU at convnet scale)
-  # The convnet's Taylor budget; None takes the scale's value from CONVNET_TAYLOR_BUDGET.
+  # The convnet's Taylor budget; None takes the preset's.
   convnet_taylor_every: Optional[int] = None  # record every k-th round (config.record.every)
   convnet_taylor_layer: Optional[int] = None  # layer-scale layer of figure 4(a), 0-based (1 = conv2, "layer 2")
   convnet_taylor_neurons: Optional[int] = None  # filters per conv layer at neuron scale, RMSProp runs (figure 3)
@@ -126,16 +127,25 @@ class Settings:
   timing_note: str = ""  # where the runs' wall times were measured, for the README (default: the CPU count)
 
   def __post_init__(self):
-    if self.scale not in CONVNET_TAYLOR_BUDGET:
-      raise NTAError(f"scale must be one of {sorted(CONVNET_TAYLOR_BUDGET)}, got {self.scale!r}")
+    if self.scale not in ("quick", "paper"):
+      raise NTAError(f"scale must be one of paper, quick, got {self.scale!r}")
+    preset = load_preset(self.configs_dir, self.preset or self.scale)
+    if preset.scale != self.scale:
+      raise NTAError(f"preset {self.preset!r} is for scale {preset.scale!r}, not {self.scale!r}")
+    for key, value in preset.items():
+      if key != "scale" and getattr(self, key) is None:
+        if isinstance(value, (tuple, list)):
+          value = tuple(value)
+        elif key in ("ae_epochs", "ae_train_size", "convnet_epochs", "convnet_train_size") and value == 0:
+          value = None  # the model config's own
+        setattr(self, key, value)
     unknown = [m for m in self.models if m not in CONFIG_FILES]
     if unknown:
       raise NTAError(f"unknown model {unknown[0]!r}; choose from {', '.join(CONFIG_FILES)}")
     unknown = [o for o in self.optimizers if o not in OPTIMIZERS]
     if unknown:
       raise NTAError(f"unknown optimizer variant {unknown[0]!r}; choose from {', '.join(OPTIMIZERS)}")
-    self.seeds = tuple(DEFAULT_SEEDS[self.scale] if self.seeds is None else self.seeds)
-    self.keras3_seeds = tuple(self.keras3_seeds)
+    self.seeds, self.keras3_seeds = tuple(self.seeds or ()), tuple(self.keras3_seeds or ())
     self.models, self.optimizers = tuple(self.models), tuple(self.optimizers)
     for name in ("seeds", "keras3_seeds"):
       seeds = getattr(self, name)
@@ -146,9 +156,6 @@ class Settings:
       raise NTAError("seeds: at least one seed is needed")
     if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
       raise NTAError(f"jobs must be an integer >= 0 (0: one per CPU core), got {self.jobs!r}")
-    for key, value in CONVNET_TAYLOR_BUDGET[self.scale].items():
-      if getattr(self, key) is None:
-        setattr(self, key, value)
 
   @property
   def parallel(self) -> int:
@@ -156,26 +163,28 @@ class Settings:
     return self.jobs or max(1, os.cpu_count() or 1)
 
 
-# The convnet's exact cross-entropy Taylor optima per scale. The paper's choice (conv2 at layer scale, 50 filters
-# per conv layer, every round, solved to convergence) takes hours per run on a CPU: one conv2 evaluation costs
-# ~250 ms per recorded round. The quick scale records conv1 and 5 filters every 10th round, which takes minutes.
-CONVNET_TAYLOR_BUDGET = {
-    "paper": {"convnet_taylor_every": 1, "convnet_taylor_layer": 1, "convnet_taylor_neurons": 50,
-              "convnet_taylor_max_iter": 1000, "convnet_taylor_horizon_epochs": 1},
-    "quick": {"convnet_taylor_every": 10, "convnet_taylor_layer": 0, "convnet_taylor_neurons": 5,
-              "convnet_taylor_max_iter": 100, "convnet_taylor_horizon_epochs": 1},
-}
+def _config_module(configs_dir: str, file: str):
+  path = os.path.join(configs_dir, file)
+  if not os.path.exists(path):
+    raise NTAError(f"config file {path} not found; run from the repository root or pass --configs_dir")
+  spec = importlib.util.spec_from_file_location(f"nta_config_{file[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def load_config(configs_dir: str, model: str, variant: str):
   """``configs/<file>.py:get_config(variant)`` loaded from a path."""
-  path = os.path.join(configs_dir, CONFIG_FILES[model])
-  if not os.path.exists(path):
-    raise NTAError(f"config file {path} not found; run from the repository root or pass --configs_dir")
-  spec = importlib.util.spec_from_file_location(f"nta_config_{model}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return _config_module(configs_dir, CONFIG_FILES[model]).get_config(variant)
+
+
+def load_preset(configs_dir: str, name: str):
+  """``configs/regenerate.py:get_config(name)``: a regeneration budget."""
+  module = _config_module(configs_dir, PRESETS_FILE)
+  if name not in module.PRESETS:
+    raise NTAError(f"unknown preset {name!r}; choose one of {', '.join(module.PRESETS)} ({PRESETS_FILE} in "
+                   f"{configs_dir})")
+  return module.get_config(name)
 
 
 def plan(s: Settings) -> list:

@@ -1,0 +1,34 @@
+"""Presets of ``bin/regenerate_results.py``: the budget ``results/`` is rebuilt with (§2.3, §3.3, A.5, A.6).
+
+Each preset fills the settings a command line leaves out (``nta.report.runs.Settings``; 0 keeps the model
+config's own value). Presets by config string:
+- quick: minutes on a CPU: the embedded MNIST sample at the configs' quick sizes, one seed; the convnet's
+  cross-entropy Taylor optima of conv1 (layer scale) and 5 filters per conv layer, every 10th round recorded;
+- paper: the paper's budget: 100 epochs on the full datasets, three seeds; conv2 at layer scale (figure 4(a))
+  and 50 filters per conv layer (figure 3), every round recorded, solved at every epoch end (hours per
+  convnet run on a CPU: one conv2 evaluation costs ~250 ms per recorded round);
+- paper_cpu: what ``results/`` shows on a 2-core CPU: the autoencoder as ``paper``; the convnet for 15 epochs
+  on 10,000 examples with conv1 at layer scale and 5 filters per conv layer, every 10th round recorded, at
+  most 100 L-BFGS iterations per problem, solved at every 3rd epoch end.
+"""
+
+import ml_collections
+
+PRESETS = ("quick", "paper", "paper_cpu")
+
+
+def get_config(arg="quick"):
+  if arg not in PRESETS:
+    raise ValueError(f"unknown preset {arg!r}; choose one of {', '.join(PRESETS)}")
+  c = ml_collections.ConfigDict()
+  c.scale = "quick" if arg == "quick" else "paper"  # quick: the configs' quick variants; paper: their own sizes
+  c.seeds = (0,) if arg == "quick" else (0, 1, 2)  # the runs with the paper's (tf1) optimizer settings
+  c.keras3_seeds = (0,)  # also run with Keras 3's optimizer defaults (the claims table's keras3 columns)
+  c.ae_epochs, c.ae_train_size = 0, 0  # 0: the config's
+  c.convnet_epochs, c.convnet_train_size = (15, 10_000) if arg == "paper_cpu" else (0, 0)
+  c.convnet_taylor_every = 1 if arg == "paper" else 10  # record every k-th round
+  c.convnet_taylor_layer = 1 if arg == "paper" else 0  # layer scale, figure 4(a) (0-based: 1 = conv2)
+  c.convnet_taylor_neurons = 50 if arg == "paper" else 5  # filters per conv layer, RMSProp runs, figure 3
+  c.convnet_taylor_max_iter = 1000 if arg == "paper" else 100  # L-BFGS iterations per problem and horizon
+  c.convnet_taylor_horizon_epochs = 3 if arg == "paper_cpu" else 1  # solve at every k-th epoch end
+  return c
