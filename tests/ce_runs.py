@@ -17,9 +17,10 @@ from nta.hindsight import records as ce_records
 from nta.recorders import Recorder
 
 import zoo
+import tolerances as tol
 
 
-TOL = {"float64": 1e-10, "float32": 2e-5}
+TOL = tol.EXACT
 
 
 N_EXAMPLES, BATCH, EPOCHS = 88, 32, 2  # 3 rounds per epoch, the last one of 24 examples (zero-padded records)

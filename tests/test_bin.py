@@ -12,6 +12,7 @@ from nta.analysis import curves as regret_curves
 from nta import rundir
 
 from helpers import ROOT, config, error_lines, run_binary
+import tolerances as tol
 
 
 def test_every_binary_is_tested():
@@ -37,7 +38,7 @@ def test_train_writes_the_documented_run_directory(tmp_path):
   assert losses.shape == (12,) and np.all((losses > 0) & (losses < 1))
   epochs = rundir.read_epochs(str(workdir))
   assert [int(e["rounds"]) for e in epochs] == [4, 4, 4]
-  np.testing.assert_allclose([float(e["loss"]) for e in epochs], losses.reshape(3, 4).mean(1), rtol=1e-12)
+  np.testing.assert_allclose([float(e["loss"]) for e in epochs], losses.reshape(3, 4).mean(1), rtol=tol.EXACT64)
   assert wall >= sum(float(e["seconds"]) for e in epochs) > 0
   assert all(0 < float(e["test_loss"]) < 1 for e in epochs)
 

@@ -13,6 +13,7 @@ from nta.errors import NTAError
 
 from helpers import error_lines, run_binary
 from test_exploration_configurations import _fake_run
+import tolerances as tol
 
 
 FLOOR = em.LOG_FLOOR
@@ -88,9 +89,9 @@ def test_log_singular_products_hand_made():
   a[:, 1, 1] = [0, 0, 1, 1]
   a[:, :, 2] = True          # unit 2 never switches -> all singular values zero
   got = em.log_singular_products(a, 3, sort=False)
-  np.testing.assert_allclose(got, [0.5 * math.log(2) + 49 * FLOOR, 48 * FLOOR, 50 * FLOOR], atol=1e-9)
+  np.testing.assert_allclose(got, [0.5 * math.log(2) + 49 * FLOOR, 48 * FLOOR, 50 * FLOOR], atol=tol.SOLVED64)
   np.testing.assert_allclose(em.log_singular_products(a, 3, num_singular=2, sort=False),
-                             [0.5 * math.log(2) + FLOOR, 0.0, 2 * FLOOR], atol=1e-9)
+                             [0.5 * math.log(2) + FLOOR, 0.0, 2 * FLOOR], atol=tol.SOLVED64)
   np.testing.assert_allclose(em.log_singular_products(a, 3), np.sort(got)[::-1])
 
 
@@ -126,7 +127,7 @@ def test_measures_equal_brute_force(n, d, m, k):
   np.testing.assert_allclose(fractions, counts / (d * m))
   np.testing.assert_allclose(em.switches(packed, m), _ref_switches(bits))
   np.testing.assert_allclose(em.log_singular_products(packed, m, num_singular=k),
-                             _ref_log_singular(bits, k), rtol=1e-9, atol=1e-7)
+                             _ref_log_singular(bits, k), rtol=tol.SOLVED64, atol=tol.OPTIMA64_LOOSE)
   # Bits and packed inputs agree.
   np.testing.assert_array_equal(em.min_hamming(bits, m)[0], counts)
   np.testing.assert_allclose(em.log_singular_products(bits, m, num_singular=k),
@@ -146,7 +147,7 @@ def test_chunked_paths_equal_unchunked(monkeypatch):
   full = (em.hamming_matrix(bits, 40), em.log_singular_products(bits, 40))
   monkeypatch.setattr(em, "_CHUNK_BYTES", 64)
   np.testing.assert_array_equal(em.hamming_matrix(bits, 40), full[0])
-  np.testing.assert_allclose(em.log_singular_products(bits, 40), full[1], rtol=1e-12)
+  np.testing.assert_allclose(em.log_singular_products(bits, 40), full[1], rtol=tol.EXACT64)
 
 
 def test_malformed_tensor():
@@ -164,7 +165,7 @@ def test_compute_and_save_measures(tmp_path):
     np.testing.assert_array_equal(f["min_hamming_count"], _ref_min_hamming(bits))
     np.testing.assert_allclose(f["min_hamming_fraction"], _ref_min_hamming(bits) / 360)
     np.testing.assert_allclose(f["switch_proportion"], _ref_switches(bits))
-    np.testing.assert_allclose(f["log_singular_product"], _ref_log_singular(bits[:5]), atol=1e-7)
+    np.testing.assert_allclose(f["log_singular_product"], _ref_log_singular(bits[:5]), atol=tol.OPTIMA64_LOOSE)
     np.testing.assert_array_equal(f["snapshot_rounds"], np.arange(1, 9) * 10)
     np.testing.assert_array_equal(f["snapshot_epochs"], np.arange(1, 9))
     assert (int(f["num_data"]), int(f["num_units"]), int(f["num_snapshots"]), int(f["num_snapshots_svd"])) \

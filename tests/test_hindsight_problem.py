@@ -14,6 +14,7 @@ from nta.hindsight import records as ce_records
 
 from ce_runs import RUNS, TOL
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
+import tolerances as tol
 
 
 def _reference(states, record_every, horizon, layer, unit, v):
@@ -68,5 +69,5 @@ def test_taylor_loss_at_round_weights_is_the_training_loss_with_its_gradient(run
     for unit in (None, site.units[-1]):
       prob = ce_problem.load(records, l, unit, horizon=1)
       value, grad = prob.value_and_grad(prob.start(1), horizon=1)
-      np.testing.assert_allclose(value, result.round_losses[0], rtol=1e-12)
-      np.testing.assert_allclose(grad, backprop if unit is None else backprop[:, unit], rtol=1e-9, atol=1e-14)
+      np.testing.assert_allclose(value, result.round_losses[0], rtol=tol.EXACT64)
+      np.testing.assert_allclose(grad, backprop if unit is None else backprop[:, unit], rtol=tol.SOLVED64, atol=tol.EXACT64_ABS)

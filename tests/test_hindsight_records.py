@@ -22,6 +22,7 @@ from nta.recorders import RunInfo
 from helpers import Crash
 from ce_runs import _convnet, _densenet, _fit
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
+import tolerances as tol
 
 
 def test_clamped_reverse_pass_gives_the_reference_preactivation_jacobian():
@@ -34,7 +35,7 @@ def test_clamped_reverse_pass_gives_the_reference_preactivation_jacobian():
   cot = taylor.output_cotangents(state, nodes)
   for l, node in enumerate(nodes):
     expected = taylor.preact_jacobian(state, l, method="jacobian")  # (B, p_L, *a_l shape)
-    np.testing.assert_allclose(tf.transpose(cot[node], [1, 0, 2, 3, 4]), expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(tf.transpose(cot[node], [1, 0, 2, 3, 4]), expected, rtol=tol.EXACT64, atol=tol.EXACT64_ABS)
   # The recorder stores conv J at the pooled windows' choices where a ReLU and a max-pool follow.
   sites = [ce_records._make_site(spec, l, [0], [0], True, 4, 8) for l in range(len(spec.layers))]
   assert [s.pooled for s in sites] == [True, True, False, False] and sites[3].mode == "identity"

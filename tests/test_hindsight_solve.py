@@ -18,6 +18,7 @@ from nta.hindsight import solve as ce_solve
 import zoo
 from ce_runs import _materialised, _zoo_fit
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
+import tolerances as tol
 
 
 def _scipy_optimum(states, horizon, layer, unit, v0):
@@ -71,7 +72,7 @@ def test_solved_optima_match_scipy_and_load_in_the_hindsight_format(runs):
     for unit, got in ((None, optima["layer2/value"][h]), (1, optima["neurons2/value"][h, 0]),
                       (2, optima["neurons2/value"][h, 1])):
       expected = _scipy_optimum(states, n, 2, unit, ce_problem.load(records, 2, unit).start(n))
-      np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=f"unit {unit} N={n}")
+      np.testing.assert_allclose(got, expected, rtol=tol.SOLVED64, err_msg=f"unit {unit} N={n}")
   # Explicit horizons; the solve leaves the records untouched.
   before = sorted(os.listdir(records.dir))
   out = ce_solve.solve_horizons(workdir, horizons=[6, 2], layers=[], neurons={3: [1]}, progress=False)
@@ -105,8 +106,8 @@ def test_zoo_records_give_the_reference_objective_and_scipy_optima(tmp_path, nam
       v = prob.start() + 0.3 * rng.normal(size=prob.shape)
       value, grad = prob.value_and_grad(v)
       ref_value, ref_grad = fun(v.reshape(-1))
-      np.testing.assert_allclose(value, ref_value, rtol=1e-10, err_msg=f"{name} layer {l} unit {unit}")
-      np.testing.assert_allclose(grad.reshape(-1), ref_grad, rtol=1e-8, atol=1e-10 * np.abs(ref_grad).max())
+      np.testing.assert_allclose(value, ref_value, rtol=tol.SUMS64, err_msg=f"{name} layer {l} unit {unit}")
+      np.testing.assert_allclose(grad.reshape(-1), ref_grad, rtol=tol.OPTIMA64, atol=tol.SUMS64 * np.abs(ref_grad).max())
   # Optima at every horizon: L-BFGS on the records against scipy on the materialised loss.
   # (Every layer; its first recorded neuron; the first epoch end and the last round.)
   first = {l: s.neurons[:1] for l, s in records.sites.items()}
@@ -128,12 +129,12 @@ def test_zoo_records_give_the_reference_objective_and_scipy_optima(tmp_path, nam
         converged = out[f"{key}/converged"][h] if unit is None else out[f"{key}/converged"][h, i]
         total += 1
         # An infimum of 0 (the rounds separable) is met by both to rounding of the loss they started from.
-        atol = 1e-8 * fun(start)[0]
+        atol = tol.OPTIMA64 * fun(start)[0]
         if not converged:  # stopped at max_iter: an upper bound of the minimum
           assert got >= res.fun - atol, f"{name} layer {l} unit {unit} N={n}: {got} below scipy's {res.fun}"
         # Dropout gives an input's copies different masks, so some problems are separable (no minimiser):
         # both solvers then stop far out at different upper bounds of the infimum.
         elif res.success or name != "vgg":
           compared += 1
-          np.testing.assert_allclose(got, res.fun, rtol=1e-8, atol=atol, err_msg=f"{name} layer {l} unit {unit} N={n}")
+          np.testing.assert_allclose(got, res.fun, rtol=tol.OPTIMA64, atol=atol, err_msg=f"{name} layer {l} unit {unit} N={n}")
   assert compared >= total * (3 / 4 if name != "vgg" else 1 / 2), (compared, total)

@@ -16,6 +16,7 @@ from nta import training
 from nta.errors import NTAError
 
 import zoo
+import tolerances as tol
 
 
 def _tiny_net(dtype="float64", hidden=(5, 4)):
@@ -66,12 +67,12 @@ def test_layer_and_neuron_statistics_equal_the_summed_reference_taylor_loss(tmp_
     for _ in range(2):
       V = rng.normal(size=(K, wl.units))
       brute = sum(float(taylor.taylor_loss(s, V, "mse", layer=l, method="jacobian")) for s in states)
-      np.testing.assert_allclose(_q(*quads[f"layer{l}"], V.reshape(-1)), brute, rtol=1e-10)
+      np.testing.assert_allclose(_q(*quads[f"layer{l}"], V.reshape(-1)), brute, rtol=tol.SUMS64)
       A, b, c = quads[f"neurons{l}"]
       for unit in (0, wl.units - 1):
         v = rng.normal(size=K)
         brute = sum(float(taylor.taylor_loss(s, v, "mse", layer=l, unit=unit, method="jacobian")) for s in states)
-        np.testing.assert_allclose(_q(A[unit], b[unit], c[unit], v), brute, rtol=1e-10)
+        np.testing.assert_allclose(_q(A[unit], b[unit], c[unit], v), brute, rtol=tol.SUMS64)
 
 
 @pytest.mark.parametrize("layers, neurons", [
@@ -88,13 +89,13 @@ def test_subsets_on_a_deeper_net_equal_the_reference(tmp_path, layers, neurons):
   for l in layers:
     V = rng.normal(size=(spec.layers[l].kernel_shape[0] + 1, spec.layers[l].units))
     brute = sum(float(taylor.taylor_loss(s, V, "mse", layer=l, method="jacobian")) for s in states)
-    np.testing.assert_allclose(_q(*quads[f"layer{l}"], V.reshape(-1)), brute, rtol=1e-10)
+    np.testing.assert_allclose(_q(*quads[f"layer{l}"], V.reshape(-1)), brute, rtol=tol.SUMS64)
   for l, units in neurons.items():
     A, b, c = quads[f"neurons{l}"]
     for i, unit in enumerate(units):
       v = rng.normal(size=spec.layers[l].kernel_shape[0] + 1)
       brute = sum(float(taylor.taylor_loss(s, v, "mse", layer=l, unit=unit, method="jacobian")) for s in states)
-      np.testing.assert_allclose(_q(A[i], b[i], c[i], v), brute, rtol=1e-10)
+      np.testing.assert_allclose(_q(A[i], b[i], c[i], v), brute, rtol=tol.SUMS64)
 
 
 def test_optimum_matches_least_squares_on_materialised_jacobians(tmp_path):
@@ -115,7 +116,7 @@ def test_optimum_matches_least_squares_on_materialised_jacobians(tmp_path):
         rhs.append(-t0 / np.sqrt(bsz * P))
       M, t = np.concatenate(rows), np.concatenate(rhs)
       v, *_ = np.linalg.lstsq(M, t, rcond=None)
-      np.testing.assert_allclose(optima[f"layer{l}/value"][h], np.sum((M @ v - t) ** 2), rtol=1e-7, atol=1e-12)
+      np.testing.assert_allclose(optima[f"layer{l}/value"][h], np.sum((M @ v - t) ** 2), rtol=tol.OPTIMA64_LOOSE, atol=tol.SUMS64_ABS)
       assert optima[f"layer{l}/grad_norm"][h] < 1e-8
 
 
@@ -134,12 +135,12 @@ def test_t1_t2_statistics_reproduce_loss_and_gradient_at_the_round_weights(tmp_p
   for l, wl in enumerate(spec.layers):
     w = taylor.augment(wl, *weights[l]).numpy()
     A, b, c = quads[f"layer{l}"]
-    np.testing.assert_allclose(_q(A, b, c, w.reshape(-1)), loss, rtol=1e-10)  # T1
+    np.testing.assert_allclose(_q(A, b, c, w.reshape(-1)), loss, rtol=tol.SUMS64)  # T1
     g = taylor.augment(wl, *grads[l]).numpy().reshape(-1)
-    np.testing.assert_allclose(2 * A @ w.reshape(-1) - 2 * b, g, rtol=1e-9, atol=1e-12)  # T2
+    np.testing.assert_allclose(2 * A @ w.reshape(-1) - 2 * b, g, rtol=tol.SOLVED64, atol=tol.SUMS64_ABS)  # T2
     An, bn, cn = quads[f"neurons{l}"]
     for unit in range(wl.units):
-      np.testing.assert_allclose(_q(An[unit], bn[unit], cn[unit], w[:, unit]), loss, rtol=1e-10)
+      np.testing.assert_allclose(_q(An[unit], bn[unit], cn[unit], w[:, unit]), loss, rtol=tol.SUMS64)
 
 
 def test_budget_skips_large_layers_and_says_so(tmp_path):
@@ -155,7 +156,7 @@ def test_record_every_accumulates_every_kth_round(tmp_path):
   states = _states(spec, trace)
   V = np.random.default_rng(0).normal(size=(6, 4))
   brute = sum(float(taylor.taylor_loss(s, V, "mse", layer=1, method="jacobian")) for s in states[::2])
-  np.testing.assert_allclose(_q(*every.quadratics()["layer1"], V.reshape(-1)), brute, rtol=1e-10)
+  np.testing.assert_allclose(_q(*every.quadratics()["layer1"], V.reshape(-1)), brute, rtol=tol.SUMS64)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -203,7 +204,7 @@ def test_backward_pass_residuals_equal_the_masked_matmul_chain():
   chain, backward = rec._contributions(*args), rec._contributions(*args, preact_grads)
   assert sorted(chain) == sorted(backward) and any(k.startswith("layer") for k in chain)
   for key in chain:
-    np.testing.assert_allclose(backward[key].numpy(), chain[key].numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(backward[key].numpy(), chain[key].numpy(), rtol=tol.EXACT64, atol=tol.EXACT64_ABS / 10)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -250,8 +251,8 @@ def test_zoo_squared_loss_optima_equal_the_brute_force_minimum(tmp_path, name):
       k, u = taylor.num_inputs(wl), wl.units
       for r in capture.rounds:
         r["g"], r["w"] = r[f"g{l}"].reshape(-1, k * u), r[f"w{l}"].reshape(-1)
-      np.testing.assert_allclose(result[f"layer{l}/value"], brute(N, np.arange(k * u)), rtol=1e-7, atol=1e-8 * total,
+      np.testing.assert_allclose(result[f"layer{l}/value"], brute(N, np.arange(k * u)), rtol=tol.OPTIMA64_LOOSE, atol=tol.OPTIMA64 * total,
                                  err_msg=f"{name} layer {l} ({wl.name}) N={N}")
       for i, unit in enumerate(rec.neurons[l]):
-        np.testing.assert_allclose(result[f"neurons{l}/value"][i], brute(N, np.arange(k) * u + unit), rtol=1e-7,
-                                   atol=1e-8 * total, err_msg=f"{name} layer {l} neuron {unit} N={N}")
+        np.testing.assert_allclose(result[f"neurons{l}/value"][i], brute(N, np.arange(k) * u + unit), rtol=tol.OPTIMA64_LOOSE,
+                                   atol=tol.OPTIMA64 * total, err_msg=f"{name} layer {l} neuron {unit} N={N}")

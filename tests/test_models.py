@@ -6,6 +6,7 @@ import pytest
 
 from nta import models
 from nta.errors import NTAError
+import tolerances as tol
 
 
 @pytest.mark.parametrize("build,count", [
@@ -63,7 +64,7 @@ def test_forward_reproduces_keras(build):
   spec = models.inspect(net)
   x = np.random.default_rng(0).random((3, *spec.input_shape), dtype=np.float32)
   out, taps = models.forward(spec, spec.weights(), x, taps=True)
-  np.testing.assert_allclose(out, net(x), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out, net(x), rtol=tol.KERAS32, atol=tol.KERAS32_ABS)
   assert len(taps) == len(spec.layers)
   for layer, tap in zip(spec.layers, taps):
     assert tuple(tap.input.shape[1:]) == layer.input_shape

@@ -12,6 +12,7 @@ from nta.errors import NTAError
 from nta.network import graph as graph_lib
 
 import zoo
+import tolerances as tol
 
 MODELS = {**zoo.ZOO, "autoencoder": lambda seed=0: _seeded(models.autoencoder, seed),
           "convnet": lambda seed=0: _seeded(lambda: models.convnet((12, 12, 1), filters=4, dense_units=6), seed)}
@@ -59,7 +60,7 @@ def test_forward_equals_keras(name, training):
   x, _, _ = _batch(net)
   want = net(x, training=training)
   got = spec.graph.run(spec.weights(), x, training=training).output
-  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(got, want, rtol=tol.KERAS32_ABS, atol=tol.KERAS32_ABS)
 
 
 def _weights_and_state(net):
@@ -82,7 +83,7 @@ def test_one_training_step_equals_keras_train_on_batch(name, optimizer):
   theirs.train_on_batch(x, y)
   initial = _weights_and_state(MODELS[name](seed=2))
   for a, b, v in zip(_weights_and_state(ours), _weights_and_state(theirs), theirs.weights):
-    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=v.path)
+    np.testing.assert_allclose(a, b, rtol=tol.NETWORK32, atol=tol.NETWORK32_ABS, err_msg=v.path)
   moved = [v.path for v, a, i in zip(theirs.weights, _weights_and_state(theirs), initial) if not np.array_equal(a, i)]
   assert len(moved) == len(theirs.weights), sorted({v.path for v in theirs.weights} - set(moved))
 

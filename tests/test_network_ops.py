@@ -14,6 +14,7 @@ from nta.network import graph as graph_lib
 from nta.network import ops as ops_lib
 
 from test_network_graph import MODELS
+import tolerances as tol
 
 
 def _weights64(graph, rng):
@@ -60,18 +61,18 @@ def test_every_op_is_linearised_exactly(name):
     else:
       y, jvp, _ = _forward_jvp(node, w, xs, ts, None, record=False)
       entry = entries.get(node.index)
-      np.testing.assert_allclose(y, run.values[node.index], rtol=1e-12, atol=1e-12, err_msg=node.name)
+      np.testing.assert_allclose(y, run.values[node.index], rtol=tol.EXACT64, atol=tol.EXACT64, err_msg=node.name)
     got = node.op.linear(node, entry, ts, w)
-    np.testing.assert_allclose(got, jvp, rtol=1e-9, atol=1e-10, err_msg=f"{name} {node.name} ({node.kind})")
+    np.testing.assert_allclose(got, jvp, rtol=tol.SOLVED64, atol=tol.SOLVED64_ABS, err_msg=f"{name} {node.name} ({node.kind})")
     # Leading tangent axes: two tangents at once give the two maps.
     both = node.op.linear(node, entry, [tf.stack([t, 2.0 * t]) for t in ts], w)
-    np.testing.assert_allclose(both[1], 2.0 * got, rtol=1e-9, atol=1e-10, err_msg=f"{node.name} stacked")
-    np.testing.assert_allclose(both[0], got, rtol=1e-9, atol=1e-10, err_msg=f"{node.name} stacked")
+    np.testing.assert_allclose(both[1], 2.0 * got, rtol=tol.SOLVED64, atol=tol.SOLVED64_ABS, err_msg=f"{node.name} stacked")
+    np.testing.assert_allclose(both[0], got, rtol=tol.SOLVED64, atol=tol.SOLVED64_ABS, err_msg=f"{node.name} stacked")
     if node.weight is not None:
       dw = tuple(None if v is None else tf.constant(rng.normal(size=v.shape)) for v in w)
       _, jvp_w, _ = _forward_jvp(node, w, xs, [tf.zeros_like(t) for t in ts], dw, record=False)
-      np.testing.assert_allclose(node.op.delta(node, entries[node.index], dw), jvp_w, rtol=1e-9,
-                                 atol=1e-10, err_msg=f"{name} {node.name} weights")
+      np.testing.assert_allclose(node.op.delta(node, entries[node.index], dw), jvp_w, rtol=tol.SOLVED64,
+                                 atol=tol.SOLVED64_ABS, err_msg=f"{name} {node.name} weights")
     seen.add(node.kind)
   assert seen  # the graph had ops
 

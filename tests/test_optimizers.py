@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from nta import optimizers
 from nta.errors import NTAError
+import tolerances as tol
 
 # A hand-made gradient sequence over three coordinates: signs flip, one coordinate vanishes for two steps,
 # magnitudes span four orders (the small ones show the accumulator start and epsilon).
@@ -92,7 +93,7 @@ def test_updates_follow_the_equations(name, convention):
   got, _ = _steps(optimizers.make_optimizer(name, LR, convention), GRADS)
   want = EQUATIONS[(name, convention)](GRADS)
   for step, (g, w) in enumerate(zip(got, want)):
-    np.testing.assert_allclose(g, w, rtol=2e-6, atol=1e-7, err_msg=f"{name}/{convention} step {step + 1}")
+    np.testing.assert_allclose(g, w, rtol=tol.STEPS32, atol=tol.STEPS32_ABS, err_msg=f"{name}/{convention} step {step + 1}")
 
 
 def test_the_conventions_differ_where_the_paper_says():
@@ -100,11 +101,11 @@ def test_the_conventions_differ_where_the_paper_says():
   first_tf1 = tf1_rmsprop(GRADS[:1], LR)[0] - W0
   first_k3 = keras3_rmsprop(GRADS[:1], LR)[0] - W0
   big = np.abs(GRADS[0]) >= 0.1  # where epsilon (1e-7 inside the root) is negligible against 0.1·g²
-  np.testing.assert_allclose(first_k3[big], -LR * np.sqrt(10) * np.sign(GRADS[0][big]), rtol=1e-3)
+  np.testing.assert_allclose(first_k3[big], -LR * np.sqrt(10) * np.sign(GRADS[0][big]), rtol=tol.FIRST_ORDER)
   np.testing.assert_allclose(first_tf1[big], -LR * GRADS[0][big] / np.sqrt(0.9 + 0.1 * GRADS[0][big] ** 2))
   assert np.all(np.abs(first_tf1) < np.abs(first_k3))
   got_tf1, _ = _steps(optimizers.make_optimizer("rmsprop", LR, "tf1"), GRADS[:1])
-  np.testing.assert_allclose(got_tf1[0] - W0, first_tf1, rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(got_tf1[0] - W0, first_tf1, rtol=tol.KERAS32, atol=tol.STEPS32_ABS / 10)
   assert optimizers.depends_on_convention("rmsprop") and optimizers.depends_on_convention("adam")
   assert not optimizers.depends_on_convention("sgd")
 

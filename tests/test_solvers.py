@@ -9,11 +9,9 @@ import tensorflow as tf
 from nta import solvers
 from nta.errors import NTAError
 
-# Relative tolerances on values and minimisers, and the gradient tolerance handed to minimize, by dtype.
-TOL = {
-    np.float64: {"value": 1e-6, "v": 1e-5, "grad": 1e-6},
-    np.float32: {"value": 1e-5, "v": 1e-2, "grad": 1e-4},
-}
+import tolerances as tol
+
+TOL = tol.MINIMIZE
 
 
 def _lstsq_problem(rng, rows, cols, rank=None, consistent=False):
@@ -39,8 +37,8 @@ def test_solve_quadratic_matches_lstsq(rows, cols, rank):
   x, _, lstsq_rank, _ = scipy.linalg.lstsq(M, t)
   sol = solvers.solve_quadratic(*_statistics(M, t))
   residual = np.sum((M @ x - t) ** 2)
-  np.testing.assert_allclose(sol.v.numpy(), x, rtol=1e-7, atol=1e-9)  # minimum-norm solution
-  np.testing.assert_allclose(sol.value.numpy(), residual, rtol=1e-9, atol=1e-10 * (t @ t))
+  np.testing.assert_allclose(sol.v.numpy(), x, rtol=tol.OPTIMA64_LOOSE, atol=tol.SOLVED64)  # minimum-norm solution
+  np.testing.assert_allclose(sol.value.numpy(), residual, rtol=tol.SOLVED64, atol=tol.SUMS64 * (t @ t))
   assert sol.rank.numpy() == lstsq_rank == np.linalg.matrix_rank(M)
   assert sol.iterations.numpy() == 0
   assert bool(sol.converged.numpy())
@@ -56,7 +54,7 @@ def test_solve_quadratic_value_is_exact_minimum_not_just_c_minus_btv():
   sol = solvers.solve_quadratic(A, b, c)
   v = sol.v.numpy()
   q = lambda w: w @ A @ w - 2 * b @ w + c
-  np.testing.assert_allclose(sol.value.numpy(), q(v), rtol=1e-9)
+  np.testing.assert_allclose(sol.value.numpy(), q(v), rtol=tol.SOLVED64)
   for _ in range(5):
     assert q(v + 1e-3 * rng.normal(size=v.size)) >= sol.value.numpy()
 
@@ -68,7 +66,7 @@ def test_solve_quadratic_zero_residual_is_nonnegative():
   t = 1e3 * t
   sol = solvers.solve_quadratic(*_statistics(M, t))
   assert 0.0 <= sol.value.numpy() <= 1e-10 * (t @ t)
-  np.testing.assert_allclose(M @ sol.v.numpy(), t, rtol=1e-6, atol=1e-6 * np.abs(t).max())
+  np.testing.assert_allclose(M @ sol.v.numpy(), t, rtol=tol.MINIMIZE[np.float64]["value"], atol=tol.MINIMIZE[np.float64]["value"] * np.abs(t).max())
 
 
 def test_solve_quadratic_batched_matches_unbatched():
@@ -83,8 +81,8 @@ def test_solve_quadratic_batched_matches_unbatched():
   for i in range(3):
     for j in range(4):
       single = solvers.solve_quadratic(A[i, j], b[i, j], c[i, j])
-      np.testing.assert_allclose(batched.v.numpy()[i, j], single.v.numpy(), rtol=1e-9, atol=1e-12)
-      np.testing.assert_allclose(batched.value.numpy()[i, j], single.value.numpy(), rtol=1e-9, atol=1e-12)
+      np.testing.assert_allclose(batched.v.numpy()[i, j], single.v.numpy(), rtol=tol.SOLVED64, atol=tol.SUMS64_ABS)
+      np.testing.assert_allclose(batched.value.numpy()[i, j], single.value.numpy(), rtol=tol.SOLVED64, atol=tol.SUMS64_ABS)
       assert batched.rank.numpy()[i, j] == single.rank.numpy() == np.linalg.matrix_rank(A[i, j])
 
 
@@ -169,18 +167,18 @@ def test_minimize_cross_entropy_matches_scipy(d, rounds):
   rng = np.random.default_rng(d)
   r, M, y = _cross_entropy_rounds(rng, rounds, batch=16, classes=5, d=d)
   x_ref, f_ref = _scipy_optimum(r, M, y, d)
-  tol = TOL[np.float64]
-  sol = solvers.minimize(_tf_cross_entropy, np.zeros(d), tol=tol["grad"], args=(r, M, y))
-  assert bool(sol.converged.numpy()) and sol.grad_norm.numpy() <= tol["grad"]
-  np.testing.assert_allclose(sol.value.numpy(), f_ref, rtol=tol["value"])
-  np.testing.assert_allclose(_numpy_cross_entropy(sol.v.numpy(), r, M, y)[0], sol.value.numpy(), rtol=1e-12)
-  np.testing.assert_allclose(sol.v.numpy(), x_ref, rtol=0, atol=tol["v"] * np.abs(x_ref).max())
+  tols = TOL[np.float64]
+  sol = solvers.minimize(_tf_cross_entropy, np.zeros(d), tol=tols["grad"], args=(r, M, y))
+  assert bool(sol.converged.numpy()) and sol.grad_norm.numpy() <= tols["grad"]
+  np.testing.assert_allclose(sol.value.numpy(), f_ref, rtol=tols["value"])
+  np.testing.assert_allclose(_numpy_cross_entropy(sol.v.numpy(), r, M, y)[0], sol.value.numpy(), rtol=tol.EXACT64)
+  np.testing.assert_allclose(sol.v.numpy(), x_ref, rtol=0, atol=tols["v"] * np.abs(x_ref).max())
   assert 0 < sol.iterations.numpy() < 200 and sol.rank is None
 
   # Warm starts: at the optimum nothing is left to do; from scipy's optimum at most a step or two.
-  again = solvers.minimize(_tf_cross_entropy, sol.v, tol=tol["grad"], args=(r, M, y))
+  again = solvers.minimize(_tf_cross_entropy, sol.v, tol=tols["grad"], args=(r, M, y))
   assert again.iterations.numpy() == 0 and bool(again.converged.numpy())
-  from_scipy = solvers.minimize(_tf_cross_entropy, x_ref, tol=tol["grad"], args=(r, M, y))
+  from_scipy = solvers.minimize(_tf_cross_entropy, x_ref, tol=tols["grad"], args=(r, M, y))
   assert from_scipy.iterations.numpy() <= 2 and bool(from_scipy.converged.numpy())
 
 
@@ -195,7 +193,7 @@ def test_minimize_warm_start_from_previous_horizon_is_cheaper():
   warm = solvers.minimize(_tf_cross_entropy, previous.v, args=(r, M, y))
   assert bool(warm.converged.numpy()) and bool(cold.converged.numpy())
   assert warm.iterations.numpy() < cold.iterations.numpy()
-  np.testing.assert_allclose(warm.value.numpy(), cold.value.numpy(), rtol=1e-10)
+  np.testing.assert_allclose(warm.value.numpy(), cold.value.numpy(), rtol=tol.SUMS64)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -213,12 +211,12 @@ def test_minimize_strictly_convex_quadratic_closed_form(dtype):
     Hv = tf.linalg.matvec(H, v)
     return 0.5 * tf.reduce_sum(v * Hv) - tf.reduce_sum(g * v), Hv - g
 
-  tol = TOL[dtype]
-  sol = solvers.minimize(fun, np.zeros(d, dtype), tol=tol["grad"], args=(Ht, gt))
+  tols = TOL[dtype]
+  sol = solvers.minimize(fun, np.zeros(d, dtype), tol=tols["grad"], args=(Ht, gt))
   assert sol.v.dtype == dtype and sol.value.dtype == dtype
-  assert bool(sol.converged.numpy()) and sol.grad_norm.numpy() <= tol["grad"]
-  np.testing.assert_allclose(sol.v.numpy(), v_star, rtol=0, atol=tol["v"] * np.abs(v_star).max())
-  np.testing.assert_allclose(sol.value.numpy(), f_star, rtol=tol["value"])
+  assert bool(sol.converged.numpy()) and sol.grad_norm.numpy() <= tols["grad"]
+  np.testing.assert_allclose(sol.v.numpy(), v_star, rtol=0, atol=tols["v"] * np.abs(v_star).max())
+  np.testing.assert_allclose(sol.value.numpy(), f_star, rtol=tols["value"])
 
 
 def test_minimize_float32_cross_entropy_reaches_float64_optimum():
@@ -243,8 +241,8 @@ def test_minimize_keeps_matrix_shape_and_reuses_trace():
   other = solvers.minimize(fun, np.ones((3, 4)), args=(2.0 * target,))
   assert solvers._lbfgs.experimental_get_tracing_count() - before <= 1
   assert sol.v.shape == (3, 4)
-  np.testing.assert_allclose(sol.v.numpy(), target, atol=1e-7)
-  np.testing.assert_allclose(other.v.numpy(), 2.0 * target, atol=1e-7)
+  np.testing.assert_allclose(sol.v.numpy(), target, atol=tol.OPTIMA64_LOOSE)
+  np.testing.assert_allclose(other.v.numpy(), 2.0 * target, atol=tol.OPTIMA64_LOOSE)
   out = sol.numpy()
   assert set(out) == {"v", "value", "grad_norm", "iterations", "converged"}
   assert isinstance(out["v"], np.ndarray) and out["converged"].dtype == bool

@@ -20,9 +20,10 @@ from nta.errors import NTAError
 from nta.recorders import RoundTensors
 
 import zoo
+import tolerances as tol
 
 # Relative tolerance (max abs error over max abs expected value), by dtype.
-TOL = {tf.float64: 1e-10, tf.float32: 1e-5}
+TOL = {tf.float64: tol.SUMS64, tf.float32: tol.KERAS32}
 LOSSES = ("mse", "cross_entropy")
 METHODS = taylor.METHODS
 

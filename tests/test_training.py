@@ -23,6 +23,7 @@ from nta.errors import NTAError
 from nta.recorders import Recorder
 
 from helpers import ROOT, Crash, config
+import tolerances as tol
 
 
 class _Spy(Recorder):
@@ -73,7 +74,7 @@ def test_one_step_of_every_optimizer(optimizer, model):
   loss_fn = losses.get("mse" if model == "autoencoder" else "cross_entropy")
   expected = loss_fn(out["y"], models.forward(spec, before, out["x"]))
   assert step == 0 and out["step"] == 0
-  np.testing.assert_allclose(result.round_losses[0], float(expected), rtol=1e-6)
+  np.testing.assert_allclose(result.round_losses[0], float(expected), rtol=tol.KERAS32_ABS)
 
 
 def test_round_tensors_are_those_of_the_round_before_the_update():
@@ -85,19 +86,19 @@ def test_round_tensors_are_those_of_the_round_before_the_update():
   # Round 0 sees the initial weights; round 1 sees W^0 - lr * grad^0 (plain SGD).
   for i in range(len(spec.layers)):
     np.testing.assert_array_equal(r0[f"k{i}"], initial[2 * i])
-    np.testing.assert_allclose(r1[f"k{i}"], r0[f"k{i}"] - 0.1 * r0[f"gk{i}"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(r1[f"k{i}"], r0[f"k{i}"] - 0.1 * r0[f"gk{i}"], rtol=tol.KERAS32, atol=tol.STEPS32_ABS)
   for _, r in spy.rounds:
     x = r["x"]
     np.testing.assert_array_equal(x, data.eval_arrays(train, r["index"], spec.input_shape))
     np.testing.assert_array_equal(r["y"], x)  # the autoencoder's target is its input
-    np.testing.assert_allclose(r["output_grad"], 2 * (r["output"] - x) / x.size, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(r["output_grad"], 2 * (r["output"] - x) / x.size, rtol=tol.KERAS32, atol=tol.SOLVED64)
     np.testing.assert_array_equal(r["in0"], x)
     weights = [(r[f"k{i}"], r[f"b{i}"]) for i in range(len(spec.layers))]
     out, taps = models.forward(spec, weights, x, taps=True)
-    np.testing.assert_allclose(r["output"], out, rtol=1e-6)
+    np.testing.assert_allclose(r["output"], out, rtol=tol.KERAS32_ABS)
     for i, tap in enumerate(taps):
-      np.testing.assert_allclose(r[f"pre{i}"], tap.preact, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(r["loss"], np.mean((out - x) ** 2), rtol=1e-5)
+      np.testing.assert_allclose(r[f"pre{i}"], tap.preact, rtol=tol.KERAS32, atol=tol.KERAS32_ABS)
+    np.testing.assert_allclose(r["loss"], np.mean((out - x) ** 2), rtol=tol.KERAS32)
   np.testing.assert_allclose(result.round_losses, [r["loss"] for _, r in spy.rounds])
 
 
