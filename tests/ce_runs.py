@@ -143,7 +143,11 @@ def _materialised(rounds, layer, columns):
   for r in rounds:
     g = r[f"g{layer}"].reshape(*r["f"].shape, -1)[..., columns]
     terms.append((g, r[f"w{layer}"].reshape(-1)[columns], r["f"], r["y"].astype(int)))
+  return summed_cross_entropy(terms)
 
+
+def summed_cross_entropy(terms):
+  """v -> (Σ_n mean_b CE(f_n + G_n (v − w_n), y_n), gradient) for terms (G_n (B, p_L, D), w_n (D,), f_n, y_n)."""
   def fun(v):
     value, grad = 0.0, np.zeros_like(v)
     for g, w, f, y in terms:

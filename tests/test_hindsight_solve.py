@@ -16,7 +16,7 @@ from nta.hindsight import records as ce_records
 from nta.hindsight import solve as ce_solve
 
 import zoo
-from ce_runs import _materialised, _zoo_fit
+from ce_runs import _materialised, _zoo_fit, summed_cross_entropy
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
 import tolerances as tol
 
@@ -32,17 +32,7 @@ def _scipy_optimum(states, horizon, layer, unit, v0):
         g, w = g[..., unit], w[:, unit]
       terms.append((g.reshape(*g.shape[:2], -1), w.reshape(-1), state.output.numpy(), np.asarray(state.y)))
 
-  def fun(v):
-    value, grad = 0.0, np.zeros_like(v)
-    for g, w, f, y in terms:
-      logits = f + g @ (v - w)
-      logits -= logits.max(1, keepdims=True)
-      p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-      value += -np.mean(np.log(p[np.arange(len(y)), y]))
-      r = p.copy()
-      r[np.arange(len(y)), y] -= 1
-      grad += np.einsum("bo,bod->d", r, g) / len(y)
-    return value, grad
+  fun = summed_cross_entropy(terms)
 
   res = optimize.minimize(fun, v0.reshape(-1), jac=True, method="L-BFGS-B",
                           options={"gtol": 1e-11, "ftol": 1e-15, "maxiter": 20000})
