@@ -8,6 +8,7 @@ from nta import taylor
 from nta.errors import NTAError
 from nta.hindsight import network
 
+import zoo
 from test_hindsight_squared import _run, _states
 
 
@@ -41,3 +42,10 @@ def test_network_horizon_beyond_trace(tmp_path):
   _, _, _, workdir = _run(tmp_path, horizons=[6])
   with pytest.raises(NTAError, match=r"horizon N=7 is outside the 6 traced rounds"):
     network.solve_network(workdir, horizons=[7])
+
+
+def test_a_model_with_dropout_is_refused_with_one_error(tmp_path):
+  # The trace keeps weights and batches, not each round's dropout masks: rebuilding T^n would draw new ones.
+  zoo.vgg(seed=0).save(rundir.path(str(tmp_path), rundir.MODEL))
+  with pytest.raises(NTAError, match=r"has Dropout \(drop1, drop2\): the network-scale optimum needs each round's"):
+    network.solve_network(str(tmp_path))

@@ -53,8 +53,14 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
   Returns:
     The arrays written.
   """
-  trace = recorders_lib.load_trace(workdir)
   spec = _load_model_spec(workdir)
+  dropout = [n.name for n in spec.graph.nodes if n.kind == "dropout" and n.layer.rate > 0]
+  if dropout:
+    # Each round's T^n is that of the network with the round's own dropout masks, which the trace does not keep.
+    raise NTAError(f"model '{spec.name}' has Dropout ({', '.join(dropout)}): the network-scale optimum needs each "
+                   "round's dropout masks, which the trace does not record; the layer and neuron scales "
+                   "(records/taylor) are exact for it")
+  trace = recorders_lib.load_trace(workdir)
   meta = rundir.read_json(rundir.records(workdir, recorders_lib.TraceRecorder.name, rundir.META))
   loss_fn = losses.get(meta["loss"])
   R = len(trace["round"])
