@@ -568,6 +568,7 @@ def _push(state: RoundState, seeds: Optional[dict] = None, deltas: Optional[dict
   seeds, deltas = seeds or {}, deltas or {}
   stop = graph.output if stop is None else stop
   first = min([*seeds, *(state.spec.layers[l].node for l in deltas)])
+  last_use = {i: node.index for node in graph.nodes for i in node.inputs}
   t = {}
   for node in graph.nodes[first:stop + 1]:
     w = state.weights[node.weight] if node.weight is not None else None
@@ -579,6 +580,9 @@ def _push(state: RoundState, seeds: Optional[dict] = None, deltas: Optional[dict
     if node.index in seeds:
       out = seeds[node.index] if out is None else out + seeds[node.index]
     t[node.index] = out
+    for i in node.inputs:  # a value no later node reads: let it go (leading tangent axes make them large)
+      if last_use.get(i) == node.index and i != stop:
+        t.pop(i, None)
   out = t.get(stop)
   if out is None:
     # The change never reaches the output (e.g. a dead ReLU layer between): zero, shaped like the output.
@@ -640,7 +644,7 @@ def output_cotangents(state: RoundState, nodes: Sequence[int]) -> dict:
 
 
 def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] = None,
-                  max_bytes: int = 64 * 2**20):
+                  max_bytes: int = 64 * 2**20, batch_size: Optional[int] = None):
   """G_l[..., units] by forward passes of the clamped network of round n, one per augmented weight (k, α).
 
   The seed of weight (k, α) is its change of a_l, x̃[..., k] in channel α (:func:`layer_inputs`). Exact for
@@ -653,6 +657,8 @@ def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] 
     layer: weight layer index.
     units: the units α (default all).
     max_bytes: the largest tangent group (leading axis × batch × widest value after the layer).
+    batch_size: the batch size to plan the groups with where the state's batch axis is not static (inside a
+      compiled training step); default: the static one.
 
   Returns:
     (batch, p_L, K, len(units)).
@@ -665,7 +671,9 @@ def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] 
   xt = layer_inputs(state, wl.index)  # (batch, *positions, K), or (batch, *positions, units, K) per unit
   per_unit = xt.shape.rank == len(wl.output_shape) + 2
   widest = max([math.prod(n.shape) for n in graph.downstream(node.index)] + [math.prod(wl.output_shape)])
-  batch = state.x.shape[0] or 128
+  batch = state.x.shape[0] or batch_size
+  if batch is None:
+    raise NTAError("unit_jacobian: the batch size is not static here; pass batch_size to plan the tangent groups")
   cap = max(1, max_bytes // (batch * widest * state.dtype.size))
   if k_all >= cap:
     groups = [([u], k0, min(k_all, k0 + cap)) for u in units for k0 in range(0, k_all, cap)]

@@ -115,9 +115,10 @@ def runs(tmp_path_factory):
 # average pooling, LeakyReLU, branches.
 
 
-def _zoo_fit(tmp_path, name):
+def _zoo_fit(tmp_path, name, **options):
   """Two epochs of two rounds; every input appears in its batch once with each label, so that each summed
-  Taylor loss is coercive up to the softmax's constant shift and has a minimiser."""
+  Taylor loss is coercive up to the softmax's constant shift and has a minimiser. ``options`` go to the
+  recorder."""
   net = zoo.float64(name, seed=5)
   spec = models.inspect(net)
   rng = np.random.default_rng(7)
@@ -129,7 +130,7 @@ def _zoo_fit(tmp_path, name):
     return ds.batch(6).repeat(2 - initial_epoch)
 
   reference = zoo.Reference()
-  rec = ce_records.CrossEntropyTaylorRecorder(layers=list(range(len(spec.layers))))
+  rec = ce_records.CrossEntropyTaylorRecorder(**{"layers": list(range(len(spec.layers))), **options})
   training.fit(net, dataset_fn, 12, loss="cross_entropy", optimizer=optimizers.make_optimizer("sgd", 0.5),
                batch_size=6, num_epochs=2, workdir=str(tmp_path), recorders=[rec, reference], verbose=0)
   rec.close()

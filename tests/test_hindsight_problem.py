@@ -3,16 +3,20 @@
 every scale and in every representation; T1 and T2 at the round's weights.
 """
 
+import json
+import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from nta import taylor
+from nta.errors import NTAError
 from nta.hindsight import problem as ce_problem
 from nta.hindsight import records as ce_records
 
-from ce_runs import RUNS, TOL
+from ce_runs import RUNS, TOL, _materialised, _zoo_fit
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
 import tolerances as tol
 
@@ -71,3 +75,38 @@ def test_taylor_loss_at_round_weights_is_the_training_loss_with_its_gradient(run
       value, grad = prob.value_and_grad(prob.start(1), horizon=1)
       np.testing.assert_allclose(value, result.round_losses[0], rtol=tol.EXACT64)
       np.testing.assert_allclose(grad, backprop if unit is None else backprop[:, unit], rtol=tol.SOLVED64, atol=tol.EXACT64_ABS)
+
+
+def test_dilated_and_strided_convolutions_stored_as_jacobians_give_the_reference_objective(tmp_path):
+  # The zoo's VGG: conv2 is dilated, conv3 feeds a max-pool after a ReLU (J at the windows' choices); as
+  # "jacobian" records the problem re-runs their convolutions (a dilated one needs tf.nn.convolution).
+  spec, _, rounds = _zoo_fit(tmp_path, "vgg", layers=[1, 2], neurons={1: [0]},
+                             representations={1: "jacobian", 2: "jacobian"})
+  records = ce_records.load_records(str(tmp_path))
+  assert [(records.sites[l].mode, records.sites[l].pooled) for l in (1, 2)] == [("jacobian", False), ("jacobian", True)]
+  rng = np.random.default_rng(3)
+  for l, unit in ((1, None), (1, 0), (2, None)):
+    wl = spec.layers[l]
+    k, u = records.sites[l].K, wl.units
+    columns = np.arange(k * u) if unit is None else np.arange(k) * u + unit
+    prob = ce_problem.load(records, l, unit)
+    assert prob.kind == ("conv" if unit is None else "matrix")
+    v = prob.start() + 0.3 * rng.normal(size=prob.shape)
+    value, grad = prob.value_and_grad(v)
+    ref_value, ref_grad = _materialised(rounds, l, columns)(v.reshape(-1))
+    np.testing.assert_allclose(value, ref_value, rtol=tol.SUMS64)
+    np.testing.assert_allclose(grad.reshape(-1), ref_grad, rtol=tol.OPTIMA64, atol=tol.SUMS64 * np.abs(ref_grad).max())
+    prob.solve([4], max_iter=3)  # the objective's gradient in V runs (a dilated conv2d's would not on a CPU)
+
+
+def test_records_of_an_older_format_are_one_clear_error(runs, tmp_path):
+  workdir = str(tmp_path / "old")
+  shutil.copytree(runs("dense64")[0], workdir)
+  meta_path = os.path.join(workdir, "records", "taylor", "meta.json")
+  meta = json.load(open(meta_path))
+  meta["format"] = "nta.hindsight_ce/1"
+  json.dump(meta, open(meta_path, "w"))
+  with pytest.raises(NTAError, match=r"records of an older nta \(format nta.hindsight_ce/1, now "
+                                     r"nta.hindsight.records/2\); retrain the run in a new workdir"):
+    ce_records.load_records(workdir)
+

@@ -7,6 +7,7 @@ path; the paper models are checked in float32.
 
 import dataclasses
 import itertools
+import math
 
 import keras
 import numpy as np
@@ -574,3 +575,21 @@ def test_a_coupled_batch_has_no_per_sample_jacobian(zoo_nets):
     taylor.preact_jacobian(state, 0)
   inference = taylor.snapshot(state.spec, state.x, weights=zoo_nets["resnet"].weights, training=False)
   assert_close(taylor.preact_jacobian(inference, 0), taylor.preact_jacobian(inference, 0, method="jacobian"))
+
+
+def test_unit_jacobian_in_groups_equals_the_reference_on_a_coupled_batch():
+  # ResNet zoo model in training mode (BatchNormalization couples the batch): G by forward passes, planned in
+  # groups of tangents; tiny groups split one unit's K weights, larger ones hold several units.
+  net = zoo.float64("resnet", seed=2)
+  spec = models.inspect(net)
+  state = taylor.snapshot(spec, np.random.default_rng(0).normal(size=(3, *spec.input_shape)))
+  stem = spec.layer(0)
+  reference = taylor.jacobian_tensor(state, 0, method="jacobian").numpy()
+  per_tangent = 3 * max(math.prod(n.shape) for n in spec.graph.nodes) * 8
+  for max_bytes in (per_tangent * 4, per_tangent * 40, 2**30):  # K = 18: split; 2 units a group; all at once
+    got = taylor.unit_jacobian(state, 0, [3, 1], max_bytes=max_bytes)
+    assert_close(got, reference[..., [3, 1]])
+  assert stem.units == 4 and taylor.num_inputs(stem) == 18
+  bn = [wl.index for wl in spec.layers if wl.kind == "batchnorm"][0]
+  assert_close(taylor.unit_jacobian(state, bn, max_bytes=per_tangent * 3),
+               taylor.jacobian_tensor(state, bn, method="jacobian"))

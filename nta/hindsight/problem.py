@@ -261,8 +261,10 @@ def _linear_map(kind: str, site: records_lib.Site):
     lead = tf.shape(x)[:2]
     u = v.shape[-1]
     kernel = tf.reshape(v[:site.fan_in], [*site.kernel_shape[:-1], u])
-    z = tf.nn.conv2d(tf.reshape(x, [-1, *site.input_shape]), kernel, strides=site.conv["strides"],
-                     padding=site.conv["padding"], dilations=site.conv["dilations"])
+    # TensorFlow's CPU conv2d cannot differentiate a dilated convolution, convolution can (as nta.network).
+    conv2d = tf.nn.convolution if any(d != 1 for d in site.conv["dilations"]) else tf.nn.conv2d
+    z = conv2d(tf.reshape(x, [-1, *site.input_shape]), kernel, strides=site.conv["strides"],
+               padding=site.conv["padding"], dilations=site.conv["dilations"])
     if site.use_bias:
       z = z + v[site.fan_in]
     z = tf.reshape(z, tf.concat([lead, [site.spatial, u]], 0))

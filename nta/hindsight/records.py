@@ -64,7 +64,7 @@ from nta import taylor
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
 
-FORMAT = "nta.hindsight_ce/1"
+FORMAT = "nta.hindsight.records/2"  # /1: sites named chain positions (before the model graph)
 MODES = ("identity", "jacobian", "tensor")
 _WEIGHT_OPS = ("dense", "conv2d")
 _MB = 2**20
@@ -451,7 +451,7 @@ class CrossEntropyTaylorRecorder(Recorder):
         out[f"layer{l}/x"] = rt.taps[l].input
         continue
       if s.pushed:
-        out[f"layer{l}/g"] = taylor.unit_jacobian(state, l, s.units)
+        out[f"layer{l}/g"] = taylor.unit_jacobian(state, l, s.units, batch_size=self.batch_size)
         continue
       jc = cot[s.read]  # (p_L, B, *shape of the node read)
       pos = None
@@ -684,6 +684,9 @@ class Records:
       raise NTAError(f"no cross-entropy Taylor records in {workdir}: {meta_path} is missing; train with "
                      "nta.hindsight.records.CrossEntropyTaylorRecorder")
     self.meta = rundir.read_json(meta_path)
+    if str(self.meta.get("format", "")).startswith("nta.hindsight_ce/"):
+      raise NTAError(f"{self.dir} holds Taylor records of an older nta (format {self.meta['format']}, now {FORMAT}); "
+                     "retrain the run in a new workdir to record them again")
     if self.meta.get("format") != FORMAT:
       loss = self.meta.get("loss")
       hint = (" (a squared-loss run: its optima come from nta.hindsight.squared.TaylorRecorder, already in optima.npz)"
