@@ -52,7 +52,7 @@ from nta import experiments  # noqa: E402
 from nta.hindsight import squared  # noqa: E402
 from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
-from nta.analysis import regret  # noqa: E402
+from nta.hindsight import horizons  # noqa: E402
 from nta.report import runs  # noqa: E402
 from nta import solvers  # noqa: E402
 from nta import taylor  # noqa: E402
@@ -299,7 +299,7 @@ def bench_solve(recorder, num_rounds, epoch_s) -> None:
     recorder.solve()
     best_solve = min(best_solve, time.perf_counter() - start)
   per_epoch = -(-_EXAMPLES // 64)
-  num_horizons = len(regret.horizons(100 * per_epoch, per_epoch))
+  num_horizons = len(horizons.horizons(100 * per_epoch, per_epoch))
   print(f"    sum over keys {total * 1e3:.1f} ms; TaylorRecorder.solve() (statistics to numpy + all solves) "
         f"{best_solve * 1e3:.1f} ms")
   print(f"    a 100-epoch run solves at {num_horizons} horizons (epoch ends + 20 early rounds): "

@@ -37,7 +37,7 @@ import importlib
 _MODULES = ("config", "data", "experiments", "exploration", "hindsight", "losses", "models",
             "network", "optimizers", "recorders", "analysis", "report", "rundir", "solvers",
             "taylor", "training")
-_PACKAGES = {"hindsight": ("squared", "records", "problem", "solve", "network"),
+_PACKAGES = {"hindsight": ("horizons", "squared", "records", "problem", "solve", "network"),
              "exploration": ("configurations", "measures", "recorder"), "network": ("graph", "ops"),
              "analysis": ("regret", "curves"), "report": ("runs", "claims", "plots", "readme")}
 # name -> (module, attribute)
@@ -49,7 +49,7 @@ _API = {
     "solve_horizons": ("hindsight.solve", "solve_horizons"), "read_optima": ("rundir", "read_optima"),
     "ConfigurationRecorder": ("exploration.recorder", "ConfigurationRecorder"), "TraceRecorder": ("recorders", "TraceRecorder"),
     "snapshot": ("taylor", "snapshot"), "taylor_loss": ("taylor", "taylor_loss"),
-    "jacobian_tensor": ("taylor", "jacobian_tensor"), "horizons": ("analysis.regret", "horizons"),
+    "jacobian_tensor": ("taylor", "jacobian_tensor"), "horizons": ("hindsight.horizons", "horizons"),
     "regret_table": ("analysis.regret", "regret_table"), "fit_exponent": ("analysis.regret", "fit_exponent"),
     "min_hamming": ("exploration.measures", "min_hamming"), "switches": ("exploration.measures", "switches"),
     "log_singular_products": ("exploration.measures", "log_singular_products"),

@@ -16,7 +16,7 @@ import tensorflow as tf
 from nta import losses
 from nta import models
 from nta import recorders as recorders_lib
-from nta.analysis import regret as regret_lib
+from nta.hindsight import horizons as horizons_lib
 from nta import rundir
 from nta import solvers
 from nta import taylor
@@ -65,7 +65,7 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
   loss_fn = losses.get(meta["loss"])
   R = len(trace["round"])
   steps = int(meta["steps_per_epoch"])
-  hz = regret_lib.horizons(R, steps) if horizons is None else np.asarray(sorted(set(int(h) for h in horizons)))
+  hz = horizons_lib.horizons(R, steps) if horizons is None else np.asarray(sorted(set(int(h) for h in horizons)))
   if hz[-1] > R or hz[0] < 1:
     raise NTAError(f"horizon N={hz[-1] if hz[-1] > R else hz[0]} is outside the {R} traced rounds of {workdir}")
   L = len(spec.layers)

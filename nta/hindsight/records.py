@@ -61,7 +61,7 @@ import tensorflow as tf
 
 from nta import rundir
 from nta import taylor
-from nta.errors import NTAError
+from nta.errors import NTAError, check_int
 from nta.recorders import Recorder, RunInfo
 
 FORMAT = "nta.hindsight.records/2"  # /1: sites named chain positions (before the model graph)
@@ -137,11 +137,6 @@ class Site:
   @classmethod
   def from_json(cls, d: dict) -> "Site":
     return cls(**d)
-
-
-def check_positive_int(value, name: str) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise NTAError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _index_dtype(size: int):
@@ -255,7 +250,7 @@ class CrossEntropyTaylorRecorder(Recorder):
                neurons_per_layer: int = 50, disk_mb: float = 10240.0, record_every: int = 1,
                chunk_mb: float = 256.0, representations: Optional[Mapping[int, str]] = None,
                neuron_layers: Optional[Sequence[int]] = None):
-    check_positive_int(record_every, "record_every")
+    check_int("record_every", record_every)
     if neurons_per_layer < 1:
       raise NTAError(f"neurons_per_layer must be >= 1, got {neurons_per_layer}")
     if not disk_mb > 0 or not chunk_mb > 0:

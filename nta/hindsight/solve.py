@@ -28,9 +28,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from nta.analysis import regret as regret_lib
+from nta.hindsight import horizons as horizons_lib
 from nta import rundir
-from nta.errors import NTAError
+from nta.errors import NTAError, check_int
 from nta.hindsight import problem as problem_lib
 from nta.hindsight import records as records_lib
 
@@ -54,7 +54,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     workdir: the run directory.
     tol: gradient-norm tolerance of Σ_n 𝒯^n (a sum over recorded rounds, not a mean).
     max_iter: L-BFGS iterations per problem and horizon.
-    horizons: 1-based horizons N; default ``nta.analysis.regret.horizons(rounds_done, steps_per_epoch · k)`` with
+    horizons: 1-based horizons N; default ``nta.hindsight.horizons.horizons(rounds_done, steps_per_epoch · k)`` with
       k = ``epochs_between_horizons``: every k-th epoch end, the last round, and log-spaced early rounds.
     layers: layer-scale problems to solve; default every recorded one.
     neurons: {layer: units} to solve; default every recorded neuron.
@@ -73,9 +73,9 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   meta = rec.meta
   if len(rec.steps) == 0:
     raise NTAError(f"{rec.dir} holds no committed rounds yet (finish at least one epoch)")
-  records_lib.check_positive_int(epochs_between_horizons, "epochs_between_horizons")
+  check_int("epochs_between_horizons", epochs_between_horizons)
   if horizons is None:
-    hz = regret_lib.horizons(rec.rounds_done, meta["steps_per_epoch"] * int(epochs_between_horizons))
+    hz = horizons_lib.horizons(rec.rounds_done, meta["steps_per_epoch"] * int(epochs_between_horizons))
     hz = hz[hz > rec.steps[0]]
   else:
     hz = rec.check_horizons(horizons)

@@ -48,7 +48,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nta.analysis import regret as regret_lib
+from nta.hindsight import horizons as horizons_lib
 from nta import rundir
 from nta import solvers
 from nta import taylor
@@ -180,7 +180,7 @@ class TaylorRecorder(Recorder):
     self.layers, self.neurons, self.bytes = layers, neurons, used
     self.num_rounds = run.steps_per_epoch * run.num_epochs
     if self.req_horizons is None:
-      hz = regret_lib.horizons(self.num_rounds, run.steps_per_epoch)
+      hz = horizons_lib.horizons(self.num_rounds, run.steps_per_epoch)
     else:
       hz = np.asarray(sorted(set(int(h) for h in self.req_horizons)))
       if len(hz) and (hz[0] < 1 or hz[-1] > self.num_rounds):
