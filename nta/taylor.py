@@ -96,16 +96,18 @@ class RoundState:
   y: Any = None
   training: bool = True
   entries: Optional[dict] = None
+  batch_size: Optional[int] = None  # the full batch size, where the batch axis is not static (a training step)
   _cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @classmethod
-  def from_round(cls, spec: models.ModelSpec, rt) -> "RoundState":
+  def from_round(cls, spec: models.ModelSpec, rt, batch_size: Optional[int] = None) -> "RoundState":
     """The state of a training round, without recomputing the forward pass.
 
     Args:
       spec: the model's spec.
       rt: a ``nta.recorders.RoundTensors`` (uses its weights, x, y, taps, output and, when recorded, the
         round's clamp entries).
+      batch_size: the run's batch size (what work is planned for inside the compiled step).
 
     Returns:
       A :class:`RoundState` sharing the round's tensors.
@@ -116,7 +118,7 @@ class RoundState:
       entries = {k: tf.nest.map_structure(lambda t: tf.stop_gradient(t) if tf.is_tensor(t) else t, v)
                  for k, v in entries.items()}
     return cls(spec, _tensor_weights(rt.weights), tf.stop_gradient(rt.x), tf.stop_gradient(rt.output), taps,
-               rt.y, True, entries)
+               rt.y, True, entries, batch_size)
 
   @property
   def dtype(self) -> tf.DType:
@@ -658,7 +660,7 @@ def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] 
     units: the units α (default all).
     max_bytes: the largest tangent group (leading axis × batch × widest value after the layer).
     batch_size: the batch size to plan the groups with where the state's batch axis is not static (inside a
-      compiled training step); default: the static one.
+      compiled training step); default: the state's ``batch_size``.
 
   Returns:
     (batch, p_L, K, len(units)).
@@ -671,7 +673,7 @@ def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] 
   xt = layer_inputs(state, wl.index)  # (batch, *positions, K), or (batch, *positions, units, K) per unit
   per_unit = xt.shape.rank == len(wl.output_shape) + 2
   widest = max([math.prod(n.shape) for n in graph.downstream(node.index)] + [math.prod(wl.output_shape)])
-  batch = state.x.shape[0] or batch_size
+  batch = state.x.shape[0] or batch_size or state.batch_size
   if batch is None:
     raise NTAError("unit_jacobian: the batch size is not static here; pass batch_size to plan the tangent groups")
   cap = max(1, max_bytes // (batch * widest * state.dtype.size))

@@ -430,7 +430,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     graph = spec.graph
     batch = tf.shape(rt.x)[0]
     out = {"f": tf.reshape(rt.output, [batch, p_l]), "y": tf.cast(tf.reshape(rt.y, [batch]), tf.int32)}
-    state = taylor.RoundState.from_round(spec, rt)
+    state = taylor.RoundState.from_round(spec, rt, self.batch_size)
     clamp = taylor.clamp_entries(state)
     reads = sorted({s.read for s in self.sites.values() if s.read >= 0})
     # ∂f/∂(value) at every node read, from one reverse pass of the round's clamped network.
@@ -446,7 +446,7 @@ class CrossEntropyTaylorRecorder(Recorder):
         out[f"layer{l}/x"] = rt.taps[l].input
         continue
       if s.pushed:
-        out[f"layer{l}/g"] = taylor.unit_jacobian(state, l, s.units, batch_size=self.batch_size)
+        out[f"layer{l}/g"] = taylor.unit_jacobian(state, l, s.units)
         continue
       jc = cot[s.read]  # (p_L, B, *shape of the node read)
       pos = None

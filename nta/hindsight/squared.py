@@ -136,6 +136,7 @@ class TaylorRecorder(Recorder):
   # ----------------------------------------------------------------------------------------------- set-up
   def build(self, run: RunInfo) -> None:
     spec = self.spec = run.spec
+    self.batch_size = run.batch_size
     if run.loss != "mse":
       raise NTAError(f"the Taylor statistics recorder needs the squared loss (mse); this run uses '{run.loss}'")
     self.P = math.prod(spec.output_shape)
@@ -277,7 +278,7 @@ class TaylorRecorder(Recorder):
                                                [t.preact for t in rt.taps], self.diagonals(rt.entries),
                                                rt.preact_grads))
     if (set(self.layers) | set(self.neurons)) - self.chained:
-      contributions.update(self._jacobian_contributions(taylor.RoundState.from_round(self.spec, rt)))
+      contributions.update(self._jacobian_contributions(taylor.RoundState.from_round(self.spec, rt, self.batch_size)))
     for key, value in contributions.items():
       self._add(key, value)
     return None
