@@ -4,12 +4,14 @@ cross-entropy Taylor loss, for tiny conv nets and the model zoo.
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 from scipy import optimize
 
 from nta import rundir
+from nta.analysis import curves as regret_curves
 from nta import taylor
 from nta.hindsight import problem as ce_problem
 from nta.hindsight import records as ce_records
@@ -128,3 +130,33 @@ def test_zoo_records_give_the_reference_objective_and_scipy_optima(tmp_path, nam
           compared += 1
           np.testing.assert_allclose(got, res.fun, rtol=tol.OPTIMA64, atol=atol, err_msg=f"{name} layer {l} unit {unit} N={n}")
   assert compared >= total * (3 / 4 if name != "vgg" else 1 / 2), (compared, total)
+
+
+def test_an_interrupted_solve_resumes_and_equals_an_uninterrupted_one(runs, tmp_path, monkeypatch):
+  # Killed after its first problems: optima.npz then holds only those, and must not pass for a finished solve.
+  full_dir, cut_dir = str(tmp_path / "full"), str(tmp_path / "cut")
+  for d in (full_dir, cut_dir):
+    shutil.copytree(runs("dense64")[0], d)
+  full = ce_solve.solve_horizons(full_dir, max_iter=50, progress=False)
+  assert ce_solve.is_complete(full_dir)
+  loads, real_load = [], ce_problem.load
+
+  def load(records, layer, unit=None, *args, **kwargs):
+    loads.append((layer, unit))
+    if len(loads) == 3:  # both layer-scale problems done; killed loading the first neuron's
+      raise KeyboardInterrupt
+    return real_load(records, layer, unit, *args, **kwargs)
+
+  monkeypatch.setattr(ce_problem, "load", load)
+  with pytest.raises(KeyboardInterrupt):
+    ce_solve.solve_horizons(cut_dir, max_iter=50, progress=False)
+  assert not ce_solve.is_complete(cut_dir)
+  assert sorted(k for k in rundir.read_optima(cut_dir) if k.endswith("/value")) == ["layer0/value", "layer1/value"]
+  loads.clear()
+  monkeypatch.setattr(ce_problem, "load", lambda *a, **k: loads.append(a[1:3]) or real_load(*a, **k))
+  regret_curves.solve_if_needed(cut_dir, max_iter=50)  # as bin/regret.py: resumes, the layers are kept
+  assert ce_solve.is_complete(cut_dir) and all(unit is not None for _, unit in loads)
+  resumed = rundir.read_optima(cut_dir)
+  assert sorted(resumed) == sorted(full)
+  for key in full:
+    np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)

@@ -100,6 +100,9 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   out = {"N": hz.astype(np.int64)}
   timings = {}
   path = os.path.join(rec.dir, rundir.OPTIMA)
+  settings = {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(),
+              "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None}
+  done = _interrupted_solve(rec.dir, settings)  # problems an interrupted solve of these settings finished
 
   fields = {"value": np.float64, "grad_norm": np.float64, "iterations": np.int64, "converged": bool}
 
@@ -109,13 +112,24 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
       table = np.array([[getattr(s, field) for s in sols] for sols in per_problem], dtype)
       out[f"{prefix}/{field}"] = table.T.reshape(shape)
 
-  def write():
+  def write(complete=False):
+    # Written after every problem, so that an interrupted solve resumes where it stopped; "complete" tells a
+    # finished file from a partial one.
     rundir.save_npz(path, out)
-    rundir.write_json(os.path.join(rec.dir, rundir.SOLVE),
-                {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(), "seconds": timings,
-                 "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None})
+    rundir.write_json(os.path.join(rec.dir, rundir.SOLVE), {**settings, "seconds": timings, "complete": complete})
+
+  def resume(prefix) -> bool:
+    if f"{prefix}/value" not in done["arrays"]:
+      return False
+    out.update({k: v for k, v in done["arrays"].items() if k.startswith(prefix + "/")})
+    timings[prefix] = done["seconds"].get(prefix)
+    if progress:
+      print(f"taylor: {prefix} solved by the interrupted solve, kept", flush=True)
+    return True
 
   for l in layers:
+    if resume(f"layer{l}"):
+      continue
     t0 = time.perf_counter()
     prob = problem_lib.load(rec, int(l), None, last, memory_mb)
     keep(f"layer{l}", [prob.solve(hz, tol, max_iter)], (len(hz),))
@@ -127,6 +141,9 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
             flush=True)
   for l, units in neurons.items():
     if not units:
+      continue
+    kept = done["arrays"].get(f"neurons{l}/units")
+    if kept is not None and list(kept) == list(units) and resume(f"neurons{l}"):
       continue
     t0 = time.perf_counter()
     per_unit = []
@@ -145,5 +162,26 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
       print(f"taylor: layer {l} ({rec.sites[l].name}) {len(units)} neurons solved at {len(hz)} horizons in "
             f"{timings[f'neurons{l}']:.1f} s; converged {int(out[f'neurons{l}/converged'].sum())}/"
             f"{out[f'neurons{l}/converged'].size}", flush=True)
-  write()
+  write(complete=True)
   return out
+
+
+def _interrupted_solve(folder: str, settings: dict) -> dict:
+  """{"arrays", "seconds"} of an unfinished solve with the same settings in ``folder`` (empty otherwise)."""
+  none = {"arrays": {}, "seconds": {}}
+  solve = rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
+  if not solve or solve.get("complete", True) or any(solve.get(k) != v for k, v in settings.items()):
+    return none
+  try:
+    arrays = rundir.load_npz(os.path.join(folder, rundir.OPTIMA), "a new solve")
+  except NTAError:
+    return none  # unreadable: solve everything again
+  return {"arrays": arrays, "seconds": solve.get("seconds", {})}
+
+
+def is_complete(workdir: str) -> bool:
+  """Whether ``records/taylor/optima.npz`` holds a finished solve (not one that was interrupted)."""
+  folder = rundir.records(workdir, rundir.TAYLOR)
+  if not os.path.exists(os.path.join(folder, rundir.OPTIMA)):
+    return False
+  return bool(rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={}).get("complete", False))
