@@ -7,7 +7,8 @@ Outputs in ``<workdir>/records/taylor/``:
                        and ``converged`` in place of ``rank``: ``N`` (H,); ``layer{l}/value|grad_norm|iterations|
                        converged`` (H,); ``neurons{l}/units`` (U,), ``neurons{l}/value|grad_norm|iterations|
                        converged`` (H, U). Values are min_V Σ_{recorded n≤N} 𝒯^n(V) (n 1-based).
-    solve.json         the solve's settings and timings.
+    solve.json         the solve's settings, timings and "complete" (false while a solve runs or after it was
+                       interrupted: solving again resumes from the problems it finished).
 
 
 Costs (convnet of §2.3 on 28×28×1 input, batch 128, 2 CPU cores): recording with the defaults takes ~0.45 s per
