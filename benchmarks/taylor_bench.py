@@ -1,6 +1,6 @@
 """Benchmark: per-round cost of the Taylor analysis (§2.2, A.5), fast path vs reference, and its overhead in fit.
 
-  python benchmarks/taylor_bench.py [--rounds=10] [--repeats=3] [--fit_rounds=600] [--fit_repeats=5]
+  python benchmarks/taylor_bench.py [--rounds=10] [--repeats=3] [--fit_rounds=600] [--fit_repeats=5] [--baseline=DIR]
 
 (1) One round of the hindsight analysis with ``nta.taylor``'s fast path against its reference path
     (``method="jacobian"``, the A.5 procedure: the gradient of every output component, assembled into a
@@ -21,7 +21,9 @@
     the last round) against no recorder, both with the autoencoder config's thread pools (one thread per op,
     two ops at once). Alternating, best of ``--fit_repeats``, after a discarded warm-up fit;
     rounds are timed after 20 warm-up rounds (tracing) and before the final round's solve.
-    Budget: ratio <= 2.
+    Budget: ratio <= 2. With ``--baseline=DIR`` (a checkout of an older commit, e.g. ``git worktree add DIR
+    COMMIT``) the fit with the recorder is also timed by that checkout's nta and by this one, each in fresh
+    processes of ``benchmarks/fit_timing.py``, alternating: the redesign must not be slower than before.
 
 (3) The solve of every recorded quadratic (``nta.solvers.solve_quadratic``), per key and in total; the
     statistics have a fixed size, so this is the solve time at any horizon (e.g. after 100 epochs).
@@ -34,8 +36,11 @@
 """
 
 import importlib.util
+import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -47,6 +52,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import fit_timing  # noqa: E402  (benchmarks/, beside this script)
 from nta import data  # noqa: E402
 from nta import experiments  # noqa: E402
 from nta.hindsight import squared  # noqa: E402
@@ -64,6 +70,8 @@ _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed autoencoder rounds (distinct
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repetitions; the best time is kept.")
 _FIT_ROUNDS = flags.DEFINE_integer("fit_rounds", 600, "Timed training rounds per fit in (2).")
 _FIT_REPEATS = flags.DEFINE_integer("fit_repeats", 5, "Alternating repetitions of each fit in (2); the best is kept.")
+_BASELINE = flags.DEFINE_string("baseline", "", "A checkout of an older nta (e.g. a worktree of the commit before a "
+                                "change) whose fit with the Taylor recorder (2) is timed beside this one's.")
 
 _EXAMPLES = 60_000  # one MNIST epoch
 _WARMUP = 20  # rounds of each fit left untimed (tracing, first-call costs)
@@ -209,33 +217,20 @@ def bench_convnet(train) -> None:
 # (2) fit with and without the Taylor recorder; (3) solve.
 
 
-class _Timer(keras.callbacks.Callback):
-  """Wall time from the end of round ``start`` to the end of round ``stop`` (1-based counts)."""
-
-  def __init__(self, start, stop):
-    super().__init__()
-    self.start_at, self.stop_at, self.count = start, stop, 0
-    self.t0, self.seconds = None, None
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.count += 1
-    if self.count == self.start_at:
-      self.t0 = time.perf_counter()
-    elif self.count == self.stop_at:
-      self.seconds = time.perf_counter() - self.t0
-
-
 def _fit(train, rounds, recorders) -> float:
-  """Seconds per epoch, extrapolated from ``rounds`` timed rounds."""
-  keras.utils.set_random_seed(0)
-  net = models.autoencoder()
-  spec = models.inspect(net)
-  timer = _Timer(_WARMUP, _WARMUP + rounds)
-  training.fit(net, lambda e0: data.train_dataset(train, 64, 0, 1, e0, target="input",
-                                                   input_shape=spec.input_shape),
-               len(train.y), loss="mse", optimizer=optimizers.make_optimizer("rmsprop", 1e-3), batch_size=64,
-               num_epochs=1, recorders=recorders, verbose=0, callbacks=[timer])
-  return timer.seconds / rounds * -(-_EXAMPLES // 64)
+  """Seconds per epoch, extrapolated from ``rounds`` timed rounds (``fit_timing.fit_seconds``)."""
+  return fit_timing.fit_seconds(train, rounds, _WARMUP, recorders)
+
+
+def _baseline_fits(checkout: str, rounds: int) -> list:
+  """s/epoch of the fit with the Taylor recorder by the nta of ``checkout``, in a fresh process."""
+  env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout))
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fit_timing.py")
+  proc = subprocess.run([sys.executable, script, _DATA_DIR.value, str(rounds), str(_WARMUP), "1"], env=env,
+                        capture_output=True, text=True, cwd=os.path.abspath(checkout))
+  if proc.returncode != 0:
+    raise SystemExit(f"error: timing the fit with the nta of {checkout} failed: {proc.stderr[-2000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])["taylor"]
 
 
 def _recorder_flops(recorder, batch: int) -> tuple:
@@ -269,6 +264,17 @@ def bench_fit():
   print(f"    no recorder   {best['none']:7.2f} s/epoch")
   print(f"    TaylorRecorder {best['taylor']:6.2f} s/epoch (statistics only; solves in (3))")
   print(f"    ratio {ratio:.2f} (budget <= {_OVERHEAD_BUDGET:g}: {_verdict(ratio <= _OVERHEAD_BUDGET)})")
+  if _BASELINE.value:
+    # Both checkouts in fresh processes of the same script, alternating, so neither has the warmer process.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    fits = {"this checkout": [], _BASELINE.value: []}
+    for _ in range(_FIT_REPEATS.value):
+      for checkout in fits:
+        fits[checkout] += _baseline_fits(here if checkout == "this checkout" else checkout, rounds)
+    new, old = min(fits["this checkout"]), min(fits[_BASELINE.value])
+    print(f"    with the recorder, each checkout in its own process (best of {_FIT_REPEATS.value}): this checkout "
+          f"{new:.2f} s/epoch, {_BASELINE.value} {old:.2f} s/epoch: ratio {new / old:.3f} (not slower than before: "
+          f"{_verdict(new / old <= 1.02)}, within 2% timing noise)")
   layer, neuron, train = _recorder_flops(recorder, 64)
   print(f"    arithmetic per round: the statistics' GEMMs take {layer / 1e6:.0f} MFLOP (layer scale, 2·B·p(p+1)/2·u² "
         f"per layer) + {neuron / 1e6:.0f} MFLOP (neuron scale)")
@@ -328,7 +334,7 @@ def _resnet_round(train, kind, config, rounds, warmup=5):
   net = models.resnet20(train.x.shape[1:], train.num_classes)
   spec = models.inspect(net)
   batch = config.batch_size
-  timer = _Timer(warmup, warmup + rounds)
+  timer = fit_timing.Timer(warmup, warmup + rounds)
   opt = optimizers.make_optimizer(config.optimizer.name, config.optimizer.learning_rate)
   if kind == "plain":
     ds = data.train_dataset(train, batch, 0, 1, input_shape=spec.input_shape).take(warmup + rounds)
