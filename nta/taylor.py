@@ -55,7 +55,8 @@ METHODS = ("fast", "jacobian")
 
 __all__ = [
     "METHODS", "RoundState", "snapshot", "num_inputs", "augment", "split", "neuron_params", "with_neuron",
-    "layer_inputs", "jacobian_tensor", "neuron_jacobian", "unit_jacobian", "output_cotangents", "clamp_entries", "preact_jacobian", "preact_jvp", "preact_vjp",
+    "layer_inputs", "jacobian_tensor", "neuron_jacobian", "unit_jacobian", "output_cotangents", "clamp_entries",
+    "preact_jacobian", "preact_jvp", "preact_vjp",
     "preact_gram", "preact_sq_norms", "taylor_network", "taylor_layer", "taylor_neuron", "taylor_loss",
 ]
 
@@ -646,7 +647,7 @@ def output_cotangents(state: RoundState, nodes: Sequence[int]) -> dict:
 
 
 def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] = None,
-                  max_bytes: int = 64 * 2**20, batch_size: Optional[int] = None):
+                  max_bytes: int = 64 * 2**20):
   """G_l[..., units] by forward passes of the clamped network of round n, one per augmented weight (k, α).
 
   The seed of weight (k, α) is its change of a_l, x̃[..., k] in channel α (:func:`layer_inputs`). Exact for
@@ -658,9 +659,8 @@ def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] 
     state: round n.
     layer: weight layer index.
     units: the units α (default all).
-    max_bytes: the largest tangent group (leading axis × batch × widest value after the layer).
-    batch_size: the batch size to plan the groups with where the state's batch axis is not static (inside a
-      compiled training step); default: the state's ``batch_size``.
+    max_bytes: the largest tangent group (leading axis × batch × widest value after the layer), planned with
+      the state's static batch size or, inside a compiled training step, its ``batch_size``.
 
   Returns:
     (batch, p_L, K, len(units)).
@@ -673,9 +673,10 @@ def unit_jacobian(state: RoundState, layer: int, units: Optional[Sequence[int]] 
   xt = layer_inputs(state, wl.index)  # (batch, *positions, K), or (batch, *positions, units, K) per unit
   per_unit = xt.shape.rank == len(wl.output_shape) + 2
   widest = max([math.prod(n.shape) for n in graph.downstream(node.index)] + [math.prod(wl.output_shape)])
-  batch = state.x.shape[0] or batch_size or state.batch_size
+  batch = state.x.shape[0] or state.batch_size
   if batch is None:
-    raise NTAError("unit_jacobian: the batch size is not static here; pass batch_size to plan the tangent groups")
+    raise NTAError("unit_jacobian: the batch size is not static here; build the round's state with the run's "
+                   "batch size (RoundState.from_round(spec, rt, batch_size)) to plan the tangent groups")
   cap = max(1, max_bytes // (batch * widest * state.dtype.size))
   if k_all >= cap:
     groups = [([u], k0, min(k_all, k0 + cap)) for u in units for k0 in range(0, k_all, cap)]

@@ -164,7 +164,7 @@ def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons:
   if not os.path.isdir(folder):
     raise NTAError(f"no Taylor records in {workdir}: train with --config.record.taylor=True")
   cross_entropy = rundir.read_json(os.path.join(folder, rundir.META), missing={}).get("loss") == "cross_entropy"
-  if os.path.exists(os.path.join(folder, rundir.OPTIMA)) and not (cross_entropy and not ce_solve.is_complete(workdir)):
+  if os.path.exists(os.path.join(folder, rundir.OPTIMA)) and (not cross_entropy or ce_solve.is_complete(workdir)):
     return
   # None yet, or an interrupted cross-entropy solve (it resumes from the problems it finished).
   ce_solve.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons)

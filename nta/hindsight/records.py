@@ -476,17 +476,15 @@ class CrossEntropyTaylorRecorder(Recorder):
         if pos is not None:
           out[f"layer{l}/pos"] = pos
         continue
-      xt = taylor.layer_inputs(state, l)
-      if s.kind == "dense":
-        out[f"layer{l}/g"] = tf.einsum("bou,bk->boku", j, xt)
+      if pos is None:  # G = Σ_positions J ⊗ x̃: the op's own contraction (its input is shared by the units)
+        if s.kind == "conv2d":
+          j = tf.reshape(j, [batch, p_l, *s.preact_shape[:-1], len(s.units)])
+        out[f"layer{l}/g"] = node.op.contract(node, clamp[node.index], j)
         continue
-      xt = tf.reshape(xt, [batch, s.spatial, s.K])
-      if pos is not None:
-        sel = tf.gather(xt, tf.reshape(pos, [batch, -1]), batch_dims=1)
-        sel = tf.reshape(sel, [batch, s.positions, len(s.units), s.K])
-        out[f"layer{l}/g"] = tf.einsum("boqu,bquk->boku", j, sel)
-      else:
-        out[f"layer{l}/g"] = tf.einsum("bopu,bpk->boku", j, xt)
+      xt = tf.reshape(taylor.layer_inputs(state, l), [batch, s.spatial, s.K])
+      sel = tf.gather(xt, tf.reshape(pos, [batch, -1]), batch_dims=1)
+      sel = tf.reshape(sel, [batch, s.positions, len(s.units), s.K])
+      out[f"layer{l}/g"] = tf.einsum("boqu,bquk->boku", j, sel)
     return out
 
   # --------------------------------------------------------------------------------------------- host
