@@ -9,7 +9,7 @@ matching pure function ``f(weights, x)`` that returns those taps.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Sequence
 
 import keras
 import tensorflow as tf
@@ -102,33 +102,15 @@ def resnet20(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, na
   return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name=name)
 
 
-@dataclasses.dataclass(frozen=True)
-class Op:
-  """One step of a plain chain, for consumers that walk the network as a chain (:attr:`ModelSpec.ops`).
-
-  ``kind`` is one of dense, conv2d, relu, maxpool, flatten, reshape. ``layer`` indexes
-  :attr:`ModelSpec.layers` for dense/conv2d; ``config`` holds strides, padding, shapes, etc.
-  """
-  kind: str
-  name: str
-  layer: int = -1
-  config: Any = None
-
-
 WeightLayer = graph_lib.WeightLayer
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """What nta knows about a Keras ReLU model: its graph of registered ops and its weight layers.
-
-  ``ops`` is the same network as a plain chain when it is one (Dense, Conv2D, ReLU, MaxPool2D, Flatten,
-  Reshape, each fed by the previous), else None.
-  """
+  """What nta knows about a Keras ReLU model: its graph of registered ops and its weight layers."""
   name: str
   input_shape: tuple
   output_shape: tuple
-  ops: Optional[tuple]
   layers: tuple
   graph: graph_lib.Graph = dataclasses.field(repr=False, compare=False, default=None)
 
@@ -148,15 +130,6 @@ class ModelSpec:
       raise NTAError(f"layer index {index!r} out of range: model '{self.name}' has {n} weight layers "
                      f"(0..{n - 1}: {', '.join(l.name for l in self.layers)})")
     return self.layers[index]
-
-  def require_chain(self, what: str) -> tuple:
-    """The chain of ops, or one clear error saying ``what`` needs a plain chain."""
-    if self.ops is None:
-      kinds = sorted({n.kind for n in self.graph.nodes} - set(_CHAIN_KINDS) - {"reshape"})
-      raise NTAError(f"{what} supports plain chains of Dense, Conv2D, ReLU, MaxPooling2D, Flatten and Reshape; "
-                     f"model '{self.name}' is not one" + (f" (it has {', '.join(kinds)})" if kinds else
-                                                          " (it branches or merges)"))
-    return self.ops
 
   @property
   def relu_layers(self) -> tuple:
@@ -183,24 +156,6 @@ class Tap:
   preact: tf.Tensor
 
 
-_CHAIN_KINDS = ("dense", "conv2d", "relu", "maxpool")
-
-
-def _chain(graph: graph_lib.Graph) -> Optional[tuple]:
-  """The graph as a plain chain of ops, or None."""
-  ops = []
-  for node in graph.nodes:
-    expected = graph_lib.INPUT if node.index == 0 else node.index - 1
-    if node.inputs != (expected,) or node.kind not in _CHAIN_KINDS + ("reshape",):
-      return None
-    if node.kind == "reshape":
-      flatten = isinstance(node.layer, keras.layers.Flatten)
-      ops.append(Op("flatten" if flatten else "reshape", node.name, config=None if flatten else node.shape))
-    else:
-      ops.append(Op(node.kind, node.name, -1 if node.weight is None else node.weight, node.config))
-  return tuple(ops) if graph.output == len(graph.nodes) - 1 else None
-
-
 def inspect(model: keras.Model) -> ModelSpec:
   """Lists the weight layers, units and op graph of a Keras ReLU model.
 
@@ -215,7 +170,7 @@ def inspect(model: keras.Model) -> ModelSpec:
     NTAError: naming the first unsupported layer, activation or option.
   """
   graph = graph_lib.build(model)
-  return ModelSpec(model.name, graph.input_shape, graph.output_shape, _chain(graph), graph.layers, graph)
+  return ModelSpec(model.name, graph.input_shape, graph.output_shape, graph.layers, graph)
 
 
 def taps_of(spec: ModelSpec, run: graph_lib.Run) -> list:

@@ -120,8 +120,10 @@ class TraceRecorder(Recorder):
   Writes ``<workdir>/records/trace/epoch_<e>.npz`` per epoch with arrays ``round`` (R,), ``loss`` (R,),
   ``x`` (R, batch, *input_shape), ``y`` (R, batch, ...), ``index`` (R, batch) and, per weight layer l,
   ``kernel{l}`` (R, *kernel_shape) and ``bias{l}`` (R, units) — the weights *before* round n's update.
+  A model that draws in training mode (dropout) also gets, per drawing graph node i, ``draw{i}``
+  (R, batch, *shape): the round's mask as the op applied it, so that T^n is rebuilt with the round's own draw.
   A partial last batch is zero-padded, and ``batch_size`` (R,) gives the true size; ``meta.json`` names the
-  loss, rounds per epoch and batch size. Meant for small runs:
+  loss, rounds per epoch, batch size and the drawing nodes (``draws``). Meant for small runs:
   ``describe()`` prints the disk it will take.
   """
 
@@ -129,17 +131,23 @@ class TraceRecorder(Recorder):
 
   def build(self, run: RunInfo) -> None:
     self.run, self.rows = run, []
+    self.draws = [n.index for n in run.spec.graph.drawing_nodes]
+    self.wants_entries = bool(self.draws)
     self.dir = rundir.records(run.workdir, self.name) if run.workdir else None
     if self.dir:
       os.makedirs(self.dir, exist_ok=True)
       rundir.write_json(os.path.join(self.dir, rundir.META),
-                        {"loss": run.loss, "steps_per_epoch": run.steps_per_epoch, "batch_size": run.batch_size})
+                        {"loss": run.loss, "steps_per_epoch": run.steps_per_epoch, "batch_size": run.batch_size,
+                         "draws": self.draws})
 
   def describe(self) -> str:
-    per_round = self.run.spec.num_params + self.run.batch_size * (
-        int(np.prod(self.run.spec.input_shape)) + int(np.prod(self.run.spec.output_shape)) + 1)
+    graph = self.run.spec.graph
+    per_sample = int(np.prod(self.run.spec.input_shape)) + int(np.prod(self.run.spec.output_shape)) + 1
+    per_sample += sum(int(np.prod(graph.nodes[i].shape)) for i in self.draws)
+    per_round = self.run.spec.num_params + self.run.batch_size * per_sample
     total = per_round * 4 * self.run.steps_per_epoch * self.run.num_epochs
-    return f"trace: weights, batch and loss of every round, ~{total / 2**20:.1f} MB on disk for the whole run"
+    what = "weights, batch, dropout masks and loss" if self.draws else "weights, batch and loss"
+    return f"trace: {what} of every round, ~{total / 2**20:.1f} MB on disk for the whole run"
 
   def update(self, rt: RoundTensors) -> dict:
     out = {"step": rt.step, "loss": rt.loss, "x": rt.x, "y": rt.y, "index": rt.index}
@@ -147,6 +155,8 @@ class TraceRecorder(Recorder):
       out[f"kernel{l}"] = k
       if b is not None:
         out[f"bias{l}"] = b
+    for i in self.draws:
+      out[f"draw{i}"] = rt.entries[i]
     return out
 
   def consume(self, step: int, outputs: dict) -> None:
@@ -160,7 +170,7 @@ class TraceRecorder(Recorder):
     arrays = {"round": np.array([r["step"] for r in self.rows], np.int64),
               "loss": np.array([r["loss"] for r in self.rows]),
               "batch_size": np.array([len(r["x"]) for r in self.rows], np.int64)}
-    for key in ("x", "y", "index"):
+    for key in ("x", "y", "index", *(f"draw{i}" for i in self.draws)):
       arrays[key] = np.stack([pad(np.asarray(r[key])) for r in self.rows])
     for key in self.rows[0]:
       if key.startswith(("kernel", "bias")):

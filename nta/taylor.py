@@ -132,7 +132,7 @@ class RoundState:
 
 
 def snapshot(spec: models.ModelSpec, x, y=None, weights: Optional[Sequence] = None,
-             training: bool = True) -> RoundState:
+             training: bool = True, draws: Optional[dict] = None) -> RoundState:
   """Freezes round n: runs the forward pass once and keeps its taps and clamp entries.
 
   Args:
@@ -142,6 +142,8 @@ def snapshot(spec: models.ModelSpec, x, y=None, weights: Optional[Sequence] = No
     weights: W^n as ``[(kernel, bias or None), ...]``; default: the model's current weights.
     training: the mode of the round: training (default; as backprop ran it: dropout draws new masks here,
       BatchNormalization uses the batch's statistics) or inference.
+    draws: {graph node index: the round's draw} to replay instead of drawing anew (the dropout masks a
+      training round applied, e.g. from ``nta.recorders.TraceRecorder``'s ``draw{i}`` arrays).
 
   Returns:
     A :class:`RoundState`.
@@ -151,7 +153,9 @@ def snapshot(spec: models.ModelSpec, x, y=None, weights: Optional[Sequence] = No
     raise NTAError(f"weights have {len(weights)} entries; model '{spec.name}' has {len(spec.layers)} "
                    "weight layers")
   x = tf.stop_gradient(_cast(x, weights[0][0].dtype))
-  run = spec.graph.run(weights, x, training=training, record="all")
+  if draws:
+    draws = {int(i): _cast(d, weights[0][0].dtype) for i, d in draws.items()}
+  run = spec.graph.run(weights, x, training=training, record="all", replay=draws)
   return RoundState(spec, weights, x, run.output, models.taps_of(spec, run), y, training, run.context.entries)
 
 
@@ -537,7 +541,7 @@ def clamp_entries(state: RoundState) -> dict:
     entries = state.entries
     if entries is None:
       # Recomputed from W^n and x^n (a round handed over without them): exact unless it drew dropout masks.
-      if state.training and any(n.kind == "dropout" and n.layer.rate > 0 for n in state.spec.graph.nodes):
+      if state.training and state.spec.graph.drawing_nodes:
         raise NTAError(f"model '{state.spec.name}' has Dropout: the round's masks are needed; build the state "
                        "with taylor.snapshot or from a training round that recorded its clamp entries")
       entries = state.spec.graph.run(state.weights, state.x, training=state.training, record="all").context.entries
@@ -767,7 +771,7 @@ def _reference_jacobian(state: RoundState, layer: int):
     weights[layer] = (kernel, bias)
     f = _flat(state, _reference_forward(state, weights))
   # pfor turns Conv2DBackpropFilter into a slow while_loop anyway (TF issue 34496): loop explicitly.
-  use_pfor = wl.kind == "dense"
+  use_pfor = spec.graph.nodes[wl.node].op.pfor_jacobian
   jk = tape.jacobian(f, kernel, experimental_use_pfor=use_pfor)
   batch_out = tf.shape(f)
   g = tf.reshape(jk, tf.concat([batch_out, [-1, wl.units]], 0))

@@ -55,10 +55,12 @@ def test_objective_from_records_equals_reference_sum(runs, name):
           np.testing.assert_allclose(value, ref_value, rtol=TOL[dtype])
           np.testing.assert_allclose(grad, ref_grad, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref_grad).max())
           checked.add((site.mode, prob.kind))
-  expected = {"conv64": {("jacobian", "conv"), ("jacobian", "matrix"), ("identity", "dense")},
-              "conv32_tensor_every2": {("tensor", "matrix"), ("identity", "dense")},
-              "dense64": {("jacobian", "dense"), ("identity", "dense")},
-              "dense32_tensor": {("tensor", "matrix"), ("identity", "dense")}}[name]
+  # "input": through the op's own delta on the stored layer input (and J); "matrix": G stored or materialised
+  # (a neuron's, when it fits memory_mb).
+  expected = {"conv64": {("jacobian", "input"), ("jacobian", "matrix"), ("identity", "input")},
+              "conv32_tensor_every2": {("tensor", "matrix"), ("identity", "input")},
+              "dense64": {("jacobian", "input"), ("jacobian", "matrix"), ("identity", "input")},
+              "dense32_tensor": {("tensor", "matrix"), ("identity", "input")}}[name]
   assert checked == expected
 
 
@@ -90,7 +92,7 @@ def test_dilated_and_strided_convolutions_stored_as_jacobians_give_the_reference
     k, u = records.sites[l].K, wl.units
     columns = np.arange(k * u) if unit is None else np.arange(k) * u + unit
     prob = ce_problem.load(records, l, unit)
-    assert prob.kind == ("conv" if unit is None else "matrix")
+    assert prob.kind == ("input" if unit is None else "matrix")
     v = prob.start() + 0.3 * rng.normal(size=prob.shape)
     value, grad = prob.value_and_grad(v)
     ref_value, ref_grad = _materialised(rounds, l, columns)(v.reshape(-1))
@@ -99,14 +101,16 @@ def test_dilated_and_strided_convolutions_stored_as_jacobians_give_the_reference
     prob.solve([4], max_iter=3)  # the objective's gradient in V runs (a dilated conv2d's would not on a CPU)
 
 
-def test_records_of_an_older_format_are_one_clear_error(runs, tmp_path):
+@pytest.mark.parametrize("old", ["nta.hindsight_ce/1", "nta.hindsight.records/2"])
+def test_records_of_an_older_format_are_one_clear_error(runs, tmp_path, old):
   workdir = str(tmp_path / "old")
   shutil.copytree(runs("dense64")[0], workdir)
   meta_path = os.path.join(workdir, "records", "taylor", "meta.json")
   meta = json.load(open(meta_path))
-  meta["format"] = "nta.hindsight_ce/1"
+  meta["format"] = old
   json.dump(meta, open(meta_path, "w"))
-  with pytest.raises(NTAError, match=r"records of an older nta \(format nta.hindsight_ce/1, now "
-                                     r"nta.hindsight.records/2\); retrain the run in a new workdir"):
+  assert ce_records.FORMAT == "nta.hindsight.records/3"
+  with pytest.raises(NTAError, match=rf"records of an older nta \(format {old}, now "
+                                     r"nta.hindsight.records/3\); retrain the run in a new workdir"):
     ce_records.load_records(workdir)
 

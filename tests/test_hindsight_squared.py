@@ -26,11 +26,11 @@ def _tiny_net(dtype="float64", hidden=(5, 4)):
                           + [keras.layers.Dense(6, dtype=dtype)])
 
 
-def _run(tmp_path, num_epochs=2, n=24, batch=8, hidden=(5, 4), **kwargs):
+def _run(tmp_path, num_epochs=2, n=24, batch=8, hidden=(5, 4), net=None, **kwargs):
   keras.utils.set_random_seed(1)
   rng = np.random.default_rng(0)
   split = data.Split(rng.integers(0, 256, (n, 2, 3, 1), dtype=np.uint8), np.zeros(n, np.int64), "toy", 10)
-  net = _tiny_net(hidden=hidden)
+  net = net or _tiny_net(hidden=hidden)
   rec = squared.TaylorRecorder(**kwargs)
   workdir = str(tmp_path / "run")
   training.fit(net, lambda e0: data.train_dataset(split, batch, 0, num_epochs, e0, target="input",
@@ -48,7 +48,8 @@ def _states(spec, trace):
     weights = [(tf.constant(trace[f"kernel{l}"][n], tf.float64), tf.constant(trace[f"bias{l}"][n], tf.float64))
                for l in range(len(spec.layers))]
     x = tf.constant(trace["x"][n][:b], tf.float64)
-    states.append(taylor.snapshot(spec, x, x, weights))
+    draws = {int(k[4:]): trace[k][n][:b] for k in trace if k.startswith("draw")}  # dropout masks of the round
+    states.append(taylor.snapshot(spec, x, x, weights, draws=draws))
   return states
 
 

@@ -35,7 +35,7 @@ def test_convnet_architecture():
   spec = models.inspect(models.convnet())
   assert [l.kind for l in spec.layers] == ["conv2d"] * 3 + ["dense"] * 2
   assert [l.kernel_shape for l in spec.layers[:3]] == [(5, 5, 3, 64), (5, 5, 64, 64), (5, 5, 64, 64)]
-  assert [op.kind for op in spec.ops].count("maxpool") == 3
+  assert [n.kind for n in spec.graph.nodes].count("maxpool") == 3
   assert spec.layers[3].input_shape == (1024,) and spec.layers[3].units == 192
   assert spec.output_shape == (10,) and not spec.layers[-1].relu
 
@@ -78,21 +78,6 @@ def test_inspect_user_model_layers_and_relu_flags():
   assert spec.output_shape == (2, 4)
 
 
-def test_a_graph_that_is_not_a_chain_has_no_chain_ops():
-  """Branches, merges and ops beyond the chain's are the graph's (``nta.network``); consumers that still walk a
-  chain say so in one line."""
-  inp = keras.Input((4,))
-  a = keras.layers.Dense(4)(inp)
-  b = keras.layers.Dense(4)(a)
-  spec = models.inspect(keras.Model(inp, keras.layers.Add()([a, b])))
-  assert spec.ops is None and [l.name for l in spec.layers] == [a._keras_history[0].name, b._keras_history[0].name]
-  with pytest.raises(NTAError, match=r"the recorder supports plain chains .* \(it has add\)"):
-    spec.require_chain("the recorder")
-  dropout = models.inspect(keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5),
-                                             keras.layers.Dense(2)]))
-  assert dropout.ops is None and len(dropout.layers) == 2
-
-
 def test_layer_index_out_of_range_names_the_layers():
   spec = models.inspect(models.autoencoder())
   assert spec.layer(-1).name == "dense6"
@@ -104,6 +89,6 @@ def test_resnet20_architecture():
   spec = models.inspect(models.resnet20((28, 28, 1)))
   kinds = [l.kind for l in spec.layers]
   assert kinds.count("conv2d") == 21 and kinds.count("batchnorm") == 21 and kinds[-1] == "dense"
-  assert [n.kind for n in spec.graph.nodes].count("add") == 9 and spec.ops is None
+  assert [n.kind for n in spec.graph.nodes].count("add") == 9
   assert [l.output_shape[-1] for l in spec.layers if l.kind == "conv2d"][:2] == [16, 16]
   assert spec.output_shape == (10,) and len(spec.graph.unit_nodes) == 19  # stem + 2 per block

@@ -54,14 +54,14 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
     The arrays written.
   """
   spec = _load_model_spec(workdir)
-  dropout = [n.name for n in spec.graph.nodes if n.kind == "dropout" and n.layer.rate > 0]
-  if dropout:
-    # Each round's T^n is that of the network with the round's own dropout masks, which the trace does not keep.
-    raise NTAError(f"model '{spec.name}' has Dropout ({', '.join(dropout)}): the network-scale optimum needs each "
-                   "round's dropout masks, which the trace does not record; the layer and neuron scales "
-                   "(records/taylor) are exact for it")
   trace = recorders_lib.load_trace(workdir)
   meta = rundir.read_json(rundir.records(workdir, recorders_lib.TraceRecorder.name, rundir.META))
+  draws = [n.index for n in spec.graph.drawing_nodes]
+  missing = [spec.graph.nodes[i].name for i in draws if f"draw{i}" not in trace]
+  if missing:
+    # Each round's T^n is that of the network with the round's own dropout masks: new draws would be wrong.
+    raise NTAError(f"the trace in {workdir} lacks the dropout masks of {', '.join(missing)} (recorded by an older "
+                   "nta); retrain with --config.record.trace=True to record them")
   loss_fn = losses.get(meta["loss"])
   R = len(trace["round"])
   steps = int(meta["steps_per_epoch"])
@@ -71,6 +71,7 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
   L = len(spec.layers)
   sizes = [(taylor.num_inputs(wl), wl.units) for wl in spec.layers]
   X, Y, bs = tf.constant(trace["x"]), tf.constant(trace["y"]), tf.constant(trace["batch_size"], tf.int32)
+  D = {i: tf.constant(trace[f"draw{i}"]) for i in draws}
   K = [tf.constant(trace[f"kernel{l}"]) for l in range(L)]
   B = [tf.constant(trace[f"bias{l}"]) if f"bias{l}" in trace else None for l in range(L)]
 
@@ -89,7 +90,7 @@ def solve_network(workdir: str, horizons: Optional[Sequence[int]] = None, tol: f
       for n in tf.range(count):
         b = bs[n]
         weights = [(K[l][n], None if B[l] is None else B[l][n]) for l in range(L)]
-        state = taylor.snapshot(spec, X[n, :b], None, weights)
+        state = taylor.snapshot(spec, X[n, :b], None, weights, draws={i: d[n, :b] for i, d in D.items()})
         total += tf.cast(loss_fn(Y[n, :b], taylor.taylor_network(state, V)), v.dtype)
     return total, tape.gradient(total, v)
 

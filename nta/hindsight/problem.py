@@ -54,7 +54,7 @@ class TaylorProblem:
     steps: (R,) the loaded rounds (0-based).
     weights: W^n of the loaded rounds, (R, K) for a neuron, (R, K, units) for a layer.
     shape: the shape of V.
-    kind: how T is evaluated: "matrix" (G stored or materialised), "dense" or "conv" (from x and J).
+    kind: how T is evaluated: "matrix" (G stored or materialised) or "input" (from x through the op, and J).
     scale: (K, U) the preconditioner d.
   """
 
@@ -80,28 +80,27 @@ class TaylorProblem:
     if site.mode == "tensor":
       kind, data = "matrix", {"m": pick(a[f"layer{l}/g"])}
       data["m"] = data["m"].reshape(rounds, batch, -1, site.K * u)
-    elif site.kind == "dense":
-      kind, data = "dense", {"x": a[f"layer{l}/x"]}
-      if site.mode == "jacobian":
-        data["j"] = pick(a[f"layer{l}/j"])
-      else:
-        units = site.units if unit is None else [int(unit)]
-        shared["e"] = tf.constant(np.eye(records.meta["num_outputs"])[:, units])
     else:
-      j = pick(a[f"layer{l}/j"])
-      pos = pick(a[f"layer{l}/pos"]) if site.pooled else None
+      # T from the layer input through the op (its ``delta``) and, but for the output layer, J.
       x = a[f"layer{l}/x"]
-      need = np.prod(j.shape[:3]) * site.K * 8
-      if unit is not None and need <= memory_mb * _MB:
+      j = pick(a[f"layer{l}/j"]) if site.mode == "jacobian" else None
+      pos = pick(a[f"layer{l}/pos"]) if site.pooled else None
+      need = rounds * batch * (0 if j is None else j.shape[2]) * site.K * 8
+      if unit is not None and j is not None and need <= memory_mb * _MB:
         kind, data = "matrix", {"m": _materialise(site, x, j[..., 0], None if pos is None else pos[..., 0])}
       else:
-        kind, data = "conv", {"x": x, "j": j}
+        kind, data = "input", {"x": x}
+        if j is not None:
+          data["j"] = j
+        else:
+          units = site.units if unit is None else [int(unit)]
+          shared["e"] = tf.constant(np.eye(records.meta["num_outputs"])[:, units])
         if pos is not None:
           data["pos"] = pos
     data = {k: tf.constant(v) for k, v in data.items()}
     self.kind = kind
     per_round = sum(int(np.prod(t.shape[1:])) for t in data.values()) * 8
-    if kind == "conv":
+    if kind == "input":
       per_round += batch * site.spatial * u * 8 * 3
     block = max(1, _BLOCK_BYTES // max(per_round, 1))
     geometry = {k: v for k, v in site.to_json().items() if k not in ("layer", "name", "units", "neurons",
@@ -200,7 +199,7 @@ def _preconditioned(fun):
 
 def _curvature(kind: str, site: records_lib.Site, data: dict, shared: dict, block: int) -> np.ndarray:
   """diag(Σ_s ω_s G_sᵀ G_s), (K, U): the Gauss-Newton diagonal of the summed Taylor loss without the softmax
-  factor (exact for the matrix and dense forms; conv drops the cross terms between positions)."""
+  factor (exact for the matrix form and units at one position; drops the cross terms between positions)."""
   f64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
   total = 0.0
   rounds = data["weight"].shape[0]
@@ -209,20 +208,18 @@ def _curvature(kind: str, site: records_lib.Site, data: dict, shared: dict, bloc
     w = f64(d["weight"])
     if kind == "matrix":
       c = tf.reshape(tf.einsum("rbod,rb->d", tf.square(f64(d["m"])), w), [site.K, -1])
-    elif kind == "dense":
-      x = f64(d["x"])
-      if site.use_bias:
-        x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
-      jj = (tf.reduce_sum(tf.square(f64(d["j"])), 2) if "j" in d
-            else tf.reduce_sum(tf.square(shared["e"]), 0)[None, None])
-      c = tf.einsum("rbk,rbu,rb->ku", tf.square(x), jj * tf.ones_like(w)[..., None], w)
     else:
-      # The Σ_q ‖J_q‖² (x̃_q)² map is linear in a stand-in V: its gradient is the diagonal.
-      sq = dict(d, x=tf.square(f64(d["x"])), j=tf.reduce_sum(tf.square(f64(d["j"])), 2, keepdims=True))
-      v = tf.zeros([site.K, d["j"].shape[-1]], tf.float64)
+      # Σ_q ‖J_q‖² (x̃_q)² is the same map on squared data, linear in a stand-in V: its gradient is the diagonal.
+      sq = dict(d, x=tf.square(f64(d["x"])))
+      sq_shared = dict(shared)
+      if "j" in d:
+        sq["j"] = tf.reduce_sum(tf.square(f64(d["j"])), 2, keepdims=True)
+      else:
+        sq_shared["e"] = tf.reduce_sum(tf.square(shared["e"]), 0, keepdims=True)
+      v = tf.zeros([site.K, (d["j"] if "j" in d else shared["e"]).shape[-1]], tf.float64)
       with tf.GradientTape() as tape:
         tape.watch(v)
-        value = tf.reduce_sum(_linear_map("conv", site)(v, sq, shared)[..., 0] * w)
+        value = tf.reduce_sum(_linear_map(kind, site)(v, sq, sq_shared)[..., 0] * w)
       c = tape.gradient(value, v)
     total = total + c
   return np.asarray(total)
@@ -243,38 +240,27 @@ def _stored(site: records_lib.Site, name: str) -> bool:
 def _linear_map(kind: str, site: records_lib.Site):
   """L(V, data, shared) -> (r, B, p_L): the V-dependent part of T over a block of rounds, in float64."""
   f64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
+  node, op = site.graph_node(), site.op
 
   def matrix(v, d, shared):
     return tf.einsum("rbod,d->rbo", f64(d["m"]), tf.reshape(v, [-1]))
 
-  def dense(v, d, shared):
-    x = f64(d["x"])
-    if site.use_bias:
-      x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
-    z = tf.einsum("rbk,ku->rbu", x, v)
-    if "j" in d:
-      return tf.einsum("rbou,rbu->rbo", f64(d["j"]), z)
-    return tf.einsum("ou,rbu->rbo", shared["e"], z)
-
-  def conv(v, d, shared):
+  def through_input(v, d, shared):
     x = f64(d["x"])
     lead = tf.shape(x)[:2]
     u = v.shape[-1]
     kernel = tf.reshape(v[:site.fan_in], [*site.kernel_shape[:-1], u])
-    # TensorFlow's CPU conv2d cannot differentiate a dilated convolution, convolution can (as nta.network).
-    conv2d = tf.nn.convolution if any(d != 1 for d in site.conv["dilations"]) else tf.nn.conv2d
-    z = conv2d(tf.reshape(x, [-1, *site.input_shape]), kernel, strides=site.conv["strides"],
-               padding=site.conv["padding"], dilations=site.conv["dilations"])
-    if site.use_bias:
-      z = z + v[site.fan_in]
+    z = op.delta(node, tf.reshape(x, [-1, *site.input_shape]), (kernel, v[site.fan_in] if site.use_bias else None))
     z = tf.reshape(z, tf.concat([lead, [site.spatial, u]], 0))
     if "pos" in d:
       z = tf.gather(tf.transpose(z, [0, 1, 3, 2]), tf.transpose(tf.cast(d["pos"], tf.int32), [0, 1, 3, 2]),
                     batch_dims=3)
       return tf.einsum("rboqu,rbuq->rbo", f64(d["j"]), z)
-    return tf.einsum("rbopu,rbpu->rbo", f64(d["j"]), z)
+    if "j" in d:
+      return tf.einsum("rbopu,rbpu->rbo", f64(d["j"]), z)
+    return tf.einsum("ou,rbu->rbo", shared["e"], z[:, :, 0])  # the output layer: J = I
 
-  return {"matrix": matrix, "dense": dense, "conv": conv}[kind]
+  return {"matrix": matrix, "input": through_input}[kind]
 
 
 def _objective(lin, block: int):
@@ -295,44 +281,25 @@ def _objective(lin, block: int):
   return fun
 
 
-def _patch_table(site: records_lib.Site) -> tuple:
-  """(pads, table): zero padding of x and, per output position, the flat padded-input index of each tap."""
-  (h, w, _), (kh, kw) = site.input_shape, site.kernel_shape[:2]
-  (sh, sw), (dh, dw) = site.conv["strides"], site.conv["dilations"]
-  ho, wo = site.preact_shape[:2]
-  if site.conv["padding"] == "SAME":
-    ph = max((ho - 1) * sh + (kh - 1) * dh + 1 - h, 0)
-    pw = max((wo - 1) * sw + (kw - 1) * dw + 1 - w, 0)
-  else:
-    ph = pw = 0
-  pads = [[ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2]]
-  rows = (np.arange(ho) * sh)[:, None, None, None] + (np.arange(kh) * dh)[None, None, :, None]
-  cols = (np.arange(wo) * sw)[None, :, None, None] + (np.arange(kw) * dw)[None, None, None, :]
-  table = (rows * (w + pw) + cols).reshape(ho * wo, kh * kw)
-  return pads, table
-
-
 def _materialise(site: records_lib.Site, x, j, pos) -> np.ndarray:
-  """G_α = Σ_q J[:, q] ⊗ x̃_{pos(q)} of one conv neuron, (R, B, p_L, K) float64, from its stored J and x."""
-  pads, table = _patch_table(site)
-  table = tf.constant(table, tf.int32)
+  """G_α = Σ_q J[:, q] ⊗ x̃_{pos(q)} of one neuron, (R, B, p_L, K) float64, from its stored J and x."""
+  node, op = site.graph_node(), site.op
   rounds, batch, p_l, q = j.shape
-  per_round = batch * q * site.K * 8 * 2 + x[0].nbytes * 2
+  per_round = batch * (site.spatial + q) * site.K * x.itemsize + batch * q * site.K * 8 * 2
   block = max(1, _BLOCK_BYTES // per_round)
   out = np.empty((rounds, batch, p_l, site.K), np.float64)
   for r0 in range(0, rounds, block):
-    xb = tf.cast(x[r0:r0 + block], tf.float64)
-    xb = tf.pad(xb, [[0, 0], [0, 0], *pads, [0, 0]])
-    xb = tf.reshape(xb, [xb.shape[0], batch, -1, xb.shape[-1]])
-    where = tf.range(q)[None, None] if pos is None else tf.cast(pos[r0:r0 + block], tf.int32)
-    where = tf.broadcast_to(where, [xb.shape[0], batch, q])
-    idx = tf.gather(table, where)  # (r, B, Q, kh·kw)
-    patches = tf.gather(xb, tf.reshape(idx, [xb.shape[0], batch, -1]), batch_dims=2)
-    patches = tf.reshape(patches, [xb.shape[0], batch, q, site.fan_in])
-    if site.use_bias:
-      patches = tf.concat([patches, tf.ones_like(patches[..., :1])], -1)
-    out[r0:r0 + block] = tf.einsum("rboq,rbqk->rbok", tf.cast(j[r0:r0 + block], tf.float64), patches).numpy()
+    xb = x[r0:r0 + block]
+    r = xb.shape[0]
+    # x̃ at every position (the op's own patches), in the stored dtype: gathering and casting are exact.
+    patches = op.augmented_input(node, tf.reshape(xb, [r * batch, *site.input_shape]))
+    patches = tf.reshape(patches, [r, batch, site.spatial, site.K])
+    if pos is not None:
+      patches = tf.gather(patches, tf.cast(pos[r0:r0 + block], tf.int32), batch_dims=2)
+    out[r0:r0 + block] = tf.einsum("rboq,rbqk->rbok", tf.cast(j[r0:r0 + block], tf.float64),
+                                   tf.cast(patches, tf.float64)).numpy()
   return out
+
 
 def load(records: records_lib.Records, layer: int, unit: Optional[int] = None, horizon: Optional[int] = None,
             memory_mb: float = 2048.0) -> "TaylorProblem":

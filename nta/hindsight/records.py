@@ -62,11 +62,14 @@ import tensorflow as tf
 from nta import rundir
 from nta import taylor
 from nta.errors import NTAError, check_int
+from nta.network import graph as graph_lib
+from nta.network import ops as ops_lib
 from nta.recorders import Recorder, RunInfo
 
-FORMAT = "nta.hindsight.records/2"  # /1: sites named chain positions (before the model graph)
+# /1: sites named chain positions (before the model graph); /2: dense J without a positions axis, conv settings
+# only (before sites carried their op's configuration).
+FORMAT = "nta.hindsight.records/3"
 MODES = ("identity", "jacobian", "tensor")
-_WEIGHT_OPS = ("dense", "conv2d")
 _MB = 2**20
 
 
@@ -81,7 +84,7 @@ class Site:
   Attributes:
     layer: weight layer index l.
     name: the Keras layer name.
-    kind: "dense" or "conv2d".
+    kind: the op's kind in ``nta.network.ops.REGISTRY`` ("dense", "conv2d", "batchnorm").
     units: recorded unit indices (sorted); all units when ``layer_scale``.
     neurons: the units solved at neuron scale (a subset of ``units``).
     layer_scale: whether the layer-scale problem (all units together) is solved.
@@ -91,7 +94,7 @@ class Site:
     kernel_shape: the kernel's shape.
     input_shape: per-sample shape of x_{l-1}.
     preact_shape: per-sample shape of a_l.
-    conv: strides, padding, dilations of a conv layer (None for dense).
+    config: the op's static settings (its graph node's ``config``: strides, padding, ..., use_bias).
     pooled: whether only the max-pool argmax positions are stored (ReLU + max-pool after a conv layer).
     positions: Q, positions stored per unit and sample (1 for dense).
     pool_shape: (Hp, Wp), the pooled grid when ``pooled``, else None.
@@ -114,7 +117,7 @@ class Site:
   kernel_shape: list
   input_shape: list
   preact_shape: list
-  conv: Optional[dict]
+  config: Optional[dict]
   pooled: bool
   positions: int
   pool_shape: Optional[list]
@@ -125,7 +128,17 @@ class Site:
   @property
   def spatial(self) -> int:
     """P, positions of a_l per unit (H·W for conv, 1 for dense)."""
-    return math.prod(self.preact_shape[:-1]) if self.kind == "conv2d" else 1
+    return math.prod(self.preact_shape[:-1])
+
+  @property
+  def op(self) -> ops_lib.Op:
+    return ops_lib.get(self.kind)
+
+  def graph_node(self) -> graph_lib.Node:
+    """The layer's graph node as far as its op needs it (kind, shapes, configuration; no Keras layer): what the
+    solve evaluates the op's ``delta`` and ``augmented_input`` with, long after training."""
+    return graph_lib.Node(self.node, self.name, self.kind, (), (tuple(self.input_shape),),
+                          tuple(self.preact_shape), self.config, None, self.layer)
 
   @property
   def fan_in(self) -> int:
@@ -161,35 +174,33 @@ def _make_site(spec, layer: int, units: Sequence[int], neurons: Sequence[int], l
   graph = spec.graph
   wl = spec.layers[layer]
   node = graph.nodes[wl.node]
-  identity = wl.node == graph.output and wl.kind == "dense"
+  op = node.op
+  # The output layer: ∂f/∂a_L = I, so its input alone determines T (where the units share that input).
+  identity = wl.node == graph.output and op.shared_input and math.prod(wl.output_shape[:-1]) == 1
   pushed = not identity and any(n.op.couples_in_training for n in graph.downstream(wl.node))
-  pool = None if identity or pushed or wl.kind != "conv2d" else _pool_after(graph, wl.node)
-  conv = None
-  if wl.kind == "conv2d":
-    cfg = node.config
-    conv = {"strides": list(cfg["strides"]), "padding": cfg["padding"], "dilations": list(cfg["dilations"])}
+  pool = None if identity or pushed or not op.shared_input else _pool_after(graph, wl.node)
   pool_shape = list(pool.shape[:-1]) if pool is not None else None
-  if pool is not None:
-    positions = math.prod(pool_shape)
-  else:
-    positions = math.prod(wl.output_shape[:-1]) if wl.kind == "conv2d" else 1
+  positions = math.prod(pool_shape if pool is not None else wl.output_shape[:-1])
+  config = None if node.config is None else {k: list(v) if isinstance(v, tuple) else v
+                                             for k, v in node.config.items()}
   site = Site(layer, wl.name, wl.kind, sorted(int(u) for u in units), sorted(int(u) for u in neurons),
               bool(layer_scale), "identity" if identity else "tensor" if pushed else "jacobian",
               taylor.num_inputs(wl), wl.use_bias, list(wl.kernel_shape), list(wl.input_shape),
-              list(wl.output_shape), conv, pool is not None, positions, pool_shape, wl.node,
+              list(wl.output_shape), config, pool is not None, positions, pool_shape, wl.node,
               -1 if identity or pushed else (pool.index if pool is not None else wl.node), pushed)
   if mode is not None and (mode == "identity") != identity:
     raise NTAError(f"representation '{mode}' does not apply to layer {layer} ({wl.name}): 'identity' is for the "
                    "linear output layer only, 'jacobian' and 'tensor' for the others")
-  if mode == "jacobian" and (pushed or wl.kind not in _WEIGHT_OPS):
+  if mode == "jacobian" and (pushed or not op.shared_input):
     raise NTAError(f"representation 'jacobian' does not apply to layer {layer} ({wl.name}): "
                    + ("an op after it couples the samples of a batch (BatchNormalization in training mode), so "
-                      "there is no per-sample J" if pushed else f"a {wl.kind} layer is stored as 'tensor'")
+                      "there is no per-sample J" if pushed else
+                      f"its units do not share one input (a {wl.kind} layer is stored as 'tensor')")
                    + "; use 'tensor'")
   if mode is not None:
     site.mode = mode
   elif not identity and not pushed:
-    if wl.kind not in _WEIGHT_OPS:
+    if not op.shared_input:
       site.mode = "tensor"  # a BatchNormalization unit: K = 2, G is the smallest form
     else:
       p_l = math.prod(spec.output_shape)
@@ -349,7 +360,7 @@ class CrossEntropyTaylorRecorder(Recorder):
       for wl in spec.layers:
         if chosen is not None and wl.index not in chosen:
           continue
-        if wl.kind != "dense":  # conv filters (as the paper's 50), BatchNormalization channels
+        if spec.graph.nodes[wl.node].op.sampled_units:  # conv filters (as the paper's 50), BN channels
           rng = np.random.default_rng([int(seed), wl.index])
           k = min(self.neurons_per_layer, wl.units)
           neurons[wl.index] = sorted(int(u) for u in rng.choice(wl.units, k, replace=False))
@@ -381,7 +392,7 @@ class CrossEntropyTaylorRecorder(Recorder):
       if s.mode in ("identity", "jacobian"):
         out[f"layer{l}/x"] = (tuple(s.input_shape), self.dtype, True)
       if s.mode == "jacobian":
-        out[f"layer{l}/j"] = ((p_l, u) if s.kind == "dense" else (p_l, s.positions, u), self.dtype, True)
+        out[f"layer{l}/j"] = ((p_l, s.positions, u), self.dtype, True)
         if s.pooled:
           out[f"layer{l}/pos"] = ((s.positions, u), _index_dtype(s.spatial), True)
       elif s.mode == "tensor":
@@ -449,42 +460,32 @@ class CrossEntropyTaylorRecorder(Recorder):
         out[f"layer{l}/g"] = taylor.unit_jacobian(state, l, s.units)
         continue
       jc = cot[s.read]  # (p_L, B, *shape of the node read)
-      pos = None
+      u = len(s.units)
       if s.pooled:
         pool = graph.nodes[s.read]
         gate = graph.nodes[pool.inputs[0]]
         # The gate's mask at each window's choice: zero where the ReLU is off there.
         on = pool.op.linear(pool, clamp[pool.index], [gate.op.diagonal(gate, clamp[gate.index])], None)
-        jc = jc * on[None]
-        pos = tf.reshape(pick(pool.op.positions(pool, clamp[pool.index])), [batch, s.positions, len(s.units)])
-      if s.kind == "dense":
-        j = tf.transpose(pick(jc), [1, 0, 2])  # (B, p_L, U)
-      elif s.kind == "conv2d":
-        jc = tf.reshape(pick(jc), [p_l, batch, s.positions, len(s.units)])
-        if s.pooled and s.mode == "tensor" and _tiled(graph.nodes[s.read]):
-          out[f"layer{l}/g"] = _tiled_tensor(s, jc, pos, taylor.layer_inputs(state, l),
-                                             graph.nodes[s.read].config["ksize"])
-          continue
-        j = tf.transpose(jc, [1, 0, 2, 3])  # (B, p_L, Q, U)
-      else:  # a unit fed by its own input (BatchNormalization): G from the full J, then the units
-        j = tf.transpose(jc, [1, 0, *range(2, jc.shape.rank)])
-        out[f"layer{l}/g"] = pick(node.op.contract(node, clamp[node.index], j))
+        jc = tf.reshape(pick(jc * on[None]), [p_l, batch, s.positions, u])
+        pos = tf.reshape(pick(pool.op.positions(pool, clamp[pool.index])), [batch, s.positions, u])
+        if s.mode == "jacobian":
+          out[f"layer{l}/x"] = rt.taps[l].input
+          out[f"layer{l}/j"] = tf.transpose(jc, [1, 0, 2, 3])  # (B, p_L, Q, U)
+          out[f"layer{l}/pos"] = pos
+        elif _tiled(pool):
+          out[f"layer{l}/g"] = _tiled_tensor(s, jc, pos, taylor.layer_inputs(state, l), pool.config["ksize"])
+        else:
+          xt = tf.reshape(taylor.layer_inputs(state, l), [batch, s.spatial, s.K])
+          sel = tf.gather(xt, tf.reshape(pos, [batch, -1]), batch_dims=1)
+          sel = tf.reshape(sel, [batch, s.positions, u, s.K])
+          out[f"layer{l}/g"] = tf.einsum("boqu,bquk->boku", tf.transpose(jc, [1, 0, 2, 3]), sel)
         continue
+      j = tf.transpose(pick(jc), [1, 0, *range(2, jc.shape.rank)])  # (B, p_L, *a_l shape of the units)
       if s.mode == "jacobian":
         out[f"layer{l}/x"] = rt.taps[l].input
-        out[f"layer{l}/j"] = j
-        if pos is not None:
-          out[f"layer{l}/pos"] = pos
-        continue
-      if pos is None:  # G = Σ_positions J ⊗ x̃: the op's own contraction (its input is shared by the units)
-        if s.kind == "conv2d":
-          j = tf.reshape(j, [batch, p_l, *s.preact_shape[:-1], len(s.units)])
-        out[f"layer{l}/g"] = node.op.contract(node, clamp[node.index], j)
-        continue
-      xt = tf.reshape(taylor.layer_inputs(state, l), [batch, s.spatial, s.K])
-      sel = tf.gather(xt, tf.reshape(pos, [batch, -1]), batch_dims=1)
-      sel = tf.reshape(sel, [batch, s.positions, len(s.units), s.K])
-      out[f"layer{l}/g"] = tf.einsum("boqu,bquk->boku", j, sel)
+        out[f"layer{l}/j"] = tf.reshape(j, [batch, p_l, s.positions, u])
+      else:  # G = Σ_positions J ⊗ x̃: the op's own contraction
+        out[f"layer{l}/g"] = node.op.contract(node, clamp[node.index], j, None if every else s.units)
     return out
 
   # --------------------------------------------------------------------------------------------- host
@@ -677,7 +678,8 @@ class Records:
       raise NTAError(f"no cross-entropy Taylor records in {workdir}: {meta_path} is missing; train with "
                      "nta.hindsight.records.CrossEntropyTaylorRecorder")
     self.meta = rundir.read_json(meta_path)
-    if str(self.meta.get("format", "")).startswith("nta.hindsight_ce/"):
+    if str(self.meta.get("format", "")).startswith(("nta.hindsight_ce/", "nta.hindsight.records/")) and \
+        self.meta["format"] != FORMAT:
       raise NTAError(f"{self.dir} holds Taylor records of an older nta (format {self.meta['format']}, now {FORMAT}); "
                      "retrain the run in a new workdir to record them again")
     if self.meta.get("format") != FORMAT:

@@ -169,6 +169,12 @@ class Graph:
     return tuple(self.nodes[i] for i in sorted(reached - {index}))
 
   @property
+  def drawing_nodes(self) -> tuple:
+    """The nodes that draw random values in training mode (dropout masks): a round re-run exactly needs their
+    recorded draws (``run(..., replay=...)``)."""
+    return tuple(n for n in self.nodes if n.op.draws(n))
+
+  @property
   def unit_nodes(self) -> tuple:
     """The ReLU-like nodes, in order: their units make up the activation configuration (§3.1)."""
     return tuple(n for n in self.nodes if n.op.relu_like)
@@ -259,13 +265,14 @@ class _Builder:
         _fail(layer, f"gets input of shape {shapes[0]}; nta needs Flatten before Dense")
       kind, config = _activation(layer)
       a = self.add_weight_layer(layer, "dense", single, (layer.units,), layer.units, layer.kernel,
-                                layer.bias if layer.use_bias else None)
+                                layer.bias if layer.use_bias else None, {"use_bias": bool(layer.use_bias)})
       return self.add_activation(layer, a, kind, config)
     if isinstance(layer, keras.layers.Conv2D) and cls in ("Conv2D", "Convolution2D"):
       if getattr(layer, "groups", 1) != 1:
         _fail(layer, "nta supports groups=1 only")
       kind, config = _activation(layer)
-      cfg = dict(strides=tuple(layer.strides), padding=layer.padding.upper(), dilations=tuple(layer.dilation_rate))
+      cfg = dict(strides=tuple(layer.strides), padding=layer.padding.upper(), dilations=tuple(layer.dilation_rate),
+                 kernel_size=tuple(layer.kernel_size), use_bias=bool(layer.use_bias))
       a = self.add_weight_layer(layer, "conv2d", single, out_shape(), layer.filters, layer.kernel,
                                 layer.bias if layer.use_bias else None, cfg)
       return self.add_activation(layer, a, kind, config)

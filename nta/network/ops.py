@@ -85,6 +85,21 @@ class Op:
   elementwise = False
   #: The clamped map is one matrix shared by all samples, applied to flat vectors (Dense: ``t @ kernel``).
   shared_matrix = False
+  #: Weight ops whose units all read one shared input x_{l-1} (through ``delta``): its value, with the units'
+  #: pre-activation Jacobian, determines each unit's G (Dense, Conv2D; not BatchNormalization, whose unit reads
+  #: its own normalised channel).
+  shared_input = False
+  #: Weight ops whose units are many alike (conv filters, BatchNormalization channels): at neuron scale a seeded
+  #: sample of them is recorded by default (the paper's 50 filters per conv layer), where a Dense layer has all.
+  sampled_units = False
+  #: ``tape.jacobian``'s pfor is fast for the op's weight gradient (the A.5 reference path; TensorFlow turns
+  #: Conv2DBackpropFilter into a slow while_loop under pfor, TF issue 34496).
+  pfor_jacobian = False
+
+  def draws(self, node) -> bool:
+    """Whether the op draws random values in training mode (dropout masks): re-running a round exactly needs
+    the round's draw (``Context.replay``)."""
+    return False
 
   def diagonal(self, node, entry):
     """Elementwise ops: the round's per-entry factor of the clamped map (same shape as the output), or None
@@ -106,9 +121,10 @@ class Op:
     output entry picked in round n."""
     raise NotImplementedError
 
-  def contract(self, node, entry, jac):
+  def contract(self, node, entry, jac, units=None):
     """Weight ops: G_l[b, o, k, α] = Σ_positions J[b, o, position, α] x̃[b, position, (α,) k] from the
-    per-sample pre-activation Jacobian ``jac`` (batch, p_L, *a_l shape)."""
+    per-sample pre-activation Jacobian ``jac`` (batch, p_L, *a_l shape); with ``units`` (a list of unit
+    indices) ``jac``'s last axis holds those units only and G is theirs."""
     raise NotImplementedError
 
 
@@ -145,6 +161,8 @@ class Dense(Op):
   kind = "dense"
   weight_names = ("kernel", "bias")
   shared_matrix = True
+  shared_input = True
+  pfor_jacobian = True
 
   def forward(self, node, w, xs, ctx):
     kernel, bias = w
@@ -166,9 +184,9 @@ class Dense(Op):
     return entry
 
   def augmented_input(self, node, entry):
-    return _with_one(entry) if node.layer.use_bias else entry
+    return _with_one(entry) if node.config["use_bias"] else entry
 
-  def contract(self, node, entry, jac):
+  def contract(self, node, entry, jac, units=None):
     return tf.einsum("bou,bk->boku", jac, self.augmented_input(node, entry))
 
 
@@ -179,6 +197,8 @@ def _with_one(x):
 class Conv2D(Op):
   kind = "conv2d"
   weight_names = ("kernel", "bias")
+  shared_input = True
+  sampled_units = True
 
   def _conv(self, node, x, kernel):
     c = node.config
@@ -211,12 +231,12 @@ class Conv2D(Op):
 
   def augmented_input(self, node, entry):
     c = node.config
-    kh, kw = node.layer.kernel.shape[:2]
+    kh, kw = c["kernel_size"]
     x = tf.image.extract_patches(entry, sizes=[1, kh, kw, 1], strides=[1, *c["strides"], 1],
                                  rates=[1, *c["dilations"], 1], padding=c["padding"])
-    return _with_one(x) if node.layer.use_bias else x
+    return _with_one(x) if c["use_bias"] else x
 
-  def contract(self, node, entry, jac):
+  def contract(self, node, entry, jac, units=None):
     return tf.einsum("bohwu,bhwk->boku", jac, self.augmented_input(node, entry))
 
 
@@ -230,6 +250,7 @@ class BatchNorm(Op):
   """
   kind = "batchnorm"
   weight_names = ("gamma", "beta")
+  sampled_units = True
 
   def forward(self, node, w, xs, ctx):
     gamma, beta = w
@@ -280,10 +301,13 @@ class BatchNorm(Op):
   def augmented_input(self, node, entry):
     return _with_one(entry["xhat"][..., None])
 
-  def contract(self, node, entry, jac):
-    jac = tf.reshape(jac, tf.concat([tf.shape(jac)[:2], [-1, node.shape[-1]]], 0))  # (batch, p_L, positions, units)
+  def contract(self, node, entry, jac, units=None):
+    u = node.shape[-1] if units is None else len(units)
+    jac = tf.reshape(jac, tf.concat([tf.shape(jac)[:2], [-1, u]], 0))  # (batch, p_L, positions, units)
     xt = self.augmented_input(node, entry)
     xt = tf.reshape(xt, tf.concat([tf.shape(xt)[:1], [-1, node.shape[-1], 2]], 0))
+    if units is not None:  # each unit reads its own channel
+      xt = tf.gather(xt, units, axis=2)
     return tf.einsum("bopu,bpuk->boku", jac, xt)
 
 
@@ -360,6 +384,9 @@ class Dropout(Op):
 
   def varies(self, node, entry) -> bool:
     return entry is not None
+
+  def draws(self, node) -> bool:
+    return node.layer.rate > 0
 
   def forward(self, node, w, xs, ctx):
     layer, x = node.layer, xs[0]
