@@ -57,8 +57,8 @@ OPTIMA = "optima.npz"  # taylor: hindsight optima per horizon (nta.hindsight.squ
 NETWORK_OPTIMA = "network.npz"  # taylor: the network-scale optimum (nta.hindsight.network)
 CHUNK_INDEX = "index.json"  # taylor, cross-entropy: the committed chunks (nta.hindsight.records)
 SOLVE = "solve.json"  # taylor, cross-entropy: the solve's settings and timings
-UNITS = "units.npy"  # exploration: the recorded units (nta.exploration)
-DATA_INDICES = "data_indices.npy"  # exploration: the recorded data points
+UNITS = "units.npz"  # exploration: the recorded units (nta.exploration)
+DATA_INDICES = "data_indices.npz"  # exploration: the recorded data points
 
 ROUND_FIELDS = ("round", "epoch", "loss", "seconds")
 EPOCH_FIELDS = ("epoch", "rounds", "loss", "test_loss", "test_accuracy", "seconds")
@@ -112,9 +112,10 @@ def save_npz(target: str, arrays: dict, sync: bool = True) -> None:
   _replace(target, lambda f: np.savez(f, **arrays), sync)
 
 
-def save_npy(target: str, array) -> None:
-  """``np.save`` of one array, whole or not at all."""
-  _replace(target, lambda f: np.save(f, np.asarray(array)))
+def save_array(target: str, array) -> None:
+  """One array as an ``.npz`` (key ``array``), whole or not at all. The zip stores a CRC-32 of the array that
+  :func:`load_array` checks, so a damaged file is an error, not silently different numbers."""
+  _replace(target, lambda f: np.savez(f, array=np.asarray(array)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -151,6 +152,24 @@ def load_npz(source: str, remake: str) -> dict:
       return {k: z[k] for k in z.files}
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise NTAError(f"cannot read {source} ({e}): remake it with {remake}") from None
+
+
+class DamagedFile(NTAError):
+  """A file that is missing where it must be, cut short, or whose checksum does not match."""
+
+
+def load_array(source: str) -> np.ndarray:
+  """The array :func:`save_array` wrote (or, from older runs, a plain ``.npy``); :class:`DamagedFile` naming
+  the file when it is missing, cut short or fails its CRC-32 check."""
+  if not os.path.exists(source):
+    raise DamagedFile(f"{source} is missing")
+  try:
+    if source.endswith(".npy"):
+      return np.load(source)
+    with np.load(source) as z:
+      return z["array"]
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+    raise DamagedFile(f"{source} is damaged ({type(e).__name__}: {e})") from None
 
 
 def read_status(workdir: str) -> dict:

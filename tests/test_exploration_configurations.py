@@ -9,6 +9,7 @@ import pytest
 
 from nta.exploration import configurations as ec
 from nta.exploration import measures as em
+from nta import rundir
 from nta.errors import NTAError
 
 
@@ -48,12 +49,12 @@ def _fake_run(directory, bits, steps_per_epoch=10):
   n, d, m = bits.shape
   meta = {"format": ec.FORMAT, "bitorder": "little", "num_data": d, "num_units": m,
           "bytes_per_row": math.ceil(m / 8), "steps_per_epoch": steps_per_epoch, "every_rounds": None,
-          "units_file": "units.npy", "data_indices_file": "data_indices.npy", "layers": []}
+          "units_file": "units.npz", "data_indices_file": "data_indices.npz", "layers": []}
   (rec_dir / "meta.json").write_text(json.dumps(meta))
-  np.save(rec_dir / "units.npy", np.stack([np.zeros(m, np.int64), np.arange(m)], axis=1))
-  np.save(rec_dir / "data_indices.npy", np.arange(d))
+  rundir.save_array(str(rec_dir / "units.npz"), np.stack([np.zeros(m, np.int64), np.arange(m)], axis=1))
+  rundir.save_array(str(rec_dir / "data_indices.npz"), np.arange(d))
   for i in range(n):
-    np.save(rec_dir / f"configs_{(i + 1) * steps_per_epoch:09d}.npy", ec.pack(bits[i]))
+    rundir.save_array(str(rec_dir / f"configs_{(i + 1) * steps_per_epoch:09d}.npz"), ec.pack(bits[i]))
   return rec_dir
 
 
@@ -63,17 +64,33 @@ def test_load_errors(tmp_path):
   with pytest.raises(NTAError, match="does not exist"):
     ec.load_configurations(str(tmp_path / "missing"))
   rec_dir = _fake_run(tmp_path / "r", np.zeros((3, 5, 9), bool))
-  np.save(rec_dir / "configs_000000020.npy", np.zeros((4, 2), np.uint8))
-  with pytest.raises(NTAError, match=r"differ in shape.*configs_000000010\.npy, configs_000000030\.npy: uint8 "
-                                     r"\(5, 2\); configs_000000020\.npy: uint8 \(4, 2\)"):
+  rundir.save_array(str(rec_dir / "configs_000000020.npz"), np.zeros((4, 2), np.uint8))
+  with pytest.raises(NTAError, match=r"differ in shape.*configs_000000010\.npz, configs_000000030\.npz: uint8 "
+                                     r"\(5, 2\); configs_000000020\.npz: uint8 \(4, 2\)"):
     ec.load_configurations(str(tmp_path / "r"))
-  (rec_dir / "configs_000000020.npy").write_bytes(b"\x93NUMPY truncated")  # a file cut short by a crash
-  with pytest.raises(NTAError, match=r"configs_000000020\.npy cannot be read .*remove it and resume"):
+  (rec_dir / "configs_000000020.npz").write_bytes(b"PK\x03\x04 truncated")  # a file cut short by a crash
+  with pytest.raises(NTAError, match=r"configs_000000020\.npz is damaged .*rerun the training command"):
     ec.load_configurations(str(tmp_path / "r"))
-  for p in rec_dir.glob("configs_*.npy"):
+  (rec_dir / "configs_000000020.npz").unlink()  # a gap: the measures would silently skip an epoch
+  with pytest.raises(NTAError, match=r"snapshot of round 20 \(configs_000000020\.npz\) is missing"):
+    ec.load_configurations(str(tmp_path / "r"))
+  for p in rec_dir.glob("configs_*.npz"):
     p.unlink()
   with pytest.raises(NTAError, match="no configuration snapshots"):
     ec.load_configurations(str(tmp_path / "r"))
   _fake_run(tmp_path / "one", np.zeros((1, 5, 9), bool))
   with pytest.raises(NTAError, match="holds 1 configuration snapshot; .* need at least 2 epochs"):
     em.compute_measures(str(tmp_path / "one"))
+
+
+def test_a_snapshot_with_random_bytes_fails_its_checksum(tmp_path):
+  # Random bytes in the packed bits would give other measures without a word: the stored CRC-32 catches them.
+  bits = np.random.default_rng(0).random((3, 400, 90)) < 0.5
+  rec_dir = _fake_run(tmp_path / "r", bits)
+  path = rec_dir / "configs_000000020.npz"
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  data[middle:middle + 16] = np.random.default_rng(1).integers(0, 256, 16, dtype=np.uint8).tobytes()
+  path.write_bytes(bytes(data))
+  with pytest.raises(NTAError, match=r"configs_000000020\.npz is damaged \(BadZipFile: Bad CRC-32"):
+    ec.load_configurations(str(tmp_path / "r"))

@@ -9,6 +9,7 @@ import pytest
 
 from nta.exploration import configurations as ec
 from nta.exploration import measures as em
+from nta import rundir
 from nta.errors import NTAError
 
 from helpers import error_lines, run_binary
@@ -198,7 +199,7 @@ def test_binary_end_to_end(tmp_path):
   # epochs, a single epoch.
   (tmp_path / "empty").mkdir()
   rec_dir = _fake_run(tmp_path / "shapes", bits)
-  np.save(rec_dir / "configs_000000020.npy", np.zeros((19, 2), np.uint8))
+  rundir.save_array(str(rec_dir / "configs_000000020.npz"), np.zeros((19, 2), np.uint8))
   _fake_run(tmp_path / "single", bits[:1])
   for run, message in [("empty", "no activation configurations in"), ("shapes", "differ in shape"),
                        ("single", "need at least 2 epochs")]:

@@ -13,6 +13,7 @@ from nta import experiments
 from nta.exploration import configurations as ec
 from nta.exploration import recorder as er
 from nta import models
+from nta import rundir
 from nta import training
 from nta.errors import NTAError
 from nta.recorders import RunInfo
@@ -67,9 +68,9 @@ def test_recorder_dense_snapshots_restore(tmp_path):
   meta = json.loads((directory / "meta.json").read_text())
   assert (meta["num_data"], meta["num_units"], meta["bytes_per_row"], meta["bitorder"]) == (40, 9, 2, "little")
   assert [l["num_selected"] for l in meta["layers"]] == [5, 4]
-  units = np.load(directory / "units.npy")
+  units = rundir.load_array(str(directory / "units.npz"))
   np.testing.assert_array_equal(units, [[0, j] for j in range(5)] + [[1, j] for j in range(4)])
-  np.testing.assert_array_equal(np.load(directory / "data_indices.npy"), np.arange(40))
+  np.testing.assert_array_equal(rundir.load_array(str(directory / "data_indices.npz")), np.arange(40))
   assert "D=40" in rec.describe() and "M=9" in rec.describe() and "per snapshot" in rec.describe()
 
   expected = []
@@ -80,8 +81,8 @@ def test_recorder_dense_snapshots_restore(tmp_path):
       np.testing.assert_array_equal(b, v.numpy())
     expected.append(_expected_bits(run, np.arange(40), units))
     _perturb(net, epoch)
-  names = sorted(p.name for p in directory.glob("configs_*.npy"))
-  assert names == ["configs_000000010.npy", "configs_000000020.npy", "configs_000000030.npy"]
+  names = sorted(p.name for p in directory.glob("configs_*.npz"))
+  assert names == ["configs_000000010.npz", "configs_000000020.npz", "configs_000000030.npz"]
   packed, loaded = ec.load_configurations(str(tmp_path))
   assert packed.shape == (3, 40, 2)
   np.testing.assert_array_equal(loaded["rounds"], [10, 20, 30])
@@ -89,7 +90,7 @@ def test_recorder_dense_snapshots_restore(tmp_path):
   assert 0 < ec.unpack(packed, 9).mean() < 1
 
   rec.restore(1)  # resuming after epoch 1 drops the later snapshots
-  assert sorted(p.name for p in directory.glob("configs_*.npy")) == ["configs_000000010.npy"]
+  assert sorted(p.name for p in directory.glob("configs_*.npz")) == ["configs_000000010.npz"]
   np.testing.assert_array_equal(ec.load_configurations(str(directory))[0], packed[:1])
 
 
@@ -116,12 +117,41 @@ def test_fresh_run_replaces_stale_snapshots_resumed_run_keeps_them(tmp_path):
   resumed.build(run)
   resumed.restore(2)
   resumed.save(2)
-  assert len(list((tmp_path / "records" / "exploration").glob("configs_*.npy"))) == 3
+  assert len(list((tmp_path / "records" / "exploration").glob("configs_*.npz"))) == 3
   fresh = er.ConfigurationRecorder()
   fresh.build(run)
   fresh.save(0)
-  assert [p.name for p in (tmp_path / "records" / "exploration").glob("configs_*.npy")] == \
-      ["configs_000000010.npy"]
+  assert [p.name for p in (tmp_path / "records" / "exploration").glob("configs_*.npz")] == \
+      ["configs_000000010.npz"]
+
+
+def test_resume_records_the_checkpoints_damaged_snapshot_again_and_refuses_an_older_one(tmp_path):
+  net = _dense_net()
+  run = _run_info(net, tmp_path, 12, (6, 1, 1))
+  rec = er.ConfigurationRecorder()
+  rec.build(run)
+  for epoch in range(2):
+    rec.save(epoch)
+  directory = tmp_path / "records" / "exploration"
+  kept = rundir.load_array(str(directory / "configs_000000020.npz"))
+  for damage in ("truncate", "delete"):
+    path = directory / "configs_000000020.npz"
+    if damage == "truncate":
+      path.write_bytes(path.read_bytes()[:40])
+    else:
+      path.unlink()
+    (directory / "units.npz").write_bytes(b"garbage")  # the description follows from the seed: written again
+    resumed = er.ConfigurationRecorder()
+    resumed.build(run)
+    resumed.restore(2)  # the weights are those of the checkpoint (round 20): its snapshot is recorded again
+    np.testing.assert_array_equal(rundir.load_array(str(path)), kept)
+    np.testing.assert_array_equal(rundir.load_array(str(directory / "units.npz")), rec.units)
+  (directory / "configs_000000010.npz").write_bytes(b"PK garbage")
+  resumed = er.ConfigurationRecorder()
+  resumed.build(run)
+  with pytest.raises(NTAError, match=r"configs_000000010\.npz is damaged .*the weights of round 10 are not kept, "
+                                     r"so it cannot be recorded again; train the run anew in another workdir"):
+    resumed.restore(2)
 
 
 def test_resume_with_another_selection_is_refused(tmp_path):
@@ -168,7 +198,7 @@ def test_recorder_every_rounds_and_partial_epoch(tmp_path):
   for step in range(3):
     rec.consume(step, {})
   rec.save(0)
-  assert not list((other / "records" / "exploration").glob("configs_*.npy"))
+  assert not list((other / "records" / "exploration").glob("configs_*.npz"))
 
 
 def test_recorder_conv_unit_and_data_subsets(tmp_path):

@@ -10,26 +10,33 @@ units. A snapshot of D points takes D·ceil(M/8) bytes (1.4 MB for the autoencod
 
 Files. The recorder writes to ``<workdir>/records/exploration/``:
 
-    meta.json             {"format": "nta.exploration/1", "bitorder": "little", "num_data": D,
+    meta.json             {"format": "nta.exploration/2", "bitorder": "little", "num_data": D,
                            "num_units": M, "bytes_per_row": ceil(M/8), "steps_per_epoch",
                            "every_rounds" (null: every epoch), "seed", "model", "data_size",
                            "max_conv_units", "num_train", "units_file", "data_indices_file",
                            "layers": [{"index", "name", "kind", "output_shape", "num_units_total",
                            "num_selected", "first_column"}, ...]}
-    units.npy             int64 (M, 2): column j of a configuration is unit (unit-layer index, flat
+    units.npz             int64 (M, 2): column j of a configuration is unit (unit-layer index, flat
                           position in that layer), a unit layer being what feeds a ReLU-like op, in graph
                           order (in a plain chain: the weight layers followed by a ReLU); the position
                           indexes its row-major (H, W, C) values (conv) or its units (dense); grouped by
                           layer, positions ascending within a layer
-    data_indices.npy      int64 (D,): row d of a configuration is training example data_indices[d]
-    configs_RRRRRRRRR.npy uint8 (D, ceil(M/8)): one packed snapshot; RRRRRRRRR (9 digits) is the number
+    data_indices.npz      int64 (D,): row d of a configuration is training example data_indices[d]
+    configs_RRRRRRRRR.npz uint8 (D, ceil(M/8)): one packed snapshot; RRRRRRRRR (9 digits) is the number
                           of training rounds completed when it was taken ((e + 1)·steps_per_epoch at the
                           end of epoch e)
 
+Each ``.npz`` holds one array under the key ``array`` (``nta.rundir.save_array``); the zip's CRC-32 of it is
+checked on every read, so a damaged snapshot is an error naming it, never silently different measures.
+Format ``nta.exploration/1`` (older runs) stored the same arrays as plain ``.npy`` files; they are still read.
+
 Snapshots are written whole (temporary file, then rename) and the recorder holds one snapshot in memory at
-a time, so memory does not grow with N. On resume, snapshots taken after the checkpoint are deleted, so a
-resumed run's snapshots equal an uninterrupted run's; resuming with another data or unit selection is
-refused. A fresh run (no resume) replaces any snapshots left in the folder when it writes its first one.
+a time, so memory does not grow with N. On resume, snapshots taken after the checkpoint are deleted and the
+earlier ones checked: the checkpoint's own snapshot, if missing or damaged, is recorded again from the
+restored weights; an older one cannot be (its weights are gone), which is one error. So a resumed run's
+snapshots equal an uninterrupted run's; resuming with another data or unit selection is refused. A fresh run
+(no resume) replaces any snapshots left in the folder when it writes its first one. Readers refuse a gap in
+the snapshots' rounds.
 """
 
 from __future__ import annotations
@@ -45,15 +52,27 @@ from nta import rundir
 from nta.errors import NTAError
 
 
-FORMAT = "nta.exploration/1"
+FORMAT = "nta.exploration/2"
+_READABLE = ("nta.exploration/1", FORMAT)  # /1: the same arrays as plain .npy files, without a checksum
 BITORDER = "little"
 
 
-_SNAPSHOT_RE = re.compile(r"^configs_(\d{9})\.npy$")
+_SNAPSHOT_RE = re.compile(r"^configs_(\d{9})\.np[yz]$")
 
 
 def snapshot_name(rounds: int) -> str:
-  return f"configs_{rounds:09d}.npy"
+  return f"configs_{rounds:09d}.npz"
+
+
+def expected_rounds(meta: dict, count: int) -> list:
+  """The rounds of the first ``count`` snapshots of an uninterrupted run with this meta.json."""
+  every = int(meta["every_rounds"] or meta["steps_per_epoch"])
+  return [every * (k + 1) for k in range(count)]
+
+
+# What to do about a missing or damaged snapshot (the recorder's restore() does what it says).
+DAMAGED_ADVICE = ("rerun the training command: it records the last checkpoint's snapshot again; an earlier "
+                  "one only a new run in another workdir records (the weights of its round are not kept)")
 
 
 def pack(bits) -> np.ndarray:
@@ -172,36 +191,58 @@ def load_configurations(path: str, max_snapshots: Optional[int] = None) -> tuple
       meta.json (naming the files).
   """
   directory = _records_dir(path)
-  meta = rundir.read_json(os.path.join(directory, rundir.META))
-  if meta.get("format") != FORMAT:
-    raise NTAError(f"{os.path.join(directory, rundir.META)} has format {meta.get('format')!r}, expected "
-                   f"{FORMAT!r}")
+  meta = read_meta(directory)
   snapshots = list_snapshots(directory)
   if not snapshots:
-    raise NTAError(f"no configuration snapshots (configs_*.npy) in '{directory}': no epoch has finished yet")
+    raise NTAError(f"no configuration snapshots (configs_*.npz) in '{directory}': no epoch has finished yet")
   if max_snapshots is not None:
     if isinstance(max_snapshots, bool) or not isinstance(max_snapshots, numbers.Integral) or max_snapshots < 1:
       raise NTAError(f"max_snapshots must be a positive integer or None, got {max_snapshots!r}")
     snapshots = snapshots[:max_snapshots]
+  rounds = [r for r, _ in snapshots]
+  want = expected_rounds(meta, len(snapshots))
+  if rounds != want:
+    gap = next(w for r, w in zip(rounds, want) if r != w)
+    raise NTAError(f"the configuration snapshot of round {gap} ({snapshot_name(gap)}) is missing in '{directory}'; "
+                   "the measures need every snapshot: " + DAMAGED_ADVICE)
   expected = (int(meta["num_data"]), int(meta["bytes_per_row"]))
-  shapes = {}
+  shapes, arrays = {}, []
   for _, name in snapshots:
-    try:
-      arr = np.load(os.path.join(directory, name), mmap_mode="r")
-    except (ValueError, OSError, EOFError) as e:
-      raise NTAError(f"configuration snapshot {os.path.join(directory, name)} cannot be read ({e}); remove it "
-                     "and resume the run to record it again") from None
+    arr = read_snapshot(os.path.join(directory, name))
+    arrays.append(arr)
     shapes.setdefault((tuple(arr.shape), str(arr.dtype)), []).append(name)
   if len(shapes) > 1 or next(iter(shapes)) != (expected, "uint8"):
     groups = "; ".join(f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''}: {dtype} {shape}"
                        for (shape, dtype), names in shapes.items())
     raise NTAError(f"configuration snapshots in '{directory}' differ in shape (meta.json says uint8 "
                    f"{expected}): {groups}")
-  packed = np.empty((len(snapshots),) + expected, np.uint8)
-  for i, (_, name) in enumerate(snapshots):
-    packed[i] = np.load(os.path.join(directory, name))
+  packed = np.stack(arrays)
   meta = dict(meta, directory=directory, files=[name for _, name in snapshots],
-              rounds=np.array([r for r, _ in snapshots], np.int64),
-              units=np.load(os.path.join(directory, meta.get("units_file", rundir.UNITS))),
-              data_indices=np.load(os.path.join(directory, meta.get("data_indices_file", rundir.DATA_INDICES))))
+              rounds=np.array(rounds, np.int64),
+              units=_read_selection(directory, meta.get("units_file", rundir.UNITS)),
+              data_indices=_read_selection(directory, meta.get("data_indices_file", rundir.DATA_INDICES)))
   return packed, meta
+
+
+def read_meta(directory: str) -> dict:
+  """The folder's meta.json, checked for a format this nta reads."""
+  meta = rundir.read_json(os.path.join(directory, rundir.META))
+  if meta.get("format") not in _READABLE:
+    raise NTAError(f"{os.path.join(directory, rundir.META)} has format {meta.get('format')!r}, expected "
+                   f"{FORMAT!r}")
+  return meta
+
+
+def read_snapshot(path: str) -> np.ndarray:
+  """One packed snapshot, checked (CRC-32); one error naming it, with what to do, when it is damaged."""
+  try:
+    return rundir.load_array(path)
+  except rundir.DamagedFile as e:
+    raise NTAError(f"configuration snapshot {e}; {DAMAGED_ADVICE}") from None
+
+
+def _read_selection(directory: str, name: str) -> np.ndarray:
+  try:
+    return rundir.load_array(os.path.join(directory, name))
+  except rundir.DamagedFile as e:
+    raise NTAError(f"{e}; rerun the training command to write it again") from None

@@ -23,7 +23,8 @@ from nta import data as data_lib
 from nta import rundir
 from nta.errors import NTAError
 from nta.recorders import Recorder, RunInfo
-from nta.exploration.configurations import BITORDER, FORMAT, list_snapshots, num_bytes, snapshot_name, pack
+from nta.exploration.configurations import (BITORDER, FORMAT, expected_rounds, list_snapshots, num_bytes, pack,
+                                            snapshot_name)
 
 
 # A.6's scope for models with conv layers.
@@ -88,7 +89,7 @@ class ConfigurationRecorder(Recorder):
   # --- setup ---------------------------------------------------------------------------------------------
 
   def build(self, run: RunInfo) -> None:
-    """Chooses the data points and units and writes meta.json, units.npy and data_indices.npy.
+    """Chooses the data points and units and writes meta.json, units.npz and data_indices.npz.
 
     If the folder holds snapshots of another selection, those files are written by the first snapshot of a
     fresh run instead, and :meth:`restore` refuses to resume.
@@ -165,15 +166,18 @@ class ConfigurationRecorder(Recorder):
     if not list_snapshots(self.directory):
       return False
     try:
-      units = np.load(os.path.join(self.directory, rundir.UNITS))
-      indices = np.load(os.path.join(self.directory, rundir.DATA_INDICES))
-    except (OSError, ValueError):
-      return True
+      meta = rundir.read_json(os.path.join(self.directory, rundir.META))
+      units = rundir.load_array(os.path.join(self.directory, meta.get("units_file", rundir.UNITS)))
+      indices = rundir.load_array(os.path.join(self.directory, meta.get("data_indices_file", rundir.DATA_INDICES)))
+    except NTAError:
+      # A missing or damaged description (meta.json, units, data indices) is written again: it follows from
+      # the seed and the recorder's arguments, which the run's config.json pins.
+      return False
     return not (np.array_equal(units, self.units) and np.array_equal(indices, self.data_indices))
 
   def _write_meta(self) -> None:
-    rundir.save_npy(os.path.join(self.directory, rundir.UNITS), self.units)
-    rundir.save_npy(os.path.join(self.directory, rundir.DATA_INDICES), self.data_indices)
+    rundir.save_array(os.path.join(self.directory, rundir.UNITS), self.units)
+    rundir.save_array(os.path.join(self.directory, rundir.DATA_INDICES), self.data_indices)
     rundir.write_json(os.path.join(self.directory, rundir.META), self.meta)
     self._conflict = False
 
@@ -240,7 +244,7 @@ class ConfigurationRecorder(Recorder):
       if self._conflict:
         self._write_meta()
     self._wrote = True
-    rundir.save_npy(os.path.join(self.directory, snapshot_name(rounds)), self.configuration())
+    rundir.save_array(os.path.join(self.directory, snapshot_name(rounds)), self.configuration())
 
   def consume(self, step: int, outputs: dict) -> None:
     del outputs
@@ -271,3 +275,20 @@ class ConfigurationRecorder(Recorder):
                        "than this run selects (the recorder's arguments or seed changed); resume with the "
                        "same arguments or remove that folder")
       self._write_meta()
+    self._check_kept(limit)
+
+  def _check_kept(self, limit: int) -> None:
+    """Every snapshot up to the checkpoint (round ``limit``) must be there and intact: the checkpoint's own is
+    recorded again from the restored weights, an older one cannot be (one error naming it)."""
+    found = dict(list_snapshots(self.directory))
+    for rounds in expected_rounds(self.meta, limit // int(self.every_rounds or self.run.steps_per_epoch)):
+      path = os.path.join(self.directory, found.get(rounds, snapshot_name(rounds)))
+      try:
+        rundir.load_array(path)
+      except rundir.DamagedFile as e:
+        if rounds != limit:
+          raise NTAError(f"configuration snapshot {e}: the weights of round {rounds} are not kept, so it cannot "
+                         "be recorded again; train the run anew in another workdir") from None
+        if os.path.exists(path):
+          os.remove(path)
+        self._snapshot(rounds)
