@@ -103,10 +103,22 @@ class Recorder:
     """Host, after epoch ``epoch`` (0-based) completes and before the checkpoint: flush to the run dir."""
 
   def restore(self, epochs_done: int) -> None:
-    """Host, when resuming after ``epochs_done`` complete epochs: drop anything recorded later."""
+    """Host, when resuming after ``epochs_done`` complete epochs: drop anything recorded later, and check
+    what was recorded before; raise :class:`Rewind` when some of it is missing or damaged, so that training
+    resumes from an earlier checkpoint (or the start) and records it again."""
 
   def close(self) -> None:
     """Host, after training ends (finished, stopped or failed)."""
+
+
+class Rewind(NTAError):
+  """Raised by :meth:`Recorder.restore` when records of epoch ``epoch`` (0-based) or later, which the
+  checkpoint's run had written, are missing or damaged: training resumes from a checkpoint at or before that
+  epoch (``nta.training.fit``), re-recording them exactly."""
+
+  def __init__(self, epoch: int, message: str):
+    super().__init__(message)
+    self.epoch = int(epoch)
 
 
 def as_numpy(tree):
@@ -184,6 +196,12 @@ class TraceRecorder(Recorder):
       for name in os.listdir(self.dir):
         if name.startswith("epoch_") and name[6:10].isdigit() and int(name[6:10]) >= epochs_done:
           os.remove(os.path.join(self.dir, name))
+      for epoch in range(epochs_done):  # each kept epoch whole (the zip's CRC-32 checked)
+        path = os.path.join(self.dir, f"epoch_{epoch:04d}.npz")
+        try:
+          rundir.load_npz(path, "")
+        except NTAError:
+          raise Rewind(epoch, f"the trace of epoch {epoch} ({path}) is missing or damaged") from None
 
 
 def load_trace(workdir: str) -> dict:

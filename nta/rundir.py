@@ -172,6 +172,38 @@ def load_array(source: str) -> np.ndarray:
     raise DamagedFile(f"{source} is damaged ({type(e).__name__}: {e})") from None
 
 
+def checkpoints(workdir: str) -> list:
+  """[(epoch, checkpoint prefix), ...] of the checkpoints in ``<workdir>/checkpoints``, latest first, found by
+  their files (the folder's ``checkpoint`` index file is not needed: a damaged one loses nothing)."""
+  folder = path(workdir, CHECKPOINTS)
+  found = []
+  for name in os.listdir(folder) if os.path.isdir(folder) else []:
+    stem, dot, ext = name.partition(".")
+    if ext == "index" and stem.startswith("ckpt-") and stem[5:].isdigit():
+      found.append((int(stem[5:]), os.path.join(folder, stem)))
+  return sorted(found, reverse=True)
+
+
+def read_table(source: str, fields: Sequence[str], types: dict) -> list:
+  """The rows of a CSV that :func:`write_csv` wrote, with ``types[field]`` applied; :class:`DamagedFile` when
+  the file is missing, its header differs, or a value does not parse."""
+  if not os.path.exists(source):
+    raise DamagedFile(f"{source} is missing")
+  try:
+    with open(source, newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f)
+      if tuple(reader.fieldnames or ()) != tuple(fields):
+        raise ValueError(f"header {reader.fieldnames}")
+      rows = []
+      for row in reader:
+        if None in row or any(v is None for v in row.values()):
+          raise ValueError(f"a row with {len(row)} fields")
+        rows.append({k: types[k](v) if k in types else v for k, v in row.items()})
+      return rows
+  except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
+    raise DamagedFile(f"{source} is damaged ({e})") from None
+
+
 def read_status(workdir: str) -> dict:
   """The run's status.json, or an empty dict when the run has not started."""
   return read_json(path(workdir, STATUS), missing={})

@@ -36,7 +36,7 @@ from nta import losses as losses_lib
 from nta import models
 from nta import rundir
 from nta.errors import NTAError
-from nta.recorders import Recorder, RoundTensors, RunInfo
+from nta.recorders import Recorder, Rewind, RoundTensors, RunInfo
 
 class TaylorModel(keras.Model):
   """Wraps a user's Keras ReLU model with the round-recording ``train_step``.
@@ -125,6 +125,85 @@ class RunResult:
   epochs: list  # one dict per epoch (the rows of epochs.csv)
   state: str  # "finished" or "failed"
   model: keras.Model
+
+
+def _note(verbose: int, text: str) -> None:
+  if verbose:
+    print(f"note: {text}")
+
+
+def _checkpoint_manager(ckpt, folder: str):
+  try:
+    return tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
+  except (tf.errors.OpError, ValueError, UnicodeDecodeError) as e:
+    # The folder's index file is damaged; the checkpoints are found by their own files (``rundir.checkpoints``).
+    os.remove(os.path.join(folder, "checkpoint"))
+    del e
+    return tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
+
+
+_ROUND_TYPES = {"round": int, "epoch": int, "loss": lambda v: (float(v), v)[1],
+                "seconds": lambda v: (float(v), v)[1]}
+_EPOCH_TYPES = {"epoch": int, "rounds": int, **{k: lambda v: (v and float(v), v)[1]
+                                                for k in ("loss", "test_loss", "test_accuracy", "seconds")}}
+
+
+def _kept_records(workdir: str, epoch: int, rounds_expected: int) -> tuple:
+  """(rounds, epochs): the rows of rounds.csv and epochs.csv before ``epoch``, checked; ``Rewind`` to the
+  start when they are missing, damaged or disagree with the checkpoint (they cannot be written again from it)."""
+  if epoch == 0:
+    return [], []
+  try:
+    rounds = rundir.read_table(rundir.path(workdir, rundir.ROUNDS), rundir.ROUND_FIELDS, _ROUND_TYPES)
+    epochs = rundir.read_table(rundir.path(workdir, rundir.EPOCHS), rundir.EPOCH_FIELDS, _EPOCH_TYPES)
+  except rundir.DamagedFile as e:
+    raise Rewind(0, str(e)) from None
+  rounds = [r for r in rounds if r["epoch"] < epoch]
+  epochs = [r for r in epochs if r["epoch"] < epoch]
+  if [r["round"] for r in rounds] != list(range(rounds_expected)) or \
+      [r["epoch"] for r in epochs] != list(range(epoch)) or \
+      [r["epoch"] for r in rounds] != sorted(r["epoch"] for r in rounds):
+    raise Rewind(0, f"{rundir.path(workdir, rundir.ROUNDS)} and {rundir.EPOCHS} disagree with the checkpoint "
+                    f"of epoch {epoch} (round {rounds_expected})")
+  for r in epochs:
+    r["epoch"], r["rounds"] = str(r["epoch"]), str(r["rounds"])
+  return rounds, epochs
+
+
+def _resume(ckpt, variables, workdir: str, recorders, optimizer, verbose: int) -> tuple:
+  """(initial_epoch, rounds, epochs) of a resumed run: the latest checkpoint that restores and whose records
+  (rounds.csv, epochs.csv, every recorder's) are intact.
+
+  A damaged checkpoint is skipped for the one before it; records of some epoch that are missing or damaged
+  (``Rewind``) send training back to a checkpoint before that epoch, or to the start (the fresh weights, kept
+  here), to record them again: the run is deterministic, so what it writes again equals what was lost.
+  """
+  fresh = [(v, tf.identity(v)) for v in variables]
+  limit = None
+  while True:
+    epoch = 0
+    for number, prefix in rundir.checkpoints(workdir):
+      if limit is not None and number > limit:
+        continue
+      try:
+        ckpt.restore(prefix).assert_existing_objects_matched()
+        epoch = number
+        break
+      except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as e:
+        _note(verbose, f"checkpoint {prefix} does not restore ({type(e).__name__}); trying an earlier one")
+    if epoch == 0:
+      for variable, value in fresh:
+        variable.assign(value)
+    try:
+      rounds, epochs = _kept_records(workdir, epoch, int(optimizer.iterations))
+      for rec in recorders:
+        rec.restore(epoch)
+      return epoch, rounds, epochs
+    except Rewind as r:
+      if epoch == 0:
+        raise NTAError(f"{r}; the run cannot be resumed: train it anew in another workdir") from None
+      limit = min(r.epoch, epoch - 1)
+      _note(verbose, f"{r}: training again from {'epoch ' + str(limit) if limit else 'the start'} to record it again")
 
 
 class _RunRecorder(keras.callbacks.Callback):
@@ -278,26 +357,18 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       for key, var in rec.variables().items():
         trackables[f"rec_{rec.name}_{key}"] = var
     ckpt = tf.train.Checkpoint(**trackables)
-    manager = tf.train.CheckpointManager(ckpt, rundir.path(workdir, rundir.CHECKPOINTS), max_to_keep=2)
-    status = rundir.read_status(workdir)
-    if manager.latest_checkpoint:
-      ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-      initial_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[-1])
-      # Drop what was recorded after the checkpoint (an epoch killed between records and checkpoint).
-      epochs = [r for r in rundir.read_epochs(workdir) if int(r["epoch"]) < initial_epoch]
-      rounds = [r for r in rundir.read_csv(rundir.path(workdir, rundir.ROUNDS)) if int(r["epoch"]) < initial_epoch]
-      for r in rounds:
-        r["round"], r["epoch"] = int(r["round"]), int(r["epoch"])
-      if len(rounds) != int(optimizer.iterations):
-        raise NTAError(f"{workdir}: rounds.csv holds {len(rounds)} rounds before epoch {initial_epoch} but the "
-                       f"checkpoint is at round {int(optimizer.iterations)}; the run directory is inconsistent")
-      for rec in recorders:
-        rec.restore(initial_epoch)
-      if verbose and initial_epoch < num_epochs:
-        print(f"Resuming {workdir} from epoch {initial_epoch} (round {len(rounds)}).")
-    elif status.get("rounds_done"):
-      raise NTAError(f"{workdir} has records but no checkpoint; remove it or choose another --workdir")
-    if manager.latest_checkpoint:
+    manager = _checkpoint_manager(ckpt, rundir.path(workdir, rundir.CHECKPOINTS))
+    try:
+      status = rundir.read_status(workdir)
+    except NTAError as e:
+      # status.json only reports; it is written again below. Its wall time is lost: the total is partial.
+      _note(verbose, f"{e}; writing it again")
+      status = {"wall_seconds_partial": True}
+    variables = [*net.weights, *optimizer.variables, *(v for rec in recorders for v in rec.variables().values())]
+    initial_epoch, rounds, epochs = _resume(ckpt, variables, workdir, recorders, optimizer, verbose)
+    if verbose and initial_epoch and initial_epoch < num_epochs:
+      print(f"Resuming {workdir} from epoch {initial_epoch} (round {len(rounds)}).")
+    if initial_epoch:
       # The time earlier sessions spent, up to the last epoch end they reached (an epoch cut short is lost).
       # A directory from before wall times were recorded has only its epochs' times, which leave out
       # end-of-epoch work: the total is then marked partial.

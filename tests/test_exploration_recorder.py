@@ -16,7 +16,7 @@ from nta import models
 from nta import rundir
 from nta import training
 from nta.errors import NTAError
-from nta.recorders import RunInfo
+from nta.recorders import Rewind, RunInfo
 
 import zoo
 
@@ -125,7 +125,7 @@ def test_fresh_run_replaces_stale_snapshots_resumed_run_keeps_them(tmp_path):
       ["configs_000000010.npz"]
 
 
-def test_resume_records_the_checkpoints_damaged_snapshot_again_and_refuses_an_older_one(tmp_path):
+def test_resume_records_the_checkpoints_damaged_snapshot_again_and_rewinds_for_an_older_one(tmp_path):
   net = _dense_net()
   run = _run_info(net, tmp_path, 12, (6, 1, 1))
   rec = er.ConfigurationRecorder()
@@ -149,9 +149,9 @@ def test_resume_records_the_checkpoints_damaged_snapshot_again_and_refuses_an_ol
   (directory / "configs_000000010.npz").write_bytes(b"PK garbage")
   resumed = er.ConfigurationRecorder()
   resumed.build(run)
-  with pytest.raises(NTAError, match=r"configs_000000010\.npz is damaged .*the weights of round 10 are not kept, "
-                                     r"so it cannot be recorded again; train the run anew in another workdir"):
-    resumed.restore(2)
+  with pytest.raises(Rewind, match=r"configs_000000010\.npz is damaged") as rewind:
+    resumed.restore(2)  # its weights are gone: training must resume from before epoch 0's end
+  assert rewind.value.epoch == 0
 
 
 def test_resume_with_another_selection_is_refused(tmp_path):

@@ -33,7 +33,7 @@ Format ``nta.exploration/1`` (older runs) stored the same arrays as plain ``.npy
 Snapshots are written whole (temporary file, then rename) and the recorder holds one snapshot in memory at
 a time, so memory does not grow with N. On resume, snapshots taken after the checkpoint are deleted and the
 earlier ones checked: the checkpoint's own snapshot, if missing or damaged, is recorded again from the
-restored weights; an older one cannot be (its weights are gone), which is one error. So a resumed run's
+restored weights; for an older one training resumes from before it (``nta.recorders.Rewind``). So a resumed run's
 snapshots equal an uninterrupted run's; resuming with another data or unit selection is refused. A fresh run
 (no resume) replaces any snapshots left in the folder when it writes its first one. Readers refuse a gap in
 the snapshots' rounds.
@@ -71,8 +71,7 @@ def expected_rounds(meta: dict, count: int) -> list:
 
 
 # What to do about a missing or damaged snapshot (the recorder's restore() does what it says).
-DAMAGED_ADVICE = ("rerun the training command: it records the last checkpoint's snapshot again; an earlier "
-                  "one only a new run in another workdir records (the weights of its round are not kept)")
+DAMAGED_ADVICE = "rerun the training command: it trains again from before that snapshot and records it again"
 
 
 def pack(bits) -> np.ndarray:

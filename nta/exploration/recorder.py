@@ -22,7 +22,7 @@ import tensorflow as tf
 from nta import data as data_lib
 from nta import rundir
 from nta.errors import NTAError
-from nta.recorders import Recorder, RunInfo
+from nta.recorders import Recorder, Rewind, RunInfo
 from nta.exploration.configurations import (BITORDER, FORMAT, expected_rounds, list_snapshots, num_bytes, pack,
                                             snapshot_name)
 
@@ -279,16 +279,15 @@ class ConfigurationRecorder(Recorder):
 
   def _check_kept(self, limit: int) -> None:
     """Every snapshot up to the checkpoint (round ``limit``) must be there and intact: the checkpoint's own is
-    recorded again from the restored weights, an older one cannot be (one error naming it)."""
+    recorded again from the restored weights, an older one by training again from before it (``Rewind``)."""
     found = dict(list_snapshots(self.directory))
     for rounds in expected_rounds(self.meta, limit // int(self.every_rounds or self.run.steps_per_epoch)):
       path = os.path.join(self.directory, found.get(rounds, snapshot_name(rounds)))
       try:
         rundir.load_array(path)
       except rundir.DamagedFile as e:
-        if rounds != limit:
-          raise NTAError(f"configuration snapshot {e}: the weights of round {rounds} are not kept, so it cannot "
-                         "be recorded again; train the run anew in another workdir") from None
+        if rounds != limit:  # the weights of that round are gone: train again from before it
+          raise Rewind((rounds - 1) // int(self.run.steps_per_epoch), f"configuration snapshot {e}") from None
         if os.path.exists(path):
           os.remove(path)
         self._snapshot(rounds)
