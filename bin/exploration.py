@@ -6,7 +6,6 @@ Writes the measures file described in ``nta.exploration.measures`` (default ``<w
 a short summary.
 """
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -42,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

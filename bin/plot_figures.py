@@ -14,7 +14,6 @@ weight-layer indices (1 is the paper's "layer 2").
 
 import os
 
-from absl import app
 from absl import flags
 
 from nta import cli
@@ -67,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -3,7 +3,6 @@
   python bin/plot_losses.py --runs=rmsprop=runs/ae_rmsprop,adam=runs/ae_adam --out=results/figure6
 """
 
-from absl import app
 from absl import flags
 
 from nta import cli
@@ -25,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,7 +12,6 @@ A preset (``configs/regenerate.py``; default: the scale's own) fills every budge
 import shlex
 import sys
 
-from absl import app
 from absl import flags
 
 from nta import cli
@@ -93,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

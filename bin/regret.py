@@ -7,7 +7,6 @@ For cross-entropy runs the hindsight optima are first solved from the recorded c
 """
 
 
-from absl import app
 from absl import flags
 
 from nta import cli
@@ -45,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -15,6 +15,7 @@ _USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from nta.errors import NTAError  # noqa: E402
@@ -55,6 +56,44 @@ def _describe_devices() -> str:
 DEVICES = start_tensorflow()
 
 
+def run(main) -> None:
+  """``absl.app.run(main)`` where a bad flag or config (an unknown variant, a missing config file, an unknown
+  ``--config.`` field, a value of the wrong type) is one ``error:`` line and exit status 1."""
+  app.run(main, flags_parser=parse_flags)
+
+
+def parse_flags(argv) -> list:
+  """``absl.flags.FLAGS(argv)``, its errors and the config file's turned into one ``error:`` line."""
+  try:
+    rest = flags.FLAGS(argv)
+    for name in list(flags.FLAGS):  # config files load lazily: load them now, inside this error handling
+      if hasattr(flags.FLAGS[name], "config_filename"):
+        _ = flags.FLAGS[name].value.keys  # a config that failed to load raises on any attribute
+    return rest
+  except flags.UnrecognizedFlagError as e:
+    name = str(getattr(e, "flagname", ""))
+    message = (_no_field(f"--{name}", name.rsplit(".", 1)[-1]) if name.startswith("config.") else str(e))
+  except (flags.Error, NTAError) as e:
+    message = str(e)
+  except OSError as e:  # ml_collections: the config file could not be loaded
+    given = next((a.split("=", 1)[1].split(":", 1)[0] for a in argv[1:] if a.startswith("--config=")), "")
+    message = (f"config file {given!r} does not exist" if given and not os.path.exists(given) else
+               f"cannot load the config file {given!r}: {str(e).splitlines()[-1].strip()}")
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of a field the config lacks
+    name = str(e).strip("\"'")
+    if not name.isidentifier():
+      raise
+    given = next((a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.") and
+                  name in a.split("=", 1)[0].split(".")), f"--config.{name}")
+    message = _no_field(given, name)
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _no_field(given: str, name: str) -> str:
+  return f"{given}: the config has no field '{name}'; --config_help lists the fields"
+
+
 def no_extra_args(argv) -> None:
   """Refuses stray positional arguments; also silences TF's INFO logging (checkpoint chatter)."""
   logging.set_verbosity(logging.WARNING)
@@ -71,6 +110,8 @@ def errors_to_exit():
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
+    sys.stdout.write("\n")  # end a progress bar's line
+    sys.stdout.flush()
     print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
     sys.exit(130)
 

@@ -8,8 +8,10 @@ mean "unset" (so that the command line can override them with a typed value).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 
 import ml_collections
 
@@ -28,11 +30,11 @@ def get_config():
   c.data.name = "mnist"  # tfds name, or the file format for source=files (mnist, fashion_mnist, cifar10)
   c.data.data_dir = ""  # tfds data_dir / folder of original files; "" = tfds default
   c.data.train_size = 0  # 0 = the whole training split
-  c.batch_size = 64
-  c.num_epochs = 100
+  c.batch_size = 64  # minibatch size: samples per round
+  c.num_epochs = 100  # epochs to train (a finished run is extended by a larger value)
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "rmsprop"
-  c.optimizer.learning_rate = 1e-3
+  c.optimizer.name = "rmsprop"  # "sgd", "rmsprop", "adam" or "adagrad" (nta.optimizers)
+  c.optimizer.learning_rate = 1e-3  # step size (the variants set the paper's, A.5)
   # "tf1": TensorFlow 1's optimizer defaults, as the paper ran them (RMSProp accumulator from ones, eps 1e-10;
   # Adam eps 1e-8); "keras3": Keras 3's defaults. The table is in nta.optimizers.
   c.optimizer.convention = optimizers.DEFAULT_CONVENTION
@@ -41,7 +43,7 @@ def get_config():
   c.verbose = 1  # 0 silent, 1 progress bar, 2 one line per epoch
   c.record = ml_collections.ConfigDict()
   c.record.every = 1  # record Taylor statistics every k-th round
-  c.record.taylor = False  # hindsight Taylor optimum statistics (nta.hindsight.squared)
+  c.record.taylor = False  # hindsight Taylor optima: statistics (mse, nta.hindsight.squared) or records (cross-entropy)
   c.record.memory_mb = 16.0  # budget for exact Taylor statistics; larger layers are skipped (printed)
   c.record.trace = False  # per-round weights, batch and loss on disk (small runs only)
   # Cross-entropy runs only (nta.hindsight.records): what is recorded (the solve after training is set by
@@ -59,6 +61,10 @@ def get_config():
   c.threads.inter_op = 0  # ops run at once
   return c
 
+
+MODELS = ("autoencoder", "convnet", "resnet20")  # nta.experiments.build_model
+LOSSES = ("mse", "cross_entropy")  # nta.losses
+SOURCES = ("tfds", "files", "sample")  # nta.data
 
 # Paper learning rates (A.5); SGD is swept over 1.0, 0.1 and 0.01 (fig. 5, "sgd" alone is 0.1); AdaGrad is not
 # in the paper. ResNet-20 (configs/cifar_resnet.py) takes the convnet's.
@@ -114,6 +120,53 @@ def layer_list(value, field: str):
                    f"got {value!r}") from None
 
 
+def field_help() -> dict:
+  """{dotted field: its meaning}, read from the comments of :func:`get_config`, where every field is defined:
+  a field's own trailing comment, else the comment lines just above it (so the help cannot drift from the
+  code; a test checks that every field has one)."""
+  meanings, above = {}, []
+  for line in inspect.getsource(get_config).splitlines():
+    text = line.strip()
+    if text.startswith("#"):
+      above.append(text.lstrip("# "))
+      continue
+    match = re.match(r"c\.([\w.]+) = (.*)$", text)
+    if match and not match.group(2).startswith("ml_collections.ConfigDict()"):
+      comment = match.group(2).partition("  # ")[2]
+      meanings[match.group(1)] = comment or " ".join(above)
+    if not (match and match.group(2).startswith("ml_collections.ConfigDict()")):
+      above = []
+  return meanings
+
+
+def describe(config, source: str = "") -> str:
+  """The ``--config_help`` text: the variant grammar and every field with its value in ``config`` and its
+  meaning (:func:`field_help`); ``source`` is the config file's docstring (its variants)."""
+  flat = {}
+
+  def walk(prefix, node):
+    for key in sorted(node.keys()):
+      value = node[key]
+      if isinstance(value, ml_collections.ConfigDict):
+        walk(f"{prefix}{key}.", value)
+      else:
+        flat[prefix + key] = value
+
+  walk("", config)
+  meanings = field_help()
+  lines = ["Variants: --config=FILE:VARIANT, comma-separated tokens: an optimizer (rmsprop, adam, sgd, adagrad, "
+           "or sgd<learning rate> such as sgd0.01; each otherwise with the paper's learning rate), optionally a "
+           f"scale (quick, testing, paper) and an optimizer convention ({', '.join(optimizers.CONVENTIONS)}; "
+           f"default {optimizers.DEFAULT_CONVENTION})."]
+  if source:
+    lines += ["", source.strip()]
+  lines += ["", "Fields: --config.FIELD=VALUE (values of this variant):"]
+  width = max(len(f"{k} = {v!r}") for k, v in flat.items())
+  for key, value in flat.items():
+    lines.append(f"  {f'{key} = {value!r}':<{width}}  {meanings.get(key, '(set by this config file)')}")
+  return "\n".join(lines)
+
+
 def to_dict(config) -> dict:
   """Plain-dict copy of a ConfigDict (what goes to ``config.json``)."""
   return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else dict(config)
@@ -138,7 +191,22 @@ def validate(config) -> None:
   checks += [
       (record.taylor_neurons_per_layer >= 1,
        f"config.record.taylor_neurons_per_layer must be >= 1, got {record.taylor_neurons_per_layer}"),
+      (record.every >= 1, f"config.record.every must be >= 1 (record every k-th round), got {record.every}"),
+      (record.memory_mb > 0, f"config.record.memory_mb must be positive, got {record.memory_mb}"),
+      (record.exploration_every_rounds >= 0,
+       f"config.record.exploration_every_rounds must be >= 0 (0: every epoch), got {record.exploration_every_rounds}"),
+      (0 <= config.seed < 2**32, f"config.seed must be in 0..{2**32 - 1}, got {config.seed}"),
+      (config.model in MODELS, f"config.model must be one of {', '.join(MODELS)}, got {config.model!r}"),
+      (config.loss in LOSSES, f"config.loss must be one of {', '.join(LOSSES)}, got {config.loss!r}"),
+      (config.data.source in SOURCES,
+       f"config.data.source must be one of {', '.join(SOURCES)}, got {config.data.source!r}"),
   ]
+  if record.taylor and config.loss == "mse":
+    changed = [f for f in ("taylor_layers", "taylor_neuron_layers", "taylor_neurons_per_layer")
+               if record[f] != get_config().record[f]]
+    checks.append((not changed, f"config.record.{changed[0] if changed else ''} applies to cross-entropy runs; the "
+                                "squared-loss recorder records every layer and neuron whose statistics fit "
+                                "config.record.memory_mb"))
   for ok, message in checks:
     if not ok:
       raise NTAError(message)

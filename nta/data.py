@@ -24,6 +24,7 @@ import importlib.resources
 import math
 import numbers
 import pickle
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -131,8 +132,8 @@ def load(source: str, name: str = "mnist", data_dir: str | None = None,
 def _take_prefix(split: Split, size: int) -> Split:
   n = len(split.y)
   if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 1 <= size <= n:
-    raise NTAError(f"train_size={size!r} is out of range: {split.name} has {n} examples, use 1..{n} "
-                   "or None for all")
+    raise NTAError(f"train_size={size!r} is out of range: {split.name} has {n} examples; use 1..{n}, or all of "
+                   "them with --config.data.train_size=0 (train_size=None in nta.data.load)")
   return Split(split.x[:size], split.y[:size], f"{split.name}[:{int(size)}]", split.num_classes, split.source_size)
 
 
@@ -157,6 +158,15 @@ def _make_split(x: np.ndarray, y: np.ndarray, name: str, num_classes: int, origi
 # --- tfds -------------------------------------------------------------------------------------------------
 
 
+def _online(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
+  """Whether tfds' download host answers (a connection within ``timeout`` seconds)."""
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+    return True
+  except OSError:
+    return False
+
+
 def _load_tfds(name: str, data_dir: str | None) -> tuple[Split, Split]:
   import tensorflow_datasets as tfds  # slow to import; only this source needs it
 
@@ -175,6 +185,11 @@ def _load_tfds(name: str, data_dir: str | None) -> tuple[Split, Split]:
   if "image" not in features or label is None or not hasattr(label, "num_classes"):
     raise NTAError(f"tfds dataset {name!r} is not an image classification dataset (it needs 'image' and "
                    f"a class 'label' feature; it has {', '.join(features.keys())})")
+  if not builder.is_prepared() and not _online():
+    # tfds would retry its download for minutes, logging every attempt.
+    raise NTAError(f"tfds has no {name!r} in {where} and there is no network to download it; use the original "
+                   "files offline with --config.data.source=files --config.data.data_dir=<their folder> (or "
+                   "--config.data.source=sample for the embedded MNIST sample)")
   try:
     builder.download_and_prepare()
     arrays = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True))

@@ -67,11 +67,6 @@ def build_recorders(config) -> list:
   recorders = []
   if config.record.taylor:
     if config.loss == "mse":
-      r, d = config.record, config_lib.get_config().record
-      changed = [f for f in ("taylor_layers", "taylor_neuron_layers", "taylor_neurons_per_layer") if r[f] != d[f]]
-      if changed:
-        raise NTAError(f"config.record.{changed[0]} applies to cross-entropy runs; the squared-loss recorder "
-                       "records every layer and neuron whose statistics fit config.record.memory_mb")
       recorders.append(squared.TaylorRecorder(memory_mb=config.record.memory_mb, record_every=config.record.every))
     else:
       r = config.record
@@ -96,7 +91,9 @@ def _prepare_workdir(config, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   path = rundir.path(workdir, rundir.CONFIG)
   current = config_lib.to_dict(config)
-  if os.path.exists(path):
+  training.check_num_epochs(workdir, config.num_epochs)
+  if os.path.exists(path) and rundir.checkpoints(workdir):
+    # (A config.json whose run never reached its first checkpoint holds nothing to continue: replaced.)
     config_lib.check_resumable(rundir.read_json(path), current, workdir)
   rundir.write_json(path, current)
 
@@ -113,17 +110,21 @@ def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] =
   Returns:
     The ``nta.training.RunResult``.
   """
+  # Everything about the config is checked before the workdir is written (a refused config leaves no trace).
   config_lib.validate(config)
   apply_threads(config.threads.intra_op, config.threads.inter_op)
   seed_everything(config.seed)
   train, test = load_data(config)
   net = build_model(config, train)
   spec = models.inspect(net)
+  for field in ("taylor_layers", "taylor_neuron_layers"):
+    for layer in config_lib.layer_list(config.record[field], f"record.{field}") or []:
+      spec.layer(layer)
+  if recorders is None:
+    recorders = build_recorders(config)
   if workdir:
     _prepare_workdir(config, workdir)
   target = "input" if config.model == "autoencoder" else "labels"
-  if recorders is None:
-    recorders = build_recorders(config)
   optimizer = optimizers.make_optimizer(config.optimizer.name, config.optimizer.learning_rate,
                                         config.optimizer.convention)
 

@@ -132,6 +132,14 @@ def _note(verbose: int, text: str) -> None:
     print(f"note: {text}")
 
 
+def check_num_epochs(workdir: str, num_epochs: int) -> None:
+  """One error when ``workdir`` holds a run trained further than ``num_epochs`` (a run is not shortened)."""
+  done = max((number for number, _ in rundir.checkpoints(workdir)), default=0)
+  if done > num_epochs:
+    raise NTAError(f"{workdir} holds a run trained for {done} epochs; num_epochs={num_epochs} would not shorten it: "
+                   f"use num_epochs >= {done} to extend it, or another workdir")
+
+
 def _checkpoint_manager(ckpt, folder: str):
   try:
     return tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
@@ -231,12 +239,14 @@ class _RunRecorder(keras.callbacks.Callback):
     self.pending.append({"round": n, "epoch": self.epoch, "loss": repr(loss),
                          "seconds": f"{now - self.t_last:.6f}"})
     self.t_last = now
+    if not math.isfinite(loss):
+      # The round's records (Taylor statistics, snapshots) would be non-finite too: they are not kept.
+      self.failure = f"loss became {loss} at round {n} (epoch {self.epoch})"
+      self.model.stop_training = True
+      return
     for rec in self.model.recorders:
       prefix = rec.name + "/"
       rec.consume(n, {k[len(prefix):]: v for k, v in logs.items() if k.startswith(prefix)})
-    if not math.isfinite(loss):
-      self.failure = f"loss became {loss} at round {n} (epoch {self.epoch})"
-      self.model.stop_training = True
 
   def _flush_rounds(self):
     self.rounds.extend(self.pending)
@@ -351,6 +361,7 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
   rounds, epochs, initial_epoch, manager = [], [], 0, None
   session_start, wall_before, partial = time.perf_counter(), 0.0, False
   if workdir:
+    check_num_epochs(workdir, num_epochs)
     os.makedirs(workdir, exist_ok=True)
     trackables = {"net": net, "optimizer": optimizer}
     for rec in recorders:
@@ -392,13 +403,25 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
     cbs = [recorder_cb, *callbacks]
     if verbose:
       cbs.append(_Progbar())
-    tmodel.fit(dataset, epochs=num_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-               callbacks=cbs, verbose=verbose, shuffle=False)
+    try:
+      tmodel.fit(dataset, epochs=num_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                 callbacks=cbs, verbose=verbose, shuffle=False)
+    except KeyboardInterrupt:
+      if workdir:
+        reached = len(rounds) + len(recorder_cb.pending)
+        write_status("interrupted", f"interrupted at round {reached}; rerun the same command to resume from "
+                                    f"epoch {len(epochs)} (round {len(rounds)})")
+      raise
+    except NTAError as e:  # a recorder stopped on the round's numbers (e.g. non-finite Taylor statistics)
+      recorder_cb.failure = recorder_cb.failure or f"{e} (round {len(rounds) + len(recorder_cb.pending) - 1})"
   round_losses = np.array([float(r["loss"]) for r in rounds + recorder_cb.pending])
   if recorder_cb.failure:
     recorder_cb._flush_rounds()
     for rec in recorders:
-      rec.save(recorder_cb.epoch)
+      try:
+        rec.save(recorder_cb.epoch)
+      except NTAError:
+        pass  # what it holds is non-finite: the records of earlier rounds are on disk already
       rec.close()
     message = (f"{recorder_cb.failure}; every record up to that round is kept in {workdir or 'memory'}; "
                "lower the learning rate")

@@ -3,10 +3,17 @@
 import glob
 import json
 import os
+import sys
 
+import re
+import subprocess
+
+import ml_collections
 import numpy as np
+import pytest
 
 from nta import experiments
+from nta.errors import NTAError
 from nta.exploration import measures as exploration_measures
 from nta.analysis import curves as regret_curves
 from nta import rundir
@@ -50,6 +57,84 @@ def test_train_bad_input_is_one_error_line(tmp_path):
   lines = error_lines(proc.stderr)
   assert len(lines) == 1 and "nowhere" in lines[0], proc.stderr
   assert proc.stderr.strip().splitlines() == lines  # nothing else: TensorFlow's loader chatter is captured
+
+
+def _run_all(cases, tmp_path):
+  """Runs bin/train.py once per case (two at a time), each in its own workdir; returns the CompletedProcess-like
+  (returncode, stderr, stdout) triples in order."""
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env["PYTHONPATH"] = str(ROOT)
+  results, running = [None] * len(cases), []
+  for i, argv in enumerate(cases):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "train.py"), *argv, f"--workdir={tmp_path / f'case{i}'}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    running.append((i, proc))
+    if len(running) == 2 or i == len(cases) - 1:
+      for j, p in running:
+        out, err = p.communicate(timeout=300)
+        results[j] = (p.returncode, err, out)
+      running = []
+  return results
+
+
+def test_train_bad_config_is_one_error_line_before_anything_is_written(tmp_path):
+  ae, ce = "--config=configs/mnist_autoencoder.py:testing", "--config=configs/cifar_convnet.py:testing"
+  cases = [
+      (["--config=configs/mnist_autoencoder.py:nosuchopt"], "unknown config variant 'nosuchopt'"),
+      (["--config=configs/nosuch.py"], "config file 'configs/nosuch.py' does not exist"),
+      ([ae, "--config.nosuch=3"], "--config.nosuch: the config has no field 'nosuch'"),
+      ([ae, "--config.record.nosuch=3"], "the config has no field 'nosuch'"),
+      ([ae, "--config.seed=abc"], "--config.seed=abc: invalid literal for int()"),
+      ([ae, "--config.seed=-1"], "config.seed must be in 0..4294967295, got -1"),
+      ([ae, "--config.optimizer.name=nosuch"], "unknown optimizer 'nosuch'"),
+      ([ae, "--config.record.taylor=True", "--config.record.every=0"], "config.record.every must be >= 1"),
+      ([ae, "--config.record.exploration_every_rounds=-1"], "config.record.exploration_every_rounds must be >= 0"),
+      ([ae, "--config.record.taylor=True", "--config.record.memory_mb=-5"], "config.record.memory_mb must be positive"),
+      ([ae, "--config.data.train_size=100000"], "use 1..6000, or all of them with --config.data.train_size=0"),
+      ([ae, "--config.record.taylor=True", "--config.record.taylor_layers=0"],
+       "config.record.taylor_layers applies to cross-entropy runs"),
+      ([ce, "--config.record.taylor=True", "--config.record.taylor_layers=9"], "layer index 9 out of range"),
+  ]
+  for i, ((status, err, _), (argv, message)) in enumerate(zip(_run_all([a for a, _ in cases], tmp_path), cases)):
+    lines = error_lines(err)
+    assert status == 1 and len(lines) == 1 and message in lines[0], (argv, err)
+    assert err.strip().splitlines() == lines, err  # no traceback, nothing else
+    # Nothing is written, so the corrected command is not refused as "a different config".
+    assert not (tmp_path / f"case{i}").exists(), argv
+
+
+def test_a_plan_that_fails_leaves_a_config_the_corrected_command_replaces(tmp_path):
+  # The memory budget is checked when the recorder sees the model (inside fit): its config.json, of a run that
+  # never reached a checkpoint, does not block the corrected command.
+  workdir = str(tmp_path / "r")
+  with pytest.raises(NTAError, match=r"no layer or neuron of model 'autoencoder' fits the Taylor statistics "
+                                     r"budget of 0.001 MB .*raise config.record.memory_mb"):
+    experiments.run(config(**{"record.taylor": True, "record.memory_mb": 0.001}), workdir)
+  experiments.run(config(**{"record.taylor": True}), workdir)
+  assert rundir.read_status(workdir)["state"] == "finished"
+
+  # A finished run is not silently kept shorter than asked: fewer epochs than it has is one error.
+  with pytest.raises(NTAError, match=re.escape(f"{workdir} holds a run trained for 2 epochs; num_epochs=1 would "
+                                               "not shorten it: use num_epochs >= 2 to extend it, or another "
+                                               "workdir")):
+    experiments.run(config(num_epochs=1, **{"record.taylor": True}), workdir)
+  # Garbage in config.json is one error naming it.
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write("{garbage")
+  with pytest.raises(NTAError, match=r"config\.json is not valid JSON"):
+    experiments.run(config(**{"record.taylor": True}), workdir)
+
+
+def test_train_config_help_lists_the_variants_and_every_field(tmp_path):
+  out = run_binary("train", "--config=configs/mnist_autoencoder.py:adam,quick", "--config_help").stdout
+  assert "Variants: --config=FILE:VARIANT" in out and "- testing: seconds, for the test suite." in out
+  fields = [l.split()[0] for l in out.splitlines() if l.startswith("  ") and " = " in l]
+  cfg = config(variant="adam,quick")
+  expected = sorted(f"{k}.{kk}" if isinstance(v, ml_collections.ConfigDict) else k
+                    for k, v in cfg.items() for kk in (v.keys() if isinstance(v, ml_collections.ConfigDict) else [k]))
+  assert fields == expected
+  assert "  optimizer.learning_rate = 0.01 " in out  # this variant's value
+  assert "(set by this config file)" not in out  # every field's meaning comes from nta.config.get_config
 
 
 def test_plot_losses(tmp_path):

@@ -3,6 +3,7 @@
 import gzip
 import pickle
 import re
+import time
 import types
 from pathlib import Path
 
@@ -324,6 +325,9 @@ class FakeBuilder:
     if self.error:
       raise self.error
 
+  def is_prepared(self):
+    return True  # as far as the offline check goes: the download itself may still fail
+
   def as_dataset(self, split, batch_size, as_supervised):
     assert (split, batch_size, as_supervised) == (["train", "test"], -1, True)
     return [tuple(tf.constant(a) for a in self.arrays[s]) for s in split]
@@ -355,9 +359,26 @@ def test_tfds_real_builder_without_network(tfds_module, tmp_path, monkeypatch):
     raise OSError("network is unreachable")
 
   monkeypatch.setattr(tfds_module.core.DatasetBuilder, "download_and_prepare", no_network)
+  monkeypatch.setattr(data, "_online", lambda: True)  # a network that then fails
   bogus = tmp_path / "bogus"
   with pytest.raises(NTAError, match=re.escape(f"tfds could not load 'mnist' into {bogus}: OSError: network")):
     data.load("tfds", "mnist", str(bogus))
+
+
+def test_tfds_offline_fails_in_seconds_with_the_offline_way(tfds_module, tmp_path, monkeypatch):
+  # tfds itself would retry its download for minutes, printing each attempt.
+  assert data._online(host="nta-no-such-host.invalid", timeout=1.0) is False
+
+  def download(self, *args, **kwargs):
+    raise AssertionError("no download may be tried offline")
+
+  monkeypatch.setattr(tfds_module.core.DatasetBuilder, "download_and_prepare", download)
+  monkeypatch.setattr(data, "_online", lambda: False)
+  start = time.time()
+  with pytest.raises(NTAError, match=r"tfds has no 'mnist' in .* and there is no network to download it; use the "
+                                     r"original files offline with --config.data.source=files") as e:
+    data.load("tfds", "mnist", str(tmp_path / "empty"))
+  assert time.time() - start < 10 and "\n" not in str(e.value)
 
 
 def test_tfds_missing_dependency(tfds_module, monkeypatch):

@@ -139,7 +139,9 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     experiments.run(cfg, workdir)
   monkeypatch.setattr(training, "fit", real_fit)
-  assert rundir.read_status(workdir)["state"] == "running"
+  interrupted = rundir.read_status(workdir)
+  assert (interrupted["state"], interrupted["rounds_done"]) == ("interrupted", 8)
+  assert interrupted["message"] == "interrupted at round 10; rerun the same command to resume from epoch 2 (round 8)"
   assert len(rundir.read_rounds(workdir)) == 8
   before = rundir.read_status(workdir)["wall_seconds"]
   resumed = experiments.run(cfg, workdir)
@@ -215,16 +217,23 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
   assert len(rundir.read_rounds(full)) == 160
 
 
-def test_non_finite_loss_stops_with_records_kept(tmp_path):
+@pytest.mark.parametrize("taylor", [False, True])
+def test_non_finite_loss_stops_with_records_kept(tmp_path, taylor):
+  # With Taylor recording the diverging round's statistics are non-finite too: they must not end the run
+  # in a solver error before the failure is recorded.
   workdir = str(tmp_path / "nan")
-  cfg = config(num_epochs=5, **{"optimizer.name": "sgd", "optimizer.learning_rate": 1e6})
+  cfg = config(num_epochs=5, **{"optimizer.name": "sgd", "optimizer.learning_rate": 1e6, "record.taylor": taylor})
   with pytest.raises(NTAError, match=r"loss became (nan|inf) at round \d+ \(epoch \d+\); every record up to that round"):
     experiments.run(cfg, workdir)
   status = rundir.read_status(workdir)
   losses_ = rundir.read_rounds(workdir)
   assert status["state"] == "failed" and "lower the learning rate" in status["message"]
   assert not np.isfinite(losses_[-1]) and np.all(np.isfinite(losses_[:-1]))
-  assert len(losses_) >= 2
+  assert len(losses_) >= 2 and status["rounds_done"] == len(losses_)
+  if taylor:  # the optima of the horizons before the failing round are kept, all finite
+    optima = rundir.read_optima(workdir)
+    assert 1 <= len(optima["N"]) and optima["N"][-1] < len(losses_)
+    assert all(np.all(np.isfinite(v)) for k, v in optima.items() if k.endswith("/value"))
 
 
 def test_other_config_in_same_workdir_is_refused(tmp_path):

@@ -178,6 +178,11 @@ class TaylorRecorder(Recorder):
                          f"which has {wl.units} units")
         neurons[wl.index] = units
         used += neuron_stat_bytes(wl, len(units), wl.index == last)
+    if not layers and not neurons:
+      smallest = min(min(layer_stat_bytes(wl), neuron_stat_bytes(wl, wl.units, wl.index == last)) for wl in spec.layers)
+      raise NTAError(f"no layer or neuron of model '{spec.name}' fits the Taylor statistics budget of "
+                     f"{self.memory_mb:g} MB (the smallest needs {smallest / 2**20:.3g} MB); raise "
+                     "config.record.memory_mb (memory_mb)")
     self.layers, self.neurons, self.bytes = layers, neurons, used
     self.num_rounds = run.steps_per_epoch * run.num_epochs
     if self.req_horizons is None:
