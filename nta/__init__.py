@@ -8,7 +8,8 @@ The curated API, importable as ``nta.<name>``:
   (activation configurations), ``TraceRecorder``
 - Taylor losses (§2.2, Theorem 2): ``snapshot``, ``taylor_loss``, ``jacobian_tensor``
 - regret (§2.3): ``horizons``, ``regret_table``, ``fit_exponent``, ``regret_curves`` (of a run directory)
-- exploration (§3.3): ``min_hamming``, ``switches``, ``log_singular_products``, ``compute_measures``
+- exploration (§3.3): ``min_hamming``, ``switches``, ``log_singular_products``, ``compute_measures``,
+  ``save_measures`` (of a run directory)
 
 and one module per concept of the paper, ``nta.<module>``:
 
@@ -54,6 +55,7 @@ _API = {
     "min_hamming": ("exploration.measures", "min_hamming"), "switches": ("exploration.measures", "switches"),
     "log_singular_products": ("exploration.measures", "log_singular_products"),
     "compute_measures": ("exploration.measures", "compute_measures"),
+    "save_measures": ("exploration.measures", "save_measures"), "regret_curves": ("analysis.curves", "compute"),
 }
 __all__ = sorted(_API) + list(_MODULES)
 

@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from nta import faults
 from nta.errors import NTAError
 
 CONFIG = "config.json"
@@ -86,6 +87,7 @@ def _replace(target: str, write, sync: bool = True) -> None:
     if sync:
       f.flush()
       os.fsync(f.fileno())
+  faults.point("write")
   os.replace(tmp, target)
 
 

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nta import faults
 from nta import losses as losses_lib
 from nta import models
 from nta import rundir
@@ -247,6 +248,7 @@ class _RunRecorder(keras.callbacks.Callback):
     for rec in self.model.recorders:
       prefix = rec.name + "/"
       rec.consume(n, {k[len(prefix):]: v for k, v in logs.items() if k.startswith(prefix)})
+    faults.point("round")
 
   def _flush_rounds(self):
     self.rounds.extend(self.pending)
@@ -287,6 +289,7 @@ class _RunRecorder(keras.callbacks.Callback):
       self.writer.flush()
       last = epoch + 1 == self.run.num_epochs
       if (epoch + 1) % self.checkpoint_every == 0 or last:
+        faults.point("checkpoint")
         self.manager.save(checkpoint_number=epoch + 1)
       self.write_status("running")
 

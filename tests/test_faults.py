@@ -5,7 +5,9 @@ training command and each analysis step run again. Each case must end in exactly
   exploration measures, the trace) equal the uninterrupted run's bit for bit;
 * ``error``: one ``NTAError`` line (the binaries print it as ``error: ...`` and exit 1) naming the damaged file.
 
-Never anything else: no traceback, and never success with different numbers. The run is the autoencoder's
+Never anything else: no traceback, and never success with different numbers. And kill -9 at seeded points
+(``nta.faults``: after a round, inside a run-directory write, inside a checkpoint write), then the same
+command again: the final records equal the uninterrupted run's bit for bit. The run is the autoencoder's
 ``testing`` config (3 epochs of 128 sample images) with Taylor, exploration and trace recording; the steps are
 called in-process as the binaries call them (``bin/train.py``: ``experiments.run``; ``bin/regret.py``:
 ``curves.solve_if_needed`` and ``curves.compute``; ``bin/exploration.py``: ``measures.save_measures``).
@@ -14,6 +16,9 @@ called in-process as the binaries call them (``bin/train.py``: ``experiments.run
 import collections
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,7 +30,7 @@ from nta.errors import NTAError
 from nta.exploration import measures
 from nta.report import plots
 
-from helpers import config
+from helpers import ROOT, config
 
 FAULTS = ("delete", "truncate", "random")
 # What the comparison reads: the arrays a study uses.
@@ -33,9 +38,12 @@ _COMPARED = ("records/taylor/optima.npz", "regret.npz", "exploration.npz", "reco
              "records/trace/epoch_0001.npz", "records/trace/epoch_0002.npz")
 
 
+_OVERRIDES = {"num_epochs": 3, "data.train_size": 128, "record.taylor": True, "record.exploration": True,
+              "record.trace": True}
+
+
 def _config():
-  return config(**{"num_epochs": 3, "data.train_size": 128, "record.taylor": True, "record.exploration": True,
-                   "record.trace": True})
+  return config(**_OVERRIDES)
 
 
 def _steps(workdir):
@@ -126,3 +134,40 @@ def test_every_file_damaged_resumes_exactly_or_fails_in_one_line_naming_it(prist
       bad.append(f"{name}: error does not name the file in one line: {message!r}")
   print(f"{fault}: {dict(outcomes)}")
   assert not bad, "\n".join(bad)
+
+
+def _kill_points() -> list:
+  """Seeded kill points of a 3-epoch run (6 rounds, 3 checkpoints, some 30 run-directory writes). A checkpoint
+  write of this model takes some 20-30 ms here: a kill 8-20 ms after it begins leaves a half-written
+  ``ckpt-N_temp`` folder (a kill right at its start, none)."""
+  rng = np.random.default_rng(2017)
+  return [f"round:{rng.integers(1, 6)}", f"round:{rng.integers(1, 6)}", f"write:{rng.integers(4, 25)}",
+          f"write:{rng.integers(4, 25)}", f"checkpoint:{rng.integers(1, 4)}:{rng.integers(8, 20)}",
+          f"checkpoint:{rng.integers(2, 4)}:0"]
+
+
+def test_kill_9_at_seeded_points_resumes_bit_for_bit(pristine, tmp_path):
+  _, _, expected = pristine
+  points = _kill_points()
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+  args = [sys.executable, str(ROOT / "bin" / "train.py"), "--config=configs/mnist_autoencoder.py:testing",
+          *(f"--config.{k}={v}" for k, v in _OVERRIDES.items())]
+  killed, running = [], []
+  for i, point in enumerate(points):  # two at a time
+    workdir = str(tmp_path / f"killed{i}")
+    running.append((point, workdir, subprocess.Popen([*args, f"--workdir={workdir}"], cwd=ROOT,
+                                                     env=dict(env, NTA_KILL_AT=point), stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.PIPE, text=True)))
+    if len(running) == 2 or i == len(points) - 1:
+      for point_, workdir_, proc in running:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL, f"{point_}: not killed ({proc.returncode}): {err[-2000:]}"
+        killed.append((point_, workdir_))
+      running = []
+  for point, workdir in killed:
+    left = sorted(os.path.relpath(os.path.join(d, f), workdir) for d, _, fs in os.walk(workdir) for f in fs)
+    _steps(workdir)  # the same training command again, then the analyses
+    got = _final(workdir)
+    assert got.keys() == expected.keys(), point
+    different = [k for k in expected if not _same(got[k], expected[k])]
+    assert not different, f"{point} (left {left}): {different}"

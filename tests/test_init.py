@@ -31,3 +31,18 @@ def test_the_curated_api_is_the_modules_own_objects():
     assert getattr(nta, name) is not None, name
   with pytest.raises(AttributeError, match="no attribute 'nothing'"):
     nta.nothing  # noqa: B018
+
+
+def test_the_readme_own_model_example_runs_and_writes_what_it_says(tmp_path, capsys):
+  text = (ROOT / "README.md").read_text()
+  section = text[text.index("## Your own model"):]
+  code = section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
+  workdir = tmp_path / "mine"
+  exec(compile(code.replace("runs/mine", str(workdir)), "README.md", "exec"), {})  # pylint: disable=exec-used
+  for name in ("records/taylor/meta.json", "records/taylor/index.json", "records/taylor/optima.npz",
+               "records/exploration/meta.json", "records/exploration/units.npz",
+               "records/exploration/data_indices.npz", "regret.npz", "regret.json", "exploration.npz"):
+    assert (workdir / name).is_file(), name
+  assert sorted(p.name for p in (workdir / "records" / "exploration").glob("configs_*.npz")) == [
+      f"configs_{8 * e:09d}.npz" for e in (1, 2, 3)]
+  assert "taylor: cross-entropy Taylor records every 2 round(s)" in capsys.readouterr().out
