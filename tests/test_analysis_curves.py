@@ -2,9 +2,12 @@
 
 import pytest
 
+from nta import experiments
 from nta.hindsight import solve as ce_solve
 from nta.analysis import curves as regret_curves
 from nta.errors import NTAError
+
+from helpers import config
 
 
 def test_solve_if_needed_solves_once_with_the_given_budget(tmp_path, monkeypatch):
@@ -19,3 +22,14 @@ def test_solve_if_needed_solves_once_with_the_given_budget(tmp_path, monkeypatch
   (tmp_path / "records" / "taylor" / "optima.npz").write_bytes(b"")
   regret_curves.solve_if_needed(str(tmp_path))  # solved already: nothing to do
   assert len(calls) == 2
+
+
+def test_garbage_in_the_taylor_meta_is_one_error_naming_it(tmp_path):
+  # What bin/regret.py runs, on a finished squared-loss run whose records/taylor/meta.json is garbage.
+  workdir = str(tmp_path / "r")
+  experiments.run(config(**{"record.taylor": True}), workdir)
+  (tmp_path / "r" / "records" / "taylor" / "meta.json").write_text('{"loss": "mse", "record_ev')
+  with pytest.raises(NTAError, match=r"records/taylor/meta\.json is not valid JSON") as e:
+    regret_curves.solve_if_needed(workdir)
+    regret_curves.compute(workdir)
+  assert "\n" not in str(e.value)

@@ -77,8 +77,9 @@ def _run_all(cases, tmp_path):
   return results
 
 
-def test_train_bad_config_is_one_error_line_before_anything_is_written(tmp_path):
-  ae, ce = "--config=configs/mnist_autoencoder.py:testing", "--config=configs/cifar_convnet.py:testing"
+def test_train_bad_flags_are_one_error_line_before_anything_is_written(tmp_path):
+  # What the flag parser meets (through the binary); the values it passes on are checked below, in-process.
+  ae = "--config=configs/mnist_autoencoder.py:testing"
   cases = [
       (["--config=configs/mnist_autoencoder.py:nosuchopt"], "unknown config variant 'nosuchopt'"),
       (["--config=configs/nosuch.py"], "config file 'configs/nosuch.py' does not exist"),
@@ -86,21 +87,34 @@ def test_train_bad_config_is_one_error_line_before_anything_is_written(tmp_path)
       ([ae, "--config.record.nosuch=3"], "the config has no field 'nosuch'"),
       ([ae, "--config.seed=abc"], "--config.seed=abc: invalid literal for int()"),
       ([ae, "--config.seed=-1"], "config.seed must be in 0..4294967295, got -1"),
-      ([ae, "--config.optimizer.name=nosuch"], "unknown optimizer 'nosuch'"),
-      ([ae, "--config.record.taylor=True", "--config.record.every=0"], "config.record.every must be >= 1"),
-      ([ae, "--config.record.exploration_every_rounds=-1"], "config.record.exploration_every_rounds must be >= 0"),
-      ([ae, "--config.record.taylor=True", "--config.record.memory_mb=-5"], "config.record.memory_mb must be positive"),
-      ([ae, "--config.data.train_size=100000"], "use 1..6000, or all of them with --config.data.train_size=0"),
-      ([ae, "--config.record.taylor=True", "--config.record.taylor_layers=0"],
-       "config.record.taylor_layers applies to cross-entropy runs"),
-      ([ce, "--config.record.taylor=True", "--config.record.taylor_layers=9"], "layer index 9 out of range"),
   ]
   for i, ((status, err, _), (argv, message)) in enumerate(zip(_run_all([a for a, _ in cases], tmp_path), cases)):
     lines = error_lines(err)
     assert status == 1 and len(lines) == 1 and message in lines[0], (argv, err)
     assert err.strip().splitlines() == lines, err  # no traceback, nothing else
-    # Nothing is written, so the corrected command is not refused as "a different config".
     assert not (tmp_path / f"case{i}").exists(), argv
+
+
+def test_train_bad_config_values_are_one_error_before_anything_is_written(tmp_path):
+  # So the corrected command is not refused as "a different config".
+  cases = [
+      ({"optimizer.name": "nosuch"}, "unknown optimizer 'nosuch'"),
+      ({"record.taylor": True, "record.every": 0}, "config.record.every must be >= 1"),
+      ({"record.exploration_every_rounds": -1}, "config.record.exploration_every_rounds must be >= 0"),
+      ({"record.taylor": True, "record.memory_mb": -5.0}, "config.record.memory_mb must be positive"),
+      ({"data.train_size": 100000}, "use 1..6000, or all of them with --config.data.train_size=0"),
+      ({"record.taylor": True, "record.taylor_layers": "0"}, "config.record.taylor_layers applies to cross-entropy"),
+      ({"model": "vgg"}, "config.model must be one of autoencoder, convnet, resnet20"),
+  ]
+  for i, (overrides, message) in enumerate(cases):
+    workdir = tmp_path / f"case{i}"
+    with pytest.raises(NTAError, match=re.escape(message)) as e:
+      experiments.run(config(**overrides), str(workdir))
+    assert "\n" not in str(e.value) and not workdir.exists(), overrides
+  workdir = tmp_path / "layers"
+  with pytest.raises(NTAError, match=r"layer index 9 out of range: model 'convnet' has 5 weight layers"):
+    experiments.run(config("cifar_convnet", **{"record.taylor": True, "record.taylor_layers": "9"}), str(workdir))
+  assert not workdir.exists()
 
 
 def test_a_plan_that_fails_leaves_a_config_the_corrected_command_replaces(tmp_path):

@@ -61,6 +61,17 @@ def test_errors_to_exit_is_one_line_and_status_1(capsys):
   assert capsys.readouterr().err == "error: bad input\n"
 
 
+def test_ctrl_c_ends_the_progress_line_then_says_how_to_resume(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    with cli.errors_to_exit():
+      print("  3/16 [=====>....] - loss: 0.1", end="")  # a progress bar's unfinished line
+      raise KeyboardInterrupt
+  out = capsys.readouterr()
+  assert exit_info.value.code == 130
+  assert out.out.endswith("\n")
+  assert out.err == "interrupted: rerun the same command to resume from the last checkpoint\n"
+
+
 def test_parse_runs_labels_and_checks_directories(tmp_path):
   (tmp_path / "a").mkdir()
   assert cli.parse_runs([f"x={tmp_path / 'a'}", str(tmp_path / "a")]) == [("x", str(tmp_path / "a")),

@@ -148,5 +148,5 @@ def test_cross_entropy_recorder_follows_the_config():
   rec, = experiments.build_recorders(config("cifar_convnet", "testing", **{"record.taylor": True}))
   assert (rec.req_layers, rec.req_neuron_layers, rec.neurons_per_layer) == (None, None, 50)
   with pytest.raises(NTAError, match="config.record.taylor_layers applies to cross-entropy runs"):
-    experiments.build_recorders(config("mnist_autoencoder", **{"record.taylor": True, "record.taylor_layers": "2"}))
+    config_lib.validate(config("mnist_autoencoder", **{"record.taylor": True, "record.taylor_layers": "2"}))
   assert len(experiments.build_recorders(config("mnist_autoencoder", **{"record.taylor": True}))) == 1

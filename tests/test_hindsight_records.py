@@ -138,6 +138,27 @@ def test_restore_after_an_interrupt_drops_later_chunks(tmp_path, monkeypatch):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_damaged_chunk_of_a_kept_epoch_is_recorded_again_on_resume(tmp_path, damage):
+  # A chunk of epoch 0 gone or cut short: resuming rewinds training to the start (the chunk's rounds cannot be
+  # recorded from the checkpoint) and the records equal an undamaged run's.
+  full_dir, damaged_dir = str(tmp_path / "full"), str(tmp_path / "damaged")
+  for workdir in (full_dir, damaged_dir):
+    _fit(workdir, _densenet, "float64", [ce_records.CrossEntropyTaylorRecorder(chunk_mb=1e-6)], epochs=2)
+  path = os.path.join(damaged_dir, "records", "taylor", "chunk_00001.npz")
+  if damage == "delete":
+    os.remove(path)
+  else:
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])
+  _fit(damaged_dir, _densenet, "float64", [ce_records.CrossEntropyTaylorRecorder(chunk_mb=1e-6)], epochs=2)
+  full, again = ce_records.load_records(full_dir), ce_records.load_records(damaged_dir)
+  keys = ["f", "y", "layer0/w", "layer0/x", "layer0/j", "layer1/w", "layer1/x"]
+  a, b = full.arrays(keys, 6), again.arrays(keys, 6)
+  for key in ["step", "batch", *keys]:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
 def test_bad_inputs(runs, tmp_path):
   workdir = str(tmp_path / "copy")
   shutil.copytree(runs("dense64")[0], workdir)

@@ -108,8 +108,8 @@ def compute(workdir: str, min_epochs: float = 0.0) -> dict:
                       "final_taylor_optimum": float(table["taylor_optimum"][-1])}
   net_path = rundir.records(workdir, rundir.TAYLOR, rundir.NETWORK_OPTIMA)
   if os.path.exists(net_path):
-    with np.load(net_path) as z:
-      Nn, values = z["N"].astype(np.int64), z["value"]
+    z = rundir.load_npz(net_path, f"python bin/regret.py --network --workdir={workdir}")
+    Nn, values = z["N"].astype(np.int64), z["value"]
     if Nn.max() > len(losses):
       raise NTAError(f"network horizon N={Nn.max()} is beyond the {len(losses)} rounds in {workdir}/rounds.csv")
     table = regret_lib.regret_table(losses, Nn, values)

@@ -64,7 +64,7 @@ from nta import taylor
 from nta.errors import NTAError, check_int
 from nta.network import graph as graph_lib
 from nta.network import ops as ops_lib
-from nta.recorders import Recorder, RunInfo
+from nta.recorders import Recorder, Rewind, RunInfo
 
 # /1: sites named chain positions (before the model graph); /2: dense J without a positions axis, conv settings
 # only (before sites carried their op's configuration).
@@ -569,6 +569,13 @@ class CrossEntropyTaylorRecorder(Recorder):
       raise NTAError(f"{self.dir} holds Taylor records of another recorder setup (fields: {', '.join(changed)}); "
                      "resume with the same recorder or use a new workdir")
     keep = [c for c in index["chunks"] if c["epoch"] < epochs_done]
+    for c in keep:  # each kept chunk there and whole (its CRC-32 is checked when the solve reads it)
+      try:
+        with zipfile.ZipFile(os.path.join(self.dir, c["file"])) as z:
+          z.namelist()
+      except (OSError, zipfile.BadZipFile):
+        raise Rewind(int(c["epoch"]), f"Taylor record chunk {os.path.join(self.dir, c['file'])} is missing or "
+                                      "damaged") from None
     kept_files = {c["file"] for c in keep}
     dropped = False
     for path in glob.glob(os.path.join(self.dir, "chunk_*")):
