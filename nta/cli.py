@@ -81,13 +81,19 @@ def parse_flags(argv) -> list:
                f"cannot load the config file {given!r}: {str(e).splitlines()[-1].strip()}")
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a field the config lacks
     name = str(e).strip("\"'")
-    if not name.isidentifier():
-      raise
     given = next((a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.") and
                   name in a.split("=", 1)[0].split(".")), f"--config.{name}")
-    message = _no_field(given, name)
+    message = _no_field(given, name) if name.isidentifier() else _config_failure(e, argv)
+  except Exception as e:  # pylint: disable=broad-except  (a config file that fails to run: bad input too)
+    message = _config_failure(e, argv)
   print(f"error: {message}", file=sys.stderr)
   sys.exit(1)
+
+
+def _config_failure(error: Exception, argv) -> str:
+  given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), "")
+  first = next((l.strip() for l in str(error).splitlines() if l.strip()), "")
+  return f"the config {given!r} failed to load: {type(error).__name__}: {first}"
 
 
 def _no_field(given: str, name: str) -> str:

@@ -132,9 +132,13 @@ def read_json(source: str, missing: Optional[dict] = None) -> dict:
     raise NTAError(f"{source} is missing")
   try:
     with open(source) as f:
-      return json.load(f)
+      obj = json.load(f)
   except (OSError, ValueError) as e:
     raise NTAError(f"{source} is not valid JSON ({e}); remove the run directory or restore the file") from None
+  if not isinstance(obj, dict):
+    raise NTAError(f"{source} holds a JSON {type(obj).__name__}, not an object; remove the run directory or "
+                   "restore the file")
+  return obj
 
 
 def read_csv(source: str) -> list:

@@ -23,6 +23,7 @@ and including that round is kept, status.json says what happened, and :class:`nt
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
 import time
@@ -203,10 +204,18 @@ def _resume(ckpt, variables, workdir: str, recorders, optimizer, verbose: int) -
     if epoch == 0:
       for variable, value in fresh:
         variable.assign(value)
+      if os.path.exists(rundir.path(workdir, rundir.ROUNDS)):
+        _note(verbose, f"{workdir} holds records but no checkpoint that restores: training again from the start")
     try:
       rounds, epochs = _kept_records(workdir, epoch, int(optimizer.iterations))
       for rec in recorders:
         rec.restore(epoch)
+      # Checkpoints after the one resumed from (damaged, or of epochs trained again now) go: a later resume must
+      # not pick one up over the epochs this session writes again.
+      for number, prefix in rundir.checkpoints(workdir):
+        if number > epoch:
+          for path in glob.glob(prefix + ".*"):
+            os.remove(path)
       return epoch, rounds, epochs
     except Rewind as r:
       if epoch == 0:
@@ -226,6 +235,7 @@ class _RunRecorder(keras.callbacks.Callback):
     self.test_eval, self.checkpoint_every = test_eval, checkpoint_every
     self.pending = []
     self.failure = None
+    self.advice = "lower the learning rate"  # for a non-finite loss; a recorder's error says its own
     self.writer = tf.summary.create_file_writer(rundir.path(workdir, rundir.TENSORBOARD)) if workdir else None
 
   def on_epoch_begin(self, epoch, logs=None):
@@ -371,7 +381,6 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       for key, var in rec.variables().items():
         trackables[f"rec_{rec.name}_{key}"] = var
     ckpt = tf.train.Checkpoint(**trackables)
-    manager = _checkpoint_manager(ckpt, rundir.path(workdir, rundir.CHECKPOINTS))
     try:
       status = rundir.read_status(workdir)
     except NTAError as e:
@@ -380,6 +389,7 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       status = {"wall_seconds_partial": True}
     variables = [*net.weights, *optimizer.variables, *(v for rec in recorders for v in rec.variables().values())]
     initial_epoch, rounds, epochs = _resume(ckpt, variables, workdir, recorders, optimizer, verbose)
+    manager = _checkpoint_manager(ckpt, rundir.path(workdir, rundir.CHECKPOINTS))
     if verbose and initial_epoch and initial_epoch < num_epochs:
       print(f"Resuming {workdir} from epoch {initial_epoch} (round {len(rounds)}).")
     if initial_epoch:
@@ -412,11 +422,14 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
     except KeyboardInterrupt:
       if workdir:
         reached = len(rounds) + len(recorder_cb.pending)
+        kept = max((number for number, _ in rundir.checkpoints(workdir)), default=0)
         write_status("interrupted", f"interrupted at round {reached}; rerun the same command to resume from "
-                                    f"epoch {len(epochs)} (round {len(rounds)})")
+                                    f"epoch {kept} (the last checkpoint)")
       raise
-    except NTAError as e:  # a recorder stopped on the round's numbers (e.g. non-finite Taylor statistics)
-      recorder_cb.failure = recorder_cb.failure or f"{e} (round {len(rounds) + len(recorder_cb.pending) - 1})"
+    except NTAError as e:  # a recorder stopped (e.g. non-finite Taylor statistics of a diverging round)
+      if not recorder_cb.failure:
+        recorder_cb.failure = f"{e} (round {len(rounds) + len(recorder_cb.pending) - 1})"
+        recorder_cb.advice = "see the message"
   round_losses = np.array([float(r["loss"]) for r in rounds + recorder_cb.pending])
   if recorder_cb.failure:
     recorder_cb._flush_rounds()
@@ -426,8 +439,8 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
       except NTAError:
         pass  # what it holds is non-finite: the records of earlier rounds are on disk already
       rec.close()
-    message = (f"{recorder_cb.failure}; every record up to that round is kept in {workdir or 'memory'}; "
-               "lower the learning rate")
+    message = (f"{recorder_cb.failure}; every record up to that round is kept in {workdir or 'memory'}"
+               + ("; lower the learning rate" if recorder_cb.advice == "lower the learning rate" else ""))
     if workdir:
       write_status("failed", message)
     raise NTAError(message)

@@ -28,8 +28,12 @@ def test_garbage_in_the_taylor_meta_is_one_error_naming_it(tmp_path):
   # What bin/regret.py runs, on a finished squared-loss run whose records/taylor/meta.json is garbage.
   workdir = str(tmp_path / "r")
   experiments.run(config(**{"record.taylor": True}), workdir)
-  (tmp_path / "r" / "records" / "taylor" / "meta.json").write_text('{"loss": "mse", "record_ev')
-  with pytest.raises(NTAError, match=r"records/taylor/meta\.json is not valid JSON") as e:
-    regret_curves.solve_if_needed(workdir)
-    regret_curves.compute(workdir)
-  assert "\n" not in str(e.value)
+  meta = tmp_path / "r" / "records" / "taylor" / "meta.json"
+  for text, message in [('{"loss": "mse", "record_ev', r"meta\.json is not valid JSON"),
+                        ('["mse"]', r"meta\.json holds a JSON list, not an object"),
+                        ('{"loss": "mse", "record_every": 0}', r"meta\.json: record_every must be an integer >= 1")]:
+    meta.write_text(text)
+    with pytest.raises(NTAError, match=message) as e:
+      regret_curves.solve_if_needed(workdir)  # as bin/regret.py: solve if needed, then the curves
+      regret_curves.compute(workdir)
+    assert "\n" not in str(e.value)

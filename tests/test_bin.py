@@ -6,6 +6,7 @@ import os
 import sys
 
 import re
+import shutil
 import subprocess
 
 import ml_collections
@@ -87,7 +88,11 @@ def test_train_bad_flags_are_one_error_line_before_anything_is_written(tmp_path)
       ([ae, "--config.record.nosuch=3"], "the config has no field 'nosuch'"),
       ([ae, "--config.seed=abc"], "--config.seed=abc: invalid literal for int()"),
       ([ae, "--config.seed=-1"], "config.seed must be in 0..4294967295, got -1"),
+      ([f"--config={tmp_path / 'syntax.py'}"], "failed to load: "),
+      ([f"--config={tmp_path / 'no_get_config.py'}"], "failed to load: "),
   ]
+  (tmp_path / "syntax.py").write_text("def get_config(:\n")
+  (tmp_path / "no_get_config.py").write_text("x = 1\n")
   for i, ((status, err, _), (argv, message)) in enumerate(zip(_run_all([a for a, _ in cases], tmp_path), cases)):
     lines = error_lines(err)
     assert status == 1 and len(lines) == 1 and message in lines[0], (argv, err)
@@ -132,6 +137,10 @@ def test_a_plan_that_fails_leaves_a_config_the_corrected_command_replaces(tmp_pa
                                                "not shorten it: use num_epochs >= 2 to extend it, or another "
                                                "workdir")):
     experiments.run(config(num_epochs=1, **{"record.taylor": True}), workdir)
+  # A run whose checkpoints are gone still holds records: another config is refused, not written over.
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
+  with pytest.raises(NTAError, match=r"holds a run with a different config \(fields: optimizer\)"):
+    experiments.run(config(**{"record.taylor": True, "optimizer.learning_rate": 0.5}), workdir)
   # Garbage in config.json is one error naming it.
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write("{garbage")

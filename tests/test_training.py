@@ -138,7 +138,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
   monkeypatch.setattr(training, "fit", real_fit)
   interrupted = rundir.read_status(workdir)
   assert (interrupted["state"], interrupted["rounds_done"]) == ("interrupted", 8)
-  assert interrupted["message"] == "interrupted at round 10; rerun the same command to resume from epoch 2 (round 8)"
+  assert interrupted["message"] == "interrupted at round 10; rerun the same command to resume from epoch 2 (the last checkpoint)"
   assert len(rundir.read_rounds(workdir)) == 8
   before = rundir.read_status(workdir)["wall_seconds"]
   resumed = experiments.run(cfg, workdir)

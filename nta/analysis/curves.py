@@ -16,10 +16,15 @@ import tensorflow as tf
 from nta.hindsight import solve as ce_solve
 from nta.analysis import regret as regret_lib
 from nta import rundir
-from nta.errors import NTAError
+from nta.errors import NTAError, check_int
 
 def _record_every(workdir: str) -> int:
-  return int(rundir.read_json(rundir.records(workdir, rundir.TAYLOR, rundir.META), missing={}).get("record_every", 1))
+  path = rundir.records(workdir, rundir.TAYLOR, rundir.META)
+  value = rundir.read_json(path, missing={}).get("record_every", 1)
+  try:
+    return check_int("record_every", value)
+  except NTAError as e:
+    raise NTAError(f"{path}: {e}; rerun the training command to write it again") from None
 
 
 def _fit_or_nan(N, regret, min_N):
