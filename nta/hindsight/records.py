@@ -555,20 +555,31 @@ class CrossEntropyTaylorRecorder(Recorder):
     self._wait()
     meta_path = os.path.join(self.dir, rundir.META)
     rounds_done = epochs_done * self.steps_per_epoch
-    index = _read_index(self.dir) if os.path.exists(os.path.join(self.dir, rundir.CHUNK_INDEX)) else None
-    if index is None or not os.path.exists(meta_path):
-      if rounds_done:
-        raise NTAError(f"{self.dir} has no Taylor records but the run resumes after {rounds_done} rounds; the "
-                       "records would have a gap (was the recorder added to a started run?); use a new workdir")
+    if not rounds_done:  # training from the start (again): whatever is here is stale
       self._fresh = True
       return
-    old = rundir.read_json(meta_path)
+    try:
+      index = _read_index(self.dir) if os.path.exists(os.path.join(self.dir, rundir.CHUNK_INDEX)) else None
+      old = rundir.read_json(meta_path) if os.path.exists(meta_path) else None
+    except NTAError as e:  # damaged: the records are recorded again from the start
+      raise Rewind(0, str(e)) from None
+    if index is None or old is None:
+      if rounds_done:
+        raise Rewind(0, f"{self.dir} lacks {rundir.CHUNK_INDEX if index is None else rundir.META} but the run "
+                        f"resumes after {rounds_done} rounds")
+      self._fresh = True
+      return
     keys = ("format", "dtype", "batch_size", "record_every", "sites", "steps_per_epoch")
     changed = [k for k in keys if old.get(k) != self.meta[k]]
     if changed:
       raise NTAError(f"{self.dir} holds Taylor records of another recorder setup (fields: {', '.join(changed)}); "
                      "resume with the same recorder or use a new workdir")
-    keep = [c for c in index["chunks"] if c["epoch"] < epochs_done]
+    try:
+      keep = [c for c in index["chunks"] if int(c["epoch"]) < epochs_done]
+      recorded = [int(s) for c in keep for s in c["steps"]]
+      [str(c["file"]) for c in keep]  # noqa: B018  (each entry names its file)
+    except (KeyError, TypeError, ValueError):
+      raise Rewind(0, f"{os.path.join(self.dir, rundir.CHUNK_INDEX)} is damaged (not the chunk index)") from None
     for c in keep:  # each kept chunk there and whole (its CRC-32 is checked when the solve reads it)
       try:
         with zipfile.ZipFile(os.path.join(self.dir, c["file"])) as z:
@@ -582,12 +593,10 @@ class CrossEntropyTaylorRecorder(Recorder):
       if os.path.basename(path) not in kept_files:
         os.remove(path)
         dropped = True
-    recorded = [s for c in keep for s in c["steps"]]
     expected = list(range(0, rounds_done, self.record_every))
     if recorded != expected:
-      raise NTAError(f"{self.dir}: the committed chunks hold rounds {recorded[:3]}... ({len(recorded)}) but "
-                     f"{len(expected)} recorded rounds precede epoch {epochs_done}; the records are inconsistent "
-                     "with the checkpoint; use a new workdir")
+      raise Rewind(0, f"{self.dir}: the committed chunks hold rounds {recorded[:3]}... ({len(recorded)}) but "
+                      f"{len(expected)} recorded rounds precede epoch {epochs_done}")
     if dropped and os.path.exists(os.path.join(self.dir, rundir.OPTIMA)):
       os.remove(os.path.join(self.dir, rundir.OPTIMA))  # solved from rounds that are now re-recorded
     rundir.write_json(os.path.join(self.dir, rundir.CHUNK_INDEX), {"chunks": keep, "rounds_done": rounds_done})

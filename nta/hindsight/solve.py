@@ -170,7 +170,10 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
 def _interrupted_solve(folder: str, settings: dict) -> dict:
   """{"arrays", "seconds"} of an unfinished solve with the same settings in ``folder`` (empty otherwise)."""
   none = {"arrays": {}, "seconds": {}}
-  solve = rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
+  try:
+    solve = rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
+  except NTAError:
+    return none  # unreadable: solve everything again
   if not solve or solve.get("complete", True) or any(solve.get(k) != v for k, v in settings.items()):
     return none
   try:
@@ -183,6 +186,8 @@ def _interrupted_solve(folder: str, settings: dict) -> dict:
 def is_complete(workdir: str) -> bool:
   """Whether ``records/taylor/optima.npz`` holds a finished solve (not one that was interrupted)."""
   folder = rundir.records(workdir, rundir.TAYLOR)
-  if not os.path.exists(os.path.join(folder, rundir.OPTIMA)):
+  try:  # a damaged optima.npz or solve.json is solved again (exactly: the records determine it)
+    rundir.load_npz(os.path.join(folder, rundir.OPTIMA), "a new solve")
+    return bool(rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={}).get("complete", False))
+  except NTAError:
     return False
-  return bool(rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={}).get("complete", False))
