@@ -92,7 +92,7 @@ def _prepare_workdir(config, workdir: str) -> None:
   path = rundir.path(workdir, rundir.CONFIG)
   current = config_lib.to_dict(config)
   training.check_num_epochs(workdir, config.num_epochs)
-  started = rundir.checkpoints(workdir) or os.path.exists(rundir.path(workdir, rundir.ROUNDS))
+  started = rundir.last_checkpoint(workdir) or os.path.exists(rundir.path(workdir, rundir.ROUNDS))
   if os.path.exists(path) and started:
     # (A config.json whose run never finished an epoch holds nothing to continue: it is replaced.)
     config_lib.check_resumable(rundir.read_json(path), current, workdir)

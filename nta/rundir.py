@@ -190,6 +190,12 @@ def checkpoints(workdir: str) -> list:
   return sorted(found, reverse=True)
 
 
+def last_checkpoint(workdir: str) -> int:
+  """The epoch of the latest checkpoint in ``workdir`` (0: none)."""
+  found = checkpoints(workdir)
+  return found[0][0] if found else 0
+
+
 def read_table(source: str, fields: Sequence[str], types: dict) -> list:
   """The rows of a CSV that :func:`write_csv` wrote, with ``types[field]`` applied; :class:`DamagedFile` when
   the file is missing, its header differs, or a value does not parse."""

@@ -136,7 +136,7 @@ def _note(verbose: int, text: str) -> None:
 
 def check_num_epochs(workdir: str, num_epochs: int) -> None:
   """One error when ``workdir`` holds a run trained further than ``num_epochs`` (a run is not shortened)."""
-  done = max((number for number, _ in rundir.checkpoints(workdir)), default=0)
+  done = rundir.last_checkpoint(workdir)
   if done > num_epochs:
     raise NTAError(f"{workdir} holds a run trained for {done} epochs; num_epochs={num_epochs} would not shorten it: "
                    f"use num_epochs >= {done} to extend it, or another workdir")
@@ -145,17 +145,25 @@ def check_num_epochs(workdir: str, num_epochs: int) -> None:
 def _checkpoint_manager(ckpt, folder: str):
   try:
     return tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
-  except (tf.errors.OpError, ValueError, UnicodeDecodeError) as e:
+  except (tf.errors.OpError, ValueError, UnicodeDecodeError):
     # The folder's index file is damaged; the checkpoints are found by their own files (``rundir.checkpoints``).
     os.remove(os.path.join(folder, "checkpoint"))
-    del e
     return tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
 
 
-_ROUND_TYPES = {"round": int, "epoch": int, "loss": lambda v: (float(v), v)[1],
-                "seconds": lambda v: (float(v), v)[1]}
-_EPOCH_TYPES = {"epoch": int, "rounds": int, **{k: lambda v: (v and float(v), v)[1]
-                                                for k in ("loss", "test_loss", "test_accuracy", "seconds")}}
+def _checked(parse, blank: bool = False):
+  """A field that must parse (``parse`` raises ValueError otherwise) but is kept as written, so rewriting the
+  CSV reproduces it; ``blank`` also allows an empty field (an epoch without a test evaluation)."""
+  def check(text):
+    if text or not blank:
+      parse(text)
+    return text
+  return check
+
+
+_ROUND_TYPES = {"round": int, "epoch": int, "loss": _checked(float), "seconds": _checked(float)}
+_EPOCH_TYPES = {"epoch": _checked(int), "rounds": _checked(int),
+                **{k: _checked(float, blank=True) for k in ("loss", "test_loss", "test_accuracy", "seconds")}}
 
 
 def _kept_records(workdir: str, epoch: int, rounds_expected: int) -> tuple:
@@ -169,14 +177,12 @@ def _kept_records(workdir: str, epoch: int, rounds_expected: int) -> tuple:
   except rundir.DamagedFile as e:
     raise Rewind(0, str(e)) from None
   rounds = [r for r in rounds if r["epoch"] < epoch]
-  epochs = [r for r in epochs if r["epoch"] < epoch]
+  epochs = [r for r in epochs if int(r["epoch"]) < epoch]
   if [r["round"] for r in rounds] != list(range(rounds_expected)) or \
-      [r["epoch"] for r in epochs] != list(range(epoch)) or \
+      [int(r["epoch"]) for r in epochs] != list(range(epoch)) or \
       [r["epoch"] for r in rounds] != sorted(r["epoch"] for r in rounds):
     raise Rewind(0, f"{rundir.path(workdir, rundir.ROUNDS)} and {rundir.EPOCHS} disagree with the checkpoint "
                     f"of epoch {epoch} (round {rounds_expected})")
-  for r in epochs:
-    r["epoch"], r["rounds"] = str(r["epoch"]), str(r["rounds"])
   return rounds, epochs
 
 
@@ -235,7 +241,7 @@ class _RunRecorder(keras.callbacks.Callback):
     self.test_eval, self.checkpoint_every = test_eval, checkpoint_every
     self.pending = []
     self.failure = None
-    self.advice = "lower the learning rate"  # for a non-finite loss; a recorder's error says its own
+    self.advice = "lower the learning rate"  # for a non-finite loss; None: a recorder's error says its own
     self.writer = tf.summary.create_file_writer(rundir.path(workdir, rundir.TENSORBOARD)) if workdir else None
 
   def on_epoch_begin(self, epoch, logs=None):
@@ -422,14 +428,13 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
     except KeyboardInterrupt:
       if workdir:
         reached = len(rounds) + len(recorder_cb.pending)
-        kept = max((number for number, _ in rundir.checkpoints(workdir)), default=0)
         write_status("interrupted", f"interrupted at round {reached}; rerun the same command to resume from "
-                                    f"epoch {kept} (the last checkpoint)")
+                                    f"epoch {rundir.last_checkpoint(workdir)} (the last checkpoint)")
       raise
     except NTAError as e:  # a recorder stopped (e.g. non-finite Taylor statistics of a diverging round)
       if not recorder_cb.failure:
         recorder_cb.failure = f"{e} (round {len(rounds) + len(recorder_cb.pending) - 1})"
-        recorder_cb.advice = "see the message"
+        recorder_cb.advice = None
   round_losses = np.array([float(r["loss"]) for r in rounds + recorder_cb.pending])
   if recorder_cb.failure:
     recorder_cb._flush_rounds()
@@ -440,7 +445,7 @@ def fit(net: keras.Model, dataset_fn, num_examples: int, *, loss: str, optimizer
         pass  # what it holds is non-finite: the records of earlier rounds are on disk already
       rec.close()
     message = (f"{recorder_cb.failure}; every record up to that round is kept in {workdir or 'memory'}"
-               + ("; lower the learning rate" if recorder_cb.advice == "lower the learning rate" else ""))
+               + (f"; {recorder_cb.advice}" if recorder_cb.advice else ""))
     if workdir:
       write_status("failed", message)
     raise NTAError(message)

@@ -64,10 +64,11 @@ def snapshot_name(rounds: int) -> str:
   return f"configs_{rounds:09d}.npz"
 
 
-def expected_rounds(meta: dict, count: int) -> list:
-  """The rounds of the first ``count`` snapshots of an uninterrupted run with this meta.json."""
+def expected_rounds(meta: dict, count: Optional[int] = None, through: Optional[int] = None) -> list:
+  """The rounds of an uninterrupted run's snapshots (with this meta.json): the first ``count``, or all taken by
+  round ``through``."""
   every = int(meta["every_rounds"] or meta["steps_per_epoch"])
-  return [every * (k + 1) for k in range(count)]
+  return [every * (k + 1) for k in range(through // every if count is None else count)]
 
 
 # What to do about a missing or damaged snapshot (the recorder's restore() does what it says).

@@ -281,7 +281,7 @@ class ConfigurationRecorder(Recorder):
     """Every snapshot up to the checkpoint (round ``limit``) must be there and intact: the checkpoint's own is
     recorded again from the restored weights, an older one by training again from before it (``Rewind``)."""
     found = dict(list_snapshots(self.directory))
-    for rounds in expected_rounds(self.meta, limit // int(self.every_rounds or self.run.steps_per_epoch)):
+    for rounds in expected_rounds(self.meta, through=limit):
       path = os.path.join(self.directory, found.get(rounds, snapshot_name(rounds)))
       try:
         rundir.load_array(path)

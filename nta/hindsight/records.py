@@ -577,7 +577,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     try:
       keep = [c for c in index["chunks"] if int(c["epoch"]) < epochs_done]
       recorded = [int(s) for c in keep for s in c["steps"]]
-      [str(c["file"]) for c in keep]  # noqa: B018  (each entry names its file)
+      kept_files = {str(c["file"]) for c in keep}
     except (KeyError, TypeError, ValueError):
       raise Rewind(0, f"{os.path.join(self.dir, rundir.CHUNK_INDEX)} is damaged (not the chunk index)") from None
     for c in keep:  # each kept chunk there and whole (its CRC-32 is checked when the solve reads it)
@@ -587,7 +587,6 @@ class CrossEntropyTaylorRecorder(Recorder):
       except (OSError, zipfile.BadZipFile):
         raise Rewind(int(c["epoch"]), f"Taylor record chunk {os.path.join(self.dir, c['file'])} is missing or "
                                       "damaged") from None
-    kept_files = {c["file"] for c in keep}
     dropped = False
     for path in glob.glob(os.path.join(self.dir, "chunk_*")):
       if os.path.basename(path) not in kept_files:
