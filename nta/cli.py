@@ -76,7 +76,7 @@ def parse_flags(argv) -> list:
   except (flags.Error, NTAError) as e:
     message = str(e)
   except OSError as e:  # ml_collections: the config file could not be loaded
-    given = next((a.split("=", 1)[1].split(":", 1)[0] for a in argv[1:] if a.startswith("--config=")), "")
+    given = _config_arg(argv).split(":", 1)[0]
     message = (f"config file {given!r} does not exist" if given and not os.path.exists(given) else
                f"cannot load the config file {given!r}: {str(e).splitlines()[-1].strip()}")
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a field the config lacks
@@ -90,8 +90,13 @@ def parse_flags(argv) -> list:
   sys.exit(1)
 
 
+def _config_arg(argv) -> str:
+  """The value of ``--config=`` (file[:variant]), or ""."""
+  return next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), "")
+
+
 def _config_failure(error: Exception, argv) -> str:
-  given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), "")
+  given = _config_arg(argv)
   first = next((l.strip() for l in str(error).splitlines() if l.strip()), "")
   return f"the config {given!r} failed to load: {type(error).__name__}: {first}"
 

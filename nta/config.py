@@ -15,6 +15,8 @@ import re
 
 import ml_collections
 
+from nta import data as data_lib
+from nta import losses
 from nta import optimizers
 from nta.errors import NTAError
 
@@ -62,9 +64,7 @@ def get_config():
   return c
 
 
-MODELS = ("autoencoder", "convnet", "resnet20")  # nta.experiments.build_model
-LOSSES = ("mse", "cross_entropy")  # nta.losses
-SOURCES = ("tfds", "files", "sample")  # nta.data
+MODELS = ("autoencoder", "convnet", "resnet20")  # what nta.experiments.build_model builds
 
 # Paper learning rates (A.5); SGD is swept over 1.0, 0.1 and 0.01 (fig. 5, "sgd" alone is 0.1); AdaGrad is not
 # in the paper. ResNet-20 (configs/cifar_resnet.py) takes the convnet's.
@@ -197,9 +197,9 @@ def validate(config) -> None:
        f"config.record.exploration_every_rounds must be >= 0 (0: every epoch), got {record.exploration_every_rounds}"),
       (0 <= config.seed < 2**32, f"config.seed must be in 0..{2**32 - 1}, got {config.seed}"),
       (config.model in MODELS, f"config.model must be one of {', '.join(MODELS)}, got {config.model!r}"),
-      (config.loss in LOSSES, f"config.loss must be one of {', '.join(LOSSES)}, got {config.loss!r}"),
-      (config.data.source in SOURCES,
-       f"config.data.source must be one of {', '.join(SOURCES)}, got {config.data.source!r}"),
+      (config.loss in losses.LOSSES, f"config.loss must be one of {', '.join(losses.LOSSES)}, got {config.loss!r}"),
+      (config.data.source in data_lib.SOURCES,
+       f"config.data.source must be one of {', '.join(data_lib.SOURCES)}, got {config.data.source!r}"),
   ]
   if record.taylor and config.loss == "mse":
     changed = [f for f in ("taylor_layers", "taylor_neuron_layers", "taylor_neurons_per_layer")

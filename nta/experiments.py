@@ -57,9 +57,9 @@ def build_model(config, train: data_lib.Split) -> keras.Model:
   """The config's model (the paper's two, or ResNet-20), shaped for the training data."""
   if config.model == "autoencoder":
     return models.autoencoder()
-  if config.model in ("convnet", "resnet20"):
+  if config.model in config_lib.MODELS:
     return models.get(config.model, train.x.shape[1:], train.num_classes)
-  raise NTAError(f"unknown model '{config.model}' in config.model; choose 'autoencoder', 'convnet' or 'resnet20'")
+  raise NTAError(f"unknown model '{config.model}' in config.model; choose one of {', '.join(config_lib.MODELS)}")
 
 
 def build_recorders(config) -> list:
