@@ -18,7 +18,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --co
 _MIN_EPOCHS = flags.DEFINE_float("min_epochs", 0.0, "First horizon (epochs) used for the exponent fit.")
 _NETWORK = flags.DEFINE_bool("network", False, "Also solve the network-scale optimum from records/trace "
                              "(needs --config.record.trace=True; L-BFGS over all weights, small runs only).")
-_MAX_ITER = flags.DEFINE_integer("max_iter", 1000, "Cross-entropy runs: L-BFGS iterations per problem and horizon.")
+_MAX_ITER = flags.DEFINE_integer("max_iter", 1000, "Cross-entropy runs: iterations per problem and horizon (L-BFGS "
+                                 "line searches or Newton steps).")
+_METHOD = flags.DEFINE_enum("method", "lbfgs", ["lbfgs", "newton"], "Cross-entropy runs: the solver of the Taylor "
+                            "optima: L-BFGS per problem, or Newton-CG with exact Hessian-vector products, a layer's "
+                            "neurons batched (faster where minimisers exist; slow on large separable problems).")
 _HORIZON_EPOCHS = flags.DEFINE_integer("epochs_between_horizons", 1, "Cross-entropy runs: solve at every k-th epoch "
                                        "end (plus early rounds and the last round).")
 flags.mark_flag_as_required("workdir")
@@ -27,7 +31,7 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   cli.no_extra_args(argv)
   with cli.errors_to_exit():
-    regret_curves.solve_if_needed(_WORKDIR.value, _MAX_ITER.value, _HORIZON_EPOCHS.value)
+    regret_curves.solve_if_needed(_WORKDIR.value, _MAX_ITER.value, _HORIZON_EPOCHS.value, _METHOD.value)
     if _NETWORK.value:
       network.solve_network(_WORKDIR.value)
     regret_curves.compute(_WORKDIR.value, _MIN_EPOCHS.value)

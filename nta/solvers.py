@@ -7,14 +7,19 @@ Taylor optimum is a convex program, solved here in one of two ways:
 * Squared loss. The summed Taylor loss is the quadratic q(v) = vᵀAv − 2bᵀv + c in v = vec(V) and has a closed
   form (A.5). :func:`solve_quadratic` returns its minimum-norm minimiser through an eigendecomposition of A,
   i.e. a pseudo-inverse, because dead ReLUs and constant inputs make A singular.
-* Cross-entropy. There is no closed form, and A.5 uses SGD. :func:`minimize` runs L-BFGS with a strong-Wolfe
-  line search to a gradient-norm tolerance instead, so optimiser error does not leak into the reported optimum.
+* Cross-entropy. There is no closed form, and A.5 uses SGD. :func:`newton_cg` solves a batch of such
+  problems to a gradient-norm tolerance instead, so optimiser error does not leak into the reported optimum: a
+  Taylor output is affine in V and the Hessian of cross-entropy in the logits is explicit (diag(p) − ppᵀ), so
+  exact Hessian-vector products cost one pass through the linear map and one back. :func:`minimize` (L-BFGS
+  with a strong-Wolfe line search) serves single problems with gradients only (the network scale).
 
-Both are compiled with ``tf.function`` and return a :class:`Solution` of tensors.
+The quadratic and L-BFGS solvers are compiled with ``tf.function``; the Newton solver drives compiled
+value/gradient and Hessian-vector functions of the caller's.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
@@ -36,7 +41,9 @@ class Solution(NamedTuple):
     grad_norm: Euclidean norm of the gradient at ``v``, shape (...).
     iterations: solver iterations, int32 (...); 0 for the closed-form quadratic.
     converged: bool (...); whether ``v`` is a minimiser to the solver's accuracy (see each solver).
-    rank: int32 (...), the numerical rank of A (quadratic only; ``None`` for :func:`minimize`).
+    rank: int32 (...), the numerical rank of A (quadratic only; ``None`` otherwise).
+    separable: bool (...), :func:`newton_cg` only: a direction was found along which the loss of every
+      sample decreases or stays (the problem has no minimiser; ``value`` is an upper bound of the infimum).
   """
   v: Any
   value: Any
@@ -44,6 +51,7 @@ class Solution(NamedTuple):
   iterations: Any
   converged: Any
   rank: Any = None
+  separable: Any = None
 
   def numpy(self) -> dict:
     """The fields as numpy arrays, ``rank`` left out when absent; ready for ``np.savez(path, **sol.numpy())``."""
@@ -198,13 +206,29 @@ def minimize(fun: Callable[..., Any], v0: Any, tol: float = 1e-6, max_iter: int 
   if not callable(fun):
     raise NTAError(f"fun must be callable as fun(v, *args) -> (value, grad), got {type(fun).__name__}")
   _check_finite("v0", v0)
-  v, value, grad_norm, iterations, converged, start_finite = _lbfgs(
-      fun, v0, tuple(args), tf.constant(tol, v0.dtype), tf.constant(max_iter, tf.int32), int(history),
-      tf.constant(max_line_search, tf.int32))
+  with _no_arithmetic_rewrites():
+    v, value, grad_norm, iterations, converged, start_finite = _lbfgs(
+        fun, v0, tuple(args), tf.constant(tol, v0.dtype), tf.constant(max_iter, tf.int32), int(history),
+        tf.constant(max_line_search, tf.int32))
   if tf.executing_eagerly() and not bool(start_finite):
     raise NTAError("fun(v0) returned a non-finite value or gradient; start from a point where the Taylor "
                    "loss is finite (e.g. the network weights W^n)")
   return Solution(v=v, value=value, grad_norm=grad_norm, iterations=iterations, converged=converged)
+
+
+@contextlib.contextmanager
+def _no_arithmetic_rewrites():
+  """Grappler's arithmetic optimizer off while the L-BFGS graph is first run (and optimized): it rewrites the
+  add chains of an objective that loops over blocks of rounds, three while loops deep, into AccumulateNV2 ops
+  whose temporary variables collide across iterations (AlreadyExistsError on the first call). The option is
+  process-wide, so it is restored at once; graphs already optimized keep their rewrites."""
+  before = tf.config.optimizer.get_experimental_options()
+  tf.config.optimizer.set_experimental_options({**before, "arithmetic_optimization": False})
+  try:
+    yield
+  finally:
+    tf.config.optimizer.set_experimental_options({**before, "arithmetic_optimization":
+                                                  before.get("arithmetic_optimization", True)})
 
 
 def _value_and_grad(fun, args, v0):
@@ -344,3 +368,206 @@ def _lbfgs(fun, v0, args, tol, max_iter, history, max_evals):
   state = (tf.constant(0), x0, f0, g0, gnorm0, S, Y, rho, converged0 | ~start_finite, converged0)
   k, x, fx, _, gnorm, _, _, _, _, converged = tf.while_loop(cond, body, state)
   return tf.reshape(x, tf.shape(v0)), fx, gnorm, k, converged, start_finite
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batched Newton-CG.
+
+
+def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: int = 100, *,
+              max_cg: int = 100, metric: Any = None, certify: Optional[Callable] = None, args: tuple = (),
+              hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None) -> Solution:
+  """Minimises P independent smooth convex functions at once by line-search Newton-CG.
+
+  Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
+  diagonal), stopped when ‖H s + g‖ ≤ η ‖g‖ with η = min(0.1, √(‖g‖/‖g₀‖)) (superlinear convergence, N&W
+  Alg. 7.1, relative to the starting gradient),
+  at non-positive curvature (roundoff of a convex problem) or after ``max_cg`` iterations, then searches along s:
+  halving from α = 1 until the Armijo condition holds (c1 = 10⁻⁴; where the change at α = 1 is at the roundoff
+  of f, a drop of the gradient norm instead), or, where α = 1 holds, doubling while the value keeps decreasing. The doubling is what separable cross-entropy needs: along a separating direction
+  the loss decays like e^(−t), and a Newton step advances t by about one unit; doubling reaches the far-out
+  region in a few evaluations instead of one e-fold per iteration. Problems are independent: each has its own
+  CG state, step and stopping decision; the callables are called for all of them together. Iteration stops per
+  problem when ‖g ⊘ metric‖ ≤ tol (converged), after ``max_iter`` iterations, or when the search finds no
+  decrease (roundoff).
+
+  A convex problem whose infimum is not attained (cross-entropy on separable samples) lets the iterates run off
+  along separating directions. ``certify(s)`` is asked about each accepted step that was extended (α > 1); where
+  it returns True (every sample's loss non-increasing along s: no minimiser exists), ``separable`` is set, and
+  iteration continues to the tolerance, which is then met far out (the value is an upper bound of the infimum).
+
+  Args:
+    value_grad: ``value_grad(x, *args) -> (values (P,), grads (P, D), aux)`` in float64; ``aux`` is a tensor
+      whose last axis indexes the problems (what ``hvp`` needs of x, e.g. softmax probabilities).
+    hvp: ``hvp(aux, d, *args) -> (P, D)``, the Hessian at the x of ``aux`` times d (any float dtype),
+      TensorFlow-traceable: the conjugate-gradient loop is compiled around it, traced once per callable (pass
+      data through ``args`` rather than building a new closure per call).
+    x0: (P, D) float64 starting points.
+    tol: gradient-norm tolerance, scalar or (P,), > 0.
+    max_iter: Newton iterations per problem, ≥ 1.
+    max_cg: conjugate-gradient iterations per Newton iteration, ≥ 1.
+    metric: (P, D) positive; convergence is measured on ‖g ⊘ metric‖ (the gradient in the unscaled variable
+      when x = v ⊘ metric is a diagonally rescaled variable). Default ones.
+    certify: optional ``certify(s (P, D), *args) -> (P,) bool`` (numpy), True where s is a direction of
+      recession.
+    args: tensors (any nested structure) passed to the callables.
+    hvp_precise: optional, ``hvp`` in higher precision (e.g. float64 where ``hvp`` is float32). The solve
+      switches to it for good after an iteration whose CG ran ``max_cg`` iterations without reaching its
+      residual target or whose line search found no decrease: far out, separated samples leave curvature at
+      the roundoff of the lower precision.
+    precondition: optional ``precondition(aux, *args) -> (P, D)``, the Hessian's diagonal at the x of ``aux``
+      (or a positive approximation): CG runs preconditioned by it. Far out, separated samples leave directions
+      of vanishing curvature and gradient that plain CG cannot resolve beside the others.
+
+  Returns:
+    A :class:`Solution` of numpy arrays: ``v`` (P, D); ``value``, ``grad_norm`` (‖g ⊘ metric‖), ``iterations``,
+    ``converged``, ``separable`` (P,).
+
+  Raises:
+    NTAError: x0 not (P, D) float64 or not finite; a parameter out of range; f(x0) not finite.
+  """
+  x = _as_float("x0", x0, tf.float64)
+  if x.shape.rank != 2 or x.shape.num_elements() == 0:
+    raise NTAError(f"x0 must have shape (problems, dimension), got {x.shape}")
+  _check_finite("x0", x)
+  problems = x.shape[0]
+  tol = np.broadcast_to(np.asarray(tol, np.float64), (problems,))
+  if not np.all(np.isfinite(tol) & (tol > 0)):
+    raise NTAError(f"tol must be finite and > 0, got {tol}")
+  for name, value in (("max_iter", max_iter), ("max_cg", max_cg)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise NTAError(f"{name} must be an integer >= 1, got {value!r}")
+  metric = tf.ones_like(x) if metric is None else tf.constant(np.asarray(metric, np.float64))
+  args = tuple(args)
+
+  def evaluate(point):
+    f, g, aux = value_grad(point, *args)
+    return np.asarray(f, np.float64), tf.convert_to_tensor(g, tf.float64), aux
+
+  f, g, aux = evaluate(x)
+  if not (np.all(np.isfinite(f)) and bool(tf.reduce_all(tf.math.is_finite(g)))):
+    raise NTAError("the objective is not finite at the starting point; start where the Taylor loss is finite "
+                   "(e.g. the network weights W^n)")
+  gnorm = _norms(g / metric)
+  gnorm0 = np.maximum(_norms(g), np.finfo(np.float64).tiny)
+  iterations = np.zeros(problems, np.int64)
+  separable = np.zeros(problems, bool)
+  converged = gnorm <= tol
+  done = converged.copy()
+  while not done.all():
+    active = ~done
+    # Relative forcing (the gradient is a sum over many samples, so its scale says nothing by itself).
+    eta = np.minimum(0.1, np.sqrt(_norms(g) / gnorm0))
+    sc = tf.ones_like(g) if precondition is None else _inverse_sqrt(precondition(aux, *args))
+    sy, cg, reached = _conjugate_gradients(hvp, args, aux, g, sc, tf.constant(eta), tf.constant(active),
+                                          tf.constant(max_cg))
+    if hvp_precise is not None and int(cg) >= max_cg and not reached.numpy()[active].all():
+      hvp, hvp_precise = hvp_precise, None
+    s = sc * sy
+    slope = _dots(g, s)
+    # Not a descent direction (roundoff): steepest descent, scaled like the preconditioned gradient.
+    bad = active & ~(slope < 0)
+    s = tf.where(tf.constant(bad[:, None]), -tf.square(sc) * g, s)
+    slope = np.where(bad, _dots(g, s), slope)
+    # The line search: every problem's step length, evaluated for all at once.
+    alpha = np.where(active, 1.0, 0.0)
+    best = (f.copy(), g, aux, np.zeros(problems))
+    searching = active.copy()
+    extending = np.zeros(problems, bool)
+    for trial in range(60):
+      f_try, g_try, aux_try = evaluate(x + tf.constant(alpha[:, None]) * s)
+      armijo = np.isfinite(f_try) & (f_try <= f + 1e-4 * alpha * slope)
+      better = searching & armijo & (f_try < best[0])
+      if trial == 0:
+        # Decreases at the roundoff of f say nothing; near the optimum the gradient norm decides (a full step).
+        flat = (np.isfinite(f_try) & (np.abs(f_try - f) <= 1e3 * np.finfo(np.float64).eps * np.abs(f))
+                & (_norms(g_try / metric) < gnorm) & ~armijo)
+        armijo |= flat
+        better = searching & armijo  # the full step, even where it leaves f unchanged at roundoff
+        extending = better & ~flat & (f_try < f)
+      best = _keep(better, (f_try, g_try, aux_try, alpha.copy()), best)
+      # Halve where the search has not found a step yet; double while the value keeps decreasing.
+      halving = searching & ~extending & ~armijo
+      searching = halving | (extending & better)
+      if not searching.any():
+        break
+      alpha = np.where(halving, 0.5 * alpha, np.where(searching, 2.0 * alpha, alpha))
+      searching &= alpha > 1e-20
+    moved = active & (best[3] > 0)
+    f, g, aux = best[0], best[1], best[2]
+    step = tf.constant(best[3][:, None]) * s
+    x = x + step
+    gnorm = np.where(moved, _norms(g / metric), gnorm)
+    iterations += active
+    ask = moved & (best[3] > 1) & ~separable
+    if certify is not None and ask.any():
+      separable |= ask & np.asarray(certify(tf.where(tf.constant(ask[:, None]), step, tf.zeros_like(step)), *args),
+                                    bool)
+    stuck = active & ~moved
+    if stuck.any() and hvp_precise is not None:  # the rough product's CG gave no usable direction
+      hvp, hvp_precise, stuck = hvp_precise, None, np.zeros_like(stuck)
+    converged = gnorm <= tol
+    done = converged | (iterations >= max_iter) | stuck
+  return Solution(v=x.numpy(), value=f, grad_norm=gnorm, iterations=iterations, converged=converged,
+                  separable=separable)
+
+
+def _keep(mask, new, old):
+  """Per problem, ``new`` where mask else ``old`` for (values, gradients, aux, alpha)."""
+  m = tf.constant(mask)
+  return (np.where(mask, new[0], old[0]), tf.where(m[:, None], new[1], old[1]), tf.where(m, new[2], old[2]),
+          np.where(mask, new[3], old[3]))
+
+
+def _inverse_sqrt(diagonal) -> tf.Tensor:
+  """diag^(-1/2), with entries below 10⁻¹² of each problem's largest raised to it (no division by zero)."""
+  diagonal = tf.convert_to_tensor(diagonal, tf.float64)
+  floor = 1e-12 * tf.reduce_max(diagonal, axis=1, keepdims=True)
+  return tf.math.rsqrt(tf.maximum(diagonal, tf.maximum(floor, np.finfo(np.float64).tiny)))
+
+
+def _norms(t) -> np.ndarray:
+  return np.sqrt(np.asarray(tf.reduce_sum(tf.square(t), axis=1)))
+
+
+def _dots(a, b) -> np.ndarray:
+  return np.asarray(tf.reduce_sum(a * b, axis=1))
+
+
+@tf.function(reduce_retracing=True)
+def _conjugate_gradients(hvp, args, aux, g, sc, eta, active, max_cg):
+  """CG on Ĥ y = −ĝ per problem in the variable y = x / sc (Ĥ = diag(sc) H diag(sc), ĝ = sc g: preconditioned
+  by diag(sc)²), stopped at ‖r‖ ≤ η‖ĝ‖ or non-positive curvature: (y, CG iterations, residual target reached)."""
+  g = sc * g
+  z = tf.zeros_like(g)
+  rr = tf.reduce_sum(g * g, 1)
+  target = eta * tf.sqrt(rr)
+  done = ~active | (rr == 0.0)
+
+  def body(j, z, r, d, rr, done, reached, best, best_rr):
+    live = ~done
+    d = tf.where(live[:, None], d, tf.zeros_like(d))
+    hd = sc * tf.cast(hvp(aux, sc * d, *args), g.dtype)
+    dhd = tf.reduce_sum(d * hd, 1)
+    flat = live & (dhd <= 0.0)  # roundoff in a convex problem: keep what CG has
+    inner = live & ~flat
+    alpha = tf.where(inner, rr / tf.where(dhd > 0.0, dhd, tf.ones_like(dhd)), tf.zeros_like(rr))
+    z = z + alpha[:, None] * d
+    r = r + alpha[:, None] * hd
+    rr_new = tf.reduce_sum(r * r, 1)
+    small = inner & (tf.sqrt(rr_new) <= target)
+    beta = rr_new / tf.where(rr > 0.0, rr, tf.ones_like(rr))
+    d = tf.where(inner[:, None], -r + beta[:, None] * d, d)
+    rr = tf.where(inner, rr_new, rr)
+    # CG's residual is not monotone, and on a nearly singular H with a right-hand side outside its numerical
+    # range the iterates grow without bound: keep the iterate of the smallest residual.
+    improved = inner & (rr_new < best_rr)
+    best = tf.where(improved[:, None], z, best)
+    best_rr = tf.where(improved, rr_new, best_rr)
+    return j + 1, z, r, d, rr, done | flat | small, reached | small, best, best_rr
+
+  state = (tf.constant(0), z, g, -g, rr, done, done, z, rr)
+  j, _, _, _, _, _, reached, z, _ = tf.while_loop(lambda j, *s: (j < max_cg) & ~tf.reduce_all(s[4]), body, state)
+  # With no step at all (non-positive curvature at once), the preconditioned steepest descent direction.
+  z = tf.where((active & (tf.reduce_sum(z * z, 1) == 0.0))[:, None], -g, z)
+  return z, j, reached

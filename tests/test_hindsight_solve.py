@@ -11,6 +11,7 @@ import pytest
 from scipy import optimize
 
 from nta import rundir
+from nta.errors import NTAError
 from nta.analysis import curves as regret_curves
 from nta import taylor
 from nta.hindsight import problem as ce_problem
@@ -41,13 +42,29 @@ def _scipy_optimum(states, horizon, layer, unit, v0):
   return res.fun
 
 
+def _separable_by_lp(states, horizon, layer, unit) -> bool:
+  """Whether some direction D raises or keeps every recorded margin (G D)_y − (G D)_o and raises one (the
+  summed Taylor loss has no minimiser): an LP on A.5's reference G."""
+  rows = []
+  for step, state in states.items():
+    if step < horizon:
+      g = taylor.jacobian_tensor(state, layer, method="jacobian").numpy()  # (B, p_L, K, units)
+      g = g[..., unit] if unit is not None else g
+      g = g.reshape(*g.shape[:2], -1)
+      for b, y in enumerate(np.asarray(state.y).reshape(-1)):
+        rows += [g[b, y] - g[b, o] for o in range(g.shape[1]) if o != y]
+  m = np.array(rows)
+  res = optimize.linprog(-m.sum(0), A_ub=-m, b_ub=np.zeros(len(m)), bounds=[(-1, 1)] * m.shape[1], method="highs")
+  return bool(res.status == 0 and -res.fun > 1e-9)
+
+
 def test_solved_optima_match_scipy_and_load_in_the_hindsight_format(runs):
   workdir, spec, _, result, _, states, _ = runs("conv64")
   # conv3's problems have attained minima on this data (where rounds are separable, e.g. for the logits layer,
   # the infimum lies at infinity and no finite-precision comparison is meaningful).
   out = ce_solve.solve_horizons(workdir, tol=1e-7, layers=[2], neurons={2: [1, 2]}, progress=False)
   optima = rundir.read_optima(workdir)
-  fields = ("value", "grad_norm", "iterations", "converged")
+  fields = ("value", "grad_norm", "iterations", "converged", "separable")
   assert sorted(optima) == sorted(out) == sorted(
       ["N", "neurons2/units"] + [f"{p}/{f}" for p in ("layer2", "neurons2") for f in fields])
   np.testing.assert_array_equal(optima["N"], [1, 2, 3, 6])  # log-spaced early rounds and the epoch ends
@@ -160,3 +177,40 @@ def test_an_interrupted_solve_resumes_and_equals_an_uninterrupted_one(runs, tmp_
   assert sorted(resumed) == sorted(full)
   for key in full:
     np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
+
+
+def test_newton_solves_match_lbfgs_and_scipy_and_a_set_of_neurons_is_each_alone(runs):
+  workdir, _, _, _, _, states, _ = runs("conv64")
+  records = ce_records.load_records(workdir)
+  # conv3 (layer 2) has attained minima on this data (see the test above); its neurons 1 and 2 solved together.
+  newton = ce_solve.solve_horizons(workdir, tol=1e-8, layers=[2], neurons={2: [1, 2]}, progress=False,
+                                   method="newton")
+  assert newton["layer2/converged"].all() and newton["neurons2/converged"].all()
+  # A certified separation is one: an LP on the materialised margins finds a direction raising some and
+  # lowering none (at N = 1, one round of 32 samples, conv3's 21 weights per filter at layer scale do).
+  for h, n in enumerate(newton["N"]):
+    assert newton["layer2/separable"][h] <= _separable_by_lp(states, int(n), 2, None)
+    for i, unit in enumerate([1, 2]):
+      assert newton["neurons2/separable"][h, i] <= _separable_by_lp(states, int(n), 2, unit)
+  assert newton["layer2/separable"].tolist() == [True, False, False, False]
+  assert not newton["neurons2/separable"].any()
+  assert json.load(open(os.path.join(records.dir, "solve.json")))["method"] == "newton"
+  lbfgs = ce_solve.solve_horizons(workdir, tol=1e-8, layers=[2], neurons={2: [1, 2]}, progress=False)
+  for key in ("layer2/value", "neurons2/value"):
+    np.testing.assert_allclose(newton[key], lbfgs[key], rtol=tol.OPTIMA64)
+  for h in (1, 3):  # horizons with a minimiser
+    n = int(newton["N"][h])
+    expected = _scipy_optimum(states, n, 2, None, ce_problem.load(records, 2).start(n))
+    np.testing.assert_allclose(newton["layer2/value"][h], expected, rtol=tol.OPTIMA64)
+  together = ce_problem.load(records, 2, [1, 2]).solve([3, 6], tol=1e-8, method="newton")
+  for i, unit in enumerate([1, 2]):
+    alone = ce_problem.load(records, 2, unit).solve([3, 6], tol=1e-8, method="newton")
+    for h in range(2):
+      np.testing.assert_allclose(together[h].value[i], alone[h].value, rtol=tol.SOLVED64)
+      np.testing.assert_allclose(together[h].v[:, i], alone[h].v, rtol=tol.OPTIMA64_LOOSE, atol=1e-7)
+      assert together[h].iterations[i] == alone[h].iterations
+
+
+def test_an_unknown_solver_method_is_one_error(runs):
+  with pytest.raises(NTAError, match="unknown solver method 'bfgs'; choose one of: lbfgs, newton"):
+    ce_solve.solve_horizons(runs("dense64")[0], method="bfgs", progress=False)

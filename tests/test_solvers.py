@@ -276,3 +276,145 @@ def _square(v):
 def test_minimize_bad_input(fun, v0, kwargs, match):
   with pytest.raises(NTAError, match=match):
     solvers.minimize(fun, v0, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# newton_cg: batched multinomial logistic problems Σ_n CE(X_p W_p, y_p), one per p.
+
+
+def _logistic(X, Y, classes):
+  """(value_grad, hvp, diagonal) of P independent problems x_p = vec(W_p) (D·C,) with inputs X (P, N, D)."""
+  P, N, D = X.shape
+  Xt, Yt = tf.constant(X), tf.constant(Y, tf.int32)
+
+  def value_grad(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      logits = tf.einsum("pnd,pdc->pnc", Xt, tf.reshape(x, (P, D, classes)))
+      values = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(Yt, logits), 1)
+    return values, tape.gradient(values, x), tf.transpose(tf.nn.softmax(logits), [1, 2, 0])
+
+  def hvp(probs, d):
+    p = tf.transpose(probs, [2, 0, 1])
+    z = tf.einsum("pnd,pdc->pnc", Xt, tf.reshape(d, (P, D, classes)))
+    return tf.reshape(tf.einsum("pnd,pnc->pdc", Xt, p * z - p * tf.reduce_sum(p * z, -1, keepdims=True)), (P, -1))
+
+  def diagonal(probs):
+    p = tf.transpose(probs, [2, 0, 1])
+    return tf.reshape(tf.einsum("pnd,pnc->pdc", Xt ** 2, p - p * p), (P, -1))
+
+  def certify(s):
+    """Every margin z_y − z_o non-decreasing along s (to 1e-9 of the largest increase), one increasing."""
+    z = np.einsum("pnd,pdc->pnc", X, np.reshape(s, (P, D, classes)))
+    m = np.take_along_axis(z, Y[..., None], 2) - z
+    m[np.arange(classes)[None, None, :] == Y[..., None]] = 0.0
+    top = m.max((1, 2))
+    return (top > 0) & (m.min((1, 2)) >= -1e-9 * top)
+
+  return value_grad, hvp, diagonal, certify
+
+
+def _scipy_logistic(X, y, classes):
+  N, D = X.shape
+
+  def f(w):
+    logits = X @ w.reshape(D, classes)
+    logits = logits - logits.max(1, keepdims=True)
+    lse = np.log(np.exp(logits).sum(1))
+    p = np.exp(logits - lse[:, None])
+    value = (lse - logits[np.arange(N), y]).sum()
+    p[np.arange(N), y] -= 1
+    return value, (X.T @ p).reshape(-1)
+
+  return scipy.optimize.minimize(f, np.zeros(D * classes), jac=True, method="L-BFGS-B",
+                                 options={"gtol": 1e-12, "ftol": 1e-16, "maxiter": 20000})
+
+
+def _separable_by_lp(X, y, classes) -> bool:
+  """Whether some W raises or keeps every margin (W x)_y − (W x)_o and raises one: no minimiser (an LP)."""
+  N, D = X.shape
+  rows = []
+  for n in range(N):
+    for o in range(classes):
+      if o != y[n]:
+        r = np.zeros((D, classes))
+        r[:, y[n]], r[:, o] = X[n], -X[n]
+        rows.append(r.reshape(-1))
+  M = np.array(rows)
+  res = scipy.optimize.linprog(-M.sum(0), A_ub=-M, b_ub=np.zeros(len(M)), bounds=[(-1, 1)] * M.shape[1],
+                               method="highs")
+  return bool(res.status == 0 and -res.fun > 1e-9)
+
+
+@pytest.mark.parametrize("precondition", [False, True])
+def test_newton_cg_matches_scipy_on_a_batch_and_each_problem_alone(precondition):
+  rng = np.random.default_rng(0)
+  P, N, D, C = 3, 120, 6, 4
+  X = rng.normal(size=(P, N, D))
+  Y = rng.integers(0, C, (P, N))  # random labels: no W separates them
+  value_grad, hvp, diagonal, _ = _logistic(X, Y, C)
+  kwargs = {"precondition": diagonal} if precondition else {}
+  sol = solvers.newton_cg(value_grad, hvp, np.zeros((P, D * C)), 1e-9, **kwargs)
+  assert sol.converged.all() and (sol.grad_norm <= 1e-9).all() and not sol.separable.any()
+  assert (sol.iterations < 30).all()  # Newton: a handful of iterations, not hundreds
+  for p in range(P):
+    ref = _scipy_logistic(X[p], Y[p], C)
+    np.testing.assert_allclose(sol.value[p], ref.fun, rtol=tol.SOLVED64)
+    # Minimisers are unique up to the softmax's shift (the same vector added to every class's weights).
+    centred = lambda w: w.reshape(D, C) - w.reshape(D, C).mean(1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(centred(sol.v[p]), centred(ref.x), rtol=tol.OPTIMA64_LOOSE, atol=1e-6)
+    assert not _separable_by_lp(X[p], Y[p], C)
+    # Solved alone: the same iterates (problems share nothing but the calls).
+    vg1, hvp1, diag1, _ = _logistic(X[p:p + 1], Y[p:p + 1], C)
+    alone = solvers.newton_cg(vg1, hvp1, np.zeros((1, D * C)), 1e-9,
+                                        **({"precondition": diag1} if precondition else {}))
+    np.testing.assert_allclose(alone.v[0], sol.v[p], rtol=tol.EXACT64, atol=tol.EXACT64_ABS)
+    assert alone.iterations[0] == sol.iterations[p]
+
+
+def test_newton_cg_certifies_separable_problems_and_still_meets_the_tolerance():
+  rng = np.random.default_rng(1)
+  P, N, D, C = 2, 40, 8, 3
+  X = rng.normal(size=(P, N, D))
+  Y = rng.integers(0, C, (P, N))
+  # Problem 0: labels from a linear rule (separable: no minimiser). Problem 1: random labels, more samples
+  # than it can separate.
+  Y[0] = np.argmax(X[0] @ rng.normal(size=(D, C)), 1)
+  X[1] = np.concatenate([X[1][:20], X[1][:20]])
+  Y[1] = np.concatenate([Y[1][:20], (Y[1][:20] + 1) % C])  # each input twice with different labels
+  value_grad, hvp, diagonal, certify = _logistic(X, Y, C)
+  sol = solvers.newton_cg(value_grad, hvp, np.zeros((P, D * C)), 1e-7, precondition=diagonal, certify=certify)
+  assert [_separable_by_lp(X[p], Y[p], C) for p in range(P)] == [True, False]
+  np.testing.assert_array_equal(sol.separable, [True, False])
+  assert sol.converged.all()
+  assert sol.value[0] < 1e-5 and np.abs(sol.v[0]).max() > 10  # far out, towards the infimum 0
+
+
+def test_newton_cg_switches_to_the_precise_product_when_cg_stalls():
+  rng = np.random.default_rng(2)
+  X = rng.normal(size=(1, 60, 5))
+  Y = rng.integers(0, 3, (1, 60))
+  value_grad, hvp, _, _ = _logistic(X, Y, 3)
+  calls = {"rough": 0, "precise": 0}
+
+  def rough(probs, d):  # a non-symmetric error of 5%: CG cannot reach its residual target
+    calls["rough"] += 1
+    h = hvp(probs, d)
+    return h + 0.05 * tf.roll(h, 1, axis=1)
+
+  def precise(probs, d):
+    calls["precise"] += 1
+    return hvp(probs, d)
+
+  sol = solvers.newton_cg(value_grad, rough, np.zeros((1, 15)), 1e-10, max_cg=20, hvp_precise=precise)
+  assert sol.converged.all() and calls["precise"] > 0
+  np.testing.assert_allclose(sol.value[0], _scipy_logistic(X[0], Y[0], 3).fun, rtol=tol.SOLVED64)
+
+
+@pytest.mark.parametrize("x0, kwargs, match", [
+    (np.zeros(3), {}, "shape"), (np.zeros((1, 3)), {"tol": 0.0}, "tol"), (np.zeros((1, 3)), {"max_iter": 0}, "max_iter"),
+    (np.full((1, 3), np.nan), {}, "non-finite")])
+def test_newton_cg_bad_input(x0, kwargs, match):
+  value_grad, hvp, _, _ = _logistic(np.ones((1, 4, 3)), np.zeros((1, 4), int), 2)
+  with pytest.raises(NTAError, match=match):
+    solvers.newton_cg(value_grad, hvp, x0, **{"tol": 1e-6, **kwargs})

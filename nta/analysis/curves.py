@@ -159,11 +159,12 @@ def load(workdir: str) -> dict:
   return rundir.load_npz(path, f"python bin/regret.py --workdir={workdir}")
 
 
-def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons: int = 1) -> None:
+def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons: int = 1,
+                    method: str = "lbfgs") -> None:
   """Cross-entropy runs record chunks; solve their horizons once (squared-loss runs solved while training).
 
-  ``max_iter`` and ``epochs_between_horizons`` are those of ``nta.hindsight.solve.solve_horizons``: the solve's
-  budget, which decides whether a convnet's optima take minutes or hours on a CPU.
+  ``max_iter``, ``epochs_between_horizons`` and ``method`` are those of ``nta.hindsight.solve.solve_horizons``:
+  the solve's budget and solver, which decide whether a convnet's optima take minutes or hours on a CPU.
   """
   folder = rundir.records(workdir, rundir.TAYLOR)
   if not os.path.isdir(folder):
@@ -172,4 +173,5 @@ def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons:
   if os.path.exists(os.path.join(folder, rundir.OPTIMA)) and (not cross_entropy or ce_solve.is_complete(workdir)):
     return
   # None yet, or an interrupted cross-entropy solve (it resumes from the problems it finished).
-  ce_solve.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons)
+  ce_solve.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons,
+                          method=method)

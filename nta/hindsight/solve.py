@@ -3,10 +3,12 @@ every recorded layer and neuron solved from ``nta.hindsight.records`` through ``
 
 Outputs in ``<workdir>/records/taylor/``:
 
-    optima.npz         the format of ``nta.hindsight.squared`` with ``iterations``
-                       and ``converged`` in place of ``rank``: ``N`` (H,); ``layer{l}/value|grad_norm|iterations|
-                       converged`` (H,); ``neurons{l}/units`` (U,), ``neurons{l}/value|grad_norm|iterations|
-                       converged`` (H, U). Values are min_V Σ_{recorded n≤N} 𝒯^n(V) (n 1-based).
+    optima.npz         the format of ``nta.hindsight.squared`` with ``iterations``, ``converged`` and ``separable``
+                       in place of ``rank``: ``N`` (H,); ``layer{l}/value|grad_norm|iterations|converged|
+                       separable`` (H,); ``neurons{l}/units`` (U,), ``neurons{l}/value|grad_norm|iterations|
+                       converged|separable`` (H, U). Values are min_V Σ_{recorded n≤N} 𝒯^n(V) (n 1-based);
+                       ``separable``: the Newton solver certified that the problem has no minimiser (its value is
+                       then an upper bound on the infimum); always False for L-BFGS, which does not look.
     solve.json         the solve's settings, timings and "complete" (false while a solve runs or after it was
                        interrupted: solving again resumes from the problems it finished).
 
@@ -38,13 +40,16 @@ from nta.hindsight import records as records_lib
 
 def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizons: Optional[Sequence[int]] = None,
                    layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
-                   memory_mb: float = 2048.0, progress: bool = True, epochs_between_horizons: int = 1) -> dict:
+                   memory_mb: float = 2048.0, progress: bool = True, epochs_between_horizons: int = 1,
+                   method: str = "lbfgs") -> dict:
   """(Re)computes ``records/taylor/optima.npz`` from the chunk files: the hindsight optimum at each horizon.
 
-  Every layer and neuron is its own L-BFGS problem (``nta.solvers.minimize`` to gradient norm ``tol``,
-  float64), solved at the horizons in ascending order, each warm-started from the previous horizon's optimum
-  (or from W^n of its last recorded round where that is lower, see ``nta.hindsight.problem.TaylorProblem.solve``). Neurons are
-  solved one by one, so each meets ``tol`` on its own. Where the recorded rounds are separable for a problem
+  With ``method="lbfgs"`` every layer and neuron is its own L-BFGS problem (``nta.solvers.minimize`` to gradient
+  norm ``tol``, float64); with ``method="newton"`` a layer's neurons are one batched problem set for Newton-CG
+  with exact Hessian-vector products (``nta.solvers.newton_cg``; groups sized by ``memory_mb`` where conv
+  neurons' G_α are materialised), each neuron still meeting ``tol`` on its own. Horizons are solved in ascending
+  order, each warm-started from the previous horizon's optimum (or from W^n of its last recorded round where
+  that is lower, see ``nta.hindsight.problem.TaylorProblem.solve``). Where the recorded rounds are separable for a problem
   (e.g. a conv neuron over its first ~15 rounds, the output layer) no minimiser exists and the infimum is
   approached as ‖V‖ → ∞: the solver stops at a far-out V where the gradient norm fell below ``tol`` (the loss
   decays like e^{-margin·‖V‖}, so this can be well above the infimum) or after ``max_iter`` iterations
@@ -54,7 +59,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   Args:
     workdir: the run directory.
     tol: gradient-norm tolerance of Σ_n 𝒯^n (a sum over recorded rounds, not a mean).
-    max_iter: L-BFGS iterations per problem and horizon.
+    max_iter: iterations per problem and horizon (L-BFGS line searches, or Newton steps).
     horizons: 1-based horizons N; default ``nta.hindsight.horizons.horizons(rounds_done, steps_per_epoch · k)`` with
       k = ``epochs_between_horizons``: every k-th epoch end, the last round, and log-spaced early rounds.
     layers: layer-scale problems to solve; default every recorded one.
@@ -62,6 +67,8 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     memory_mb: memory allowed for one conv neuron's materialised G_α (see ``nta.hindsight.problem.TaylorProblem``).
     progress: print a line per solved problem (layer or neuron) and per layer of neurons.
     epochs_between_horizons: k of the default horizons (each horizon costs a solve of every problem).
+    method: "lbfgs" (each problem alone) or "newton" (a layer's neurons as one batched problem set, exact
+      Hessian-vector products; see ``nta.hindsight.problem``).
 
   Returns:
     The arrays written to optima.npz (module docstring).
@@ -101,17 +108,14 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   out = {"N": hz.astype(np.int64)}
   timings = {}
   path = os.path.join(rec.dir, rundir.OPTIMA)
-  settings = {"tol": tol, "max_iter": max_iter, "horizons": hz.tolist(),
+  if method not in problem_lib.METHODS:
+    raise NTAError(f"unknown solver method {method!r}; choose one of: {', '.join(problem_lib.METHODS)}")
+  settings = {"tol": tol, "max_iter": max_iter, "method": method, "horizons": hz.tolist(),
               "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None}
   done = _interrupted_solve(rec.dir, settings)  # problems an interrupted solve of these settings finished
 
-  fields = {"value": np.float64, "grad_norm": np.float64, "iterations": np.int64, "converged": bool}
-
-  def keep(prefix, per_problem, shape):
-    """Solutions [problem][horizon] -> one array per field, shaped (H,) for a layer or (H, U) for neurons."""
-    for field, dtype in fields.items():
-      table = np.array([[getattr(s, field) for s in sols] for sols in per_problem], dtype)
-      out[f"{prefix}/{field}"] = table.T.reshape(shape)
+  fields = {"value": np.float64, "grad_norm": np.float64, "iterations": np.int64, "converged": bool,
+            "separable": bool}
 
   def write(complete=False):
     # Written after every problem, so that an interrupted solve resumes where it stopped; "complete" tells a
@@ -132,14 +136,14 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     if resume(f"layer{l}"):
       continue
     t0 = time.perf_counter()
-    prob = problem_lib.load(rec, int(l), None, last, memory_mb)
-    keep(f"layer{l}", [prob.solve(hz, tol, max_iter)], (len(hz),))
+    sols = problem_lib.load(rec, int(l), None, last, memory_mb).solve(hz, tol, max_iter, method=method)
+    for field, dtype in fields.items():
+      out[f"layer{l}/{field}"] = np.array([getattr(s, field) for s in sols], dtype)
     timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
     write()
     if progress:
       print(f"taylor: layer {l} ({rec.sites[l].name}) layer scale solved at {len(hz)} horizons in "
-            f"{timings[f'layer{l}']:.1f} s; converged {int(out[f'layer{l}/converged'].sum())}/{len(hz)}",
-            flush=True)
+            f"{timings[f'layer{l}']:.1f} s; {_counts(out, f'layer{l}')}", flush=True)
   for l, units in neurons.items():
     if not units:
       continue
@@ -147,24 +151,35 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     if kept is not None and list(kept) == list(units) and resume(f"neurons{l}"):
       continue
     t0 = time.perf_counter()
-    per_unit = []
-    for i, u in enumerate(units):
+    per_horizon = [[] for _ in hz]
+    groups = (problem_lib.neuron_groups(rec, l, units, memory_mb) if method == "newton"
+              else [[u] for u in units])
+    for group in groups:
       t1 = time.perf_counter()
-      per_unit.append(problem_lib.load(rec, l, u, last, memory_mb).solve(hz, tol, max_iter))
-      if progress:
-        print(f"taylor: layer {l} ({rec.sites[l].name}) neuron {u} ({i + 1}/{len(units)}): "
-              f"{time.perf_counter() - t1:.1f} s, converged at {sum(bool(s.converged) for s in per_unit[-1])}/"
-              f"{len(hz)} horizons", flush=True)
+      sols = problem_lib.load(rec, l, group, last, memory_mb).solve(hz, tol, max_iter, method=method)
+      for h, sol in enumerate(sols):
+        per_horizon[h].append(sol)
+      if progress and len(groups) > 1:
+        print(f"taylor: layer {l} ({rec.sites[l].name}) neurons {group[0]}..{group[-1]} ({len(group)}): "
+              f"{time.perf_counter() - t1:.1f} s, converged {sum(int(s.converged.sum()) for s in sols)}/"
+              f"{len(group) * len(hz)}", flush=True)
     out[f"neurons{l}/units"] = np.asarray(units, np.int64)
-    keep(f"neurons{l}", per_unit, (len(hz), len(units)))
+    for field, dtype in fields.items():
+      out[f"neurons{l}/{field}"] = np.array([np.concatenate([np.atleast_1d(getattr(s, field)) for s in sols]) for sols in per_horizon],
+                                            dtype).reshape(len(hz), len(units))
     timings[f"neurons{l}"] = round(time.perf_counter() - t0, 3)
     write()
     if progress:
       print(f"taylor: layer {l} ({rec.sites[l].name}) {len(units)} neurons solved at {len(hz)} horizons in "
-            f"{timings[f'neurons{l}']:.1f} s; converged {int(out[f'neurons{l}/converged'].sum())}/"
-            f"{out[f'neurons{l}/converged'].size}", flush=True)
+            f"{timings[f'neurons{l}']:.1f} s; {_counts(out, f'neurons{l}')}", flush=True)
   write(complete=True)
   return out
+
+
+def _counts(out: dict, prefix: str) -> str:
+  conv, sep = out[f"{prefix}/converged"], out[f"{prefix}/separable"]
+  return (f"converged {int(conv.sum())}/{conv.size}"
+          + (f" ({int(sep.sum())} without a minimiser: separable rounds)" if sep.any() else ""))
 
 
 def _interrupted_solve(folder: str, settings: dict) -> dict:
