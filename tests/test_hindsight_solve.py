@@ -214,3 +214,14 @@ def test_newton_solves_match_lbfgs_and_scipy_and_a_set_of_neurons_is_each_alone(
 def test_an_unknown_solver_method_is_one_error(runs):
   with pytest.raises(NTAError, match="unknown solver method 'bfgs'; choose one of: lbfgs, newton"):
     ce_solve.solve_horizons(runs("dense64")[0], method="bfgs", progress=False)
+
+
+def test_the_solve_says_each_horizon_as_it_is_solved(runs, tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(runs("dense64")[0], workdir)
+  ce_solve.solve_horizons(workdir, layers=[1], neurons={0: [0, 1]}, horizons=[2, 6], method="newton")
+  lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("taylor:   ")]
+  assert [l.split(":")[1].strip().split(" N=")[0] for l in lines] == ["layer 1 (logits)"] * 2 + \
+      ["layer 0 (hidden) neurons 0..1"] * 2
+  assert [l.split(" N=")[1].split(":")[0] for l in lines] == ["2", "6", "2", "6"]
+  assert all("converged" in l and "gradient norm" in l for l in lines)

@@ -178,7 +178,7 @@ class TaylorProblem:
     return tf.constant(self._rounds(horizon), tf.int32)
 
   def solve(self, horizons: Sequence[int], tol: float = 1e-6, max_iter: int = 1000, v0=None,
-            method: str = "lbfgs") -> list:
+            method: str = "lbfgs", progress=None) -> list:
     """Minimises at each horizon (ascending), warm-started from the previous optimum.
 
     Each horizon starts, per problem, from whichever is lower there: the previous horizon's optimum or W^n of
@@ -192,6 +192,7 @@ class TaylorProblem:
       v0: start of the first horizon (default W^n of its last round).
       method: "lbfgs" (``nta.solvers.minimize``, one problem at a time) or "newton" (``nta.solvers.newton_cg``,
         every problem of the set at once, with exact Hessian-vector products).
+      progress: optional ``progress(horizon, solution)``, called after each horizon.
 
     Returns:
       One ``nta.solvers.Solution`` (numpy fields: ``v`` shaped like V; the others scalars for the layer scale
@@ -222,6 +223,8 @@ class TaylorProblem:
       out.append(solvers.Solution(v=v.numpy().reshape(self.shape), value=one(sol.value),
                                   grad_norm=one(sol.grad_norm), iterations=one(sol.iterations),
                                   converged=one(sol.converged), separable=one(sol.separable)))
+      if progress is not None:
+        progress(int(horizon), out[-1])
     return out
 
   def _to_columns(self, per_problem):

@@ -136,7 +136,8 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     if resume(f"layer{l}"):
       continue
     t0 = time.perf_counter()
-    sols = problem_lib.load(rec, int(l), None, last, memory_mb).solve(hz, tol, max_iter, method=method)
+    sols = problem_lib.load(rec, int(l), None, last, memory_mb).solve(
+        hz, tol, max_iter, method=method, progress=_horizon_line(f"layer {l} ({rec.sites[l].name})", t0, progress))
     for field, dtype in fields.items():
       out[f"layer{l}/{field}"] = np.array([getattr(s, field) for s in sols], dtype)
     timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
@@ -156,7 +157,9 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
               else [[u] for u in units])
     for group in groups:
       t1 = time.perf_counter()
-      sols = problem_lib.load(rec, l, group, last, memory_mb).solve(hz, tol, max_iter, method=method)
+      sols = problem_lib.load(rec, l, group, last, memory_mb).solve(
+          hz, tol, max_iter, method=method,
+          progress=_horizon_line(f"layer {l} ({rec.sites[l].name}) neurons {group[0]}..{group[-1]}", t1, progress))
       for h, sol in enumerate(sols):
         per_horizon[h].append(sol)
       if progress and len(groups) > 1:
@@ -174,6 +177,19 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
             f"{timings[f'neurons{l}']:.1f} s; {_counts(out, f'neurons{l}')}", flush=True)
   write(complete=True)
   return out
+
+
+def _horizon_line(what: str, t0: float, progress: bool):
+  """A progress callback printing one line per solved horizon (the solve of a problem set can take minutes)."""
+  if not progress:
+    return None
+
+  def line(horizon, sol):
+    converged, separable = np.atleast_1d(sol.converged), np.atleast_1d(sol.separable)
+    print(f"taylor:   {what} N={horizon}: converged {int(converged.sum())}/{converged.size}"
+          + (f", {int(separable.sum())} separable" if separable.any() else "")
+          + f", max gradient norm {float(np.max(sol.grad_norm)):.1e} ({time.perf_counter() - t0:.1f} s)", flush=True)
+  return line
 
 
 def _counts(out: dict, prefix: str) -> str:
