@@ -22,16 +22,16 @@ float64 where float32 stalls CG (far out on separable problems). Each horizon st
 there: the previous horizon's optimum or W^n of its last recorded round.
 
 Measured on a 784-32-16-10 classifier (48 rounds of 128 MNIST digits, 18 horizons, ``benchmarks/
-ce_solve_bench.py``): Newton solves the logits layer at every horizon in 13 s (L-BFGS: 5 of 18 within 1,000
-iterations) and 3 neurons of a layer in 9-21 s (54 of 54); on the layer-scale problems of the hidden layers,
-separable at most horizons (25k and 528 weights), neither solver meets the tolerance in minutes.
+ce_solve_bench.py``): Newton solves the logits layer at every horizon in 8 s (L-BFGS: 5 of 18 within 1,000
+iterations, 36 s) and 3 neurons of the logits or the second layer in 6-17 s (54 of 54; L-BFGS 11-18 s, 54 and
+53 of 54); on the hidden layers' layer-scale problems (25k and 528 weights) and the first layer's neurons,
+partially separable at most horizons, neither solver meets the tolerance within minutes.
 
 A cross-entropy Taylor loss has no minimiser when the recorded rounds are separable for the problem (some
 direction of V raises every sample's margin or leaves it: e.g. a conv neuron's 1,601 weights over its first
-rounds of 128 samples, or the output layer): the infimum lies at ‖V‖ → ∞. The solver then takes growing steps
-along such a direction; each step that reaches the trust region's boundary is checked for being one (every
-recorded sample's margin y − o non-decreasing along it, to 10⁻⁹ of the largest change), and ``separable`` says
-so (Newton only). The solve still runs to the tolerance, which is then met far out: ``value`` is an upper bound
+rounds of 128 samples, or the output layer): the infimum lies at ‖V‖ → ∞. Newton's line search then extends
+its steps along such a direction; each extended step is checked for being one (every recorded sample's margin
+y − o non-decreasing along it, to 10⁻⁹ of the largest change), and ``separable`` says so (Newton only). The solve still runs to the tolerance, which is then met far out: ``value`` is an upper bound
 on the infimum.
 
 Memory while solving: one layer's records up to the last horizon, in the stored dtype; a conv neuron's G_α is
