@@ -145,7 +145,8 @@ class TaylorProblem:
     self._data, self._shared = data, shared
     self._shape = (site.K, c)
     self.shape = (site.K,) if single else self._shape
-    self.scale = _jacobi_scale(_curvature(kind, site, data, shared, block, units is None))
+    # d from diag(Σ ω GᵀG) (``_diagonal`` without softmax probabilities) over every loaded round.
+    self.scale = _jacobi_scale(self._fun.diagonal(None, self._n(None), data, shared).numpy())
 
   @property
   def num_rounds(self) -> int:
@@ -251,16 +252,6 @@ def _lbfgs_each(fun: "_Functions", x0, tol: float, max_iter: int, args: tuple) -
   v, value, grad_norm, iterations, converged = (np.array(c) for c in zip(*rows))
   return solvers.Solution(v=v, value=value, grad_norm=grad_norm, iterations=iterations, converged=converged,
                           separable=np.zeros(len(rows), bool))
-
-
-def _curvature(kind: str, site: records_lib.Site, data: dict, shared: dict, block: int, layer: bool) -> np.ndarray:
-  """diag(Σ_s ω_s G_sᵀ G_s), (K, C): the Gauss-Newton diagonal of the summed Taylor loss without the softmax
-  factor (exact for the matrix form and units at one position; drops the cross terms between positions)."""
-  rounds = data["weight"].shape[0]
-  total = 0.0
-  for r0 in range(0, rounds, block):
-    total = total + _diagonal(kind, site, layer, {k: t[r0:r0 + block] for k, t in data.items()}, shared)
-  return np.asarray(total)
 
 
 def _diagonal(kind: str, site: records_lib.Site, layer: bool, d: dict, shared: dict, probs=None):
@@ -432,18 +423,14 @@ class _Functions:
     return total, grad, probs.concat() if keep else None
 
   def _diagonal(self, probs, n, data, shared):
+    """Σ over the first n rounds of ``_diagonal``: the Hessian's diagonal at ``probs``, or without them (None)
+    the Gauss-Newton diagonal of the Jacobi scale; (K, C)."""
     def body(i, hi, state):
       d = {key: t[i:hi] for key, t in data.items()}
-      return (state[0] + _diagonal(self.kind, self.site, self.layer, d, shared, probs[i:hi]),)
-    return self._blocks(n, body, (tf.zeros([self.site.K, data["base"].shape[-1] if not self.layer else
-                                            self._units(data, shared)], tf.float64),))[0]
-
-  def _units(self, data, shared):
-    """C, the columns of V."""
-    for key in ("m", "j"):
-      if key in data:
-        return data[key].shape[-1]
-    return shared["e"].shape[-1]
+      return (state[0] + _diagonal(self.kind, self.site, self.layer, d, shared,
+                                   None if probs is None else probs[i:hi]),)
+    columns = len(self.site.units) if self.layer else data["base"].shape[-1]
+    return self._blocks(n, body, (tf.zeros([self.site.K, columns], tf.float64),))[0]
 
   def _hvp(self, probs, dv, n, data, shared, dtype):
     """Σ_n L^nᵀ H^n L^n dv with H^n = ω (diag(p) − ppᵀ) per sample; the maps in ``dtype``, sums in float64."""
