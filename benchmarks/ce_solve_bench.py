@@ -1,5 +1,5 @@
 """Benchmark: the cross-entropy hindsight Taylor optimum (§2.3, Theorem 2) of a user's classifier, every horizon,
-by the trust-region Newton solver against the L-BFGS solver it replaced, on the same records in one run.
+by the line-search Newton-CG solver against the L-BFGS solver, on the same records in one run.
 
   python benchmarks/ce_solve_bench.py [--workdir=/tmp/nta_ce_bench] [--solvers=newton,lbfgs] [--data_dir=...]
 

@@ -376,7 +376,8 @@ def _lbfgs(fun, v0, args, tol, max_iter, history, max_evals):
 
 def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: int = 100, *,
               max_cg: int = 100, metric: Any = None, certify: Optional[Callable] = None, args: tuple = (),
-              hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None) -> Solution:
+              hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
+              apply_preconditioner: Optional[Callable] = None) -> Solution:
   """Minimises P independent smooth convex functions at once by line-search Newton-CG.
 
   Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
@@ -415,9 +416,12 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       switches to it for good after an iteration whose CG ran ``max_cg`` iterations without reaching its
       residual target or whose line search found no decrease: far out, separated samples leave curvature at
       the roundoff of the lower precision.
-    precondition: optional ``precondition(aux, *args) -> (P, D)``, the Hessian's diagonal at the x of ``aux``
-      (or a positive approximation): CG runs preconditioned by it. Far out, separated samples leave directions
+    precondition: optional ``precondition(aux, *args)``, at the x of ``aux``: the Hessian's diagonal (P, D) (or
+      a positive approximation), or, with ``apply_preconditioner``, any nested tensors M describing an
+      approximation of the Hessian. CG runs preconditioned by it. Far out, separated samples leave directions
       of vanishing curvature and gradient that plain CG cannot resolve beside the others.
+    apply_preconditioner: optional ``apply_preconditioner(M, r (P, D), *args) -> (P, D)``, M⁻¹ r for the M of
+      ``precondition`` (symmetric positive definite), TensorFlow-traceable (compiled into the CG loop).
 
   Returns:
     A :class:`Solution` of numpy arrays: ``v`` (P, D); ``value``, ``grad_norm`` (‖g ⊘ metric‖), ``iterations``,
@@ -458,16 +462,22 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     active = ~done
     # Relative forcing (the gradient is a sum over many samples, so its scale says nothing by itself).
     eta = np.minimum(0.1, np.sqrt(_norms(g) / gnorm0))
-    sc = tf.ones_like(g) if precondition is None else _inverse_sqrt(precondition(aux, *args))
-    sy, cg, reached = _conjugate_gradients(hvp, args, aux, g, sc, tf.constant(eta), tf.constant(active),
-                                          tf.constant(max_cg))
-    if hvp_precise is not None and int(cg) >= max_cg and not reached.numpy()[active].all():
+    if precondition is None:
+      m, apply = tf.ones_like(g), _scale
+    elif apply_preconditioner is None:
+      m, apply = tf.square(_inverse_sqrt(precondition(aux, *args))), _scale
+    else:
+      m, apply = precondition(aux, *args), apply_preconditioner
+    s, cg, reached = _conjugate_gradients(hvp, apply, args, aux, m, g, tf.constant(eta), tf.constant(active),
+                                         tf.constant(max_cg))
+    # CG that stopped short of its target (its iteration limit, or curvature at the roundoff of the rough
+    # product) gives steps that make no progress: the precise product from here on.
+    if hvp_precise is not None and not reached.numpy()[active].all():
       hvp, hvp_precise = hvp_precise, None
-    s = sc * sy
     slope = _dots(g, s)
     # Not a descent direction (roundoff): steepest descent, scaled like the preconditioned gradient.
     bad = active & ~(slope < 0)
-    s = tf.where(tf.constant(bad[:, None]), -tf.square(sc) * g, s)
+    s = tf.where(tf.constant(bad[:, None]), -apply(m, g, *args), s)
     slope = np.where(bad, _dots(g, s), slope)
     # The line search: every problem's step length, evaluated for all at once.
     alpha = np.where(active, 1.0, 0.0)
@@ -534,40 +544,49 @@ def _dots(a, b) -> np.ndarray:
   return np.asarray(tf.reduce_sum(a * b, axis=1))
 
 
-@tf.function(reduce_retracing=True)
-def _conjugate_gradients(hvp, args, aux, g, sc, eta, active, max_cg):
-  """CG on Ĥ y = −ĝ per problem in the variable y = x / sc (Ĥ = diag(sc) H diag(sc), ĝ = sc g: preconditioned
-  by diag(sc)²), stopped at ‖r‖ ≤ η‖ĝ‖ or non-positive curvature: (y, CG iterations, residual target reached)."""
-  g = sc * g
-  z = tf.zeros_like(g)
-  rr = tf.reduce_sum(g * g, 1)
-  target = eta * tf.sqrt(rr)
-  done = ~active | (rr == 0.0)
+def _scale(m, r, *args):
+  """The diagonal preconditioner: M⁻¹ r with ``m`` the inverse diagonal."""
+  del args
+  return m * r
 
-  def body(j, z, r, d, rr, done, reached, best, best_rr):
+
+@tf.function(reduce_retracing=True)
+def _conjugate_gradients(hvp, apply, args, aux, m, g, eta, active, max_cg):
+  """Preconditioned CG on H s = −g per problem (z = M⁻¹ r by ``apply(m, r, *args)``), stopped where the
+  residual's M⁻¹-norm ‖r‖_M⁻¹ = √(rᵀM⁻¹r) ≤ η‖g‖_M⁻¹ or at non-positive curvature: (s, CG iterations, residual
+  target reached). With a diagonal M this is CG on the rescaled system diag(M)^(-1/2) H diag(M)^(-1/2)."""
+  y = apply(m, g, *args)
+  ry = tf.reduce_sum(g * y, 1)
+  target = eta * tf.sqrt(tf.maximum(ry, 0.0))
+  done = ~active | (ry <= 0.0)
+  s = tf.zeros_like(g)
+
+  def body(j, s, r, y, d, ry, done, reached, best, best_ry):
     live = ~done
     d = tf.where(live[:, None], d, tf.zeros_like(d))
-    hd = sc * tf.cast(hvp(aux, sc * d, *args), g.dtype)
+    hd = tf.cast(hvp(aux, d, *args), g.dtype)
     dhd = tf.reduce_sum(d * hd, 1)
     flat = live & (dhd <= 0.0)  # roundoff in a convex problem: keep what CG has
     inner = live & ~flat
-    alpha = tf.where(inner, rr / tf.where(dhd > 0.0, dhd, tf.ones_like(dhd)), tf.zeros_like(rr))
-    z = z + alpha[:, None] * d
-    r = r + alpha[:, None] * hd
-    rr_new = tf.reduce_sum(r * r, 1)
-    small = inner & (tf.sqrt(rr_new) <= target)
-    beta = rr_new / tf.where(rr > 0.0, rr, tf.ones_like(rr))
-    d = tf.where(inner[:, None], -r + beta[:, None] * d, d)
-    rr = tf.where(inner, rr_new, rr)
+    alpha = tf.where(inner, ry / tf.where(dhd > 0.0, dhd, tf.ones_like(dhd)), tf.zeros_like(ry))
+    s = s + alpha[:, None] * d
+    r = tf.where(inner[:, None], r + alpha[:, None] * hd, r)
+    y = tf.where(inner[:, None], apply(m, r, *args), y)
+    ry_new = tf.reduce_sum(r * y, 1)
+    small = inner & (tf.sqrt(tf.maximum(ry_new, 0.0)) <= target)
+    beta = ry_new / tf.where(ry > 0.0, ry, tf.ones_like(ry))
+    d = tf.where(inner[:, None], -y + beta[:, None] * d, d)
+    ry = tf.where(inner, ry_new, ry)
     # CG's residual is not monotone, and on a nearly singular H with a right-hand side outside its numerical
     # range the iterates grow without bound: keep the iterate of the smallest residual.
-    improved = inner & (rr_new < best_rr)
-    best = tf.where(improved[:, None], z, best)
-    best_rr = tf.where(improved, rr_new, best_rr)
-    return j + 1, z, r, d, rr, done | flat | small, reached | small, best, best_rr
+    improved = inner & (ry_new < best_ry)
+    best = tf.where(improved[:, None], s, best)
+    best_ry = tf.where(improved, ry_new, best_ry)
+    return j + 1, s, r, y, d, ry, done | flat | small, reached | small, best, best_ry
 
-  state = (tf.constant(0), z, g, -g, rr, done, done, z, rr)
-  j, _, _, _, _, _, reached, z, _ = tf.while_loop(lambda j, *s: (j < max_cg) & ~tf.reduce_all(s[4]), body, state)
+  state = (tf.constant(0), s, g, y, -y, ry, done, done, s, ry)
+  j, _, _, _, _, _, _, reached, s, _ = tf.while_loop(lambda j, *t: (j < max_cg) & ~tf.reduce_all(t[5]), body,
+                                                     state)
   # With no step at all (non-positive curvature at once), the preconditioned steepest descent direction.
-  z = tf.where((active & (tf.reduce_sum(z * z, 1) == 0.0))[:, None], -g, z)
-  return z, j, reached
+  s = tf.where((active & (tf.reduce_sum(s * s, 1) == 0.0))[:, None], -apply(m, g, *args), s)
+  return s, j, reached

@@ -211,6 +211,29 @@ def test_newton_solves_match_lbfgs_and_scipy_and_a_set_of_neurons_is_each_alone(
       assert together[h].iterations[i] == alone[h].iterations
 
 
+def test_newton_on_dense_layers_matches_scipy(runs):
+  # Dense neurons are preconditioned by their exact Hessian, dense layers by its diagonal. Every layer and a
+  # neuron of each of the dense net at every horizon: converged, and equal to scipy's optimum of the
+  # materialised sum (most of these problems are partially separable: a direction raises some margins and
+  # lowers none, so both approach the infimum far out).
+  workdir, _, _, _, _, states, _ = runs("dense64")
+  records = ce_records.load_records(workdir)
+  assert all(ce_problem.load(records, l, records.sites[l].neurons)._fun.explicit for l in records.sites)
+  out = ce_solve.solve_horizons(workdir, tol=1e-8, progress=False, method="newton")
+  worst = 0.0
+  for l, site in records.sites.items():
+    unit = site.neurons[-1]
+    i = site.neurons.index(unit)
+    assert out[f"layer{l}/converged"].all() and out[f"neurons{l}/converged"].all()
+    for h, n in enumerate(out["N"]):
+      for key, u in ((f"layer{l}/value", None), (f"neurons{l}/value", unit)):
+        start = ce_problem.load(records, l, u).start(int(n))
+        value = out[key][h] if u is None else out[key][h, i]
+        expected = _scipy_optimum(states, int(n), l, u, start)
+        worst = max(worst, abs(value - expected) / expected)
+  assert worst <= tol.OPTIMA64
+
+
 def test_an_unknown_solver_method_is_one_error(runs):
   with pytest.raises(NTAError, match="unknown solver method 'bfgs'; choose one of: lbfgs, newton"):
     ce_solve.solve_horizons(runs("dense64")[0], method="bfgs", progress=False)

@@ -14,18 +14,24 @@ one back (its adjoint, by reverse-mode differentiation of the same map).
 Solving (``TaylorProblem.solve``), on the diagonally rescaled variable u = V / d, d = diag(Σ ω GᵀG)^(-1/2)
 (Jacobi preconditioning: layer inputs and the bias' constant 1 differ by orders of magnitude); the tolerance is
 met on the gradient in V, per problem. ``method="lbfgs"``: ``nta.solvers.minimize``, one problem at a time.
-``method="newton"``: ``nta.solvers.newton_cg`` on the whole set, its conjugate gradients preconditioned by the
-Hessian's diagonal at the current point. Value and gradient are computed in float64; Hessian-vector products,
-which only steer the conjugate-gradient directions, run the linear maps in float32 where the records hold the
-layer input (``kind`` "input": a convolution or matmul per product), accumulating in float64, and switch to
-float64 where float32 stalls CG (far out on separable problems). Each horizon starts from whichever is lower
-there: the previous horizon's optimum or W^n of its last recorded round.
+``method="newton"``: ``nta.solvers.newton_cg`` on the whole set, its conjugate gradients preconditioned at the
+current point by the Hessian's diagonal or, for dense neurons evaluated from their input, by each neuron's
+exact inverse Hessian (Σ_s ω_s h_s x̃_s x̃_sᵀ, one GEMM over the samples: with correlated inputs such as
+neighbouring pixels, diagonally preconditioned CG stalls and Newton crawls, 100 iterations without
+converging at N = 1 on the classifier below, where the inverse takes 13). Value and gradient are computed in
+float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in
+float32 where the records hold the layer input (``kind`` "input": a convolution or matmul per product),
+accumulating in float64, and switch to float64 after the first CG that stops short of its residual target
+(float32 curvature at its roundoff: the steps it gives make no progress). Each horizon starts from whichever
+is lower there: the previous horizon's optimum or W^n of its last recorded round.
 
 Measured on a 784-32-16-10 classifier (48 rounds of 128 MNIST digits, 18 horizons, ``benchmarks/
-ce_solve_bench.py``): Newton solves the logits layer at every horizon in 8 s (L-BFGS: 5 of 18 within 1,000
-iterations, 36 s) and 3 neurons of the logits or the second layer in 6-17 s (54 of 54; L-BFGS 11-18 s, 54 and
-53 of 54); on the hidden layers' layer-scale problems (25k and 528 weights) and the first layer's neurons,
-partially separable at most horizons, neither solver meets the tolerance within minutes.
+ce_solve_bench.py``): Newton solves the logits layer at every horizon in 12 s (L-BFGS: 5 of 18 within 1,000
+iterations, 36 s) and 3 neurons of each layer at every horizon: the first layer's (785 weights each) in 121 s
+(L-BFGS: 0 of 54 within 1,000 iterations, 709 s; Newton preconditioned by the diagonal: none converged at any
+horizon within 100 iterations, at N = 1 stopping 1.7·10⁻³ above the optimum), the second's and the logits' in
+6 s and 4 s. The hidden layers' layer-scale problems (25k and 528 weights), partially separable
+at most horizons, still take minutes per horizon.
 
 A cross-entropy Taylor loss has no minimiser when the recorded rounds are separable for the problem (some
 direction of V raises every sample's margin or leaves it: e.g. a conv neuron's 1,601 weights over its first
@@ -134,6 +140,7 @@ class TaylorProblem:
       self._FUNS[static] = _Functions(kind, site, block, units is None,
                                       tf.float32 if kind == "input" else tf.float64)
     self._fun = self._FUNS[static]
+    self._explicit = self._fun.explicit and c * _explicit_bytes(site) <= memory_mb * _MB  # c = the neurons
     data = {k: tf.constant(v) for k, v in data.items()}
     # base^n = f^n − L^n(W^n), round by round (W^n differs per round).
     lin = _columns(kind, site, units is None)
@@ -214,7 +221,9 @@ class TaylorProblem:
       args = (d, n, data, shared)
       if method == "newton":
         sol = solvers.newton_cg(fun.x_value_grad, fun.x_hvp, fun.to_x(v / d), tol, max_iter,
-                                metric=fun.to_x(d), certify=fun.x_certify, args=args, precondition=fun.x_diagonal,
+                                metric=fun.to_x(d), certify=fun.x_certify, args=args,
+                                precondition=fun.x_inverse_hessian if self._explicit else fun.x_diagonal,
+                                apply_preconditioner=fun.x_apply_inverse if self._explicit else None,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64)
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
@@ -291,6 +300,24 @@ def _diagonal(kind: str, site: records_lib.Site, layer: bool, d: dict, shared: d
   return tape.gradient(value, v)
 
 
+def explicit(kind: str, site: records_lib.Site, layer: bool) -> bool:
+  """Whether Newton's CG is preconditioned by each problem's inverse Hessian (dense neurons from their input)."""
+  return kind == "input" and site.kind == "dense" and not layer
+
+
+def _explicit_bytes(site: records_lib.Site) -> int:
+  """Memory of one neuron's inverse Hessian while it is built (the matrix, its inverse, a temporary)."""
+  return 3 * site.K * site.K * 8
+
+
+def _damped_inverse(m):
+  """(M + δI)⁻¹ per leading index, δ = 10⁻¹⁰ of M's mean diagonal (or 1 where M = 0)."""
+  size = m.shape[-1]
+  mean = tf.reduce_mean(tf.linalg.diag_part(m), -1)
+  delta = tf.where(mean > 0.0, 1e-10 * mean, tf.ones_like(mean))
+  return tf.linalg.inv(m + delta[:, None, None] * tf.eye(size, dtype=m.dtype))
+
+
 def _jacobi_scale(curvature: np.ndarray) -> np.ndarray:
   """d = 1/√c per weight, capped at 10⁶× the smallest d; 1 where c = 0 (weights the rounds never see)."""
   c = np.asarray(curvature, np.float64)
@@ -348,12 +375,21 @@ class _Functions:
     self.kind, self.site, self.lin = kind, site, _columns(kind, site, layer)
     self.block, self.layer, self.hvp_dtype = block, layer, hvp_dtype
     self.diagonal = tf.function(self._diagonal, reduce_retracing=True)
+    # A dense neuron evaluated from its input: its Hessian Σ_s ω_s h_s x̃_s x̃_sᵀ is a K×K matrix whose
+    # off-diagonal (correlated inputs, e.g. neighbouring pixels) a diagonal cannot precondition, and CG on it
+    # stalls far from the optimum; its exact inverse costs one GEMM over the samples (``_inverse_hessian``).
+    # Not at the layer scale: there the exact Newton step is a poor step far from the optimum (line searches
+    # cut it to a few percent), with the units' blocks (block Jacobi) as with Kronecker factors of
+    # Σ (x̃x̃ᵀ) ⊗ (JᵀAJ); the diagonal's truncated CG steps do better.
+    self.explicit = explicit(kind, site, layer)
     # The solvers compile around these callables and key their traces on them: one bound method each, kept.
-    for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify"):
+    for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify",
+                 "x_inverse_hessian", "x_apply_inverse"):
       setattr(self, name, getattr(self, name))
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True)
     self.hvp = tf.function(self._hvp, reduce_retracing=True)
     self.margins = tf.function(self._margins, reduce_retracing=True)
+    self.inverse_hessian = tf.function(self._inverse_hessian, reduce_retracing=True)
 
   def to_x(self, v):
     return tf.reshape(v, [1, -1]) if self.layer else tf.transpose(v)
@@ -383,6 +419,15 @@ class _Functions:
   def x_diagonal(self, probs, d, n, data, shared):
     """The Hessian's diagonal at the point of ``probs``, in x."""
     return self.to_x(tf.square(d) * self.diagonal(probs, n, data, shared))
+
+  def x_inverse_hessian(self, probs, d, n, data, shared):
+    """Each neuron's inverse Hessian in V at the point of ``probs`` (``_inverse_hessian``), (P, K, K)."""
+    return self.inverse_hessian(probs, n, data, shared)
+
+  def x_apply_inverse(self, inverse, r, d, n, data, shared):
+    """M⁻¹ r in x = V / d: d⁻¹ ⊙ M_V⁻¹ (d⁻¹ ⊙ r), with M_V⁻¹ r_p = A_p⁻¹ r_p for neuron p."""
+    rv = self.to_v(r, d) / d
+    return self.to_x(tf.transpose(tf.einsum("pkl,lp->pk", inverse, rv)) / d)
 
   def x_certify(self, x, d, n, data, shared):
     """Whether the step x is a direction of recession: every recorded sample's margin non-decreasing along it
@@ -450,6 +495,33 @@ class _Functions:
 
     return self._blocks(n, body, (tf.zeros_like(dv),))[0]
 
+  def _inverse_hessian(self, probs, n, data, shared):
+    """The inverse of each neuron's exact Hessian Σ_s ω_s h_sp x̃_s x̃_sᵀ (h_sp = j_spᵀ A_s j_sp, A_s = diag(p) −
+    ppᵀ) at ``probs``, (P, K, K), damped by 10⁻¹⁰ of its mean diagonal (weights no sample sees have none; samples all but
+    separated leave curvature far below the rest, which a larger damping hides from CG)."""
+    site, problems, k = self.site, probs.shape[-1], self.site.K
+
+    def body(i, hi, state):
+      d = {key: v[i:hi] for key, v in data.items()}
+      x = tf.cast(d["x"], tf.float64)
+      x = tf.reshape(x, tf.concat([tf.shape(x)[:2], [site.fan_in]], 0))
+      if site.use_bias:
+        x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
+      p = probs[i:hi]  # (r, B, p_L, P)
+      if "j" in d:
+        j = tf.cast(d["j"][:, :, :, 0, :], tf.float64)  # (r, B, p_L, P)
+      else:  # the output layer: unit u's J is the one-hot e_u
+        j = tf.broadcast_to(tf.cast(shared["e"], tf.float64), tf.shape(p))
+      h = tf.reduce_sum(p * j * j, 2) - tf.square(tf.reduce_sum(p * j, 2))  # (r, B, P)
+      # A GEMM over the block's samples, in float64: h spans many orders of magnitude (samples the Taylor loss
+      # has all but separated), and a float32 sum leaves the small eigenvalues, which steer CG, at roundoff.
+      xs = x[:, :, None, :] * tf.sqrt(tf.maximum(tf.cast(d["weight"], tf.float64)[..., None] * h, 0.0))[..., None]
+      xs = tf.reshape(tf.transpose(xs, [2, 0, 1, 3]), [problems, -1, k])
+      return (state[0] + tf.matmul(xs, xs, transpose_a=True),)
+
+    a = self._blocks(n, body, (tf.zeros([problems, k, k], tf.float64),))[0]
+    return _damped_inverse(a)
+
   def _margins(self, dv, n, data, shared):
     """Over the first n rounds' samples and every wrong class o: (max, min) of the margin change
     (L dv)_y − (L dv)_o, per problem (P,)."""
@@ -514,9 +586,12 @@ def load(records: records_lib.Records, layer: int, unit=None, horizon: Optional[
 
 def neuron_groups(records: records_lib.Records, layer: int, units: Sequence[int], memory_mb: float = 2048.0) -> list:
   """The neurons of one layer split into sets solved together: all of them, unless their G_α are materialised
-  (conv neurons), then as many per set as fit ``memory_mb``."""
+  (conv neurons) or their inverse Hessians are (dense neurons), then as many per set as fit ``memory_mb``."""
   site = records.sites[layer]
   units = [int(u) for u in units]
+  if site.mode != "tensor" and explicit("input", site, False):  # dense neurons: their inverse Hessians fit
+    size = max(1, int(memory_mb * _MB // _explicit_bytes(site)))
+    return [units[i:i + size] for i in range(0, len(units), size)]
   p_l = records.meta["num_outputs"]
   need = len(records.steps) * records.meta["batch_size"] * p_l * site.K * 8
   if site.mode != "jacobian" or site.spatial <= p_l or need > memory_mb * _MB:
