@@ -144,6 +144,10 @@ def test_zoo_records_give_the_reference_objective_and_scipy_optima(tmp_path, nam
         # Dropout gives an input's copies different masks, so some problems are separable (no minimiser):
         # both solvers then stop far out at different upper bounds of the infimum.
         elif res.success or name != "vgg":
+          if name == "vgg" and got < res.fun - atol:
+            # Separable through dropout's masks, though scipy reports success: its stop (ftol, far out) is an
+            # upper bound of the infimum too, above the one L-BFGS converged to.
+            continue
           compared += 1
           np.testing.assert_allclose(got, res.fun, rtol=tol.OPTIMA64, atol=atol, err_msg=f"{name} layer {l} unit {unit} N={n}")
   assert compared >= total * (3 / 4 if name != "vgg" else 1 / 2), (compared, total)
