@@ -413,9 +413,9 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       recession.
     args: tensors (any nested structure) passed to the callables.
     hvp_precise: optional, ``hvp`` in higher precision (e.g. float64 where ``hvp`` is float32). The solve
-      switches to it for good after an iteration whose CG ran ``max_cg`` iterations without reaching its
-      residual target or whose line search found no decrease: far out, separated samples leave curvature at
-      the roundoff of the lower precision.
+      switches to it for good after an iteration whose CG stopped short of its residual target (its iteration
+      limit, or curvature at the roundoff of ``hvp``) or whose line search found no decrease: far out,
+      separated samples leave curvature at the roundoff of the lower precision.
     precondition: optional ``precondition(aux, *args)``, at the x of ``aux``: the Hessian's diagonal (P, D) (or
       a positive approximation), or, with ``apply_preconditioner``, any nested tensors M describing an
       approximation of the Hessian. CG runs preconditioned by it. Far out, separated samples leave directions

@@ -270,14 +270,7 @@ def _diagonal(kind: str, site: records_lib.Site, layer: bool, d: dict, shared: d
   positions otherwise."""
   f64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
   w = f64(d["weight"])
-
-  def weighted(j, axis):
-    """Σ_o A_oo' j_o j_o' over the logits axis (kept, size 1): Σ_o j_o² or Σ_o p_o j_o² − (Σ_o p_o j_o)²."""
-    if probs is None:
-      return tf.reduce_sum(tf.square(j), axis, keepdims=True)
-    p = probs[:, :, :, None, :]  # (r, B, p_L, 1, P): broadcasts over K or positions, and over units (layer)
-    return (tf.reduce_sum(p * tf.square(j), axis, keepdims=True)
-            - tf.square(tf.reduce_sum(p * j, axis, keepdims=True)))
+  weighted = lambda j, axis: _weighted_square(j, probs, axis)  # noqa: E731
 
   if kind == "matrix":
     return tf.einsum("rbokc,rb->kc", weighted(f64(d["m"]), 2), w)
@@ -316,6 +309,16 @@ def _damped_inverse(m):
   mean = tf.reduce_mean(tf.linalg.diag_part(m), -1)
   delta = tf.where(mean > 0.0, 1e-10 * mean, tf.ones_like(mean))
   return tf.linalg.inv(m + delta[:, None, None] * tf.eye(size, dtype=m.dtype))
+
+
+def _weighted_square(j, probs, axis):
+  """jᵀ A j over the logits axis ``axis`` of j (r, B, p_L, ·, ·) (kept, size 1), per sample: Σ_o j_o² without
+  ``probs``, else Σ_o p_o j_o² − (Σ_o p_o j_o)² (A = diag(p) − ppᵀ at the softmax probabilities (r, B, p_L, P),
+  broadcast over j's fourth axis, K or positions, and over units at the layer scale)."""
+  if probs is None:
+    return tf.reduce_sum(tf.square(j), axis, keepdims=True)
+  p = probs[:, :, :, None, :]
+  return tf.reduce_sum(p * tf.square(j), axis, keepdims=True) - tf.square(tf.reduce_sum(p * j, axis, keepdims=True))
 
 
 def _jacobi_scale(curvature: np.ndarray) -> np.ndarray:
@@ -497,22 +500,23 @@ class _Functions:
 
   def _inverse_hessian(self, probs, n, data, shared):
     """The inverse of each neuron's exact Hessian Σ_s ω_s h_sp x̃_s x̃_sᵀ (h_sp = j_spᵀ A_s j_sp, A_s = diag(p) −
-    ppᵀ) at ``probs``, (P, K, K), damped by 10⁻¹⁰ of its mean diagonal (weights no sample sees have none; samples all but
-    separated leave curvature far below the rest, which a larger damping hides from CG)."""
+    ppᵀ) at ``probs``, (P, K, K), damped by 10⁻¹⁰ of its mean diagonal (weights no sample sees have none;
+    samples all but separated leave curvature far below the rest, which a larger damping hides from CG)."""
     site, problems, k = self.site, probs.shape[-1], self.site.K
+    node, op = site.graph_node(), site.op
 
     def body(i, hi, state):
       d = {key: v[i:hi] for key, v in data.items()}
       x = tf.cast(d["x"], tf.float64)
-      x = tf.reshape(x, tf.concat([tf.shape(x)[:2], [site.fan_in]], 0))
-      if site.use_bias:
-        x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
+      lead = tf.shape(x)[:2]
+      x = tf.reshape(op.augmented_input(node, tf.reshape(x, [-1, site.fan_in])), tf.concat([lead, [k]], 0))
       p = probs[i:hi]  # (r, B, p_L, P)
       if "j" in d:
-        j = tf.cast(d["j"][:, :, :, 0, :], tf.float64)  # (r, B, p_L, P)
+        j = tf.cast(d["j"], tf.float64)  # (r, B, p_L, 1, P)
       else:  # the output layer: unit u's J is the one-hot e_u
-        j = tf.broadcast_to(tf.cast(shared["e"], tf.float64), tf.shape(p))
-      h = tf.reduce_sum(p * j * j, 2) - tf.square(tf.reduce_sum(p * j, 2))  # (r, B, P)
+        e = tf.cast(shared["e"], tf.float64)[:, None, :]  # (p_L, 1, P)
+        j = tf.broadcast_to(e, tf.concat([tf.shape(p)[:3], [1, problems]], 0))
+      h = _weighted_square(j, p, 2)[:, :, 0, 0, :]  # (r, B, P)
       # A GEMM over the block's samples, in float64: h spans many orders of magnitude (samples the Taylor loss
       # has all but separated), and a float32 sum leaves the small eigenvalues, which steer CG, at roundoff.
       xs = x[:, :, None, :] * tf.sqrt(tf.maximum(tf.cast(d["weight"], tf.float64)[..., None] * h, 0.0))[..., None]
