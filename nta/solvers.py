@@ -377,15 +377,17 @@ def _lbfgs(fun, v0, args, tol, max_iter, history, max_evals):
 def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: int = 100, *,
               max_cg: int = 100, metric: Any = None, certify: Optional[Callable] = None, args: tuple = (),
               hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
-              apply_preconditioner: Optional[Callable] = None) -> Solution:
+              apply_preconditioner: Optional[Callable] = None, reuse_preconditioner: int = 0) -> Solution:
   """Minimises P independent smooth convex functions at once by line-search Newton-CG.
 
   Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
   diagonal), stopped when ‖H s + g‖ ≤ η ‖g‖ with η = min(0.1, √(‖g‖/‖g₀‖)) (superlinear convergence, N&W
   Alg. 7.1, relative to the starting gradient),
   at non-positive curvature (roundoff of a convex problem) or after ``max_cg`` iterations, then searches along s:
-  halving from α = 1 until the Armijo condition holds (c1 = 10⁻⁴; where the change at α = 1 is at the roundoff
-  of f, a drop of the gradient norm instead), or, where α = 1 holds, doubling while the value keeps decreasing. The doubling is what separable cross-entropy needs: along a separating direction
+  backtracking from α = 1 until the Armijo condition holds (c1 = 10⁻⁴; where the change at α = 1 is at the
+  roundoff of f, a drop of the gradient norm instead; each cut to the minimiser of the quadratic through f(0),
+  f'(0) and f(α), kept within [α/10, α/2]: a Newton step far from the optimum can need a cut by 10⁵), or, where
+  α = 1 holds, doubling while the value keeps decreasing. The doubling is what separable cross-entropy needs: along a separating direction
   the loss decays like e^(−t), and a Newton step advances t by about one unit; doubling reaches the far-out
   region in a few evaluations instead of one e-fold per iteration. Problems are independent: each has its own
   CG state, step and stopping decision; the callables are called for all of them together. Iteration stops per
@@ -422,6 +424,8 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       of vanishing curvature and gradient that plain CG cannot resolve beside the others.
     apply_preconditioner: optional ``apply_preconditioner(M, r (P, D), *args) -> (P, D)``, M⁻¹ r for the M of
       ``precondition`` (symmetric positive definite), TensorFlow-traceable (compiled into the CG loop).
+    reuse_preconditioner: keep M from an earlier point while the last CG needed at most this many iterations
+      (0: a new M every iteration); for preconditioners that cost far more than a product (exact Hessians).
 
   Returns:
     A :class:`Solution` of numpy arrays: ``v`` (P, D); ``value``, ``grad_norm`` (‖g ⊘ metric‖), ``iterations``,
@@ -458,6 +462,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   separable = np.zeros(problems, bool)
   converged = gnorm <= tol
   done = converged.copy()
+  cg = None
   while not done.all():
     active = ~done
     # Relative forcing (the gradient is a sum over many samples, so its scale says nothing by itself).
@@ -466,7 +471,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       m, apply = tf.ones_like(g), _scale
     elif apply_preconditioner is None:
       m, apply = tf.square(_inverse_sqrt(precondition(aux, *args))), _scale
-    else:
+    elif cg is None or int(cg) > reuse_preconditioner:
       m, apply = precondition(aux, *args), apply_preconditioner
     s, cg, reached = _conjugate_gradients(hvp, apply, args, aux, m, g, tf.constant(eta), tf.constant(active),
                                          tf.constant(max_cg))
@@ -496,12 +501,16 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
         better = searching & armijo  # the full step, even where it leaves f unchanged at roundoff
         extending = better & ~flat & (f_try < f)
       best = _keep(better, (f_try, g_try, aux_try, alpha.copy()), best)
-      # Halve where the search has not found a step yet; double while the value keeps decreasing.
+      # Cut where the search has not found a step yet; double while the value keeps decreasing.
       halving = searching & ~extending & ~armijo
       searching = halving | (extending & better)
       if not searching.any():
         break
-      alpha = np.where(halving, 0.5 * alpha, np.where(searching, 2.0 * alpha, alpha))
+      with np.errstate(all="ignore"):
+        curve = np.where(np.isfinite(f_try), f_try - f - alpha * slope, np.inf)
+        cut = np.clip(-slope * alpha / (2.0 * curve), 0.1, 0.5)
+      cut = np.where(np.isfinite(cut), cut, 0.1)
+      alpha = np.where(halving, cut * alpha, np.where(searching, 2.0 * alpha, alpha))
       searching &= alpha > 1e-20
     moved = active & (best[3] > 0)
     f, g, aux = best[0], best[1], best[2]

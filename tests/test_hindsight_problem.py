@@ -157,14 +157,16 @@ def test_hessian_products_and_diagonal_equal_the_reference_hessian(runs, name):
       else:
         assert (diagonal >= 0).all() and np.corrcoef(diagonal, np.diag(hessian))[0, 1] > 0.5
       if fun.explicit:
-        _check_inverse_hessian(fun.inverse_hessian(probs, prob._n(6), prob._data, prob._shared), hessian, unit)
+        _check_hessian_factor(fun.x_hessian_factor(probs, None, prob._n(6), prob._data, prob._shared), hessian)
 
 
-def _check_inverse_hessian(inverse, hessian, unit):
-  """A dense neuron's preconditioner is the inverse of its exact Hessian (damped by 10⁻¹⁰ of the mean
-  diagonal)."""
-  assert unit is not None
-  m = np.linalg.inv(inverse.numpy()[0])
+def _check_hessian_factor(factor, hessian):
+  """A dense neuron's or layer's preconditioner is the Cholesky factor of its exact Hessian (damped by 10⁻¹⁰ of
+  the mean diagonal)."""
+  assert factor.shape == (1, *hessian.shape)
+  factor = factor.numpy()[0]
+  assert np.allclose(factor, np.tril(factor))
+  m = factor @ factor.T
   delta = 1e-10 * np.mean(np.diag(hessian))
   np.testing.assert_allclose(m - delta * np.eye(len(m)), hessian, rtol=1e-5, atol=1e-5 * np.abs(hessian).max())
 

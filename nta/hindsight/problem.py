@@ -15,23 +15,28 @@ Solving (``TaylorProblem.solve``), on the diagonally rescaled variable u = V / d
 (Jacobi preconditioning: layer inputs and the bias' constant 1 differ by orders of magnitude); the tolerance is
 met on the gradient in V, per problem. ``method="lbfgs"``: ``nta.solvers.minimize``, one problem at a time.
 ``method="newton"``: ``nta.solvers.newton_cg`` on the whole set, its conjugate gradients preconditioned at the
-current point by the Hessian's diagonal or, for dense neurons evaluated from their input, by each neuron's
-exact inverse Hessian (Σ_s ω_s h_s x̃_s x̃_sᵀ, one GEMM over the samples: with correlated inputs such as
-neighbouring pixels, diagonally preconditioned CG stalls and Newton crawls, 100 iterations without
-converging at N = 1 on the classifier below, where the inverse takes 13). Value and gradient are computed in
-float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in
-float32 where the records hold the layer input (``kind`` "input": a convolution or matmul per product),
-accumulating in float64, and switch to float64 after the first CG that stops short of its residual target
-(float32 curvature at its roundoff: the steps it gives make no progress). Each horizon starts from whichever
-is lower there: the previous horizon's optimum or W^n of its last recorded round.
+current point by the Hessian's diagonal or, for dense layers evaluated from their input, by the exact Hessian
+(its Cholesky factor, kept while CG with it needs at most 3 iterations): each neuron's Σ_s ω_s h_s x̃_s x̃_sᵀ,
+or at the layer scale Σ_s ω_s (J_sᵀA_sJ_s) ⊗ (x̃_s x̃_sᵀ) where that (K·C)² matrix fits ``memory_mb``; one
+GEMM over the samples either way. With correlated inputs such as neighbouring pixels, or a layer's units
+coupled through J, diagonally preconditioned CG stalls and Newton crawls (the classifier below: a first-layer
+neuron 100 iterations without converging at N = 1, where the exact Hessian takes 13; the second layer at the
+layer scale 1.2545 after 60 iterations at N = 3 against an infimum of 1.10469, reached in 35). Value and
+gradient are computed in float64; Hessian-vector products, which only steer the conjugate-gradient directions,
+run the linear maps in float32 where the records hold the layer input (``kind`` "input": a convolution or
+matmul per product), accumulating in float64, and switch to float64 after the first CG that stops short of its
+residual target (float32 curvature at its roundoff: the steps it gives make no progress). Each horizon starts
+from whichever is lower there: the previous horizon's optimum or W^n of its last recorded round.
 
 Measured on a 784-32-16-10 classifier (48 rounds of 128 MNIST digits, 18 horizons, ``benchmarks/
-ce_solve_bench.py``): Newton solves the logits layer at every horizon in 12 s (L-BFGS: 5 of 18 within 1,000
-iterations, 36 s) and 3 neurons of each layer at every horizon: the first layer's (785 weights each) in 121 s
-(L-BFGS: 0 of 54 within 1,000 iterations, 709 s; Newton preconditioned by the diagonal: none converged at any
-horizon within 100 iterations, at N = 1 stopping 1.7·10⁻³ above the optimum), the second's and the logits' in
-6 s and 4 s. The hidden layers' layer-scale problems (25k and 528 weights), partially separable
-at most horizons, still take minutes per horizon.
+ce_solve_bench.py``), Newton converged at every horizon: the second layer at the layer scale (528 weights) in
+38 s (the diagonal: 1 of the first 3 horizons unconverged after 250 s), the logits layer in 7 s (L-BFGS: 5 of
+18 within 1,000 iterations, 36 s); 3 neurons of each layer: the first layer's (785 weights each) in 95 s
+(L-BFGS: 0 of 54 within 1,000 iterations, 709 s; the diagonal: none converged at any horizon within 100
+iterations), the second's and the logits' in 7 s and 4 s. The first layer at the layer scale (25,120 weights:
+its Hessian does not fit) keeps the diagonal and still takes minutes per horizon; a neuron whose samples are
+nearly separated still creeps (curvature below the damping: 64 iterations at N = 5, the value within 2·10⁻⁶
+after 37).
 
 A cross-entropy Taylor loss has no minimiser when the recorded rounds are separable for the problem (some
 direction of V raises every sample's margin or leaves it: e.g. a conv neuron's 1,601 weights over its first
@@ -61,6 +66,9 @@ _MB = 2**20
 METHODS = ("lbfgs", "newton")
 # Working set of one block of rounds inside the solver's objective (float64 temporaries).
 _BLOCK_BYTES = 128 * _MB
+# An exact Hessian factor is kept while CG with it needs at most this many iterations: building it is a GEMM
+# over every sample (K² per sample and neuron), a product a few K.
+_REUSE_CG = 3
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -135,12 +143,13 @@ class TaylorProblem:
     block = max(1, _BLOCK_BYTES // max(per_round, 1))
     geometry = {k: v for k, v in site.to_json().items() if k not in ("layer", "name", "units", "neurons",
                                                                       "layer_scale")}
-    static = (kind, block, units is None, json.dumps(geometry, sort_keys=True))
+    explicit_block = max(1, _BLOCK_BYTES // (batch * site.K * c * c * 8)) if units is None else block
+    static = (kind, block, explicit_block, units is None, json.dumps(geometry, sort_keys=True))
     if static not in self._FUNS:
       self._FUNS[static] = _Functions(kind, site, block, units is None,
-                                      tf.float32 if kind == "input" else tf.float64)
+                                      tf.float32 if kind == "input" else tf.float64, explicit_block)
     self._fun = self._FUNS[static]
-    self._explicit = self._fun.explicit and c * _explicit_bytes(site) <= memory_mb * _MB  # c = the neurons
+    self._explicit = self._fun.explicit and _explicit_bytes(site, c, units is None) <= memory_mb * _MB
     data = {k: tf.constant(v) for k, v in data.items()}
     # base^n = f^n − L^n(W^n), round by round (W^n differs per round).
     lin = _columns(kind, site, units is None)
@@ -222,8 +231,9 @@ class TaylorProblem:
       if method == "newton":
         sol = solvers.newton_cg(fun.x_value_grad, fun.x_hvp, fun.to_x(v / d), tol, max_iter,
                                 metric=fun.to_x(d), certify=fun.x_certify, args=args,
-                                precondition=fun.x_inverse_hessian if self._explicit else fun.x_diagonal,
+                                precondition=fun.x_hessian_factor if self._explicit else fun.x_diagonal,
                                 apply_preconditioner=fun.x_apply_inverse if self._explicit else None,
+                                reuse_preconditioner=_REUSE_CG if self._explicit else 0,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64)
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
@@ -293,22 +303,26 @@ def _diagonal(kind: str, site: records_lib.Site, layer: bool, d: dict, shared: d
   return tape.gradient(value, v)
 
 
-def explicit(kind: str, site: records_lib.Site, layer: bool) -> bool:
-  """Whether Newton's CG is preconditioned by each problem's inverse Hessian (dense neurons from their input)."""
-  return kind == "input" and site.kind == "dense" and not layer
+def explicit(kind: str, site: records_lib.Site) -> bool:
+  """Whether Newton's CG can be preconditioned by the problems' exact inverse Hessians: a dense layer evaluated
+  from its input (its neurons, or the layer scale where ``_explicit_bytes`` fits the memory)."""
+  return kind == "input" and site.kind == "dense"
 
 
-def _explicit_bytes(site: records_lib.Site) -> int:
-  """Memory of one neuron's inverse Hessian while it is built (the matrix, its inverse, a temporary)."""
-  return 3 * site.K * site.K * 8
+def _explicit_bytes(site: records_lib.Site, columns: int, layer: bool) -> int:
+  """Memory of the inverse Hessians while they are built (the matrix, its inverse, a temporary): one K×K
+  matrix per neuron, or one (K·C)×(K·C) matrix for the layer scale of C units."""
+  size = site.K * columns if layer else site.K
+  return 3 * size * size * 8 * (1 if layer else columns)
 
 
-def _damped_inverse(m):
-  """(M + δI)⁻¹ per leading index, δ = 10⁻¹⁰ of M's mean diagonal (or 1 where M = 0)."""
+def _damped_cholesky(m, damping):
+  """The Cholesky factor L of M + δI per leading index, δ = ``damping`` times M's mean diagonal (or 1 where
+  M = 0)."""
   size = m.shape[-1]
   mean = tf.reduce_mean(tf.linalg.diag_part(m), -1)
-  delta = tf.where(mean > 0.0, 1e-10 * mean, tf.ones_like(mean))
-  return tf.linalg.inv(m + delta[:, None, None] * tf.eye(size, dtype=m.dtype))
+  delta = tf.where(mean > 0.0, damping * mean, tf.ones_like(mean))
+  return tf.linalg.cholesky(m + delta[:, None, None] * tf.eye(size, dtype=m.dtype))
 
 
 def _weighted_square(j, probs, axis):
@@ -372,27 +386,31 @@ class _Functions:
     block: rounds per block of the loops over rounds.
     layer: the layer scale (one problem) or neurons (a column of V each).
     hvp_dtype: the dtype of the maps in Hessian-vector products (sums in float64).
+    explicit_block: rounds per block of the layer-scale Hessian (its temporary x̃ ⊗ ωM is B·K·C² per round).
   """
 
-  def __init__(self, kind: str, site: records_lib.Site, block: int, layer: bool, hvp_dtype: tf.DType):
+  def __init__(self, kind: str, site: records_lib.Site, block: int, layer: bool, hvp_dtype: tf.DType,
+               explicit_block: int):
     self.kind, self.site, self.lin = kind, site, _columns(kind, site, layer)
     self.block, self.layer, self.hvp_dtype = block, layer, hvp_dtype
+    self.explicit_block = explicit_block
     self.diagonal = tf.function(self._diagonal, reduce_retracing=True)
     # A dense neuron evaluated from its input: its Hessian Σ_s ω_s h_s x̃_s x̃_sᵀ is a K×K matrix whose
     # off-diagonal (correlated inputs, e.g. neighbouring pixels) a diagonal cannot precondition, and CG on it
     # stalls far from the optimum; its exact inverse costs one GEMM over the samples (``_inverse_hessian``).
-    # Not at the layer scale: there the exact Newton step is a poor step far from the optimum (line searches
-    # cut it to a few percent), with the units' blocks (block Jacobi) as with Kronecker factors of
-    # Σ (x̃x̃ᵀ) ⊗ (JᵀAJ); the diagonal's truncated CG steps do better.
-    self.explicit = explicit(kind, site, layer)
+    # The same holds at the layer scale, Σ_s ω_s (J_sᵀA_sJ_s) ⊗ (x̃_s x̃_sᵀ), where that matrix fits (the
+    # classifier's 528-weight second layer: the diagonal's 100-step CG crawled, 1.2545 after 60 iterations at
+    # N = 3 against an infimum of 1.10469). Approximations of it did worse than the diagonal (Kronecker
+    # factors of Σ (x̃x̃ᵀ) ⊗ (JᵀAJ), or the units' blocks: line searches cut their steps to a few percent).
+    self.explicit = explicit(kind, site)
     # The solvers compile around these callables and key their traces on them: one bound method each, kept.
     for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify",
-                 "x_inverse_hessian", "x_apply_inverse"):
+                 "x_hessian_factor", "x_apply_inverse"):
       setattr(self, name, getattr(self, name))
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True)
     self.hvp = tf.function(self._hvp, reduce_retracing=True)
     self.margins = tf.function(self._margins, reduce_retracing=True)
-    self.inverse_hessian = tf.function(self._inverse_hessian, reduce_retracing=True)
+    self.hessian_factor = tf.function(self._hessian_factor, reduce_retracing=True)
 
   def to_x(self, v):
     return tf.reshape(v, [1, -1]) if self.layer else tf.transpose(v)
@@ -423,14 +441,24 @@ class _Functions:
     """The Hessian's diagonal at the point of ``probs``, in x."""
     return self.to_x(tf.square(d) * self.diagonal(probs, n, data, shared))
 
-  def x_inverse_hessian(self, probs, d, n, data, shared):
-    """Each neuron's inverse Hessian in V at the point of ``probs`` (``_inverse_hessian``), (P, K, K)."""
-    return self.inverse_hessian(probs, n, data, shared)
+  def x_hessian_factor(self, probs, d, n, data, shared):
+    """The Cholesky factors of the problems' damped Hessians in V at the point of ``probs``
+    (``_hessian_factor``), with the damping raised a thousandfold while roundoff leaves one not positive
+    definite."""
+    for damping in (1e-10, 1e-7, 1e-4, 1e-1):
+      try:
+        factor = self.hessian_factor(probs, n, data, shared, tf.constant(damping, tf.float64))
+      except tf.errors.InvalidArgumentError:  # the CPU kernel's "not positive definite"
+        continue
+      if bool(tf.reduce_all(tf.math.is_finite(factor))):  # the GPU kernel's
+        return factor
+    raise NTAError("the Taylor loss's Hessian is not positive semi-definite even at roundoff: non-finite records?")
 
-  def x_apply_inverse(self, inverse, r, d, n, data, shared):
-    """M⁻¹ r in x = V / d: d⁻¹ ⊙ M_V⁻¹ (d⁻¹ ⊙ r), with M_V⁻¹ r_p = A_p⁻¹ r_p for neuron p."""
-    rv = self.to_v(r, d) / d
-    return self.to_x(tf.transpose(tf.einsum("pkl,lp->pk", inverse, rv)) / d)
+  def x_apply_inverse(self, factor, r, d, n, data, shared):
+    """M⁻¹ r in x = V / d: d⁻¹ ⊙ M_V⁻¹ (d⁻¹ ⊙ r), with M_V⁻¹ r_p = A_p⁻¹ r_p for neuron p (the layer scale: one
+    matrix over V flattened as x is), A_p = L_p L_pᵀ by the Cholesky ``factor``."""
+    rv = self.to_x(self.to_v(r, d) / d)  # (P, D)
+    return self.to_x(self.to_v(tf.linalg.cholesky_solve(factor, rv[..., None])[..., 0], d) / d)
 
   def x_certify(self, x, d, n, data, shared):
     """Whether the step x is a direction of recession: every recorded sample's margin non-decreasing along it
@@ -438,10 +466,13 @@ class _Functions:
     top, low = (t.numpy() for t in self.margins(d * self.to_v(x, d), n, data, shared))
     return (top > 0) & (low >= -1e-9 * top)
 
-  def _blocks(self, n, body, init):
-    """Folds ``body(d, state) -> state`` over blocks of the first n rounds."""
+  def _blocks(self, n, body, init, block=None):
+    """Folds ``body(d, state) -> state`` over blocks of the first n rounds (``block`` rounds each, default the
+    problem's)."""
+    size = self.block if block is None else block
+
     def step(i, *state):
-      hi = tf.minimum(i + self.block, n)
+      hi = tf.minimum(i + size, n)
       return (hi, *body(i, hi, state))
     return tf.while_loop(lambda i, *_: i < n, step, (tf.constant(0), *init))[1:]
 
@@ -498,12 +529,16 @@ class _Functions:
 
     return self._blocks(n, body, (tf.zeros_like(dv),))[0]
 
-  def _inverse_hessian(self, probs, n, data, shared):
-    """The inverse of each neuron's exact Hessian Σ_s ω_s h_sp x̃_s x̃_sᵀ (h_sp = j_spᵀ A_s j_sp, A_s = diag(p) −
-    ppᵀ) at ``probs``, (P, K, K), damped by 10⁻¹⁰ of its mean diagonal (weights no sample sees have none;
-    samples all but separated leave curvature far below the rest, which a larger damping hides from CG)."""
+  def _hessian_factor(self, probs, n, data, shared, damping):
+    """The Cholesky factor of each problem's exact Hessian at ``probs``: per neuron Σ_s ω_s h_sp x̃_s x̃_sᵀ (h_sp =
+    j_spᵀ A_s j_sp, A_s = diag(p) − ppᵀ), (P, K, K); at the layer scale Σ_s ω_s M_s ⊗ x̃_s x̃_sᵀ over V flattened
+    as x is (M_s = J_sᵀ A_s J_s, units × units), (1, K·C, K·C). Damped by ``damping`` times its mean diagonal
+    (10⁻¹⁰: weights no sample sees have none; samples all but separated leave curvature far below the rest,
+    which a larger damping hides from CG). A factor, not an inverse: a third of the flops of the inversion,
+    which took most of the time on small horizons."""
     site, problems, k = self.site, probs.shape[-1], self.site.K
     node, op = site.graph_node(), site.op
+    columns = len(site.units) if self.layer else problems
 
     def body(i, hi, state):
       d = {key: v[i:hi] for key, v in data.items()}
@@ -512,19 +547,32 @@ class _Functions:
       x = tf.reshape(op.augmented_input(node, tf.reshape(x, [-1, site.fan_in])), tf.concat([lead, [k]], 0))
       p = probs[i:hi]  # (r, B, p_L, P)
       if "j" in d:
-        j = tf.cast(d["j"], tf.float64)  # (r, B, p_L, 1, P)
+        j = tf.cast(d["j"], tf.float64)  # (r, B, p_L, 1, C)
       else:  # the output layer: unit u's J is the one-hot e_u
-        e = tf.cast(shared["e"], tf.float64)[:, None, :]  # (p_L, 1, P)
-        j = tf.broadcast_to(e, tf.concat([tf.shape(p)[:3], [1, problems]], 0))
+        e = tf.cast(shared["e"], tf.float64)[:, None, :]  # (p_L, 1, C)
+        j = tf.broadcast_to(e, tf.concat([tf.shape(p)[:3], [1, columns]], 0))
+      w = tf.cast(d["weight"], tf.float64)
+      if self.layer:
+        # A GEMM over the block's samples of x̃ against x̃ ⊗ ω M (K × K·C·C), in float64.
+        j, p = j[:, :, :, 0, :], p[..., 0]
+        pj = tf.einsum("rbo,rbou->rbu", p, j)
+        m = tf.einsum("rbo,rbou,rbov->rbuv", p, j, j) - pj[..., :, None] * pj[..., None, :]
+        m = tf.reshape(m * w[..., None, None], [-1, columns * columns])
+        xs = tf.reshape(x, [-1, k])
+        h = tf.matmul(xs, tf.reshape(xs[:, :, None] * m[:, None, :], [-1, k * columns * columns]), transpose_a=True)
+        h = tf.transpose(tf.reshape(h, [k, k, columns, columns]), [0, 2, 1, 3])
+        return (state[0] + tf.reshape(h, [1, k * columns, k * columns]),)
       h = _weighted_square(j, p, 2)[:, :, 0, 0, :]  # (r, B, P)
       # A GEMM over the block's samples, in float64: h spans many orders of magnitude (samples the Taylor loss
       # has all but separated), and a float32 sum leaves the small eigenvalues, which steer CG, at roundoff.
-      xs = x[:, :, None, :] * tf.sqrt(tf.maximum(tf.cast(d["weight"], tf.float64)[..., None] * h, 0.0))[..., None]
+      xs = x[:, :, None, :] * tf.sqrt(tf.maximum(w[..., None] * h, 0.0))[..., None]
       xs = tf.reshape(tf.transpose(xs, [2, 0, 1, 3]), [problems, -1, k])
       return (state[0] + tf.matmul(xs, xs, transpose_a=True),)
 
-    a = self._blocks(n, body, (tf.zeros([problems, k, k], tf.float64),))[0]
-    return _damped_inverse(a)
+    size = k * columns if self.layer else k
+    a = self._blocks(n, body, (tf.zeros([problems, size, size], tf.float64),),
+                     block=self.explicit_block if self.layer else None)[0]
+    return _damped_cholesky(a, damping)
 
   def _margins(self, dv, n, data, shared):
     """Over the first n rounds' samples and every wrong class o: (max, min) of the margin change
@@ -593,8 +641,8 @@ def neuron_groups(records: records_lib.Records, layer: int, units: Sequence[int]
   (conv neurons) or their inverse Hessians are (dense neurons), then as many per set as fit ``memory_mb``."""
   site = records.sites[layer]
   units = [int(u) for u in units]
-  if site.mode != "tensor" and explicit("input", site, False):  # dense neurons: their inverse Hessians fit
-    size = max(1, int(memory_mb * _MB // _explicit_bytes(site)))
+  if site.mode != "tensor" and explicit("input", site):  # dense neurons: their inverse Hessians fit
+    size = max(1, int(memory_mb * _MB // _explicit_bytes(site, 1, False)))
     return [units[i:i + size] for i in range(0, len(units), size)]
   p_l = records.meta["num_outputs"]
   need = len(records.steps) * records.meta["batch_size"] * p_l * site.K * 8
