@@ -30,10 +30,10 @@ from whichever is lower there: the previous horizon's optimum or W^n of its last
 
 Measured on a 784-32-16-10 classifier (48 rounds of 128 MNIST digits, 18 horizons, ``benchmarks/
 ce_solve_bench.py``), Newton converged at every horizon: the second layer at the layer scale (528 weights) in
-38 s (the diagonal: 1 of the first 3 horizons unconverged after 250 s), the logits layer in 7 s (L-BFGS: 5 of
-18 within 1,000 iterations, 36 s); 3 neurons of each layer: the first layer's (785 weights each) in 95 s
-(L-BFGS: 0 of 54 within 1,000 iterations, 709 s; the diagonal: none converged at any horizon within 100
-iterations), the second's and the logits' in 7 s and 4 s. The first layer at the layer scale (25,120 weights:
+31 s (the diagonal: N = 3 unconverged after 250 s), the logits layer in 6 s (L-BFGS: 5 of 18 within 1,000
+iterations, 36 s); 3 neurons of each layer: the first layer's (785 weights each) in 90 s (L-BFGS: 0 of 54
+within 1,000 iterations, 709 s; the diagonal: none converged at any horizon within 100 iterations), the
+second's and the logits' in 6 s and 5 s. The first layer at the layer scale (25,120 weights:
 its Hessian does not fit) keeps the diagonal and still takes minutes per horizon; a neuron whose samples are
 nearly separated still creeps (curvature below the damping: 64 iterations at N = 5, the value within 2·10⁻⁶
 after 37).
