@@ -418,6 +418,24 @@ def test_newton_cg_certifies_separable_problems_and_still_meets_the_tolerance():
   assert sol.value[0] < 1e-5 and np.abs(sol.v[0]).max() > 10  # far out, towards the infimum 0
 
 
+def test_newton_cg_value_tolerance_pins_the_value_where_the_gradient_does_not():
+  # 15 samples of class 0 and 5 of class 1 at the same input a = 1e-6: f = 15 log(1 + e^(−a m)) +
+  # 5 log(1 + e^(a m)), m = w₀ − w₁, minimum 15 log(4/3) + 5 log 4 at e^(a m) = 3. The gradient is a times the
+  # loss's slope in m: at w = 0 it is already below tol while f is 2.6 above the minimum. Half the Newton
+  # decrement does not depend on a.
+  a, tol = 1e-6, 1e-5
+  labels = np.array([[0] * 15 + [1] * 5])
+  value_grad, hvp, diagonal, _ = _logistic(np.full((1, 20, 1), a), labels, 2)
+  minimum = 15 * np.log(4 / 3) + 5 * np.log(4)
+  gradient_only = solvers.newton_cg(value_grad, hvp, np.zeros((1, 2)), tol, precondition=diagonal)
+  assert gradient_only.converged[0] and gradient_only.iterations[0] == 0
+  assert gradient_only.value[0] - minimum > 2.5
+  both = solvers.newton_cg(value_grad, hvp, np.zeros((1, 2)), tol, precondition=diagonal, value_tol=1e-9)
+  assert both.converged[0] and both.grad_norm[0] <= tol
+  np.testing.assert_allclose(both.value[0], minimum, rtol=0, atol=1e-8)
+  np.testing.assert_allclose(a * (both.v[0, 0] - both.v[0, 1]), np.log(3), rtol=1e-4)
+
+
 def test_newton_cg_switches_to_the_precise_product_when_cg_stalls():
   rng = np.random.default_rng(2)
   X = rng.normal(size=(1, 60, 5))

@@ -29,14 +29,16 @@ residual target (float32 curvature at its roundoff: the steps it gives make no p
 from whichever is lower there: the previous horizon's optimum or W^n of its last recorded round.
 
 Measured on a 784-32-16-10 classifier (48 rounds of 128 MNIST digits, 18 horizons, ``benchmarks/
-ce_solve_bench.py``), Newton converged at every horizon: the second layer at the layer scale (528 weights) in
-31 s (the diagonal: N = 3 unconverged after 250 s), the logits layer in 6 s (L-BFGS: 5 of 18 within 1,000
-iterations, 36 s); 3 neurons of each layer: the first layer's (785 weights each) in 90 s (L-BFGS: 0 of 54
-within 1,000 iterations, 709 s; the diagonal: none converged at any horizon within 100 iterations), the
-second's and the logits' in 6 s and 5 s. The first layer at the layer scale (25,120 weights:
+ce_solve_bench.py``), Newton converged (gradient and decrement) at every horizon: the second layer at the layer
+scale (528 weights) in 25 s (the diagonal: N = 3 unconverged after 250 s), the logits layer in 6 s (L-BFGS: 5
+of 18 within 1,000 iterations, 36 s); 3 neurons of each layer: the first layer's (785 weights each) in 87 s
+(L-BFGS: 0 of 54 within 1,000 iterations, 709 s; the diagonal: none converged at any horizon within 100
+iterations), the second's and the logits' in 7 s and 4 s. The first layer at the layer scale (25,120 weights:
 its Hessian does not fit) keeps the diagonal and still takes minutes per horizon; a neuron whose samples are
 nearly separated still creeps (curvature below the damping: 64 iterations at N = 5, the value within 2·10⁻⁶
-after 37).
+after 37). Newton's stop asks for half the Newton decrement at ``tol`` as well as the gradient
+(``nta.solvers.newton_cg``'s ``value_tol``): on such a neuron a solve damped differently met the gradient
+tolerance 3·10⁻³ above the value it reaches.
 
 A cross-entropy Taylor loss has no minimiser when the recorded rounds are separable for the problem (some
 direction of V raises every sample's margin or leaves it: e.g. a conv neuron's 1,601 weights over its first
@@ -204,7 +206,7 @@ class TaylorProblem:
 
     Args:
       horizons: ascending 1-based horizons within the loaded rounds.
-      tol: gradient-norm tolerance, per problem.
+      tol: gradient-norm tolerance, per problem; for Newton also of half the Newton decrement (the value).
       max_iter: iterations per horizon (L-BFGS line searches, or Newton steps).
       v0: start of the first horizon (default W^n of its last round).
       method: "lbfgs" (``nta.solvers.minimize``, one problem at a time) or "newton" (``nta.solvers.newton_cg``,
@@ -233,7 +235,7 @@ class TaylorProblem:
                                 metric=fun.to_x(d), certify=fun.x_certify, args=args,
                                 precondition=fun.x_hessian_factor if self._explicit else fun.x_diagonal,
                                 apply_preconditioner=fun.x_apply_inverse if self._explicit else None,
-                                reuse_preconditioner=_REUSE_CG if self._explicit else 0,
+                                reuse_preconditioner=_REUSE_CG if self._explicit else 0, value_tol=tol,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64)
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)

@@ -58,7 +58,9 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
 
   Args:
     workdir: the run directory.
-    tol: gradient-norm tolerance of Σ_n 𝒯^n (a sum over recorded rounds, not a mean).
+    tol: gradient-norm tolerance of Σ_n 𝒯^n (a sum over recorded rounds, not a mean); with ``method="newton"``
+      also the tolerance of half the Newton decrement, the estimate of how far the value is above the infimum
+      (``nta.solvers.newton_cg``'s ``value_tol``).
     max_iter: iterations per problem and horizon (L-BFGS line searches, or Newton steps).
     horizons: 1-based horizons N; default ``nta.hindsight.horizons.horizons(rounds_done, steps_per_epoch · k)`` with
       k = ``epochs_between_horizons``: every k-th epoch end, the last round, and log-spaced early rounds.
