@@ -524,7 +524,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       better = searching & armijo & (f_try < best[0])
       if trial == 0:
         # Decreases at the roundoff of f say nothing; near the optimum the gradient norm decides (a full step).
-        flat = (np.isfinite(f_try) & (np.abs(f_try - f) <= 1e3 * np.finfo(np.float64).eps * np.abs(f))
+        flat = (np.isfinite(f_try) & _at_roundoff(f_try, f)
                 & (_norms(g_try / metric) < gnorm) & ~armijo)
         armijo |= flat
         better = searching & armijo  # the full step, even where it leaves f unchanged at roundoff
@@ -543,7 +543,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       searching &= alpha > 1e-20
     moved = active & (best[3] > 0)
     # A step that changed f only at its roundoff: nothing left to decrease that f can show.
-    at_roundoff = moved & (np.abs(best[0] - f) <= 1e3 * np.finfo(np.float64).eps * np.abs(f))
+    at_roundoff = moved & _at_roundoff(best[0], f)
     f, g, aux = best[0], best[1], best[2]
     step = tf.constant(best[3][:, None]) * s
     x = x + step
@@ -570,6 +570,11 @@ def _keep(mask, new, old):
   m = tf.constant(mask)
   return (np.where(mask, new[0], old[0]), tf.where(m[:, None], new[1], old[1]), tf.where(m, new[2], old[2]),
           np.where(mask, new[3], old[3]))
+
+
+def _at_roundoff(new, old) -> np.ndarray:
+  """Where a value changed by no more than its roundoff (10³ ulps of the old value)."""
+  return np.abs(new - old) <= 1e3 * np.finfo(np.float64).eps * np.abs(old)
 
 
 def _inverse_sqrt(diagonal) -> tf.Tensor:
