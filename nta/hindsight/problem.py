@@ -306,13 +306,13 @@ def _diagonal(kind: str, site: records_lib.Site, layer: bool, d: dict, shared: d
 
 
 def explicit(kind: str, site: records_lib.Site) -> bool:
-  """Whether Newton's CG can be preconditioned by the problems' exact inverse Hessians: a dense layer evaluated
-  from its input (its neurons, or the layer scale where ``_explicit_bytes`` fits the memory)."""
+  """Whether Newton's CG can be preconditioned by the problems' exact Hessians (their Cholesky factors): a dense
+  layer evaluated from its input (its neurons, or the layer scale where ``_explicit_bytes`` fits the memory)."""
   return kind == "input" and site.kind == "dense"
 
 
 def _explicit_bytes(site: records_lib.Site, columns: int, layer: bool) -> int:
-  """Memory of the inverse Hessians while they are built (the matrix, its inverse, a temporary): one K×K
+  """Memory of the Hessian factors while they are built (the matrix, its factor, a temporary): one K×K
   matrix per neuron, or one (K·C)×(K·C) matrix for the layer scale of C units."""
   size = site.K * columns if layer else site.K
   return 3 * size * size * 8 * (1 if layer else columns)
@@ -399,7 +399,7 @@ class _Functions:
     self.diagonal = tf.function(self._diagonal, reduce_retracing=True)
     # A dense neuron evaluated from its input: its Hessian Σ_s ω_s h_s x̃_s x̃_sᵀ is a K×K matrix whose
     # off-diagonal (correlated inputs, e.g. neighbouring pixels) a diagonal cannot precondition, and CG on it
-    # stalls far from the optimum; its exact inverse costs one GEMM over the samples (``_inverse_hessian``).
+    # stalls far from the optimum; its exact factor costs one GEMM over the samples (``_hessian_factor``).
     # The same holds at the layer scale, Σ_s ω_s (J_sᵀA_sJ_s) ⊗ (x̃_s x̃_sᵀ), where that matrix fits (the
     # classifier's 528-weight second layer: the diagonal's 100-step CG crawled, 1.2545 after 60 iterations at
     # N = 3 against an infimum of 1.10469). Approximations of it did worse than the diagonal (Kronecker
@@ -640,10 +640,10 @@ def load(records: records_lib.Records, layer: int, unit=None, horizon: Optional[
 
 def neuron_groups(records: records_lib.Records, layer: int, units: Sequence[int], memory_mb: float = 2048.0) -> list:
   """The neurons of one layer split into sets solved together: all of them, unless their G_α are materialised
-  (conv neurons) or their inverse Hessians are (dense neurons), then as many per set as fit ``memory_mb``."""
+  (conv neurons) or their Hessian factors are (dense neurons), then as many per set as fit ``memory_mb``."""
   site = records.sites[layer]
   units = [int(u) for u in units]
-  if site.mode != "tensor" and explicit("input", site):  # dense neurons: their inverse Hessians fit
+  if site.mode != "tensor" and explicit("input", site):  # dense neurons: their Hessian factors fit
     size = max(1, int(memory_mb * _MB // _explicit_bytes(site, 1, False)))
     return [units[i:i + size] for i in range(0, len(units), size)]
   p_l = records.meta["num_outputs"]
