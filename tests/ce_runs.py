@@ -83,11 +83,18 @@ def _fit(workdir, build, dtype, recorders, epochs=EPOCHS, callbacks=(), loss="cr
 
 
 RUNS = {  # name: (net, dtype, recorder options)
-    "conv64": (_convnet, "float64", {"representations": {0: "jacobian", 1: "jacobian", 2: "jacobian"}}),
+    "conv64": (_convnet, "float64", {"representations": {0: "jacobian", 1: "jacobian", 2: "jacobian"},
+                                     "replay": False}),
     "conv32_tensor_every2": (_convnet, "float32", {"representations": {0: "tensor", 1: "tensor", 2: "tensor"},
-                                                   "record_every": 2}),
-    "dense64": (_densenet, "float64", {}),
-    "dense32_tensor": (_densenet, "float32", {"representations": {0: "tensor"}}),
+                                                   "record_every": 2, "replay": False}),
+    "dense64": (_densenet, "float64", {"replay": False}),
+    "dense32_tensor": (_densenet, "float32", {"representations": {0: "tensor"}, "replay": False}),
+    # Each round stored as itself (input, weights, choices); the forms above rebuilt when the solve reads them.
+    "conv64_replay": (_convnet, "float64", {"representations": {0: "jacobian", 1: "jacobian", 2: "tensor"},
+                                            "replay": True}),
+    "conv32_replay_every2": (_convnet, "float32", {"representations": {0: "tensor", 1: "jacobian", 2: "jacobian"},
+                                                   "record_every": 2, "replay": True}),
+    "dense32_replay": (_densenet, "float32", {"replay": True}),
 }
 
 

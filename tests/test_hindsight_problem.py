@@ -60,7 +60,12 @@ def test_objective_from_records_equals_reference_sum(runs, name):
   expected = {"conv64": {("jacobian", "input"), ("jacobian", "matrix"), ("identity", "input")},
               "conv32_tensor_every2": {("tensor", "matrix"), ("identity", "input")},
               "dense64": {("jacobian", "input"), ("identity", "input")},
-              "dense32_tensor": {("tensor", "matrix"), ("identity", "input")}}[name]
+              "dense32_tensor": {("tensor", "matrix"), ("identity", "input")},
+              "conv64_replay": {("jacobian", "input"), ("jacobian", "matrix"), ("tensor", "matrix"),
+                                ("identity", "input")},
+              "conv32_replay_every2": {("tensor", "matrix"), ("jacobian", "input"), ("jacobian", "matrix"),
+                                       ("identity", "input")},
+              "dense32_replay": {("jacobian", "input"), ("identity", "input")}}[name]
   assert checked == expected
 
 

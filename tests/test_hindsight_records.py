@@ -15,6 +15,7 @@ import tensorflow as tf
 from nta import models
 from nta import taylor
 from nta.errors import NTAError
+from nta.hindsight import problem as ce_problem
 from nta.hindsight import records as ce_records
 from nta.hindsight import solve as ce_solve
 from nta.recorders import RunInfo
@@ -70,6 +71,9 @@ def test_defaults_on_the_paper_convnet(tmp_path):
   rec = ce_records.CrossEntropyTaylorRecorder()
   rec.build(_paper_run(tmp_path))
   sites = rec.sites
+  # P5: each round stored as itself (input, weights, choices) is ~3 MB where the forms are ~34 MB.
+  assert rec.replay is not None and rec.bytes_per_round <= 4 * 2**20
+  assert "each round stored as itself" in rec.describe()
   assert [len(sites[l].neurons) for l in range(5)] == [50, 50, 50, 192, 10]
   assert [sites[l].mode for l in range(5)] == ["tensor", "jacobian", "jacobian", "jacobian", "identity"]
   assert [sites[l].positions for l in range(4)] == [14 * 14, 7 * 7, 3 * 3, 1]
@@ -209,3 +213,71 @@ def test_bad_inputs(runs, tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 # The model zoo: residual sums with BatchNormalization (G by forward passes: the batch is coupled), dropout,
 # average pooling, LeakyReLU, branches.
+
+
+def test_packed_choices_round_trip():
+  rng = np.random.default_rng(3)
+  for bits in (1, 2, 4, 8):
+    for shape in ((5,), (3, 3, 2), (7, 7, 64)):
+      choice = rng.integers(0, 2 ** bits, (4, *shape))
+      packed = ce_records._pack(tf.constant(choice), bits).numpy()
+      assert packed.dtype == np.uint8 and packed.shape == (4, ce_records._packed_size(shape, bits))
+      np.testing.assert_array_equal(ce_records._unpack(packed, bits, shape), choice)
+
+
+def test_replayed_rounds_rebuild_what_the_recorder_would_have_stored(runs, tmp_path):
+  stored, replayed = ce_records.load_records(runs("conv64")[0]), ce_records.load_records(runs("conv64_replay")[0])
+  assert stored.replay is None and replayed.replay is not None
+  for l in (0, 1, 3):  # the same forms in both runs (layer 2 is rebuilt as G in the replayed run)
+    site = stored.sites[l]
+    assert replayed.sites[l] == site
+    keys = [f"layer{l}/{n}" for n in ("w", "x", "j", "pos") if ce_problem._stored(site, n)]
+    a, b = stored.arrays(["f", "y", *keys], 6), replayed.arrays(["f", "y", *keys], 6)
+    for k in ["f", "y", "step", "batch", *keys]:
+      assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+      np.testing.assert_allclose(b[k], a[k], rtol=tol.EXACT64, atol=tol.EXACT64_ABS, err_msg=k)
+  # Rebuilt the same to the bit every time (a solve resumed after a fault gives the optima of an uninterrupted one).
+  again = ce_records.load_records(runs("conv64_replay")[0]).arrays(["layer0/j", "layer2/g"], 6)
+  first = replayed.arrays(["layer0/j", "layer2/g"], 6)
+  for k in ("layer0/j", "layer2/g"):
+    np.testing.assert_array_equal(again[k], first[k])
+  # What is written is the estimate, and the plan says what is stored.
+  workdir, _, _, _, _, _, rec = runs("conv64_replay")
+  text = rec.describe()
+  assert "each round stored as itself" in text and "rebuilt as layer input + ∂f/∂a at 49" in text
+  written = 0
+  for path in glob.glob(os.path.join(workdir, "records", "taylor", "chunk_*.npz")):
+    with np.load(path) as z:
+      written += sum(z[k].nbytes for k in z.files)
+      assert not [k for k in z.files if k.startswith("layer")]
+  assert written == rec.total_bytes and rec.bytes_per_round < runs("conv64")[6].bytes_per_round
+  # Records and an architecture that are not of one run are refused, with nothing deleted: another model's, one
+  # whose logits differ (a different last activation), none.
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  arch = os.path.join(copy, "records", "taylor", "model.json")
+  with open(arch) as f:
+    text = f.read()
+  for old, new, message in (('"activation": "relu"', '"activation": "linear"', r"does not match the records"),
+                            ('"activation": "linear"', '"activation": "relu"', r"re-running recorded round 1 .* "
+                             r"gives logits .* away from the recorded ones")):
+    with open(arch, "w") as f:
+      f.write(text.replace(old, new, 1) if old == '"activation": "relu"' else new.join(text.rsplit(old, 1)))
+    with pytest.raises(NTAError, match=message):
+      ce_problem.load(ce_records.load_records(copy), 0)
+  os.remove(arch)
+  with pytest.raises(NTAError, match=r"model\.json is missing"):
+    ce_problem.load(ce_records.load_records(copy), 0)
+  assert len(glob.glob(os.path.join(copy, "records", "taylor", "chunk_*.npz"))) == 2
+
+
+def test_replay_is_refused_where_a_round_draws(tmp_path):
+  net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dropout(0.5),
+                          keras.layers.Dense(3)])
+  info = RunInfo(workdir=str(tmp_path), spec=models.inspect(net), model=net, loss="cross_entropy",
+                 steps_per_epoch=2, num_epochs=1, batch_size=8, seed=0)
+  with pytest.raises(NTAError, match=r"replay=True: .* cannot be replayed .*\(dropout's draws\); use replay=False"):
+    ce_records.CrossEntropyTaylorRecorder(replay=True).build(info)
+  rec = ce_records.CrossEntropyTaylorRecorder()
+  rec.build(info)
+  assert rec.replay is None

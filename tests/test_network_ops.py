@@ -95,3 +95,54 @@ def test_relu_like_ops_are_the_unit_nodes():
 
 def graph_lib_input(graph, node):
   return graph.nodes[node.inputs[0]].name
+
+
+def _pools():
+  """Max-pools of every padding and overlap: 2x2 tiling (the paper's), 2x2 stride 1, 3x3 stride 2 'same' on an
+  odd grid (windows cut by the padding), 2x2 'valid' on an odd grid (a row left out)."""
+  import keras
+  inp = keras.Input((7, 7, 3), dtype="float64")
+  outs = [keras.layers.MaxPooling2D(2, dtype="float64")(inp),
+          keras.layers.MaxPooling2D(2, strides=1, dtype="float64")(inp),
+          keras.layers.MaxPooling2D(3, strides=2, padding="same", dtype="float64")(inp),
+          keras.layers.MaxPooling2D((2, 3), strides=(1, 2), padding="same", dtype="float64")(inp)]
+  flat = [keras.layers.Flatten(dtype="float64")(o) for o in outs]
+  h = keras.layers.Concatenate(dtype="float64")(flat)
+  h = keras.layers.Dense(5, activation="relu", dtype="float64")(h)
+  h = keras.layers.LeakyReLU(0.1, dtype="float64")(keras.layers.Dense(4, dtype="float64")(h))
+  return keras.Model(inp, keras.layers.Dense(3, dtype="float64")(h), name="pools")
+
+
+@pytest.mark.parametrize("name", ["pools", "convnet", "autoencoder"])
+def test_choices_rerun_the_clamped_network_of_the_round(name):
+  net = _pools() if name == "pools" else MODELS[name](seed=4)
+  graph = graph_lib.build(net)
+  rng = np.random.default_rng(6)
+  weights = _weights64(graph, rng)
+  x = tf.constant(rng.random((5, *graph.input_shape)))
+  run = graph.run(weights, x, training=True, record="all")
+  entries = graph.prepare(run.context.entries)
+  bits = {n.index: n.op.choice_bits(n) for n in graph.nodes}
+  choices = {i: n.op.choice(n, entries[i]) for i, n in enumerate(graph.nodes) if bits[i]}
+  assert {graph.nodes[i].kind for i in choices} >= ({"maxpool", "relu"} if name != "autoencoder" else {"relu"})
+  for i, c in choices.items():
+    assert c.shape[1:] == graph.nodes[i].shape and 0 <= int(tf.reduce_min(c)) and int(tf.reduce_max(c)) < 2 ** bits[i]
+  again = graph.run(weights, x, training=True, record="all", choices=choices)
+  np.testing.assert_allclose(again.output, run.output, rtol=tol.EXACT64, atol=tol.EXACT64_ABS)
+  replayed = graph.prepare(again.context.entries)
+  for i in choices:
+    if graph.nodes[i].kind == "maxpool":  # the very picks of the round
+      np.testing.assert_array_equal(replayed[i][0], entries[i][0])
+      assert int(replayed[i][1]) == int(entries[i][1])
+    else:
+      np.testing.assert_array_equal(replayed[i] > 0, entries[i] > 0)
+  # Elsewhere the run is the round's clamped network, not the network: it is linear in x (up to the biases),
+  # so moving x moves the output by the clamped map's push of the change.
+  dx = tf.constant(rng.normal(size=x.shape))
+  moved = graph.run(weights, x + dx, training=True, choices=choices).output
+  t = {}
+  for node in graph.nodes:
+    ins = [dx if i == graph_lib.INPUT else t[i] for i in node.inputs]
+    t[node.index] = node.op.linear(node, entries.get(node.index), ins,
+                                   weights[node.weight] if node.weight is not None else None)
+  np.testing.assert_allclose(moved - run.output, t[graph.output], rtol=tol.SOLVED64, atol=tol.SOLVED64_ABS)

@@ -24,7 +24,16 @@ stores, per layer, whichever is smallest for the run (the choice is printed befo
 * ``tensor``: G_α = Σ_p J[:, p, α] ⊗ x̃_p (p_L × K): smaller when K is small (conv1: 26 vs 10·14·14 + input).
 
 T^n is evaluated through the clamped network of round n (Observation 2): ∂f/∂(each recorded point) comes from
-one reverse pass of the round's linearisation per output unit (cost ≈ p_L backward passes), in the graph.
+one reverse pass of the round's linearisation per output unit (cost ≈ p_L backward passes).
+
+Smaller still, and what the recorder stores by default wherever it is smaller (``replay``): the round itself.
+W^n, x^n and the round's choices (one bit per ReLU, ⌈log2 window⌉ bits per max-pool output:
+``nta.network.ops.Op.choice``) determine the clamped network exactly, so the solve re-runs it
+(``Graph.run(choices=...)``) and rebuilds each layer's form above from it when it reads the layer, checking that
+the re-run gives the recorded logits. On the paper's MNIST convnet with its defaults (conv2 at layer scale, 50
+filters per conv layer and every dense unit at neuron scale) that is 3.1 MB per round instead of 34 MB, and the
+recording costs 1.5 training steps instead of 9.7 (``benchmarks/record_bench.py``); rebuilding costs about what
+recording the forms did, once per layer and solve. Models whose rounds draw (dropout) store the forms.
 
 Run-directory layout, ``<workdir>/records/taylor/``:
 
@@ -41,6 +50,11 @@ Run-directory layout, ``<workdir>/records/taylor/``:
                          layer{l}/j (R, B, p_L, Q, U) or dense (R, B, p_L, U)  J at the stored positions [jacobian]
                          layer{l}/pos (R, B, Q, U) uint8/16/int32 argmax position in a_l's H·W  [jacobian, pooled]
                          layer{l}/g (R, B, p_L, K, U) G_α                  [tensor]
+                       or, with ``replay``, in place of the layer{l}/ arrays:
+                         state/x (R, B, *input shape); state/kernel{l}, state/bias{l} (R, *shape) W^n of every
+                         layer; state/choice{node} (R, B, bytes) uint8, the node's choices packed (the first in
+                         the lowest bits)
+    model.json         with ``replay``: the model's architecture (Keras JSON), which the solve re-runs
 With ``record_every = k`` only rounds with (n − 1) mod k = 0 are recorded. ``nta.hindsight.problem`` turns the
 records into summed Taylor losses, ``nta.hindsight.solve`` minimises them at every horizon.
 """
@@ -50,15 +64,18 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import glob
+import json
 import math
 import os
 import shutil
 import zipfile
 from typing import Mapping, Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from nta import models
 from nta import rundir
 from nta import taylor
 from nta.errors import NTAError, check_int
@@ -251,7 +268,10 @@ class CrossEntropyTaylorRecorder(Recorder):
       without recording to float32 rounding only (with k = 1, bit for bit), and trajectories drift apart.
     chunk_mb: the host buffer is written to a new chunk file whenever it reaches this size (and at epoch ends).
     representations: {layer: "jacobian" or "tensor"} to override the smallest representation (e.g. "tensor"
-      solves faster when disk allows); default the smallest per layer.
+      solves faster when disk allows); default the smallest per layer. With ``replay`` it is the form the
+      solve rebuilds.
+    replay: store each recorded round itself (input, weights, choices; module docstring) and rebuild the
+      layers' forms when solving: True, False, or None (default) whenever that is smaller.
   """
 
   name = rundir.TAYLOR
@@ -260,7 +280,7 @@ class CrossEntropyTaylorRecorder(Recorder):
   def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
                neurons_per_layer: int = 50, disk_mb: float = 10240.0, record_every: int = 1,
                chunk_mb: float = 256.0, representations: Optional[Mapping[int, str]] = None,
-               neuron_layers: Optional[Sequence[int]] = None):
+               neuron_layers: Optional[Sequence[int]] = None, replay: Optional[bool] = None):
     check_int("record_every", record_every)
     if neurons_per_layer < 1:
       raise NTAError(f"neurons_per_layer must be >= 1, got {neurons_per_layer}")
@@ -269,6 +289,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     if neurons is not None and neuron_layers is not None:
       raise NTAError("pass either neurons (explicit units) or neuron_layers (default units of those layers), not both")
     self.req_layers, self.req_neurons, self.req_neuron_layers = layers, neurons, neuron_layers
+    self.req_replay = replay
     self.neurons_per_layer, self.disk_mb = int(neurons_per_layer), float(disk_mb)
     self.record_every, self.chunk_bytes = int(record_every), int(chunk_mb * _MB)
     self.representations = dict(representations or {})
@@ -329,12 +350,16 @@ class CrossEntropyTaylorRecorder(Recorder):
       layers = {spec.layer(int(l)).index for l in self.req_layers}
     self.sites = sites(layers)
     self.bytes_per_round = per_round(self.sites)
+    self.replay, self.architecture = self._plan_replay(run)
+    if self.replay is not None:
+      self.bytes_per_round = self._state_bytes(self.replay) + self._common_bytes()
     self.total_bytes = self.bytes_per_round * self.recorded_rounds
     self.meta = {
         "format": FORMAT, "loss": run.loss, "model": spec.name, "dtype": self.dtype.name,
         "num_outputs": self.num_outputs, "batch_size": self.batch_size, "steps_per_epoch": run.steps_per_epoch,
         "num_epochs": run.num_epochs, "record_every": self.record_every, "seed": run.seed,
         "sites": {str(l): s.to_json() for l, s in self.sites.items()},
+        "replay": None if self.replay is None else {str(i): b for i, b in self.replay.items()},
         "bytes_per_round": self.bytes_per_round, "estimated_bytes": self.total_bytes, "skipped": self.skipped}
     os.makedirs(self.dir, exist_ok=True)
     # Fail before training rather than at epoch 60: chunks already written (a resumed run) count as available.
@@ -379,6 +404,40 @@ class CrossEntropyTaylorRecorder(Recorder):
         neurons[wl.index] = units
     return neurons
 
+  def _plan_replay(self, run: RunInfo):
+    """({node: bits} of the choices to store, the model's architecture as JSON), or (None, None) to store the
+    sites' forms: replay where asked for, or by default where the round's state is smaller."""
+    if self.req_replay is False:
+      return None, None
+    choices = replay_choices(self.spec)
+    architecture, why = None, None
+    if choices is None:
+      why = "an op fixes more than a small choice in each round (dropout's draws)"
+    else:
+      try:
+        # Rebuilt once now: a model Keras cannot rebuild from its JSON (an unregistered custom layer) would
+        # leave records no solve can read.
+        architecture = run.model.to_json()
+        models.inspect(keras.models.model_from_json(architecture))
+      except Exception as e:  # noqa: BLE001 (Keras raises what the layers raise)
+        why = f"Keras cannot rebuild the model from its JSON ({type(e).__name__}: {str(e)[:200]})"
+    if why is not None:
+      if self.req_replay:
+        raise NTAError(f"replay=True: model '{self.spec.name}' cannot be replayed from its records: {why}; "
+                       "use replay=False")
+      return None, None
+    if self.req_replay is None and self._state_bytes(choices) + self._common_bytes() >= self.bytes_per_round:
+      return None, None
+    return choices, architecture
+
+  def _state_bytes(self, choices: dict) -> int:
+    """Bytes of one round's state (input, weights, packed ``choices``) in a chunk (full batch)."""
+    spec, itemsize = self.spec, self.dtype.itemsize
+    total = self.batch_size * math.prod(spec.input_shape) * itemsize
+    total += sum(math.prod(t.shape) for wl in spec.layers for t in (wl.kernel, wl.bias) if t is not None) * itemsize
+    nodes = spec.graph.nodes
+    return total + self.batch_size * sum(_packed_size(nodes[i].shape, b) for i, b in choices.items())
+
   def _common_bytes(self) -> int:
     return self.batch_size * (self.num_outputs * self.dtype.itemsize + 4) + 12
 
@@ -386,6 +445,15 @@ class CrossEntropyTaylorRecorder(Recorder):
     """Key -> (per-sample shape, numpy dtype, batched) of what :meth:`update` returns."""
     p_l = self.num_outputs
     out = {"f": ((p_l,), self.dtype, True), "y": ((), np.int32, True)}
+    if self.replay is not None:
+      out["state/x"] = (tuple(self.spec.input_shape), self.dtype, True)
+      for l, wl in enumerate(self.spec.layers):
+        out[f"state/kernel{l}"] = (tuple(wl.kernel.shape), self.dtype, False)
+        if wl.bias is not None:
+          out[f"state/bias{l}"] = (tuple(wl.bias.shape), self.dtype, False)
+      for i, bits in self.replay.items():
+        out[f"state/choice{i}"] = ((_packed_size(self.spec.graph.nodes[i].shape, bits),), np.uint8, True)
+      return out
     for l, s in self.sites.items():
       u = len(s.units)
       out[f"layer{l}/w"] = ((s.K, u), self.dtype, False)
@@ -406,6 +474,11 @@ class CrossEntropyTaylorRecorder(Recorder):
              f"rounds x {mb(self.bytes_per_round)} = {self.total_bytes / 2**30:.2f} GB in {self.dir} "
              f"(chunks of <= {self.chunk_bytes / _MB:.0f} MB); solve afterwards with "
              "nta.hindsight.solve.solve_horizons(workdir)"]
+    if self.replay is not None:
+      bits = sum(math.prod(self.spec.graph.nodes[i].shape) * b for i, b in self.replay.items())
+      lines.append(f"  each round stored as itself: input, the weights of every layer and {bits:,} bits of ReLU/max-pool "
+                   "choices per sample; the forms below are rebuilt from it when solving (the round's clamped "
+                   "network re-run)")
     for l, s in self.sites.items():
       scale = " + ".join(x for x in (("layer" if s.layer_scale else ""),
                                      (f"{len(s.neurons)} neurons" if s.neurons else "")) if x)
@@ -416,8 +489,10 @@ class CrossEntropyTaylorRecorder(Recorder):
       if s.pushed:
         what += (f", exactly by {s.K * len(s.units)} forward passes of the clamped network per round "
                  "(BatchNormalization after it couples the batch: there is no per-sample J)")
-      lines.append(f"  layer {l} ({s.name}, {s.kind}): {scale}; {len(s.units)} units stored as {what}: "
-                   f"{mb(_site_bytes(s, self.batch_size, self.num_outputs, itemsize))}/round")
+      size = _site_bytes(s, self.batch_size, self.num_outputs, itemsize)
+      lines.append(f"  layer {l} ({s.name}, {s.kind}): {scale}; {len(s.units)} units "
+                   + (f"rebuilt as {what} ({mb(size)}/round in memory)" if self.replay is not None else
+                      f"stored as {what}: {mb(size)}/round"))
     if self.skipped:
       lines.append(f"  layer scale not recorded (over the {self.disk_mb:g} MB budget or too costly): "
                    + "; ".join(self.skipped))
@@ -437,55 +512,22 @@ class CrossEntropyTaylorRecorder(Recorder):
     return {k: tf.zeros((0, *shape), _graph_dtype(k, dtype)) for k, (shape, dtype, _) in self._out_specs.items()}
 
   def _extract(self, rt):
-    spec, p_l = self.spec, self.num_outputs
-    graph = spec.graph
     batch = tf.shape(rt.x)[0]
-    out = {"f": tf.reshape(rt.output, [batch, p_l]), "y": tf.cast(tf.reshape(rt.y, [batch]), tf.int32)}
-    state = taylor.RoundState.from_round(spec, rt, self.batch_size)
+    out = {"f": tf.reshape(rt.output, [batch, self.num_outputs]), "y": tf.cast(tf.reshape(rt.y, [batch]), tf.int32)}
+    state = taylor.RoundState.from_round(self.spec, rt, self.batch_size)
+    if self.replay is None:
+      out.update(_site_arrays(state, self.sites))
+      return out
+    # The round itself, compactly: its input, weights and choices (one bit per ReLU, a few per max-pool window).
     clamp = taylor.clamp_entries(state)
-    reads = sorted({s.read for s in self.sites.values() if s.read >= 0})
-    # ∂f/∂(value) at every node read, from one reverse pass of the round's clamped network.
-    cot = taylor.output_cotangents(state, reads) if reads else {}
-    for l, s in self.sites.items():
-      wl, node = spec.layers[l], graph.nodes[s.node]
-      every = len(s.units) == wl.units
-      # Gathers along the innermost axis are slow; skip them when every unit is recorded.
-      pick = (lambda t: t) if every else (lambda t: tf.gather(t, s.units, axis=-1))  # noqa: E731
-      kernel, bias = rt.weights[l]
-      out[f"layer{l}/w"] = pick(taylor.augment(wl, kernel, bias))[None]
-      if s.mode == "identity":
-        out[f"layer{l}/x"] = rt.taps[l].input
-        continue
-      if s.pushed:
-        out[f"layer{l}/g"] = taylor.unit_jacobian(state, l, s.units)
-        continue
-      jc = cot[s.read]  # (p_L, B, *shape of the node read)
-      u = len(s.units)
-      if s.pooled:
-        pool = graph.nodes[s.read]
-        gate = graph.nodes[pool.inputs[0]]
-        # The gate's mask at each window's choice: zero where the ReLU is off there.
-        on = pool.op.linear(pool, clamp[pool.index], [gate.op.diagonal(gate, clamp[gate.index])], None)
-        jc = tf.reshape(pick(jc * on[None]), [p_l, batch, s.positions, u])
-        pos = tf.reshape(pick(pool.op.positions(pool, clamp[pool.index])), [batch, s.positions, u])
-        if s.mode == "jacobian":
-          out[f"layer{l}/x"] = rt.taps[l].input
-          out[f"layer{l}/j"] = tf.transpose(jc, [1, 0, 2, 3])  # (B, p_L, Q, U)
-          out[f"layer{l}/pos"] = pos
-        elif _tiled(pool):
-          out[f"layer{l}/g"] = _tiled_tensor(s, jc, pos, taylor.layer_inputs(state, l), pool.config["ksize"])
-        else:
-          xt = tf.reshape(taylor.layer_inputs(state, l), [batch, s.spatial, s.K])
-          sel = tf.gather(xt, tf.reshape(pos, [batch, -1]), batch_dims=1)
-          sel = tf.reshape(sel, [batch, s.positions, u, s.K])
-          out[f"layer{l}/g"] = tf.einsum("boqu,bquk->boku", tf.transpose(jc, [1, 0, 2, 3]), sel)
-        continue
-      j = tf.transpose(pick(jc), [1, 0, *range(2, jc.shape.rank)])  # (B, p_L, *a_l shape of the units)
-      if s.mode == "jacobian":
-        out[f"layer{l}/x"] = rt.taps[l].input
-        out[f"layer{l}/j"] = tf.reshape(j, [batch, p_l, s.positions, u])
-      else:  # G = Σ_positions J ⊗ x̃: the op's own contraction
-        out[f"layer{l}/g"] = node.op.contract(node, clamp[node.index], j, None if every else s.units)
+    out["state/x"] = tf.cast(rt.x, self.dtype)
+    for l, (kernel, bias) in enumerate(rt.weights):
+      out[f"state/kernel{l}"] = kernel[None]
+      if bias is not None:
+        out[f"state/bias{l}"] = bias[None]
+    for i, bits in self.replay.items():
+      node = self.spec.graph.nodes[i]
+      out[f"state/choice{i}"] = _pack(node.op.choice(node, clamp[i]), bits)
     return out
 
   # --------------------------------------------------------------------------------------------- host
@@ -520,6 +562,8 @@ class CrossEntropyTaylorRecorder(Recorder):
       if os.path.isfile(path):
         os.remove(path)
     rundir.write_json(os.path.join(self.dir, rundir.META), self.meta)
+    if self.architecture is not None:
+      rundir.write_json(os.path.join(self.dir, rundir.ARCHITECTURE), json.loads(self.architecture))
     rundir.write_json(os.path.join(self.dir, rundir.CHUNK_INDEX), {"chunks": [], "rounds_done": 0})
     self._fresh = False
 
@@ -569,7 +613,7 @@ class CrossEntropyTaylorRecorder(Recorder):
                         f"resumes after {rounds_done} rounds")
       self._fresh = True
       return
-    keys = ("format", "dtype", "batch_size", "record_every", "sites", "steps_per_epoch")
+    keys = ("format", "dtype", "batch_size", "record_every", "sites", "steps_per_epoch", "replay")
     changed = [k for k in keys if old.get(k) != self.meta[k]]
     if changed:
       raise NTAError(f"{self.dir} holds Taylor records of another recorder setup (fields: {', '.join(changed)}); "
@@ -631,6 +675,92 @@ def _read_index(directory: str) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------
 # Graph side.
+
+
+def _site_arrays(state: taylor.RoundState, sites: Mapping[int, Site]) -> dict:
+  """{key: tensor} of each site's stored form for one round (``layer{l}/w|x|j|pos|g``, module docstring), from
+  the round's state: what the recorder writes, or what a replayed round rebuilds when the solve reads it."""
+  spec, p_l = state.spec, state.num_outputs
+  graph = spec.graph
+  batch = tf.shape(state.x)[0]
+  clamp = taylor.clamp_entries(state)
+  reads = sorted({s.read for s in sites.values() if s.read >= 0})
+  # ∂f/∂(value) at every node read, from one reverse pass of the round's clamped network.
+  cot = taylor.output_cotangents(state, reads) if reads else {}
+  out = {}
+  for l, s in sites.items():
+    wl, node = spec.layers[l], graph.nodes[s.node]
+    every = len(s.units) == wl.units
+    # Gathers along the innermost axis are slow; skip them when every unit is recorded.
+    pick = (lambda t: t) if every else (lambda t: tf.gather(t, s.units, axis=-1))  # noqa: E731
+    kernel, bias = state.weights[l]
+    out[f"layer{l}/w"] = pick(taylor.augment(wl, kernel, bias))[None]
+    if s.mode == "identity":
+      out[f"layer{l}/x"] = state.taps[l].input
+      continue
+    if s.pushed:
+      out[f"layer{l}/g"] = taylor.unit_jacobian(state, l, s.units)
+      continue
+    jc = cot[s.read]  # (p_L, B, *shape of the node read)
+    u = len(s.units)
+    if s.pooled:
+      pool = graph.nodes[s.read]
+      gate = graph.nodes[pool.inputs[0]]
+      # The gate's mask at each window's choice: zero where the ReLU is off there.
+      on = pool.op.linear(pool, clamp[pool.index], [gate.op.diagonal(gate, clamp[gate.index])], None)
+      jc = tf.reshape(pick(jc * on[None]), [p_l, batch, s.positions, u])
+      pos = tf.reshape(pick(pool.op.positions(pool, clamp[pool.index])), [batch, s.positions, u])
+      if s.mode == "jacobian":
+        out[f"layer{l}/x"] = state.taps[l].input
+        out[f"layer{l}/j"] = tf.transpose(jc, [1, 0, 2, 3])  # (B, p_L, Q, U)
+        out[f"layer{l}/pos"] = pos
+      elif _tiled(pool):
+        out[f"layer{l}/g"] = _tiled_tensor(s, jc, pos, taylor.layer_inputs(state, l), pool.config["ksize"])
+      else:
+        xt = tf.reshape(taylor.layer_inputs(state, l), [batch, s.spatial, s.K])
+        sel = tf.gather(xt, tf.reshape(pos, [batch, -1]), batch_dims=1)
+        sel = tf.reshape(sel, [batch, s.positions, u, s.K])
+        out[f"layer{l}/g"] = tf.einsum("boqu,bquk->boku", tf.transpose(jc, [1, 0, 2, 3]), sel)
+      continue
+    j = tf.transpose(pick(jc), [1, 0, *range(2, jc.shape.rank)])  # (B, p_L, *a_l shape of the units)
+    if s.mode == "jacobian":
+      out[f"layer{l}/x"] = state.taps[l].input
+      out[f"layer{l}/j"] = tf.reshape(j, [batch, p_l, s.positions, u])
+    else:  # G = Σ_positions J ⊗ x̃: the op's own contraction
+      out[f"layer{l}/g"] = node.op.contract(node, clamp[node.index], j, None if every else s.units)
+  return out
+
+
+def replay_choices(spec) -> Optional[dict]:
+  """{graph node: bits per entry} of the choices that, with W^n and x^n, determine round n's clamped network
+  (``nta.network.ops.Op.choice``), or None when some op fixes more than a small choice (dropout's draws)."""
+  bits = {n.index: n.op.choice_bits(n) for n in spec.graph.nodes}
+  if any(b is None or b > 8 for b in bits.values()):
+    return None
+  # Packed into bytes: a field width that divides 8.
+  return {i: next(w for w in (1, 2, 4, 8) if w >= b) for i, b in bits.items() if b}
+
+
+def _pack(choice, bits: int):
+  """(B, ...) integers in [0, 2^bits) -> (B, ⌈n·bits/8⌉) uint8, 8/bits per byte, the first in the low bits."""
+  per = 8 // bits
+  batch = tf.shape(choice)[0]
+  n = math.prod(choice.shape[1:])
+  flat = tf.pad(tf.reshape(tf.cast(choice, tf.int32), [batch, n]), [[0, 0], [0, -n % per]])
+  groups = tf.reshape(flat, [batch, -1, per])
+  return tf.cast(tf.reduce_sum(groups * (2 ** (bits * tf.range(per))), -1), tf.uint8)
+
+
+def _unpack(packed: np.ndarray, bits: int, shape: Sequence[int]) -> np.ndarray:
+  """The inverse of ``_pack`` for packed (..., bytes): (..., *shape) int32."""
+  per = 8 // bits
+  values = (packed[..., None].astype(np.int32) >> (bits * np.arange(per))) & (2 ** bits - 1)
+  values = values.reshape(*packed.shape[:-1], -1)[..., :math.prod(shape)]
+  return values.reshape(*packed.shape[:-1], *shape)
+
+
+def _packed_size(shape: Sequence[int], bits: int) -> int:
+  return -(-math.prod(shape) * bits // 8)
 
 
 def _tiled(pool) -> bool:
@@ -708,6 +838,8 @@ class Records:
     self.steps = np.array([s for c in self.chunks for s in c["steps"]], np.int64)
     self.rounds_done = int(index["rounds_done"])
     self._cache = (None, None)  # the last layer read: its neurons are solved one after another
+    self.replay = {int(i): int(b) for i, b in (self.meta.get("replay") or {}).items()} or None
+    self._spec, self._rebuild = None, {}
 
   def num_rounds(self, horizon: int) -> int:
     """Recorded rounds n ≤ horizon (1-based n)."""
@@ -728,11 +860,23 @@ class Records:
     return h
 
   def arrays(self, keys: Sequence[str], num_rounds: int) -> dict:
-    """The chunk arrays ``keys`` (plus step, batch) of the first ``num_rounds`` recorded rounds, concatenated."""
+    """The chunk arrays ``keys`` (plus step, batch) of the first ``num_rounds`` recorded rounds, concatenated;
+    a site's arrays (``layer{l}/...``) rebuilt from the rounds' states where the rounds were stored as such."""
     keys = ["step", "batch", *keys]
     if self._cache[0] == (tuple(keys), num_rounds):
       return self._cache[1]
     self._cache = (None, None)
+    rebuilt = [k for k in keys if k.startswith("layer")] if self.replay else []
+    stored = self._read([k for k in keys if k not in rebuilt] + (self._state_keys() if rebuilt else []), num_rounds)
+    out = {k: stored[k] for k in keys if k not in rebuilt}
+    if rebuilt:
+      out.update(self._replayed(stored, rebuilt))
+    self._cache = ((tuple(keys), num_rounds), out)
+    return out
+
+  def _read(self, keys: Sequence[str], num_rounds: int) -> dict:
+    """The chunk arrays ``keys`` of the first ``num_rounds`` recorded rounds, concatenated."""
+    keys = list(dict.fromkeys(keys))
     parts = {k: [] for k in keys}
     have = 0
     for c in self.chunks:
@@ -758,8 +902,78 @@ class Records:
       have += take
     if have < num_rounds:
       raise NTAError(f"{self.dir}: {num_rounds} recorded rounds asked for, the chunks hold {have}")
-    out = {k: np.concatenate(v) for k, v in parts.items()}
-    self._cache = ((tuple(keys), num_rounds), out)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+  # ------------------------------------------------------------------------------------ replayed rounds
+  def _state_keys(self) -> list:
+    """The chunks' keys of a round's state (module docstring)."""
+    spec = self.spec()
+    keys = ["f", "state/x", *(f"state/kernel{l}" for l in range(len(spec.layers))),
+            *(f"state/choice{i}" for i in self.replay)]
+    return keys + [f"state/bias{l}" for l, wl in enumerate(spec.layers) if wl.use_bias]
+
+  def spec(self):
+    """The recorded model's ``nta.models.ModelSpec``, rebuilt from its architecture in the records."""
+    if self._spec is None:
+      path = os.path.join(self.dir, rundir.ARCHITECTURE)
+      architecture = json.dumps(rundir.read_json(path))
+      try:
+        model = keras.models.model_from_json(architecture)
+      except Exception as e:  # noqa: BLE001 (Keras raises what the layers' from_config raise)
+        raise NTAError(f"{path}: the model cannot be rebuilt to replay the records ({type(e).__name__}: {e}); "
+                       "record with replay=False for a model Keras cannot rebuild from its JSON") from None
+      self._spec = models.inspect(model)
+    return self._spec
+
+  def _replayed(self, stored: dict, keys: Sequence[str]) -> dict:
+    """The site arrays ``keys`` of every loaded round, rebuilt by re-running each round's clamped network from its
+    input, weights and choices (``_site_arrays``, as the recorder would have stored them)."""
+    spec = self.spec()
+    layers = tuple(sorted({int(k.split("/")[0][len("layer"):]) for k in keys}))
+    sites = {l: self.sites[l] for l in layers}
+    if layers not in self._rebuild:
+      def replay(x, weights, choices):
+        run = spec.graph.run(weights, x, training=True, record="all", choices=choices)
+        state = taylor.RoundState(spec, weights, x, run.output, models.taps_of(spec, run), None, True,
+                                  run.context.entries)
+        return run.output, _site_arrays(state, sites)
+      # Eagerly: compiled, the same round rebuilt twice differed in its last bits (the ops' results depend on
+      # what else runs at the time), and a solve must be reproducible; eager ops run one at a time.
+      self._rebuild[layers] = replay
+    fn = self._rebuild[layers]
+    dtype = np.dtype(self.meta["dtype"])
+    eps = np.finfo(dtype).eps
+    nodes = spec.graph.nodes
+    out = {}
+    for r, (step, batch) in enumerate(zip(stored["step"], stored["batch"])):
+      weights = [(stored[f"state/kernel{l}"][r], stored[f"state/bias{l}"][r] if f"state/bias{l}" in stored else None)
+                 for l in range(len(spec.layers))]
+      choices = {i: _unpack(stored[f"state/choice{i}"][r, :batch], bits, nodes[i].shape)
+                 for i, bits in self.replay.items()}
+      try:
+        logits, arrays = fn(tf.constant(stored["state/x"][r, :batch]), [(tf.constant(k), None if b is None else tf.constant(b)) for k, b in weights],
+                            {i: tf.constant(c) for i, c in choices.items()})
+      except (tf.errors.OpError, ValueError, TypeError, KeyError, IndexError, NotImplementedError) as e:
+        raise NTAError(f"{os.path.join(self.dir, rundir.ARCHITECTURE)} does not match the records: re-running "
+                       f"recorded round {int(step) + 1} fails ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); "
+                       "record the run again in a new workdir") from None
+      f = stored["f"][r, :batch]
+      gap = float(np.max(np.abs(logits.numpy().reshape(f.shape) - f))) if batch else 0.0
+      if not gap <= 1e4 * eps * (1.0 + float(np.max(np.abs(f), initial=0.0))):
+        raise NTAError(f"{self.dir}: re-running recorded round {int(step) + 1} from its input, weights and "
+                       f"choices gives logits {gap:.3g} away from the recorded ones: {rundir.ARCHITECTURE} does "
+                       "not describe the recorded model; record the run again in a new workdir")
+      for k in keys:
+        a = arrays[k].numpy()
+        if k not in out:
+          batched = not k.endswith("/w")
+          shape = (len(stored["step"]), *((stored["f"].shape[1],) if batched else ()), *a.shape[1:])
+          out[k] = np.zeros(shape, _index_dtype(sites[int(k.split("/")[0][5:])].spatial) if k.endswith("/pos")
+                            else dtype)
+        if k.endswith("/w"):
+          out[k][r] = a[0]
+        else:
+          out[k][r, :batch] = a
     return out
 
 

@@ -13,9 +13,11 @@ Outputs in ``<workdir>/records/taylor/``:
                        interrupted: solving again resumes from the problems it finished).
 
 
-Costs (convnet of §2.3 on 28×28×1 input, batch 128, 2 CPU cores): recording with the defaults takes ~0.45 s per
-recorded round on top of a 0.09 s training step (the p_L = 10 transposed conv2 passes for conv1's Jacobian are
-most of it) and 37 MB per round on disk. One evaluation of a summed Taylor loss costs, per recorded round,
+Costs (convnet of §2.3 on 28×28×1 input, batch 128, 2 CPU cores): recording with the defaults stores each round
+itself (``nta.hindsight.records``: 3.1 MB per round, 1.5× a training step of ~0.115 s); reading a layer
+rebuilds its form by re-running the round's clamped network, per recorded round ~1.4 s for conv1's G (the
+p_L = 10 transposed conv2 passes), ~0.4 s for conv2, ~0.15 s for the others, once per layer and solve (the
+forms stored instead: 34 MB per round, 9.7 training steps). One evaluation of a summed Taylor loss costs, per recorded round,
 ~1.5 ms for a conv neuron (materialised), ~0.2 ms for a dense neuron, ~2 ms for the conv1 and dense1 layers,
 ~60 ms for conv3 and ~250 ms for conv2 at layer scale (float64 convolutions); a solve takes tens to 1,000
 evaluations per horizon. Measured on MNIST, 15 epochs of 79 rounds recorded every 10th round (119 rounds), 24

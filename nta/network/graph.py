@@ -119,7 +119,7 @@ class Graph:
   layers: tuple  # WeightLayer per weight op, in graph order
 
   def run(self, weights: Sequence, x, training: bool = False, record: Optional[str] = None,
-          until: Optional[int] = None, replay: Optional[dict] = None) -> Run:
+          until: Optional[int] = None, replay: Optional[dict] = None, choices: Optional[dict] = None) -> Run:
     """Evaluates the graph as a pure function of its weights.
 
     Args:
@@ -130,11 +130,14 @@ class Graph:
       until: evaluate the nodes up to this index only (what a consumer of earlier values needs); the run's
         output is then that node's value.
       replay: raw clamp entries of a recorded round whose random draws (dropout masks) to reuse.
+      choices: {node: the round's choices (``nta.network.ops.Op.choice``)}: the ops apply them instead of
+        choosing (ReLU masks, max-pool picks), so the run is round n's clamped network, exactly, whatever
+        roundoff does to the values.
 
     Returns:
       A :class:`Run`; its context holds the clamp entries and the state updates training mode asks for.
     """
-    ctx = ops_lib.Context(training=training, record=record is not None, replay=replay)
+    ctx = ops_lib.Context(training=training, record=record is not None, replay=replay, choices=choices)
     dtype = tf.as_dtype(weights[0][0].dtype)
     x = tf.convert_to_tensor(x)
     if x.dtype != dtype:  # float32 data into a float64 model (the exact tests)

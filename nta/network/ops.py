@@ -13,13 +13,17 @@ once, with
   (linear in the change), and the weights' names; Dense/Conv2D kernels and biases and BatchNormalization's
   γ and β are weights;
 * ``relu_like``: the op's share of the activation configuration of §3.1: a ReLU-like op has one unit per
-  entry of its input, active where that input is > 0; other ops have no units.
+  entry of its input, active where that input is > 0; other ops have no units;
+* ``choice_bits`` and ``choice``: the round's choices as small integers (a ReLU's on/off bit, a max-pool
+  window's pick), from which a forward pass with them in ``Context.choices`` re-runs round n's clamped network
+  exactly from W^n and x^n alone (the compact cross-entropy Taylor records, ``nta.hindsight.records``).
 
 Adding a kind of layer is one entry here (and its tests); no consumer asks which kind an op is.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import keras
@@ -31,11 +35,15 @@ class Context:
   """What a forward pass collects: whether it trains, whether it records clamp entries, state updates; and
   the round's random draws to replay (dropout masks), so a round can be re-run exactly."""
 
-  def __init__(self, training: bool = False, record: bool = False, replay: Optional[dict] = None):
+  def __init__(self, training: bool = False, record: bool = False, replay: Optional[dict] = None,
+               choices: Optional[dict] = None):
     self.training, self.record = training, record
     self.entries = {}  # node index -> raw clamp entry of round n (``Op.prepare`` makes it usable)
     self.updates = []  # (variable, new value): BatchNormalization's moving statistics in training mode
     self.replay = replay or {}  # node index -> raw entry of a recorded round whose random draw to reuse
+    # node index -> a recorded round's choice to clamp to (``Op.choice``: ReLU on/off, max-pool picks): the
+    # forward then runs round n's clamped network
+    self.choices = choices or {}
 
 
 class Op:
@@ -104,6 +112,18 @@ class Op:
   def diagonal(self, node, entry):
     """Elementwise ops: the round's per-entry factor of the clamped map (same shape as the output), or None
     for the identity."""
+    raise NotImplementedError
+
+  def choice_bits(self, node) -> Optional[int]:
+    """Bits per output entry of the op's choice in round n (``choice``): 0 where the op chooses nothing (its
+    clamped map follows from W^n and its input: weight ops, linear ops, BatchNormalization's batch statistics),
+    None where what it fixes is not one small choice (dropout's random draws, a global max-pool's shared ties):
+    then a round cannot be re-run from W^n, x^n and choices alone."""
+    return 0
+
+  def choice(self, node, entry):
+    """Ops with ``choice_bits`` > 0: the round's choice per output entry, (batch, *shape) int32 in
+    [0, 2^bits), from the prepared clamp entry; a forward with it in ``Context.choices`` applies it."""
     raise NotImplementedError
 
   def stored_input(self, node, entry):
@@ -327,7 +347,18 @@ class ReLU(Op):
   def varies(self, node, entry) -> bool:
     return True
 
+  def choice_bits(self, node):
+    return 1
+
+  def choice(self, node, entry):
+    return tf.cast(entry > 0, tf.int32)
+
   def forward(self, node, w, xs, ctx):
+    if node.index in ctx.choices:  # the round's mask: the clamped map, whatever roundoff does to the input
+      mask = tf.cast(ctx.choices[node.index], xs[0].dtype)
+      if ctx.record:
+        ctx.entries[node.index] = mask
+      return xs[0] * mask
     if ctx.record:
       ctx.entries[node.index] = xs[0]
     return tf.nn.relu(xs[0])
@@ -350,7 +381,18 @@ class LeakyReLU(Op):
   def varies(self, node, entry) -> bool:
     return True
 
+  def choice_bits(self, node):
+    return 1
+
+  def choice(self, node, entry):
+    return tf.cast(entry > 0, tf.int32)
+
   def forward(self, node, w, xs, ctx):
+    if node.index in ctx.choices:
+      mask = tf.cast(ctx.choices[node.index], xs[0].dtype)
+      if ctx.record:
+        ctx.entries[node.index] = mask
+      return xs[0] * self.diagonal(node, mask)
     if ctx.record:
       ctx.entries[node.index] = xs[0]
     return tf.nn.leaky_relu(xs[0], alpha=node.config["slope"])
@@ -388,6 +430,9 @@ class Dropout(Op):
   def draws(self, node) -> bool:
     return node.layer.rate > 0
 
+  def choice_bits(self, node):
+    return None if self.draws(node) else 0
+
   def forward(self, node, w, xs, ctx):
     layer, x = node.layer, xs[0]
     if not (ctx.training and layer.rate > 0):
@@ -423,14 +468,54 @@ class MaxPool(Op):
 
   def forward(self, node, w, xs, ctx):
     c, x = node.config, xs[0]
+    if node.index in ctx.choices:  # the round's picks: the clamped map, whatever roundoff does to the input
+      entry = self._from_choice(node, ctx.choices[node.index], tf.shape(x)[0])
+      if ctx.record:
+        ctx.entries[node.index] = entry
+      return self.linear(node, entry, [x], None)
     if ctx.record:  # the input; its argmax is taken when the clamped network is first needed
       ctx.entries[node.index] = x
     return tf.nn.max_pool2d(x, c["ksize"], c["strides"], c["padding"])
 
   def prepare(self, node, raw):
+    if isinstance(raw, tuple):  # prepared already (a replayed round)
+      return raw
     c = node.config
     _, argmax = tf.nn.max_pool_with_argmax(raw, c["ksize"], c["strides"], c["padding"], include_batch_in_index=True)
     return argmax, tf.size(raw)
+
+  def choice_bits(self, node):
+    kh, kw = node.config["ksize"]
+    return max(1, math.ceil(math.log2(kh * kw)))
+
+  def _origins(self, node):
+    """(rows, cols): the input row and column of each output row's and column's window corner (TF's padding)."""
+    (height, width, _), (kh, kw), (sh, sw) = node.input_shapes[0], node.config["ksize"], node.config["strides"]
+    out_h, out_w = node.shape[:2]
+    same = node.config["padding"] == "SAME"
+    top = max((out_h - 1) * sh + kh - height, 0) // 2 if same else 0
+    left = max((out_w - 1) * sw + kw - width, 0) // 2 if same else 0
+    return tf.range(out_h) * sh - top, tf.range(out_w) * sw - left
+
+  def choice(self, node, entry):
+    # The pick's offset in its window, row-major: dy·kw + dx.
+    width, kw = node.input_shapes[0][1], node.config["ksize"][1]
+    pos = self.positions(node, entry)
+    rows, cols = self._origins(node)
+    return (pos // width - rows[:, None, None]) * kw + pos % width - cols[None, :, None]
+
+  def _from_choice(self, node, choice, batch):
+    """The prepared entry (argmax flat over the batch's input, its size) of the picks ``choice``."""
+    height, width, channels = node.input_shapes[0]
+    kw = node.config["ksize"][1]
+    choice = tf.cast(choice, tf.int64)
+    rows, cols = (tf.cast(t, tf.int64) for t in self._origins(node))
+    h = rows[:, None, None] + choice // kw
+    w = cols[None, :, None] + choice % kw
+    b = tf.range(tf.cast(batch, tf.int64))[:, None, None, None]
+    c = tf.range(channels, dtype=tf.int64)
+    argmax = ((b * height + h) * width + w) * channels + c
+    return argmax, tf.cast(batch, tf.int32) * (height * width * channels)
 
   def linear(self, node, entry, ts, w):
     # The round's choice of each window's maximum (TF's MaxPoolGrad sends the gradient there).
@@ -484,6 +569,9 @@ class GlobalMaxPool(Op):
 
   def varies(self, node, entry) -> bool:
     return True
+
+  def choice_bits(self, node):
+    return None  # ties share the gradient: not one pick per window
 
   def forward(self, node, w, xs, ctx):
     x = xs[0]
