@@ -1,11 +1,15 @@
 """Benchmark: the cross-entropy hindsight Taylor optimum (§2.3, Theorem 2) of a user's classifier, every horizon,
 by the line-search Newton-CG solver against the L-BFGS solver, on the same records in one run.
 
-  python benchmarks/ce_solve_bench.py [--workdir=/tmp/nta_ce_bench] [--solvers=newton,lbfgs] [--data_dir=...]
+  python benchmarks/ce_solve_bench.py [--run=classifier] [--workdir=/tmp/nta_ce_bench] [--solvers=newton,lbfgs]
 
-The run (budget P7): a 784-32-16-10 ReLU classifier trained with Adam (TF1 conventions) on the first 2,048 digits
+``--run=classifier`` (budget P7): a 784-32-16-10 ReLU classifier trained with Adam (TF1 conventions) on the first 2,048 digits
 of the original MNIST files, 3 epochs of batch 128 (48 rounds), every round recorded with every layer at layer
-scale and 3 seeded neurons per layer. It is trained once into ``--workdir`` and reused.
+scale and 3 seeded neurons per layer. ``--run=convnet`` (budget P6, results/'s CPU budget): the paper's convnet
+on the first 10,000 MNIST digits, 15 epochs of batch 128 with RMSProp (TF1 conventions), every 10th round
+recorded (119 rounds) with conv2 at layer scale and 3 seeded filters of each conv layer at neuron scale,
+solved at every 3rd epoch end and the early rounds (``--max_iter`` 100 as results/ ran L-BFGS). Either run is
+trained once into ``--workdir`` and reused.
 
 Each solver solves every layer-scale problem and every neuron (or those of ``--layers``, ``--neuron_layers``)
 at the default horizons (the epoch ends, the last
@@ -29,6 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nta import data  # noqa: E402
+from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
 from nta import rundir  # noqa: E402
 from nta import training  # noqa: E402
@@ -36,7 +41,8 @@ from nta.hindsight import records as records_lib  # noqa: E402
 from nta.hindsight import solve as solve_lib  # noqa: E402
 
 _DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist")
-flags.DEFINE_string("workdir", "/tmp/nta_ce_bench", "where the classifier run is trained (reused when there)")
+flags.DEFINE_enum("run", "classifier", ["classifier", "convnet"], "the run: P7's classifier or P6's convnet")
+flags.DEFINE_string("workdir", "/tmp/nta_ce_bench", "where the run is trained (reused when there)")
 flags.DEFINE_string("data_dir", _DEFAULT_DATA, "the original MNIST files")
 flags.DEFINE_list("solvers", ["newton", "lbfgs"], "solvers to time, in this order")
 flags.DEFINE_integer("max_iter", 1000, "iterations per problem and horizon (both solvers)")
@@ -45,6 +51,8 @@ flags.DEFINE_list("neuron_layers", ["0", "1", "2"], "layers whose 3 recorded neu
 FLAGS = flags.FLAGS
 
 TRAIN_SIZE, BATCH, EPOCHS, SEED = 2048, 128, 3, 0
+# P6: results/'s CPU budget for the convnet (configs/regenerate.py, preset paper_cpu).
+CONV_TRAIN_SIZE, CONV_EPOCHS, CONV_EVERY, CONV_HORIZON_EPOCHS = 10_000, 15, 10, 3
 
 
 def classifier() -> keras.Model:
@@ -54,18 +62,24 @@ def classifier() -> keras.Model:
 
 
 def train(workdir: str, data_dir: str) -> None:
-  """The P7 run, trained once."""
+  """The run, trained once."""
   if os.path.exists(os.path.join(workdir, rundir.STATUS)) and \
       rundir.read_json(os.path.join(workdir, rundir.STATUS)).get("state") == "finished":
     return
   keras.utils.set_random_seed(SEED)
-  net = classifier()
-  split, _ = data.load("files", data_dir=data_dir, train_size=TRAIN_SIZE)
-  recorder = records_lib.CrossEntropyTaylorRecorder(layers=[0, 1, 2], neurons_per_layer=3,
-                                                    neurons={0: [0, 11, 22], 1: [0, 7, 14], 2: [0, 4, 9]})
-  training.fit(net, lambda e0: data.train_dataset(split, BATCH, SEED, EPOCHS, e0, input_shape=(784,)),
-               TRAIN_SIZE, loss="cross_entropy", optimizer=optimizers.make_optimizer("adam", 1e-3),
-               batch_size=BATCH, num_epochs=EPOCHS, seed=SEED, workdir=workdir, recorders=[recorder], verbose=2)
+  if FLAGS.run == "classifier":
+    net, shape, size, epochs, opt = classifier(), (784,), TRAIN_SIZE, EPOCHS, optimizers.make_optimizer("adam", 1e-3)
+    recorder = records_lib.CrossEntropyTaylorRecorder(layers=[0, 1, 2], neurons_per_layer=3,
+                                                      neurons={0: [0, 11, 22], 1: [0, 7, 14], 2: [0, 4, 9]})
+  else:
+    net, shape, size, epochs = models.convnet((28, 28, 1)), (28, 28, 1), CONV_TRAIN_SIZE, CONV_EPOCHS
+    opt = optimizers.make_optimizer("rmsprop", 1e-3)
+    recorder = records_lib.CrossEntropyTaylorRecorder(layers=[1], neurons_per_layer=3, neuron_layers=[0, 1, 2],
+                                                      record_every=CONV_EVERY)
+  split, _ = data.load("files", data_dir=data_dir, train_size=size)
+  training.fit(net, lambda e0: data.train_dataset(split, BATCH, SEED, epochs, e0, input_shape=shape),
+               size, loss="cross_entropy", optimizer=opt, batch_size=BATCH, num_epochs=epochs, seed=SEED,
+               workdir=workdir, recorders=[recorder], verbose=2)
 
 
 def solve(workdir: str, method: str) -> tuple:
@@ -73,7 +87,8 @@ def solve(workdir: str, method: str) -> tuple:
   rec = records_lib.Records(workdir)
   out = solve_lib.solve_horizons(workdir, method=method, max_iter=FLAGS.max_iter, progress=True,
                                  layers=[int(l) for l in FLAGS.layers],
-                                 neurons={int(l): rec.sites[int(l)].neurons for l in FLAGS.neuron_layers})
+                                 neurons={int(l): rec.sites[int(l)].neurons for l in FLAGS.neuron_layers},
+                                 epochs_between_horizons=1 if FLAGS.run == "classifier" else CONV_HORIZON_EPOCHS)
   seconds = time.perf_counter() - t0
   per_set = rundir.read_json(os.path.join(rundir.records(workdir, rundir.TAYLOR), rundir.SOLVE))["seconds"]
   return out, seconds, per_set
@@ -87,7 +102,11 @@ def main(argv):
   for method in FLAGS.solvers:
     print(f"== {method}", flush=True)
     results[method] = solve(FLAGS.workdir, method)
-  print(f"\nP7: 784-32-16-10 classifier, {TRAIN_SIZE} MNIST digits, {EPOCHS} epochs of batch {BATCH}")
+  print(f"\nP7: 784-32-16-10 classifier, {TRAIN_SIZE} MNIST digits, {EPOCHS} epochs of batch {BATCH}"
+        if FLAGS.run == "classifier" else
+        f"\nP6: MNIST convnet, {CONV_TRAIN_SIZE} digits, {CONV_EPOCHS} epochs of batch {BATCH}, every "
+        f"{CONV_EVERY}th round recorded, horizons every {CONV_HORIZON_EPOCHS}rd epoch end and early rounds, "
+        f"max_iter {FLAGS.max_iter}")
   sets = sorted({k.rsplit("/", 1)[0] for out, _, _ in results.values() for k in out if k.endswith("/value")})
   header = "problem set".ljust(12) + "".join(f"{m + ' s':>12}{m + ' conv.':>16}" for m in results)
   print(header)

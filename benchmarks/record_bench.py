@@ -21,7 +21,6 @@ import glob
 import os
 import shutil
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,6 +33,8 @@ from nta import data  # noqa: E402
 from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
 from nta import training  # noqa: E402
+
+import timing  # noqa: E402 (benchmarks/timing.py, beside this script)
 from nta.hindsight import records as records_lib  # noqa: E402
 
 _DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist")
@@ -46,22 +47,6 @@ FLAGS = flags.FLAGS
 BATCH, WARMUP, SEED = 128, 10, 0
 
 
-class _Timer(keras.callbacks.Callback):
-  """Wall time from the end of round ``warmup`` to the end of training (the last chunk's write included)."""
-
-  def __init__(self, warmup):
-    super().__init__()
-    self.warmup, self.count, self.start = warmup, 0, None
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.count += 1
-    if self.count == self.warmup:
-      self.start = time.perf_counter()
-
-  def on_train_end(self, logs=None):
-    self.seconds = time.perf_counter() - self.start
-
-
 def _fit(kind: str, split, steps: int) -> tuple:
   """(seconds per timed round, bytes per recorded round or 0, the recorder's plan or '')."""
   keras.utils.set_random_seed(SEED)
@@ -70,7 +55,7 @@ def _fit(kind: str, split, steps: int) -> tuple:
   rounds = WARMUP + steps
   recorders = [] if kind == "plain" else [records_lib.CrossEntropyTaylorRecorder(
       layers=[1], neurons_per_layer=50, record_every=1, replay=kind == "replay")]
-  timer = _Timer(WARMUP)
+  timer = timing.Timer(WARMUP)
   try:
     training.fit(net, lambda e0: data.train_dataset(split, BATCH, SEED, 1, e0, input_shape=(28, 28, 1)).take(rounds),
                  BATCH * rounds, loss="cross_entropy", optimizer=optimizers.make_optimizer("rmsprop", 1e-3),

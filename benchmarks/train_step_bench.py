@@ -9,7 +9,6 @@ process pays one-off costs that would otherwise land on whichever kind runs firs
 """
 
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,25 +23,11 @@ from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
 from nta import training  # noqa: E402
 
+import timing  # noqa: E402 (benchmarks/timing.py, beside this script)
+
 _STEPS = flags.DEFINE_integer("steps", 300, "Timed rounds per measurement.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repetitions; the best time is kept.")
 _EXAMPLES = 60_000  # one epoch of MNIST / 50,000 of CIFAR-10 would be similar
-
-
-class _Timer(keras.callbacks.Callback):
-  """Wall time of rounds warmup..warmup+steps (the first rounds include tracing)."""
-
-  def __init__(self, warmup):
-    super().__init__()
-    self.warmup, self.count, self.start = warmup, 0, None
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.count += 1
-    if self.count == self.warmup:
-      self.start = time.perf_counter()
-
-  def on_train_end(self, logs=None):
-    self.seconds = time.perf_counter() - self.start
 
 
 def _time(kind, model_name, batch, steps, train):
@@ -53,7 +38,7 @@ def _time(kind, model_name, batch, steps, train):
   warmup = 20
   ds = data.train_dataset(train, batch, 0, 1000, target="input" if loss == "mse" else "labels",
                           input_shape=spec.input_shape).take(warmup + steps)
-  timer = _Timer(warmup)
+  timer = timing.Timer(warmup)
   opt = optimizers.make_optimizer("rmsprop", 1e-3)
   if kind == "plain":
     keras_loss = "mse" if loss == "mse" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)

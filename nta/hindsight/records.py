@@ -562,10 +562,15 @@ class CrossEntropyTaylorRecorder(Recorder):
       if os.path.isfile(path):
         os.remove(path)
     rundir.write_json(os.path.join(self.dir, rundir.META), self.meta)
-    if self.architecture is not None:
-      rundir.write_json(os.path.join(self.dir, rundir.ARCHITECTURE), json.loads(self.architecture))
+    self._write_architecture()
     rundir.write_json(os.path.join(self.dir, rundir.CHUNK_INDEX), {"chunks": [], "rounds_done": 0})
     self._fresh = False
+
+  def _write_architecture(self):
+    """model.json, what the solve re-runs the stored rounds with (written again on every resume: it is the
+    model at hand, and a damaged copy would leave the records unreadable)."""
+    if self.architecture is not None:
+      rundir.write_json(os.path.join(self.dir, rundir.ARCHITECTURE), json.loads(self.architecture))
 
   def _flush(self):
     if not self._count:
@@ -643,6 +648,7 @@ class CrossEntropyTaylorRecorder(Recorder):
     if dropped and os.path.exists(os.path.join(self.dir, rundir.OPTIMA)):
       os.remove(os.path.join(self.dir, rundir.OPTIMA))  # solved from rounds that are now re-recorded
     rundir.write_json(os.path.join(self.dir, rundir.CHUNK_INDEX), {"chunks": keep, "rounds_done": rounds_done})
+    self._write_architecture()
     numbers = [int(c["file"][6:11]) for c in keep]
     self._next_chunk = max(numbers) + 1 if numbers else 0
     self._chunk, self._count, self._pending = None, 0, []
@@ -817,7 +823,7 @@ class Records:
   """
 
   def __init__(self, workdir: str):
-    self.dir = rundir.records(workdir, rundir.TAYLOR)
+    self.workdir, self.dir = workdir, rundir.records(workdir, rundir.TAYLOR)
     meta_path = os.path.join(self.dir, rundir.META)
     if not os.path.exists(meta_path):
       raise NTAError(f"no cross-entropy Taylor records in {workdir}: {meta_path} is missing; train with "
@@ -916,9 +922,14 @@ class Records:
     """The recorded model's ``nta.models.ModelSpec``, rebuilt from its architecture in the records."""
     if self._spec is None:
       path = os.path.join(self.dir, rundir.ARCHITECTURE)
-      architecture = json.dumps(rundir.read_json(path))
+      finished = rundir.path(self.workdir, rundir.MODEL)
       try:
-        model = keras.models.model_from_json(architecture)
+        if not os.path.exists(path) and os.path.exists(finished):  # a finished run's model holds it too
+          model = keras.models.load_model(finished, compile=False)
+        else:
+          model = keras.models.model_from_json(json.dumps(rundir.read_json(path)))
+      except NTAError:
+        raise
       except Exception as e:  # noqa: BLE001 (Keras raises what the layers' from_config raise)
         raise NTAError(f"{path}: the model cannot be rebuilt to replay the records ({type(e).__name__}: {e}); "
                        "record with replay=False for a model Keras cannot rebuild from its JSON") from None
