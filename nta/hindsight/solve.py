@@ -136,20 +136,21 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
       print(f"taylor: {prefix} solved by the interrupted solve, kept", flush=True)
     return True
 
-  for l in layers:
-    if resume(f"layer{l}"):
-      continue
-    t0 = time.perf_counter()
-    sols = problem_lib.load(rec, int(l), None, last, memory_mb).solve(
-        hz, tol, max_iter, method=method, progress=_horizon_line(f"layer {l} ({rec.sites[l].name})", t0, progress))
-    for field, dtype in fields.items():
-      out[f"layer{l}/{field}"] = np.array([getattr(s, field) for s in sols], dtype)
-    timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
-    write()
-    if progress:
-      print(f"taylor: layer {l} ({rec.sites[l].name}) layer scale solved at {len(hz)} horizons in "
-            f"{timings[f'layer{l}']:.1f} s; {_counts(out, f'layer{l}')}", flush=True)
-  for l, units in neurons.items():
+  # One layer at a time, its layer scale and then its neurons: both read the layer's records (rebuilt once
+  # where the rounds are stored as themselves, ``nta.hindsight.records``).
+  for l in sorted(set(layers) | {l for l, units in neurons.items() if units}):
+    if l in layers and not resume(f"layer{l}"):
+      t0 = time.perf_counter()
+      sols = problem_lib.load(rec, int(l), None, last, memory_mb).solve(
+          hz, tol, max_iter, method=method, progress=_horizon_line(f"layer {l} ({rec.sites[l].name})", t0, progress))
+      for field, dtype in fields.items():
+        out[f"layer{l}/{field}"] = np.array([getattr(s, field) for s in sols], dtype)
+      timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
+      write()
+      if progress:
+        print(f"taylor: layer {l} ({rec.sites[l].name}) layer scale solved at {len(hz)} horizons in "
+              f"{timings[f'layer{l}']:.1f} s; {_counts(out, f'layer{l}')}", flush=True)
+    units = neurons.get(l)
     if not units:
       continue
     kept = done["arrays"].get(f"neurons{l}/units")
