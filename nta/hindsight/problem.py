@@ -305,10 +305,12 @@ def _diagonal(kind: str, site: records_lib.Site, layer: bool, d: dict, shared: d
   return tape.gradient(value, v)
 
 
-def explicit(kind: str, site: records_lib.Site) -> bool:
+def explicit(kind: str, site: records_lib.Site, layer: bool = False) -> bool:
   """Whether Newton's CG can be preconditioned by the problems' exact Hessians (their Cholesky factors): a dense
-  layer evaluated from its input (its neurons, or the layer scale where ``_explicit_bytes`` fits the memory)."""
-  return kind == "input" and site.kind == "dense"
+  layer evaluated from its input (its neurons, or the layer scale where ``_explicit_bytes`` fits the memory), or
+  neurons whose G_α is stored or materialised (a conv filter's K×K Hessian: its patches' pixels and channels are
+  as correlated as a dense neuron's inputs)."""
+  return (kind == "input" and site.kind == "dense") or (kind == "matrix" and not layer)
 
 
 def _explicit_bytes(site: records_lib.Site, columns: int, layer: bool) -> int:
@@ -404,7 +406,7 @@ class _Functions:
     # classifier's 528-weight second layer: the diagonal's 100-step CG crawled, 1.2545 after 60 iterations at
     # N = 3 against an infimum of 1.10469). Approximations of it did worse than the diagonal (Kronecker
     # factors of Σ (x̃x̃ᵀ) ⊗ (JᵀAJ), or the units' blocks: line searches cut their steps to a few percent).
-    self.explicit = explicit(kind, site)
+    self.explicit = explicit(kind, site, layer)
     # The solvers compile around these callables and key their traces on them: one bound method each, kept.
     for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify",
                  "x_hessian_factor", "x_apply_inverse"):
@@ -544,16 +546,23 @@ class _Functions:
 
     def body(i, hi, state):
       d = {key: v[i:hi] for key, v in data.items()}
+      p, w = probs[i:hi], tf.cast(d["weight"], tf.float64)
+      if self.kind == "matrix":
+        # Per neuron Σ_s ω_s (G_sᵀ diag(p_s) G_s − (G_sᵀp_s)(G_sᵀp_s)ᵀ): two GEMMs over the block's samples.
+        g = tf.cast(d["m"], tf.float64)  # (r, B, p_L, K, P)
+        rows = g * tf.sqrt(tf.maximum(w[:, :, None, None, None] * p[:, :, :, None, :], 0.0))
+        rows = tf.reshape(tf.transpose(rows, [4, 0, 1, 2, 3]), [problems, -1, k])
+        gp = tf.einsum("rbokc,rboc->crbk", g, p) * tf.sqrt(w)[None, :, :, None]
+        gp = tf.reshape(gp, [problems, -1, k])
+        return (state[0] + tf.matmul(rows, rows, transpose_a=True) - tf.matmul(gp, gp, transpose_a=True),)
       x = tf.cast(d["x"], tf.float64)
       lead = tf.shape(x)[:2]
       x = tf.reshape(op.augmented_input(node, tf.reshape(x, [-1, site.fan_in])), tf.concat([lead, [k]], 0))
-      p = probs[i:hi]  # (r, B, p_L, P)
       if "j" in d:
         j = tf.cast(d["j"], tf.float64)  # (r, B, p_L, 1, C)
       else:  # the output layer: unit u's J is the one-hot e_u
         e = tf.cast(shared["e"], tf.float64)[:, None, :]  # (p_L, 1, C)
         j = tf.broadcast_to(e, tf.concat([tf.shape(p)[:3], [1, columns]], 0))
-      w = tf.cast(d["weight"], tf.float64)
       if self.layer:
         # A GEMM over the block's samples of x̃ against x̃ ⊗ ω M (K × K·C·C), in float64.
         j, p = j[:, :, :, 0, :], p[..., 0]
