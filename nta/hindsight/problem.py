@@ -550,13 +550,14 @@ class _Functions:
       d = {key: v[i:hi] for key, v in data.items()}
       p, w = probs[i:hi], tf.cast(d["weight"], tf.float64)
       if self.kind == "matrix":
-        # Per neuron Σ_s ω_s (G_sᵀ diag(p_s) G_s − (G_sᵀp_s)(G_sᵀp_s)ᵀ): two GEMMs over the block's samples.
+        # Per neuron Σ_s ω_s G_sᵀ A_s G_s = Σ_s ω_s Σ_o p_so (g_so − ḡ_s)(g_so − ḡ_s)ᵀ with ḡ_s = G_sᵀ p_s: a sum of
+        # squares (one GEMM over the block's samples), where G_sᵀ diag(p_s) G_s − ḡ_s ḡ_sᵀ cancels to roundoff
+        # once the softmax saturates (separable rounds) and leaves a matrix that is not positive definite.
         g = tf.cast(d["m"], tf.float64)  # (r, B, p_L, K, P)
-        rows = g * tf.sqrt(tf.maximum(w[:, :, None, None, None] * p[:, :, :, None, :], 0.0))
+        centred = g - tf.einsum("rbokc,rboc->rbkc", g, p)[:, :, None]
+        rows = centred * tf.sqrt(tf.maximum(w[:, :, None, None, None] * p[:, :, :, None, :], 0.0))
         rows = tf.reshape(tf.transpose(rows, [4, 0, 1, 2, 3]), [problems, -1, k])
-        gp = tf.einsum("rbokc,rboc->crbk", g, p) * tf.sqrt(w)[None, :, :, None]
-        gp = tf.reshape(gp, [problems, -1, k])
-        return (state[0] + tf.matmul(rows, rows, transpose_a=True) - tf.matmul(gp, gp, transpose_a=True),)
+        return (state[0] + tf.matmul(rows, rows, transpose_a=True),)
       x = tf.cast(d["x"], tf.float64)
       lead = tf.shape(x)[:2]
       x = tf.reshape(op.augmented_input(node, tf.reshape(x, [-1, site.fan_in])), tf.concat([lead, [k]], 0))
