@@ -845,7 +845,7 @@ class Records:
     self.rounds_done = int(index["rounds_done"])
     self._cache = (None, None)  # the last layer read: its neurons are solved one after another
     self.replay = {int(i): int(b) for i, b in (self.meta.get("replay") or {}).items()} or None
-    self._spec, self._rebuild = None, {}
+    self._spec = None
 
   def num_rounds(self, horizon: int) -> int:
     """Recorded rounds n ≤ horizon (1-based n)."""
@@ -942,28 +942,27 @@ class Records:
     spec = self.spec()
     layers = tuple(sorted({int(k.split("/")[0][len("layer"):]) for k in keys}))
     sites = {l: self.sites[l] for l in layers}
-    if layers not in self._rebuild:
-      def replay(x, weights, choices):
-        run = spec.graph.run(weights, x, training=True, record="all", choices=choices)
-        state = taylor.RoundState(spec, weights, x, run.output, models.taps_of(spec, run), None, True,
-                                  run.context.entries)
-        return run.output, _site_arrays(state, sites)
-      # Eagerly: compiled, the same round rebuilt twice differed in its last bits (the ops' results depend on
-      # what else runs at the time), and a solve must be reproducible; eager ops run one at a time.
-      self._rebuild[layers] = replay
-    fn = self._rebuild[layers]
+
+    # Eagerly: compiled, the same round rebuilt twice differed in its last bits (the ops' results depend on what
+    # else runs at the time), and a solve must be reproducible; eager ops run one at a time.
+    def replay(x, weights, choices):
+      run = spec.graph.run(weights, x, training=True, record="all", choices=choices)
+      state = taylor.RoundState(spec, weights, x, run.output, models.taps_of(spec, run), None, True,
+                                run.context.entries)
+      return run.output, _site_arrays(state, sites)
+
     dtype = np.dtype(self.meta["dtype"])
     eps = np.finfo(dtype).eps
     nodes = spec.graph.nodes
     out = {}
     for r, (step, batch) in enumerate(zip(stored["step"], stored["batch"])):
-      weights = [(stored[f"state/kernel{l}"][r], stored[f"state/bias{l}"][r] if f"state/bias{l}" in stored else None)
+      weights = [(tf.constant(stored[f"state/kernel{l}"][r]),
+                  tf.constant(stored[f"state/bias{l}"][r]) if f"state/bias{l}" in stored else None)
                  for l in range(len(spec.layers))]
-      choices = {i: _unpack(stored[f"state/choice{i}"][r, :batch], bits, nodes[i].shape)
+      choices = {i: tf.constant(_unpack(stored[f"state/choice{i}"][r, :batch], bits, nodes[i].shape))
                  for i, bits in self.replay.items()}
       try:
-        logits, arrays = fn(tf.constant(stored["state/x"][r, :batch]), [(tf.constant(k), None if b is None else tf.constant(b)) for k, b in weights],
-                            {i: tf.constant(c) for i, c in choices.items()})
+        logits, arrays = replay(tf.constant(stored["state/x"][r, :batch]), weights, choices)
       except (tf.errors.OpError, ValueError, TypeError, KeyError, IndexError, NotImplementedError) as e:
         raise NTAError(f"{os.path.join(self.dir, rundir.ARCHITECTURE)} does not match the records: re-running "
                        f"recorded round {int(step) + 1} fails ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); "
