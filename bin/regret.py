@@ -10,6 +10,7 @@ For cross-entropy runs the hindsight optima are first solved from the recorded c
 from absl import flags
 
 from nta import cli
+from nta.hindsight import device as hindsight_device
 from nta.hindsight import network
 from nta.analysis import curves as regret_curves
 from nta import rundir
@@ -25,13 +26,16 @@ _METHOD = flags.DEFINE_enum("method", "lbfgs", ["lbfgs", "newton"], "Cross-entro
                             "neurons batched (faster where minimisers exist; slow on large separable problems).")
 _HORIZON_EPOCHS = flags.DEFINE_integer("epochs_between_horizons", 1, "Cross-entropy runs: solve at every k-th epoch "
                                        "end (plus early rounds and the last round).")
+_DEVICE = flags.DEFINE_string("device", "auto", "Cross-entropy runs: where the optima are solved (auto: the first GPU, "
+                              "else the CPU; or e.g. cpu, GPU:1).")
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
   cli.no_extra_args(argv)
   with cli.errors_to_exit():
-    regret_curves.solve_if_needed(_WORKDIR.value, _MAX_ITER.value, _HORIZON_EPOCHS.value, _METHOD.value)
+    device = hindsight_device.resolve(_DEVICE.value)  # a device this machine lacks fails before any work
+    regret_curves.solve_if_needed(_WORKDIR.value, _MAX_ITER.value, _HORIZON_EPOCHS.value, _METHOD.value, device)
     if _NETWORK.value:
       network.solve_network(_WORKDIR.value)
     regret_curves.compute(_WORKDIR.value, _MIN_EPOCHS.value)

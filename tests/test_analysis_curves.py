@@ -17,9 +17,10 @@ def test_solve_if_needed_solves_once_with_the_given_budget(tmp_path, monkeypatch
     regret_curves.solve_if_needed(str(tmp_path))
   (tmp_path / "records" / "taylor").mkdir(parents=True)
   regret_curves.solve_if_needed(str(tmp_path))
-  regret_curves.solve_if_needed(str(tmp_path), max_iter=5, epochs_between_horizons=3, method="newton")
-  assert calls == [{"max_iter": 1000, "epochs_between_horizons": 1, "method": "lbfgs"},
-                   {"max_iter": 5, "epochs_between_horizons": 3, "method": "newton"}]
+  regret_curves.solve_if_needed(str(tmp_path), max_iter=5, epochs_between_horizons=3, method="newton",
+                                device="cpu")
+  assert calls == [{"max_iter": 1000, "epochs_between_horizons": 1, "method": "lbfgs", "device": None},
+                   {"max_iter": 5, "epochs_between_horizons": 3, "method": "newton", "device": "cpu"}]
   (tmp_path / "records" / "taylor" / "optima.npz").write_bytes(b"")
   regret_curves.solve_if_needed(str(tmp_path))  # solved already: nothing to do
   assert len(calls) == 2

@@ -204,6 +204,9 @@ def test_regret_writes_curves_and_exponents(tmp_path):
   assert np.isfinite(summary["layer2"]["exponent"])
   bad = run_binary("regret", f"--workdir={tmp_path / 'nothing'}", check=False)
   assert bad.returncode == 1 and len(error_lines(bad.stderr)) == 1 and "no Taylor records" in bad.stderr
+  bad = run_binary("regret", f"--workdir={workdir}", "--device=GPU:9", check=False)
+  lines = error_lines(bad.stderr)
+  assert bad.returncode == 1 and len(lines) == 1 and "'GPU:9' is not available" in lines[0], bad.stderr
 
 
 def test_regenerate_results_quick_writes_readme_figures_and_claims(tmp_path):

@@ -9,6 +9,7 @@ pure functions of ``nta.analysis.regret``, and writes ``regret.npz`` and ``regre
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -160,10 +161,10 @@ def load(workdir: str) -> dict:
 
 
 def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons: int = 1,
-                    method: str = "lbfgs") -> None:
+                    method: str = "lbfgs", device: Optional[str] = None) -> None:
   """Cross-entropy runs record chunks; solve their horizons once (squared-loss runs solved while training).
 
-  ``max_iter``, ``epochs_between_horizons`` and ``method`` are those of ``nta.hindsight.solve.solve_horizons``:
+  ``max_iter``, ``epochs_between_horizons``, ``method`` and ``device`` are those of ``nta.hindsight.solve.solve_horizons``:
   the solve's budget and solver, which decide whether a convnet's optima take minutes or hours on a CPU.
   """
   folder = rundir.records(workdir, rundir.TAYLOR)
@@ -174,4 +175,4 @@ def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons:
     return
   # None yet, or an interrupted cross-entropy solve (it resumes from the problems it finished).
   ce_solve.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons,
-                          method=method)
+                          method=method, device=device)

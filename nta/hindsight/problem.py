@@ -49,7 +49,10 @@ its steps along such a direction; each extended step is checked for being one (e
 y − o non-decreasing along it, to 10⁻⁹ of the largest change), and ``separable`` says so (Newton only). The solve still runs to the tolerance, which is then met far out: ``value`` is an upper bound
 on the infimum.
 
-Memory while solving: one layer's records up to the last horizon, in the stored dtype; a conv neuron's G_α is
+Placement: a problem's tensors, its compiled functions (keyed by device) and the solver's loops live on one
+device (``nta.hindsight.device``: by default the first GPU, else the CPU), which also sets the working set of a
+block of rounds and the default ``memory_mb``. Memory while solving: one layer's records up to the last horizon,
+in the stored dtype; a conv neuron's G_α is
 materialised in float64 when the problem set's fits ``memory_mb`` (p_L numbers per weight and sample in place of
 a convolution over every position per product).
 """
@@ -64,12 +67,11 @@ import tensorflow as tf
 
 from nta import solvers
 from nta.errors import NTAError
+from nta.hindsight import device as device_lib
 from nta.hindsight import records as records_lib
 
 _MB = 2**20
 METHODS = ("lbfgs", "newton")
-# Working set of one block of rounds inside the solver's objective (float64 temporaries).
-_BLOCK_BYTES = 128 * _MB
 # An exact Hessian factor is kept while CG with it needs at most this many iterations: building it is a GEMM
 # over every sample (K² per sample and neuron), a product a few K.
 _REUSE_CG = 3
@@ -88,8 +90,11 @@ class TaylorProblem:
     site: the layer's ``nta.hindsight.records.Site``.
     units: None for the layer scale, or the neurons α (one problem each).
     num_rounds: recorded rounds to load (those ≤ the last horizon to be solved).
-    memory_mb: conv neurons' G_α (float64) are materialised when all of theirs take at most this much memory.
+    memory_mb: conv neurons' G_α (float64) are materialised when all of theirs take at most this much memory;
+      None: the device's (``nta.hindsight.device.memory_mb``).
     single: one neuron, with V shaped (K,) and scalar values (``units`` holds it).
+    device: where the problem's tensors live and its functions run (``nta.hindsight.device.resolve``: None for
+      the first GPU, else the CPU).
 
   Attributes:
     steps: (R,) the loaded rounds (0-based).
@@ -99,12 +104,23 @@ class TaylorProblem:
     problems: P, 1 for the layer scale, else the number of neurons.
     kind: how T is evaluated: "matrix" (G stored or materialised) or "input" (from x through the op, and J).
     scale: (K, C) the preconditioner d.
+    device: the full name of its device.
   """
 
-  _FUNS = {}  # (kind, static config) -> compiled functions; one trace per layer, shared by its problems.
+  # (device, kind, static config) -> compiled functions; one trace per layer and device, shared by its problems.
+  _FUNS = {}
 
   def __init__(self, records: records_lib.Records, site: records_lib.Site, units: Optional[Sequence[int]],
-               num_rounds: int, memory_mb: float, single: bool = False):
+               num_rounds: int, memory_mb: Optional[float] = None, single: bool = False,
+               device: Optional[str] = None):
+    self.device = device_lib.resolve(device)
+    if memory_mb is None:
+      memory_mb = device_lib.memory_mb(self.device)
+    with tf.device(self.device):
+      self._load(records, site, units, num_rounds, memory_mb, single)
+
+  def _load(self, records, site, units, num_rounds, memory_mb, single):
+    block_bytes = device_lib.block_bytes(self.device)  # the float64 temporaries of a block of rounds
     self.site, self.units, self.single = site, None if units is None else [int(u) for u in units], single
     keys = ["f", "y"] + [k for k in (f"layer{site.layer}/{n}" for n in ("w", "x", "j", "pos", "g"))
                          if _stored(site, k.rsplit("/", 1)[1])]
@@ -130,8 +146,8 @@ class TaylorProblem:
       need = rounds * batch * p_l * site.K * 8 * c
       # A materialised G_α costs p_L products per weight and sample, the convolution one per position.
       if units is not None and j is not None and site.spatial > p_l and need <= memory_mb * _MB:
-        kind, data = "matrix", {"m": np.stack([_materialise(site, x, j[..., i], None if pos is None else pos[..., i])
-                                               for i in range(c)], -1)}
+        kind, data = "matrix", {"m": np.stack([_materialise(site, x, j[..., i], None if pos is None else pos[..., i],
+                                                            block_bytes) for i in range(c)], -1)}
       else:
         kind, data = "input", {"x": x}
         if j is not None:
@@ -144,11 +160,11 @@ class TaylorProblem:
     per_round = sum(v[0].size * 8 for v in data.values())
     if kind == "input":
       per_round += batch * site.spatial * c * 8 * 3
-    block = max(1, _BLOCK_BYTES // max(per_round, 1))
+    block = max(1, block_bytes // max(per_round, 1))
     geometry = {k: v for k, v in site.to_json().items() if k not in ("layer", "name", "units", "neurons",
                                                                       "layer_scale")}
-    explicit_block = max(1, _BLOCK_BYTES // (batch * site.K * c * c * 8)) if units is None else block
-    static = (kind, block, explicit_block, units is None, json.dumps(geometry, sort_keys=True))
+    explicit_block = max(1, block_bytes // (batch * site.K * c * c * 8)) if units is None else block
+    static = (self.device, kind, block, explicit_block, units is None, json.dumps(geometry, sort_keys=True))
     if static not in self._FUNS:
       self._FUNS[static] = _Functions(kind, site, block, units is None,
                                       tf.float32 if kind == "input" else tf.float64, explicit_block)
@@ -186,14 +202,17 @@ class TaylorProblem:
   def value_and_grad(self, v, horizon: Optional[int] = None):
     """(Σ_{recorded n ≤ horizon} 𝒯^n(V), its gradient) in float64: a scalar for the layer scale or a single
     neuron, (P,) values for a set of neurons; the gradient shaped like V."""
-    values, grad, _ = self._fun.value_grad(self._v(v), self._n(horizon), self._data, self._shared)
+    with tf.device(self.device):
+      values, grad, _ = self._fun.value_grad(self._v(v), self._n(horizon), self._data, self._shared)
     values = values.numpy()
     return (float(values[0]) if self.problems == 1 else values), grad.numpy().reshape(self.shape)
 
   def hvp(self, v, d, horizon: Optional[int] = None, dtype=tf.float64) -> np.ndarray:
     """∇²(Σ_{recorded n ≤ horizon} 𝒯^n)(V) · D, shaped like V; the linear maps in ``dtype``."""
-    _, _, probs = self._fun.value_grad(self._v(v), self._n(horizon), self._data, self._shared)
-    return self._fun.hvp(probs, self._v(d), self._n(horizon), self._data, self._shared, dtype).numpy().reshape(self.shape)
+    with tf.device(self.device):
+      _, _, probs = self._fun.value_grad(self._v(v), self._n(horizon), self._data, self._shared)
+      out = self._fun.hvp(probs, self._v(d), self._n(horizon), self._data, self._shared, dtype)
+    return out.numpy().reshape(self.shape)
 
   def _n(self, horizon):
     return tf.constant(self._rounds(horizon), tf.int32)
@@ -221,6 +240,10 @@ class TaylorProblem:
     """
     if method not in METHODS:
       raise NTAError(f"unknown solver method {method!r}; choose one of: {', '.join(METHODS)}")
+    with tf.device(self.device):  # the solver's state and compiled loops beside the records
+      return self._solve(horizons, tol, max_iter, v0, method, progress)
+
+  def _solve(self, horizons, tol, max_iter, v0, method, progress):
     fun, data, shared = self._fun, self._data, self._shared
     d = tf.constant(self.scale)
     prev = None if v0 is None else self._v(v0)
@@ -611,12 +634,12 @@ class _Functions:
     return self._blocks(n, body, (-inf, inf))
 
 
-def _materialise(site: records_lib.Site, x, j, pos) -> np.ndarray:
+def _materialise(site: records_lib.Site, x, j, pos, block_bytes: int) -> np.ndarray:
   """G_α = Σ_q J[:, q] ⊗ x̃_{pos(q)} of one neuron, (R, B, p_L, K) float64, from its stored J and x."""
   node, op = site.graph_node(), site.op
   rounds, batch, p_l, q = j.shape
   per_round = batch * (site.spatial + q) * site.K * x.itemsize + batch * q * site.K * 8 * 2
-  block = max(1, _BLOCK_BYTES // per_round)
+  block = max(1, block_bytes // per_round)
   out = np.empty((rounds, batch, p_l, site.K), np.float64)
   for r0 in range(0, rounds, block):
     xb = x[r0:r0 + block]
@@ -632,7 +655,7 @@ def _materialise(site: records_lib.Site, x, j, pos) -> np.ndarray:
 
 
 def load(records: records_lib.Records, layer: int, unit=None, horizon: Optional[int] = None,
-         memory_mb: float = 2048.0) -> "TaylorProblem":
+         memory_mb: Optional[float] = None, device: Optional[str] = None) -> "TaylorProblem":
   """The summed Taylor loss of one layer (``unit`` None), one neuron (``unit`` an int) or a set of neurons
   solved together (``unit`` a sequence) of ``records``, over recorded rounds ≤ ``horizon`` (default: all)."""
   if layer not in records.sites:
@@ -647,10 +670,10 @@ def load(records: records_lib.Records, layer: int, unit=None, horizon: Optional[
     if u not in site.units:
       raise NTAError(f"unit {u} of layer {layer} ({site.name}) is not recorded; recorded units: {site.units}")
   horizon = records.rounds_done if horizon is None else int(records.check_horizons([horizon])[-1])
-  return TaylorProblem(records, site, units, records.num_rounds(horizon), memory_mb, single)
+  return TaylorProblem(records, site, units, records.num_rounds(horizon), memory_mb, single, device)
 
 
-def neuron_groups(records: records_lib.Records, layer: int, units: Sequence[int], memory_mb: float = 2048.0) -> list:
+def neuron_groups(records: records_lib.Records, layer: int, units: Sequence[int], memory_mb: float) -> list:
   """The neurons of one layer split into sets solved together: all of them, unless their G_α are materialised
   (conv neurons) or their Hessian factors are (dense neurons), then as many per set as fit ``memory_mb``."""
   site = records.sites[layer]

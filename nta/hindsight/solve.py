@@ -9,7 +9,7 @@ Outputs in ``<workdir>/records/taylor/``:
                        converged|separable`` (H, U). Values are min_V Σ_{recorded n≤N} 𝒯^n(V) (n 1-based);
                        ``separable``: the Newton solver certified that the problem has no minimiser (its value is
                        then an upper bound on the infimum); always False for L-BFGS, which does not look.
-    solve.json         the solve's settings, timings and "complete" (false while a solve runs or after it was
+    solve.json         the solve's settings, its device, timings and "complete" (false while a solve runs or after it was
                        interrupted: solving again resumes from the problems it finished).
 
 
@@ -32,7 +32,9 @@ import time
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
+from nta.hindsight import device as device_lib
 from nta.hindsight import horizons as horizons_lib
 from nta import rundir
 from nta.errors import NTAError, check_int
@@ -42,8 +44,8 @@ from nta.hindsight import records as records_lib
 
 def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizons: Optional[Sequence[int]] = None,
                    layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
-                   memory_mb: float = 2048.0, progress: bool = True, epochs_between_horizons: int = 1,
-                   method: str = "lbfgs") -> dict:
+                   memory_mb: Optional[float] = None, progress: bool = True, epochs_between_horizons: int = 1,
+                   method: str = "lbfgs", device: Optional[str] = None) -> dict:
   """(Re)computes ``records/taylor/optima.npz`` from the chunk files: the hindsight optimum at each horizon.
 
   With ``method="lbfgs"`` every layer and neuron is its own L-BFGS problem (``nta.solvers.minimize`` to gradient
@@ -68,19 +70,32 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
       k = ``epochs_between_horizons``: every k-th epoch end, the last round, and log-spaced early rounds.
     layers: layer-scale problems to solve; default every recorded one.
     neurons: {layer: units} to solve; default every recorded neuron.
-    memory_mb: memory allowed for one conv neuron's materialised G_α (see ``nta.hindsight.problem.TaylorProblem``).
+    memory_mb: memory allowed for a problem set's materialised G_α or Hessian factors (see
+      ``nta.hindsight.problem.TaylorProblem``); default the device's (``nta.hindsight.device.memory_mb``).
     progress: print a line per solved problem (layer or neuron) and per layer of neurons.
     epochs_between_horizons: k of the default horizons (each horizon costs a solve of every problem).
     method: "lbfgs" (each problem alone) or "newton" (a layer's neurons as one batched problem set, exact
       Hessian-vector products; see ``nta.hindsight.problem``).
+    device: where the records are rebuilt and the problems solved (``nta.hindsight.device.resolve``): default
+      the first GPU, else the CPU.
 
   Returns:
     The arrays written to optima.npz (module docstring).
 
   Raises:
     NTAError: no records, a horizon beyond the recorded rounds, a missing or partial chunk (nothing is
-      deleted), an unknown layer or unit.
+      deleted), an unknown layer or unit, a device this machine lacks.
   """
+  device = device_lib.resolve(device)
+  if memory_mb is None:
+    memory_mb = device_lib.memory_mb(device)
+  with tf.device(device):  # the records' rebuild too (``nta.hindsight.records``: a re-run of the network)
+    return _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb, progress,
+                           epochs_between_horizons, method, device)
+
+
+def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb, progress, epochs_between_horizons,
+                    method, device):
   rec = records_lib.Records(workdir)
   meta = rec.meta
   if len(rec.steps) == 0:
@@ -117,6 +132,9 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   settings = {"tol": tol, "max_iter": max_iter, "method": method, "horizons": hz.tolist(),
               "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None}
   done = _interrupted_solve(rec.dir, settings)  # problems an interrupted solve of these settings finished
+  if progress:
+    print(f"taylor: solving {len(hz)} horizons by {method} on {device} (problem sets up to {memory_mb:.0f} MB)",
+          flush=True)
 
   fields = {"value": np.float64, "grad_norm": np.float64, "iterations": np.int64, "converged": bool,
             "separable": bool}
@@ -125,7 +143,8 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     # Written after every problem, so that an interrupted solve resumes where it stopped; "complete" tells a
     # finished file from a partial one.
     rundir.save_npz(path, out)
-    rundir.write_json(os.path.join(rec.dir, rundir.SOLVE), {**settings, "seconds": timings, "complete": complete})
+    rundir.write_json(os.path.join(rec.dir, rundir.SOLVE), {**settings, "device": device, "seconds": timings,
+                                                            "complete": complete})
 
   def resume(prefix) -> bool:
     if f"{prefix}/value" not in done["arrays"]:
@@ -141,7 +160,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
   for l in sorted(set(layers) | {l for l, units in neurons.items() if units}):
     if l in layers and not resume(f"layer{l}"):
       t0 = time.perf_counter()
-      sols = problem_lib.load(rec, int(l), None, last, memory_mb).solve(
+      sols = problem_lib.load(rec, int(l), None, last, memory_mb, device).solve(
           hz, tol, max_iter, method=method, progress=_horizon_line(f"layer {l} ({rec.sites[l].name})", t0, progress))
       for field, dtype in fields.items():
         out[f"layer{l}/{field}"] = np.array([getattr(s, field) for s in sols], dtype)
@@ -162,7 +181,7 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
               else [[u] for u in units])
     for group in groups:
       t1 = time.perf_counter()
-      sols = problem_lib.load(rec, l, group, last, memory_mb).solve(
+      sols = problem_lib.load(rec, l, group, last, memory_mb, device).solve(
           hz, tol, max_iter, method=method,
           progress=_horizon_line(f"layer {l} ({rec.sites[l].name}) neurons {group[0]}..{group[-1]}", t1, progress))
       for h, sol in enumerate(sols):
