@@ -11,7 +11,8 @@ recorded (119 rounds) with conv2 at layer scale and 3 seeded filters of each con
 solved at every 3rd epoch end and the early rounds (``--max_iter`` 100 as results/ ran L-BFGS). Either run is
 trained once into ``--workdir`` and reused.
 
-Each solver solves every layer-scale problem and every neuron (or those of ``--layers``, ``--neuron_layers``)
+Each solver solves every layer-scale problem and every neuron (or those of ``--layers``, ``--neuron_layers``,
+the first ``--neurons`` of each, the horizons up to ``--last_horizon``)
 at the default horizons (the epoch ends, the last
 round and the log-spaced early rounds: 18 horizons) to gradient norm 1e-6 (``nta.hindsight.solve``'s default).
 Per problem set it prints the seconds and how many horizons converged, and for the Newton solver how many
@@ -37,6 +38,7 @@ from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
 from nta import rundir  # noqa: E402
 from nta import training  # noqa: E402
+from nta.hindsight import horizons as horizons_lib  # noqa: E402
 from nta.hindsight import records as records_lib  # noqa: E402
 from nta.hindsight import solve as solve_lib  # noqa: E402
 
@@ -48,6 +50,8 @@ flags.DEFINE_list("solvers", ["newton", "lbfgs"], "solvers to time, in this orde
 flags.DEFINE_integer("max_iter", 1000, "iterations per problem and horizon (both solvers)")
 flags.DEFINE_list("layers", ["0", "1", "2"], "layer-scale problems to solve")
 flags.DEFINE_list("neuron_layers", ["0", "1", "2"], "layers whose 3 recorded neurons are solved")
+flags.DEFINE_integer("neurons", 3, "how many of each such layer's recorded neurons (the first ones)")
+flags.DEFINE_integer("last_horizon", 0, "solve only the default horizons N <= this (0: all of them)")
 FLAGS = flags.FLAGS
 
 TRAIN_SIZE, BATCH, EPOCHS, SEED = 2048, 128, 3, 0
@@ -85,10 +89,15 @@ def train(workdir: str, data_dir: str) -> None:
 def solve(workdir: str, method: str) -> tuple:
   t0 = time.perf_counter()
   rec = records_lib.Records(workdir)
+  every = 1 if FLAGS.run == "classifier" else CONV_HORIZON_EPOCHS
+  hz = horizons_lib.horizons(rec.rounds_done, rec.meta["steps_per_epoch"] * every)
+  hz = hz[hz > rec.steps[0]]
+  if FLAGS.last_horizon:
+    hz = hz[hz <= FLAGS.last_horizon]
   out = solve_lib.solve_horizons(workdir, method=method, max_iter=FLAGS.max_iter, progress=True,
-                                 layers=[int(l) for l in FLAGS.layers],
-                                 neurons={int(l): rec.sites[int(l)].neurons for l in FLAGS.neuron_layers},
-                                 epochs_between_horizons=1 if FLAGS.run == "classifier" else CONV_HORIZON_EPOCHS)
+                                 layers=[int(l) for l in FLAGS.layers], horizons=[int(h) for h in hz],
+                                 neurons={int(l): rec.sites[int(l)].neurons[:FLAGS.neurons]
+                                          for l in FLAGS.neuron_layers})
   seconds = time.perf_counter() - t0
   per_set = rundir.read_json(os.path.join(rundir.records(workdir, rundir.TAYLOR), rundir.SOLVE))["seconds"]
   return out, seconds, per_set
