@@ -38,7 +38,6 @@ from nta import models  # noqa: E402
 from nta import optimizers  # noqa: E402
 from nta import rundir  # noqa: E402
 from nta import training  # noqa: E402
-from nta.hindsight import horizons as horizons_lib  # noqa: E402
 from nta.hindsight import records as records_lib  # noqa: E402
 from nta.hindsight import solve as solve_lib  # noqa: E402
 
@@ -89,9 +88,7 @@ def train(workdir: str, data_dir: str) -> None:
 def solve(workdir: str, method: str) -> tuple:
   t0 = time.perf_counter()
   rec = records_lib.Records(workdir)
-  every = 1 if FLAGS.run == "classifier" else CONV_HORIZON_EPOCHS
-  hz = horizons_lib.horizons(rec.rounds_done, rec.meta["steps_per_epoch"] * every)
-  hz = hz[hz > rec.steps[0]]
+  hz = solve_lib.default_horizons(rec, 1 if FLAGS.run == "classifier" else CONV_HORIZON_EPOCHS)
   if FLAGS.last_horizon:
     hz = hz[hz <= FLAGS.last_horizon]
   out = solve_lib.solve_horizons(workdir, method=method, max_iter=FLAGS.max_iter, progress=True,

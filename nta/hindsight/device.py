@@ -55,7 +55,7 @@ def resolve(name: Optional[str] = None) -> str:
 
 def memory_bytes(device: str) -> int:
   """The memory the device offers: a GPU's allocator limit, or the host memory available now for the CPU."""
-  if tf.DeviceSpec.from_string(device).device_type != "CPU":
+  if not is_cpu(device):
     from tensorflow.python.client import device_lib  # the one place TensorFlow states a GPU's memory limit
     for d in device_lib.list_local_devices():
       if tf.DeviceSpec.from_string(d.name) == tf.DeviceSpec.from_string(device):

@@ -97,13 +97,11 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
 def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb, progress, epochs_between_horizons,
                     method, device):
   rec = records_lib.Records(workdir)
-  meta = rec.meta
   if len(rec.steps) == 0:
     raise NTAError(f"{rec.dir} holds no committed rounds yet (finish at least one epoch)")
   check_int("epochs_between_horizons", epochs_between_horizons)
   if horizons is None:
-    hz = horizons_lib.horizons(rec.rounds_done, meta["steps_per_epoch"] * int(epochs_between_horizons))
-    hz = hz[hz > rec.steps[0]]
+    hz = default_horizons(rec, epochs_between_horizons)
   else:
     hz = rec.check_horizons(horizons)
   if layers is None:
@@ -201,6 +199,13 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
             f"{timings[f'neurons{l}']:.1f} s; {_counts(out, f'neurons{l}')}", flush=True)
   write(complete=True)
   return out
+
+
+def default_horizons(rec: records_lib.Records, epochs_between_horizons: int = 1) -> np.ndarray:
+  """The horizons solved by default: every k-th epoch end (k = ``epochs_between_horizons``), the last round and
+  log-spaced early rounds (``nta.hindsight.horizons``), after the first recorded round."""
+  hz = horizons_lib.horizons(rec.rounds_done, rec.meta["steps_per_epoch"] * int(epochs_between_horizons))
+  return hz[hz > rec.steps[0]]
 
 
 def _horizon_line(what: str, t0: float, progress: bool):
