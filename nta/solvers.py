@@ -404,8 +404,9 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     value_grad: ``value_grad(x, *args) -> (values (P,), grads (P, D), aux)`` in float64; ``aux`` is a tensor
       whose last axis indexes the problems (what ``hvp`` needs of x, e.g. softmax probabilities).
     hvp: ``hvp(aux, d, *args) -> (P, D)``, the Hessian at the x of ``aux`` times d (any float dtype),
-      TensorFlow-traceable: the conjugate-gradient loop is compiled around it, traced once per callable (pass
-      data through ``args`` rather than building a new closure per call).
+      TensorFlow-traceable: the conjugate-gradient loop is compiled around it without autograph (control flow
+      on tensors through ``tf.cond``/``tf.while_loop``), traced once per callable (pass data through ``args``
+      rather than building a new closure per call).
     x0: (P, D) float64 starting points.
     tol: gradient-norm tolerance, scalar or (P,), > 0.
     max_iter: Newton iterations per problem, ≥ 1.
@@ -598,7 +599,9 @@ def _scale(m, r, *args):
   return m * r
 
 
-@tf.function(reduce_retracing=True)
+# Without autograph: the loop is an explicit tf.while_loop, and converting the callables' source took most of
+# the time of a small problem's solve (≈1 s per trace).
+@tf.function(reduce_retracing=True, autograph=False)
 def _conjugate_gradients(hvp, apply, args, aux, m, g, eta, active, max_cg):
   """Preconditioned CG on H s = −g per problem (z = M⁻¹ r by ``apply(m, r, *args)``), stopped where the
   residual's M⁻¹-norm ‖r‖_M⁻¹ = √(rᵀM⁻¹r) ≤ η‖g‖_M⁻¹ or at non-positive curvature: (s, CG iterations, residual

@@ -423,7 +423,9 @@ class _Functions:
     self.kind, self.site, self.lin = kind, site, _columns(kind, site, layer)
     self.block, self.layer, self.hvp_dtype = block, layer, hvp_dtype
     self.explicit_block = explicit_block
-    self.diagonal = tf.function(self._diagonal, reduce_retracing=True)
+    # Compiled without autograph (their loops are explicit tf.while_loops): converting the source cost ≈1 s per
+    # trace, most of a small problem set's solve.
+    self.diagonal = tf.function(self._diagonal, reduce_retracing=True, autograph=False)
     # A dense neuron evaluated from its input: its Hessian Σ_s ω_s h_s x̃_s x̃_sᵀ is a K×K matrix whose
     # off-diagonal (correlated inputs, e.g. neighbouring pixels) a diagonal cannot precondition, and CG on it
     # stalls far from the optimum; its exact factor costs one GEMM over the samples (``_hessian_factor``).
@@ -436,10 +438,10 @@ class _Functions:
     for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify",
                  "x_hessian_factor", "x_apply_inverse"):
       setattr(self, name, getattr(self, name))
-    self.value_grad = tf.function(self._value_grad, reduce_retracing=True)
-    self.hvp = tf.function(self._hvp, reduce_retracing=True)
-    self.margins = tf.function(self._margins, reduce_retracing=True)
-    self.hessian_factor = tf.function(self._hessian_factor, reduce_retracing=True)
+    self.value_grad = tf.function(self._value_grad, reduce_retracing=True, autograph=False)
+    self.hvp = tf.function(self._hvp, reduce_retracing=True, autograph=False)
+    self.margins = tf.function(self._margins, reduce_retracing=True, autograph=False)
+    self.hessian_factor = tf.function(self._hessian_factor, reduce_retracing=True, autograph=False)
 
   def to_x(self, v):
     return tf.reshape(v, [1, -1]) if self.layer else tf.transpose(v)
