@@ -197,3 +197,18 @@ def test_a_set_of_neurons_is_each_neuron_alone(runs, name):
       np.testing.assert_allclose(grad[:, i], g, rtol=tol.EXACT64, atol=tol.EXACT64_ABS)
       np.testing.assert_allclose(hvp[:, i], alone.hvp(v[:, i], d[:, i], 5), rtol=tol.EXACT64,
                                  atol=tol.EXACT64_ABS * max(1.0, np.abs(hvp).max()))
+
+
+def test_a_horizon_without_new_recorded_rounds_repeats_the_solution_before_it(runs):
+  # Every 2nd round recorded (steps 0, 2, 4): horizons 3 and 4 hold the same rounds, 5 one more.
+  workdir = runs("conv32_tensor_every2")[0]
+  records = ce_records.load_records(workdir)
+  prob = ce_problem.load(records, 2, [0, 1])
+  sols = prob.solve([3, 4, 5], tol=1e-7, method="newton")
+  assert (sols[0].iterations > 0).all() and (sols[1].iterations == 0).all() and (sols[2].iterations > 0).all()
+  for field in ("v", "value", "grad_norm", "converged", "separable"):
+    np.testing.assert_array_equal(getattr(sols[1], field), getattr(sols[0], field))
+  # ... and it is that horizon's solution: solved alone it is the same problem.
+  alone = ce_problem.load(records, 2, [0, 1]).solve([4], tol=1e-7, method="newton")[0]
+  np.testing.assert_array_equal(alone.value, sols[0].value)
+  assert not np.array_equal(sols[2].value, sols[0].value)

@@ -223,7 +223,8 @@ class TaylorProblem:
 
     Each horizon starts, per problem, from whichever is lower there: the previous horizon's optimum or W^n of
     its last recorded round. When the rounds so far are separable the previous "optimum" is a far-out point
-    where the next rounds' losses can be huge; W^n is then the better start.
+    where the next rounds' losses can be huge; W^n is then the better start. A horizon with no recorded round
+    since the one before it is that horizon's problem: its solution is repeated (0 iterations).
 
     Args:
       horizons: ascending 1-based horizons within the loaded rounds.
@@ -248,8 +249,17 @@ class TaylorProblem:
     d = tf.constant(self.scale)
     prev = None if v0 is None else self._v(v0)
     out = []
+    solved = -1  # the rounds of the horizon last solved
     for horizon in horizons:
       n = self._n(int(horizon))
+      if out and int(n) == solved:
+        # The same recorded rounds as the horizon before (rounds recorded every k-th): the same problem, so the
+        # same solution, where a far-out (separable) optimum could otherwise cost a needless CG to re-verify.
+        out.append(out[-1]._replace(iterations=np.zeros_like(out[-1].iterations)))
+        if progress is not None:
+          progress(int(horizon), out[-1])
+        continue
+      solved = int(n)
       v = self._v(self.start(int(horizon)))
       if prev is not None:
         lower = fun.value_grad(prev, n, data, shared)[0] < fun.value_grad(v, n, data, shared)[0]
