@@ -215,6 +215,16 @@ def test_newton_solves_match_lbfgs_and_scipy_and_a_set_of_neurons_is_each_alone(
       assert together[h].iterations[i] == alone[h].iterations
 
 
+def test_the_way_from_the_start_certifies_a_separation_no_single_newton_step_did(runs):
+  # The logits' neuron 2 over the first round of the conv net: separable by the LP; Newton's extended steps each
+  # lower some margin, while the whole way from W^n to the solution raises every one or keeps it.
+  workdir, _, _, _, _, states, _ = runs("conv64")
+  records = ce_records.load_records(workdir)
+  assert _separable_by_lp(states, 1, 3, 2)
+  sol = ce_problem.load(records, 3, [2]).solve([1], tol=1e-8, method="newton")[0]
+  assert sol.converged and sol.separable
+
+
 def test_newton_on_dense_layers_matches_scipy(runs):
   # Dense neurons are preconditioned by their exact Hessian, dense layers by its diagonal. Every layer and a
   # neuron of each of the dense net at every horizon: converged, and equal to scipy's optimum of the
@@ -230,6 +240,9 @@ def test_newton_on_dense_layers_matches_scipy(runs):
     i = site.neurons.index(unit)
     assert out[f"layer{l}/converged"].all() and out[f"neurons{l}/converged"].all()
     for h, n in enumerate(out["N"]):
+      # A certified separation (a step, or the whole way from the start) is one by the LP.
+      assert out[f"layer{l}/separable"][h] <= _separable_by_lp(states, int(n), l, None)
+      assert out[f"neurons{l}/separable"][h, i] <= _separable_by_lp(states, int(n), l, unit)
       for key, u in ((f"layer{l}/value", None), (f"neurons{l}/value", unit)):
         start = ce_problem.load(records, l, u).start(int(n))
         value = out[key][h] if u is None else out[key][h, i]
