@@ -622,9 +622,16 @@ class _Functions:
       h = _weighted_square(j, p, 2)[:, :, 0, 0, :]  # (r, B, P)
       # A GEMM over the block's samples, in float64: h spans many orders of magnitude (samples the Taylor loss
       # has all but separated), and a float32 sum leaves the small eigenvalues, which steer CG, at roundoff.
-      xs = x[:, :, None, :] * tf.sqrt(tf.maximum(w[..., None] * h, 0.0))[..., None]
-      xs = tf.reshape(tf.transpose(xs, [2, 0, 1, 3]), [problems, -1, k])
-      return (state[0] + tf.matmul(xs, xs, transpose_a=True),)
+      # Per neuron over the samples where it is active only: elsewhere its j, and so its curvature, is exactly
+      # zero (a first-layer neuron of the classifier is active on 31-93 % of its samples).
+      rows = tf.reshape(x, [-1, k])
+      scale = tf.reshape(tf.sqrt(tf.maximum(w[..., None] * h, 0.0)), [-1, problems])
+      out = []
+      for i in range(problems):
+        active = scale[:, i] > 0.0
+        xs = tf.boolean_mask(rows, active) * tf.boolean_mask(scale[:, i], active)[:, None]
+        out.append(tf.matmul(xs, xs, transpose_a=True))
+      return (state[0] + tf.stack(out),)
 
     size = k * columns if self.layer else k
     a = self._blocks(n, body, (tf.zeros([problems, size, size], tf.float64),),
