@@ -378,7 +378,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
               max_cg: int = 100, metric: Any = None, certify: Optional[Callable] = None, args: tuple = (),
               hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
               apply_preconditioner: Optional[Callable] = None, reuse_preconditioner: int = 0,
-              value_tol: Any = None) -> Solution:
+              value_tol: Any = None, recedes: Optional[Callable] = None) -> Solution:
   """Minimises P independent smooth convex functions at once by line-search Newton-CG.
 
   Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
@@ -399,6 +399,10 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   along separating directions. ``certify(s)`` is asked about each accepted step that was extended (α > 1); where
   it returns True (every sample's loss non-increasing along s: no minimiser exists), ``separable`` is set, and
   iteration continues to the tolerance, which is then met far out (the value is an upper bound of the infimum).
+  ``recedes(s)`` is asked after every iteration about the whole way from x0: where every term of the objective
+  decreases strictly along it (the infimum is its limit there, 0 for cross-entropy with every margin raised),
+  the iterate follows it, doubling the step while the value decreases, ``separable`` is set, and the tolerance
+  is then met at once: Newton's own steps would approach that limit one e-fold at a time.
 
   Args:
     value_grad: ``value_grad(x, *args) -> (values (P,), grads (P, D), aux)`` in float64; ``aux`` is a tensor
@@ -415,6 +419,8 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       when x = v ⊘ metric is a diagonally rescaled variable). Default ones.
     certify: optional ``certify(s (P, D), *args) -> (P,) bool`` (numpy), True where s is a direction of
       recession.
+    recedes: optional ``recedes(s (P, D), *args) -> (P,) bool`` (numpy), True where every term of the
+      objective decreases strictly along s.
     args: tensors (any nested structure) passed to the callables.
     hvp_precise: optional, ``hvp`` in higher precision (e.g. float64 where ``hvp`` is float32). The solve
       switches to it for good after an iteration whose CG stopped short of its residual target (its iteration
@@ -464,6 +470,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     f, g, aux = value_grad(point, *args)
     return np.asarray(f, np.float64), tf.convert_to_tensor(g, tf.float64), aux
 
+  x0 = x
   f, g, aux = evaluate(x)
   if not (np.all(np.isfinite(f)) and bool(tf.reduce_all(tf.math.is_finite(g)))):
     raise NTAError("the objective is not finite at the starting point; start where the Taylor loss is finite "
@@ -554,6 +561,15 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     if certify is not None and ask.any():
       separable |= ask & np.asarray(certify(tf.where(tf.constant(ask[:, None]), step, tf.zeros_like(step)), *args),
                                     bool)
+    if recedes is not None:
+      ask = active & ~separable
+      if ask.any():
+        way = tf.where(tf.constant(ask[:, None]), x - x0, tf.zeros_like(x))
+        follow = ask & np.asarray(recedes(way, *args), bool)
+        if follow.any():
+          x, f, g, aux = _follow(evaluate, x, f, g, aux, way, follow)
+          gnorm = np.where(follow, _norms(g / metric), gnorm)
+          separable |= follow
     stuck = active & ~moved
     if stuck.any() and hvp_precise is not None:  # the rough product's CG gave no usable direction
       hvp, hvp_precise, stuck = hvp_precise, None, np.zeros_like(stuck)
@@ -564,6 +580,23 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     done = converged | (iterations >= max_iter) | stuck
   return Solution(v=x.numpy(), value=f, grad_norm=gnorm, iterations=iterations, converged=converged,
                   separable=separable)
+
+
+def _follow(evaluate, x, f, g, aux, way, follow):
+  """From x along ``way`` where ``follow``, by steps doubling from 1 while the value decreases (at most 2⁶⁰):
+  the lowest point found, (x, f, g, aux)."""
+  best = (f.copy(), g, aux, np.zeros(len(f)))
+  going = follow.copy()
+  alpha = 1.0
+  for _ in range(61):
+    f_try, g_try, aux_try = evaluate(x + tf.constant(np.where(going, alpha, 0.0)[:, None]) * way)
+    better = going & np.isfinite(f_try) & (f_try < best[0])
+    best = _keep(better, (f_try, g_try, aux_try, np.full(len(f), alpha)), best)
+    going = better & (f_try > 0.0)
+    if not going.any():
+      break
+    alpha *= 2.0
+  return x + tf.constant(best[3][:, None]) * way, best[0], best[1], best[2]
 
 
 def _keep(mask, new, old):

@@ -274,7 +274,8 @@ class TaylorProblem:
                                 precondition=fun.x_hessian_factor if self._explicit else fun.x_diagonal,
                                 apply_preconditioner=fun.x_apply_inverse if self._explicit else None,
                                 reuse_preconditioner=_REUSE_CG if self._explicit else 0, value_tol=tol,
-                                hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64)
+                                hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
+                                recedes=fun.x_recedes)
         # The whole way from the start can be a direction of recession where no single step was: Newton's
         # steps mix the far-out direction with the rest until late (the classifier's 25,120-weight first layer
         # at N = 1 and 2, its loss driven to 10⁻⁷, certified by neither of its 24 and 43 steps).
@@ -453,7 +454,7 @@ class _Functions:
     # factors of Σ (x̃x̃ᵀ) ⊗ (JᵀAJ), or the units' blocks: line searches cut their steps to a few percent).
     self.explicit = explicit(kind, site, layer)
     # The solvers compile around these callables and key their traces on them: one bound method each, kept.
-    for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify",
+    for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify", "x_recedes",
                  "x_hessian_factor", "x_apply_inverse"):
       setattr(self, name, getattr(self, name))
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True, autograph=False)
@@ -514,6 +515,12 @@ class _Functions:
     (to 10⁻⁹ of the largest increase), some increasing."""
     top, low = (t.numpy() for t in self.margins(d * self.to_v(x, d), n, data, shared))
     return (top > 0) & (low >= -1e-9 * top)
+
+  def x_recedes(self, x, d, n, data, shared):
+    """Whether every recorded sample's margin rises along x, by more than 10⁻⁹ of the largest rise: each
+    sample's loss then falls to 0 along it."""
+    top, low = (t.numpy() for t in self.margins(d * self.to_v(x, d), n, data, shared))
+    return (top > 0) & (low > 1e-9 * top)
 
   def _blocks(self, n, body, init, block=None):
     """Folds ``body(d, state) -> state`` over blocks of the first n rounds (``block`` rounds each, default the
