@@ -399,10 +399,10 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   along separating directions. ``certify(s)`` is asked about each accepted step that was extended (α > 1); where
   it returns True (every sample's loss non-increasing along s: no minimiser exists), ``separable`` is set, and
   iteration continues to the tolerance, which is then met far out (the value is an upper bound of the infimum).
-  ``recedes(s)`` is asked after every iteration about the whole way from x0: where every term of the objective
-  decreases strictly along it (the infimum is its limit there, 0 for cross-entropy with every margin raised),
-  the iterate follows it, doubling the step while the value decreases, ``separable`` is set, and the tolerance
-  is then met at once: Newton's own steps would approach that limit one e-fold at a time.
+  ``recedes(s)`` is asked after each extended step about the whole way from x0: where every term of the
+  objective decreases strictly along it (the infimum is its limit there, 0 for cross-entropy with every margin
+  raised), the iterate follows it once, doubling the step while the value decreases, ``separable`` is set, and
+  the tolerance is then met at once: Newton's own steps would approach that limit one e-fold at a time.
 
   Args:
     value_grad: ``value_grad(x, *args) -> (values (P,), grads (P, D), aux)`` in float64; ``aux`` is a tensor
@@ -479,6 +479,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   gnorm0 = np.maximum(_norms(g), np.finfo(np.float64).tiny)
   iterations = np.zeros(problems, np.int64)
   separable = np.zeros(problems, bool)
+  followed = np.zeros(problems, bool)
   check = value_tol is not None
   value_tol = np.broadcast_to(np.asarray(np.inf if value_tol is None else value_tol, np.float64), (problems,))
   converged = (gnorm <= tol) & (not check)
@@ -561,8 +562,8 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     if certify is not None and ask.any():
       separable |= ask & np.asarray(certify(tf.where(tf.constant(ask[:, None]), step, tf.zeros_like(step)), *args),
                                     bool)
-    if recedes is not None:
-      ask = active & ~separable
+    if recedes is not None:  # where the step was extended (the iterate heads off), once
+      ask = moved & (best[3] > 1) & ~followed
       if ask.any():
         way = tf.where(tf.constant(ask[:, None]), x - x0, tf.zeros_like(x))
         follow = ask & np.asarray(recedes(way, *args), bool)
@@ -570,6 +571,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
           x, f, g, aux = _follow(evaluate, x, f, g, aux, way, follow)
           gnorm = np.where(follow, _norms(g / metric), gnorm)
           separable |= follow
+          followed |= follow
     stuck = active & ~moved
     if stuck.any() and hvp_precise is not None:  # the rough product's CG gave no usable direction
       hvp, hvp_precise, stuck = hvp_precise, None, np.zeros_like(stuck)
