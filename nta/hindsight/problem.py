@@ -276,11 +276,6 @@ class TaylorProblem:
                                 reuse_preconditioner=_REUSE_CG if self._explicit else 0, value_tol=tol,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
                                 recedes=fun.x_recedes)
-        # The whole way from the start can be a direction of recession where no single step was: Newton's
-        # steps mix the far-out direction with the rest until late (the classifier's 25,120-weight first layer
-        # at N = 1 and 2, its loss driven to 10⁻⁷, certified by neither of its 24 and 43 steps).
-        moved = tf.constant(sol.v) - fun.to_x(v / d)
-        sol = sol._replace(separable=sol.separable | np.asarray(fun.x_certify(moved, *args), bool))
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
       v = d * fun.to_v(tf.constant(sol.v), d)
@@ -513,14 +508,18 @@ class _Functions:
   def x_certify(self, x, d, n, data, shared):
     """Whether the step x is a direction of recession: every recorded sample's margin non-decreasing along it
     (to 10⁻⁹ of the largest increase), some increasing."""
-    top, low = (t.numpy() for t in self.margins(d * self.to_v(x, d), n, data, shared))
+    top, low = self._x_margins(x, d, n, data, shared)
     return (top > 0) & (low >= -1e-9 * top)
 
   def x_recedes(self, x, d, n, data, shared):
     """Whether every recorded sample's margin rises along x, by more than 10⁻⁹ of the largest rise: each
     sample's loss then falls to 0 along it."""
-    top, low = (t.numpy() for t in self.margins(d * self.to_v(x, d), n, data, shared))
+    top, low = self._x_margins(x, d, n, data, shared)
     return (top > 0) & (low > 1e-9 * top)
+
+  def _x_margins(self, x, d, n, data, shared):
+    """(max, min) of the margin changes along x (in the solver's variable), numpy (P,) each."""
+    return tuple(t.numpy() for t in self.margins(d * self.to_v(x, d), n, data, shared))
 
   def _blocks(self, n, body, init, block=None):
     """Folds ``body(d, state) -> state`` over blocks of the first n rounds (``block`` rounds each, default the
