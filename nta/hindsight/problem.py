@@ -49,8 +49,14 @@ its steps along such a direction; each extended step, and the whole way from the
 solution, is checked for being one (every recorded sample's margin y − o non-decreasing along it, to 10⁻⁹ of
 the largest change), and ``separable`` says so (Newton only). The solve still runs to the tolerance, which is
 then met far out: ``value`` is an upper bound on the infimum. The certificate is one-sided: the classifier's
-three first-layer neurons below are partially separable at each of the 11 horizons checked (an LP on their
-samples' margins finds a direction raising some and lowering none), which neither check finds.
+three first-layer neurons below are partially separable at every horizon (a direction raises some margins and
+lowers none), which neither check finds. Dense neurons are therefore split first (``nta.hindsight.separation``:
+an LP on their samples' margins): Newton minimises the loss without the separated classes, which has a
+minimiser, and the solution is moved out along the separating direction until the full loss is within tol/10
+of that minimum, a lower bound of the infimum; ``value`` is the full loss there, ``grad_norm`` that of the
+problem solved, ``separable`` set. The classifier's three first-layer neurons over 18 horizons: 7-13 Newton
+iterations where the split holds (12-51 without), 60.3 s in place of 84.3 s in one benchmark run, values at or
+below the unsplit solve's (up to 2·10⁻⁸); 45 of their 54 problems have no minimiser, none found before.
 
 Placement: a problem's tensors, its compiled functions (keyed by device) and the solver's loops live on one
 device (``nta.hindsight.device``: by default the first GPU, else the CPU), which also sets the working set of a
@@ -72,12 +78,15 @@ from nta import solvers
 from nta.errors import NTAError
 from nta.hindsight import device as device_lib
 from nta.hindsight import records as records_lib
+from nta.hindsight import separation as separation_lib
 
 _MB = 2**20
 METHODS = ("lbfgs", "newton")
 # An exact Hessian factor is kept while CG with it needs at most this many iterations: building it is a GEMM
 # over every sample (K² per sample and neuron), a product a few K.
 _REUSE_CG = 3
+# The logit of a class dropped with a sample's separated part: exp of it beside any finite logit is 0.
+_DROPPED = -1e30
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -182,6 +191,17 @@ class TaylorProblem:
     data["y"] = tf.constant(a["y"].astype(np.int32))
     data["weight"] = tf.constant(np.where(valid, 1.0 / a["batch"][:, None], 0.0))
     self._data, self._shared = data, shared
+    # A dense neuron's rounds are split into their separated part and a problem with a minimiser
+    # (``nta.hindsight.separation``): its samples' inputs, logit sensitivities and labels, in float64.
+    self._separation = None
+    if units is not None and kind == "input" and site.kind == "dense":
+      node = site.graph_node()
+      xs = site.op.augmented_input(node, tf.reshape(tf.cast(data["x"], tf.float64), [-1, site.fan_in]))
+      if "j" in data:
+        sens = tf.cast(data["j"], tf.float64)[:, :, :, 0, :]  # (R, B, p_L, P)
+      else:  # the output layer: neuron u moves its own logit only
+        sens = tf.broadcast_to(tf.cast(shared["e"], tf.float64), [rounds, batch, *shared["e"].shape])
+      self._separation = (tf.reshape(xs, [rounds, batch, -1]).numpy(), sens.numpy(), a["y"], valid)
     self._shape = (site.K, c)
     self.shape = (site.K,) if single else self._shape
     # d from diag(Σ ω GᵀG) (``_diagonal`` without softmax probabilities) over every loaded round.
@@ -267,7 +287,8 @@ class TaylorProblem:
       if prev is not None:
         lower = fun.value_grad(prev, n, data, shared)[0] < fun.value_grad(v, n, data, shared)[0]
         v = tf.where(self._to_columns(lower), prev, v)
-      args = (d, n, data, shared)
+      splits, solve_data = self._split(int(n), method)
+      args = (d, n, solve_data, shared)
       if method == "newton":
         sol = solvers.newton_cg(fun.x_value_grad, fun.x_hvp, fun.to_x(v / d), tol, max_iter,
                                 metric=fun.to_x(d), certify=fun.x_certify, args=args,
@@ -279,6 +300,8 @@ class TaylorProblem:
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
       v = d * fun.to_v(tf.constant(sol.v), d)
+      if splits is not None:
+        v, sol = self._push(v, sol, splits, n, tol)
       prev = v
       one = (lambda t: t[0]) if self.problems == 1 else (lambda t: t)  # noqa: E731
       out.append(solvers.Solution(v=v.numpy().reshape(self.shape), value=one(sol.value),
@@ -287,6 +310,57 @@ class TaylorProblem:
       if progress is not None:
         progress(int(horizon), out[-1])
     return out
+
+  def _split(self, n: int, method: str):
+    """The separated part of the first n rounds of each dense neuron (``nta.hindsight.separation``), and the
+    data of the problem without it (the dropped classes' logits at −10³⁰: exactly zero probability in float64,
+    no infinities in the products); (None, the data) where nothing separates or for other problems."""
+    if self._separation is None or method != "newton":
+      return None, self._data
+    x, sens, y, valid = (t[:n] for t in self._separation)
+    splits = [separation_lib.split(x[valid], sens[..., p][valid], y[valid]) for p in range(self.problems)]
+    if all(s.direction is None for s in splits):
+      return None, self._data
+    base = self._data["base"][:n].numpy()
+    for p, s in enumerate(splits):
+      drop = np.zeros(base.shape[:3], bool)
+      drop[valid] = s.dropped
+      base[..., p] = np.where(drop, _DROPPED, base[..., p])
+    base = tf.concat([tf.constant(base), self._data["base"][n:]], 0)
+    return splits, dict(self._data, base=base)
+
+  def _push(self, v, sol, splits, n, tol):
+    """The minimiser v of each split neuron's problem moved out to v + λd (d the split's direction, λ doubling
+    from 1) until the full Taylor loss is within ``tol`` / 10 of that problem's minimum, its lower bound (dropping
+    classes only lowers a cross-entropy): the solution then holds the full loss's value there, ``separable`` set,
+    and the gradient norm of the problem solved, at its minimiser. (The full loss's gradient there is not a
+    measure of anything: it vanishes only at λ → ∞, and far out roundoff in d, 10⁻⁸ of it where ‖d‖ reaches 10⁶
+    on rare pixels, moves the other samples' z by λ times that.) A neuron that λd does not bring within
+    ``tol`` / 10 (a split that roundoff spoilt) keeps its lowest full value, not converged."""
+    reduced = np.atleast_1d(sol.value).astype(np.float64)
+    split_p = np.array([s.direction is not None for s in splits])
+    lam = np.ones(self.problems)
+    best_v, best_f = v, None
+    pending = split_p.copy()
+    for _ in range(64):
+      way = np.stack([np.zeros(self.site.K) if s.direction is None else step * s.direction
+                      for s, step in zip(splits, np.where(pending, lam, 0.0))], -1)
+      trial = v + tf.constant(way)
+      f = self._fun.value_grad(trial, n, self._data, self._shared)[0].numpy()
+      if best_f is None:
+        best_v, best_f = trial, f
+      lower = pending & (f <= best_f)
+      best_v, best_f = tf.where(tf.constant(lower[None, :]), trial, best_v), np.where(lower, f, best_f)
+      reached = split_p & (best_f <= reduced + 0.1 * tol)
+      # Along the way the separated losses fall while roundoff in the rest can only grow: a rise is final.
+      pending &= ~reached & ~(f > best_f)
+      if not pending.any():
+        break
+      lam = np.where(pending, 2.0 * lam, lam)
+    sol = sol._replace(value=np.where(split_p, best_f, reduced),
+                       converged=np.where(split_p, reached & sol.converged, sol.converged),
+                       separable=sol.separable | split_p)
+    return best_v, sol
 
   def _to_columns(self, per_problem):
     """A (P,) mask as a broadcastable mask over V's (K, C)."""

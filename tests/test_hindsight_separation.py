@@ -1,0 +1,70 @@
+"""Tests for nta.hindsight.separation: hand-made rounds with a known separated part, and random rounds against
+an independent LP over every (sample, wrong class) margin."""
+
+import numpy as np
+from scipy import optimize
+
+from nta.hindsight import separation
+
+
+def test_a_hand_made_split():
+  # Sample 0: every margin rises with z (σ = +1); sample 1's margins rise and fall with z (z stays 0: v₂ = 0);
+  # sample 2 does not depend on v. Along d = (1, 0) sample 0 alone separates; its class 1 ties with its label
+  # in the second case and stays.
+  x = np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+  y = np.array([0, 0, 1])
+  for c0, dropped0 in (([1.0, 0.0, 0.0], [False, True, True]), ([1.0, 1.0, 0.0], [False, False, True])):
+    c = np.array([c0, [1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    s = separation.split(x, c, y)
+    np.testing.assert_array_equal(s.separated, [True, False, False])
+    np.testing.assert_array_equal(s.dropped, [dropped0, [False] * 3, [False] * 3])
+    assert s.direction[0] >= 0.5 and abs(s.direction[1]) <= 1e-9 * abs(s.direction[0])
+  # A sample whose margins rise as z falls, on the same input direction: nothing separates.
+  x4 = np.vstack([x, [1.0, 0.0]])
+  c4 = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+  s = separation.split(x4, c4, np.array([0, 0, 1, 0]))
+  assert s.direction is None and not s.separated.any() and not s.dropped.any()
+
+
+def _dropped_by_pairs_lp(x, c, y):
+  """Every (s, o ≠ y_s) with margin rate r_so = (c_sy − c_so) x̃_s: maximise Σ t_so over d free, t_so ≤ r_so·d,
+  0 ≤ t ≤ 1 (so r·d ≥ 0 for every pair); the pairs with t = 1."""
+  rows, index = [], []
+  for s in range(len(y)):
+    for o in range(c.shape[1]):
+      if o != y[s] and c[s, y[s]] != c[s, o]:
+        rows.append((c[s, y[s]] - c[s, o]) * x[s])
+        index.append((s, o))
+  a = np.array(rows)
+  m, k = a.shape
+  res = optimize.linprog(np.concatenate([np.zeros(k), -np.ones(m)]), A_ub=np.hstack([-a, np.eye(m)]),
+                         b_ub=np.zeros(m), bounds=[(None, None)] * k + [(0, 1)] * m, method="highs")
+  assert res.status == 0
+  out = np.zeros(c.shape, bool)
+  for (s, o), t in zip(index, res.x[k:]):
+    out[s, o] = t > 0.5
+  return out
+
+
+def test_random_rounds_match_the_lp_over_every_margin():
+  rng = np.random.default_rng(0)
+  partial = 0
+  for trial in range(40):
+    samples, k = 14, 5
+    # Sensitivities with ties (small integers) and inputs with rare coordinates (zeros), as rectifier inputs.
+    c = rng.integers(-2, 3, (samples, 3)).astype(np.float64)
+    x = rng.random((samples, k)) * (rng.random((samples, k)) < 0.4)
+    x[:, -1] = 1.0  # the bias
+    y = rng.integers(0, 3, samples)
+    s = separation.split(x, c, y)
+    expected = _dropped_by_pairs_lp(x, c, y)
+    np.testing.assert_array_equal(s.dropped, expected, err_msg=f"trial {trial}")
+    np.testing.assert_array_equal(s.separated, expected.any(1))
+    assert (s.direction is None) == (not expected.any())
+    if s.direction is not None:
+      # Along d every dropped margin rises, and no other margin changes or falls.
+      rate = (c[np.arange(samples), y][:, None] - c) * (x @ s.direction)[:, None]
+      assert (rate[s.dropped] > 0).all()
+      assert np.abs(rate[~s.dropped]).max() <= 1e-7 * rate[s.dropped].max()
+      partial += 0 < s.separated.sum() < samples
+  assert partial >= 5  # the draw exercises partial separations
