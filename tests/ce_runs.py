@@ -154,12 +154,16 @@ def _materialised(rounds, layer, columns):
   return summed_cross_entropy(terms)
 
 
-def summed_cross_entropy(terms):
-  """v -> (Σ_n mean_b CE(f_n + G_n (v − w_n), y_n), gradient) for terms (G_n (B, p_L, D), w_n (D,), f_n, y_n)."""
+def summed_cross_entropy(terms, dropped=None):
+  """v -> (Σ_n mean_b CE(f_n + G_n (v − w_n), y_n), gradient) for terms (G_n (B, p_L, D), w_n (D,), f_n, y_n);
+  with ``dropped`` ((B, p_L) bool per term), those classes' logits at −∞."""
+  if dropped is None:
+    dropped = [np.zeros(f.shape, bool) for _, _, f, _ in terms]
+
   def fun(v):
     value, grad = 0.0, np.zeros_like(v)
-    for g, w, f, y in terms:
-      logits = f + g @ (v - w)
+    for (g, w, f, y), drop in zip(terms, dropped):
+      logits = np.where(drop, -np.inf, f + g @ (v - w))
       logits -= logits.max(1, keepdims=True)
       p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
       value -= np.mean(np.log(p[np.arange(len(y)), y]))

@@ -17,7 +17,7 @@ from nta.errors import NTAError
 from nta.hindsight import problem as ce_problem
 from nta.hindsight import records as ce_records
 
-from ce_runs import RUNS, TOL, _materialised, _zoo_fit
+from ce_runs import RUNS, TOL, _materialised, _zoo_fit, summed_cross_entropy
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
 import tolerances as tol
 
@@ -253,16 +253,7 @@ def _dropped_pairs(terms):
 
 def _reduced_minimum(terms, dropped, v0):
   """min_v Σ_n mean_b CE(f + G (v − w)) with the dropped classes' logits at −∞, by scipy from v0."""
-  def fun(v):
-    value, grad = 0.0, np.zeros_like(v)
-    for (g, w, f, y), drop in zip(terms, dropped):
-      logits = np.where(drop, -np.inf, f + g @ (v - w))
-      logits -= logits.max(1, keepdims=True)
-      p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-      value -= np.mean(np.log(p[np.arange(len(y)), y]))
-      p[np.arange(len(y)), y] -= 1
-      grad += np.einsum("bo,bod->d", p, g) / len(y)
-    return value, grad
+  fun = summed_cross_entropy(terms, dropped)
   res = optimize.minimize(fun, v0, jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-16,
                                                                          "maxiter": 20000})
   return res.fun
