@@ -26,6 +26,20 @@ def test_a_hand_made_split():
   assert s.direction is None and not s.separated.any() and not s.dropped.any()
 
 
+def test_a_sample_of_zero_input_neither_separates_nor_constrains(monkeypatch):
+  # A layer without bias: sample 3's input is 0, so its loss does not depend on v, whatever its rates (here
+  # they rise and fall). The same split by either LP form (the second is the first's fallback).
+  x = np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+  c = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [1.0, 0.0, 2.0]])
+  y = np.array([0, 0, 1, 0])
+  first = separation.split(x, c, y)
+  monkeypatch.setattr(separation, "_in_null_space", lambda equal, rows: None)
+  second = separation.split(x, c, y)
+  for s in (first, second):
+    np.testing.assert_array_equal(s.separated, [True, False, False, False])
+    assert s.direction[0] >= 0.5 and abs(s.direction[1]) <= 1e-9 * abs(s.direction[0])
+
+
 def _dropped_by_pairs_lp(x, c, y):
   """Every (s, o ≠ y_s) with margin rate r_so = (c_sy − c_so) x̃_s: maximise Σ t_so over d free, t_so ≤ r_so·d,
   0 ≤ t ≤ 1 (so r·d ≥ 0 for every pair); the pairs with t = 1."""

@@ -33,7 +33,7 @@ import scipy.linalg
 import scipy.optimize
 import scipy.sparse
 
-# Relative size below which a sensitivity difference or an LP residual is roundoff.
+# Relative size below which a difference of sensitivities is roundoff.
 _TINY = 1e-12
 
 
@@ -43,13 +43,16 @@ class Split:
 
   Attributes:
     dropped: (S, p_L) bool, the classes whose probability falls to 0 along ``direction`` (never a label).
-    separated: (S,) bool, the samples with a dropped class.
     direction: the LP's direction d (K,), along which the separated samples' losses fall to their limits and
       no other sample's loss changes; None where nothing separates (the loss has a minimiser).
   """
   dropped: np.ndarray
-  separated: np.ndarray
   direction: Optional[np.ndarray]
+
+  @property
+  def separated(self) -> np.ndarray:
+    """(S,) bool, the samples with a dropped class."""
+    return self.dropped.any(1)
 
 
 def split(x: np.ndarray, c: np.ndarray, y: np.ndarray) -> Split:
@@ -67,17 +70,19 @@ def split(x: np.ndarray, c: np.ndarray, y: np.ndarray) -> Split:
   samples = len(y)
   diff = c[np.arange(samples), y][:, None] - c  # margin rates c_sy − c_so (0 at o = y)
   tiny = _TINY * max(np.abs(diff).max(initial=0.0), np.finfo(np.float64).tiny)
-  rises, falls = (diff > tiny).any(1), (diff < -tiny).any(1)
+  # A sample with x̃_s = 0 (an all-zero input to a layer without bias) does not depend on v, like one whose
+  # rates are all zero.
+  moves = np.abs(x).max(1, initial=0.0) > 0.0
+  rises, falls = moves & (diff > tiny).any(1), moves & (diff < -tiny).any(1)
   sign = np.where(rises & ~falls, 1.0, -1.0)
   candidates = np.flatnonzero(rises ^ falls)
-  out = Split(np.zeros(c.shape, bool), np.zeros(samples, bool), None)
+  out = Split(np.zeros(c.shape, bool), None)
   if len(candidates):
     found = _max_support(x[rises & falls], x[candidates] * sign[candidates, None])
     if found is not None:
       d, rate = found
       new = candidates[rate >= 0.5]  # the LP's t_s = min(1, rate) at its optimum: 1 where separated
       out.direction = d
-      out.separated[new] = True
       out.dropped[new] = sign[new, None] * diff[new] > tiny
   return out
 
