@@ -571,7 +571,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
         way = tf.where(tf.constant(ask[:, None]), x - x0, tf.zeros_like(x))
         follow = ask & np.asarray(recedes(way, *args), bool)
         if follow.any():
-          x, f, g, aux = _follow(evaluate, x, f, g, aux, way, follow)
+          x, f, g, aux = follow_way(evaluate, x, f, g, aux, way, follow)
           gnorm = np.where(follow, _norms(g / metric), gnorm)
           separable |= follow
           followed |= follow
@@ -592,11 +592,12 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
                   separable=separable)
 
 
-def _follow(evaluate, x, f, g, aux, way, follow):
-  """From x along ``way`` where ``follow``, by steps doubling from 1 while the value decreases (at most 2⁶⁰):
-  the lowest point found, (x, f, g, aux)."""
+def follow_way(evaluate: Callable, x, f, g, aux, way, where):
+  """From x along ``way`` (P, D) where ``where`` (P,), by steps doubling from 1 while the value decreases (at most
+  2⁶⁰): the lowest point found, (x, f, g, aux). ``evaluate(x) -> (f (P,) numpy, g (P, D), aux)``, aux with
+  the problems on its last axis; (f, g, aux) at x."""
   best = (f.copy(), g, aux, np.zeros(len(f)))
-  going = follow.copy()
+  going = where.copy()
   alpha = 1.0
   for _ in range(61):
     f_try, g_try, aux_try = evaluate(x + tf.constant(np.where(going, alpha, 0.0)[:, None]) * way)

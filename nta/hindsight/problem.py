@@ -192,16 +192,9 @@ class TaylorProblem:
     data["weight"] = tf.constant(np.where(valid, 1.0 / a["batch"][:, None], 0.0))
     self._data, self._shared = data, shared
     # A dense neuron's rounds are split into their separated part and a problem with a minimiser
-    # (``nta.hindsight.separation``): its samples' inputs, logit sensitivities and labels, in float64.
-    self._separation = None
-    if units is not None and kind == "input" and site.kind == "dense":
-      node = site.graph_node()
-      xs = site.op.augmented_input(node, tf.reshape(tf.cast(data["x"], tf.float64), [-1, site.fan_in]))
-      if "j" in data:
-        sens = tf.cast(data["j"], tf.float64)[:, :, :, 0, :]  # (R, B, p_L, P)
-      else:  # the output layer: neuron u moves its own logit only
-        sens = tf.broadcast_to(tf.cast(shared["e"], tf.float64), [rounds, batch, *shared["e"].shape])
-      self._separation = (tf.reshape(xs, [rounds, batch, -1]).numpy(), sens.numpy(), a["y"], valid)
+    # (``nta.hindsight.separation``, Newton only; its float64 inputs built at the first split).
+    self._splits = units is not None and kind == "input" and site.kind == "dense"
+    self._split_inputs = None
     self._shape = (site.K, c)
     self.shape = (site.K,) if single else self._shape
     # d from diag(Σ ω GᵀG) (``_diagonal`` without softmax probabilities) over every loaded round.
@@ -315,9 +308,11 @@ class TaylorProblem:
     """The separated part of the first n rounds of each dense neuron (``nta.hindsight.separation``), and the
     data of the problem without it (the dropped classes' logits at −10³⁰: exactly zero probability in float64,
     no infinities in the products); (None, the data) where nothing separates or for other problems."""
-    if self._separation is None or method != "newton":
+    if not self._splits or method != "newton":
       return None, self._data
-    x, sens, y, valid = (t[:n] for t in self._separation)
+    if self._split_inputs is None:
+      self._split_inputs = self._separation_inputs()
+    x, sens, y, valid = (t[:n] for t in self._split_inputs)
     splits = [separation_lib.split(x[valid], sens[..., p][valid], y[valid]) for p in range(self.problems)]
     if all(s.direction is None for s in splits):
       return None, self._data
@@ -329,38 +324,46 @@ class TaylorProblem:
     base = tf.concat([tf.constant(base), self._data["base"][n:]], 0)
     return splits, dict(self._data, base=base)
 
+  def _separation_inputs(self):
+    """Every loaded sample's augmented input (R, B, K) and logit sensitivities to its neurons (R, B, p_L, P), in
+    float64, with the labels and where a sample is recorded (R, B), numpy."""
+    data, site = self._data, self.site
+    rounds, batch = data["y"].shape
+    xs = site.op.augmented_input(site.graph_node(), tf.reshape(tf.cast(data["x"], tf.float64), [-1, site.fan_in]))
+    if "j" in data:
+      sens = tf.cast(data["j"], tf.float64)[:, :, :, 0, :]
+    else:  # the output layer: neuron u moves its own logit only
+      e = self._shared["e"]
+      sens = tf.broadcast_to(tf.cast(e, tf.float64), [rounds, batch, *e.shape])
+    return (tf.reshape(xs, [rounds, batch, -1]).numpy(), sens.numpy(), data["y"].numpy(),
+            data["weight"].numpy() > 0.0)
+
   def _push(self, v, sol, splits, n, tol):
     """The minimiser v of each split neuron's problem moved out to v + λd (d the split's direction, λ doubling
-    from 1) until the full Taylor loss is within ``tol`` / 10 of that problem's minimum, its lower bound (dropping
-    classes only lowers a cross-entropy): the solution then holds the full loss's value there, ``separable`` set,
-    and the gradient norm of the problem solved, at its minimiser. (The full loss's gradient there is not a
+    from 1 while the full Taylor loss decreases), converged where that loss is then within ``tol`` / 10 of the
+    problem's minimum, its lower bound (dropping classes only lowers a cross-entropy): the solution then holds
+    the full loss's value there, ``separable`` set, and the gradient norm of the problem solved, at its minimiser. (The full loss's gradient there is not a
     measure of anything: it vanishes only at λ → ∞, and far out roundoff in d, 10⁻⁸ of it where ‖d‖ reaches 10⁶
     on rare pixels, moves the other samples' z by λ times that.) A neuron that λd does not bring within
     ``tol`` / 10 (a split that roundoff spoilt) keeps its lowest full value, not converged."""
     reduced = np.atleast_1d(sol.value).astype(np.float64)
     split_p = np.array([s.direction is not None for s in splits])
-    lam = np.ones(self.problems)
-    best_v, best_f = v, None
-    pending = split_p.copy()
-    for _ in range(64):
-      way = np.stack([np.zeros(self.site.K) if s.direction is None else step * s.direction
-                      for s, step in zip(splits, np.where(pending, lam, 0.0))], -1)
-      trial = v + tf.constant(way)
-      f = self._fun.value_grad(trial, n, self._data, self._shared)[0].numpy()
-      if best_f is None:
-        best_v, best_f = trial, f
-      lower = pending & (f <= best_f)
-      best_v, best_f = tf.where(tf.constant(lower[None, :]), trial, best_v), np.where(lower, f, best_f)
-      reached = split_p & (best_f <= reduced + 0.1 * tol)
-      # Along the way the separated losses fall while roundoff in the rest can only grow: a rise is final.
-      pending &= ~reached & ~(f > best_f)
-      if not pending.any():
-        break
-      lam = np.where(pending, 2.0 * lam, lam)
+    fun = self._fun
+
+    def evaluate(x):
+      f, g, probs = fun.value_grad(fun.to_v(x, v), n, self._data, self._shared)
+      return f.numpy(), fun.to_x(g), probs
+
+    # Along the way the separated losses fall while roundoff in the rest can only grow: doubling λ while the
+    # full loss decreases (``nta.solvers.follow_way``) ends where it is lowest.
+    way = np.stack([np.zeros(self.site.K) if s.direction is None else s.direction for s in splits])
+    x = fun.to_x(v)
+    x, best_f, _, _ = solvers.follow_way(evaluate, x, *evaluate(x), tf.constant(way), split_p)
+    reached = split_p & (best_f <= reduced + 0.1 * tol)
     sol = sol._replace(value=np.where(split_p, best_f, reduced),
                        converged=np.where(split_p, reached & sol.converged, sol.converged),
                        separable=sol.separable | split_p)
-    return best_v, sol
+    return fun.to_v(x, v), sol
 
   def _to_columns(self, per_problem):
     """A (P,) mask as a broadcastable mask over V's (K, C)."""
