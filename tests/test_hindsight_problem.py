@@ -17,7 +17,7 @@ from nta.errors import NTAError
 from nta.hindsight import problem as ce_problem
 from nta.hindsight import records as ce_records
 
-from ce_runs import RUNS, TOL, _materialised, _zoo_fit, summed_cross_entropy
+from ce_runs import RUNS, TOL, _materialised, _zoo_fit, separated_rows, summed_cross_entropy
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
 import tolerances as tol
 
@@ -241,13 +241,8 @@ def _dropped_pairs(terms):
   dropped = [np.zeros(f.shape, bool) for _, _, f, _ in terms]
   if not rows:  # a neuron inactive on every sample
     return dropped
-  a = np.array(rows)
-  m, k = a.shape
-  res = optimize.linprog(np.concatenate([np.zeros(k), -np.ones(m)]), A_ub=np.hstack([-a, np.eye(m)]),
-                         b_ub=np.zeros(m), bounds=[(None, None)] * k + [(0, 1)] * m, method="highs")
-  assert res.status == 0
-  for (i, b, o), t in zip(index, res.x[k:]):
-    dropped[i][b, o] = t > 0.5
+  for (i, b, o), t in zip(index, separated_rows(rows)):
+    dropped[i][b, o] = t
   return dropped
 
 
