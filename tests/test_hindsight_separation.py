@@ -78,3 +78,20 @@ def test_random_rounds_match_the_lp_over_every_margin():
       assert np.abs(rate[~s.dropped]).max() <= 1e-7 * rate[s.dropped].max()
       partial += 0 < s.separated.sum() < samples
   assert partial >= 5  # the draw exercises partial separations
+
+
+def test_the_null_space_is_scipys_from_a_smaller_svd():
+  # Wide and tall matrices with columns that are zero in every row (a tall one of rank below its width too):
+  # the same subspace as scipy's null space of the whole matrix, by an orthonormal basis.
+  import scipy.linalg
+  rng = np.random.default_rng(3)
+  for rows, cols, zero, rank in ((5, 12, 3, 5), (40, 12, 2, 10), (40, 12, 0, 12), (40, 12, 12, 0), (0, 4, 0, 0)):
+    a = rng.standard_normal((rows, rank)) @ rng.standard_normal((rank, cols))
+    a[:, rng.permutation(cols)[:zero]] = 0.0
+    basis = separation.null_space(a)
+    want = scipy.linalg.null_space(a, rcond=1e-10) if rows else np.eye(cols)
+    assert basis.shape == want.shape
+    np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-12)
+    np.testing.assert_allclose(basis @ basis.T, want @ want.T, atol=1e-10)
+    if basis.size:
+      np.testing.assert_allclose(a @ basis, 0.0, atol=1e-10)

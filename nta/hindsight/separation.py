@@ -133,9 +133,31 @@ def _unit_rows(a: np.ndarray) -> np.ndarray:
   return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
+def null_space(a: np.ndarray, rcond: float = 1e-10) -> np.ndarray:
+  """An orthonormal basis (K, k') of {d : a d = 0}, ``scipy.linalg.null_space``'s (singular values ≤ ``rcond``
+  times the largest count as zero), from a smaller SVD: a column that is zero in every row is its own basis
+  vector (rare pixels: never lit in the samples that must stay bounded), and of the rest, a tall matrix is
+  reduced to its triangular QR factor first (the same singular values and null space). The SVD of the tall
+  matrix itself computed its S × S left factor: 6.6 s in place of 0.8 s at S = 5,000 samples of 785 inputs,
+  most of a first-layer neuron's split."""
+  a = np.asarray(a, np.float64)
+  size = a.shape[1]
+  used = np.abs(a).max(0, initial=0.0) > 0.0
+  free = np.eye(size)[:, ~used]
+  sub = a[:, used]
+  if len(sub) > sub.shape[1]:
+    sub = scipy.linalg.qr(sub, mode="r", check_finite=False)[0][:sub.shape[1]]
+  inner = np.zeros((size, 0))
+  if sub.size:
+    part = scipy.linalg.null_space(sub, rcond=rcond)
+    inner = np.zeros((size, part.shape[1]))
+    inner[used] = part
+  return np.concatenate([free, inner], 1)
+
+
 def _in_null_space(equal: np.ndarray, rows: np.ndarray):
   if len(equal):
-    basis = scipy.linalg.null_space(equal, rcond=1e-10)  # (K, k'): d = basis w, orthonormal
+    basis = null_space(equal)  # (K, k'): d = basis w, orthonormal
     if basis.shape[1] == 0:
       return None
   else:
