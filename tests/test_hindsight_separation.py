@@ -2,6 +2,7 @@
 an independent LP over every (sample, wrong class) margin."""
 
 import numpy as np
+import pytest
 
 from nta.hindsight import separation
 
@@ -56,7 +57,11 @@ def _dropped_by_pairs_lp(x, c, y):
   return out
 
 
-def test_random_rounds_match_the_lp_over_every_margin():
+@pytest.mark.parametrize("form", ["primal", "dual"])
+def test_random_rounds_match_the_lp_over_every_margin(monkeypatch, form):
+  # "dual": the support LP's dual alone (the primal LP, in the null space and with equalities, made to fail).
+  if form == "dual":
+    monkeypatch.setattr(separation, "_support_lp", lambda a, equal=None: None)
   rng = np.random.default_rng(0)
   partial = 0
   for trial in range(40):

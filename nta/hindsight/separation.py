@@ -93,9 +93,10 @@ def _max_support(equal: np.ndarray, rows: np.ndarray):
   numerical difficulty), and the rates r̂ d; None where only d = 0 or the LP fails.
 
   First in the equalities' null space (d = Bw, B orthonormal: an LP over the inequalities only, ~0.1 s for a
-  first-layer neuron of the classifier); where that fails (rows nearly dependent once projected: HiGHS in
-  numerical difficulty, or an optimum with ‖d‖ ~ 10¹³ at roundoff), with the equalities as constraints
-  (~1 s)."""
+  first-layer neuron of the classifier); where HiGHS's simplex fails on it (numerical difficulty at once, on an
+  LP of 20 rows: the classifier's first-layer neuron 1 at N = 6-10), by the same LP's dual, whose equality
+  multipliers are w (~0.01 s); where both fail (rows nearly dependent once projected, or an optimum with
+  ‖d‖ ~ 10¹³ at roundoff), with the equalities as constraints (~1 s)."""
   for method in (_in_null_space, _with_equalities):
     found = method(equal, rows)
     if found is None:
@@ -127,6 +128,22 @@ def _support_lp(a: np.ndarray, equal=None):
   if res.status != 0 or -res.fun < 0.5:
     return None
   return res.x[:n]
+
+
+def _support_dual(a: np.ndarray):
+  """``_support_lp``'s w (without equalities) from its dual, min Σ μ over λ, μ ≥ 0 with λ + μ ≥ 1 and aᵀλ = 0 (a
+  positive combination of the rows that vanishes: the rows that cannot rise); w is the multiplier of aᵀλ = 0,
+  taken with the sign that makes a w ≥ 0. None where the LP fails or finds nothing."""
+  n, m = a.shape[1], len(a)
+  sparse = scipy.sparse
+  res = scipy.optimize.linprog(np.concatenate([np.zeros(m), np.ones(m)]),
+                               A_ub=sparse.hstack([-sparse.eye(m), -sparse.eye(m)], "csr"), b_ub=-np.ones(m),
+                               A_eq=sparse.hstack([sparse.csr_matrix(a.T), sparse.csr_matrix((n, m))], "csr"),
+                               b_eq=np.zeros(n), bounds=[(0.0, None)] * (2 * m), method="highs")
+  if res.status != 0 or res.fun < 0.5:  # the dual optimum is the primal's, Σ t
+    return None
+  w = res.eqlin.marginals
+  return w if (a @ w).sum() > 0 else -w
 
 
 def _unit_rows(a: np.ndarray) -> np.ndarray:
@@ -170,6 +187,8 @@ def _in_null_space(equal: np.ndarray, rows: np.ndarray):
     return None
   a = _unit_rows(a[keep])
   w = _support_lp(a)
+  if w is None:  # HiGHS's simplex in numerical difficulty on the primal: its dual
+    w = _support_dual(a)
   if w is None:
     return None
   rate = np.zeros(len(rows))
