@@ -63,16 +63,27 @@ def _densenet(dtype):
                            keras.layers.Dense(3, dtype=dtype, name="logits")], name="tinydense")
 
 
-def _split(shape, seed=0, n=N_EXAMPLES):
+def _widenet(dtype):
+  # 48 sparse inputs (a tenth lit, as rare pixels): rounds of 32 samples whose inputs are independent at first,
+  # and later some samples that light an input no other does.
+  return keras.Sequential([keras.Input((48,), dtype=dtype),
+                           keras.layers.Dense(4, activation="relu", dtype=dtype, name="hidden"),
+                           keras.layers.Dense(3, dtype=dtype, name="logits")], name="tinywide")
+
+
+def _split(shape, seed=0, n=N_EXAMPLES, lit=1.0):
   rng = np.random.default_rng(seed)
-  return data.Split(rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, 3, n), "random/train", 3)
+  x, y = rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, 3, n)
+  if lit < 1.0:  # drawn after the rest: the other nets' data stay as they were
+    x = np.where(rng.random(x.shape) < lit, x, 0).astype(np.uint8)
+  return data.Split(x, y, "random/train", 3)
 
 
 def _fit(workdir, build, dtype, recorders, epochs=EPOCHS, callbacks=(), loss="cross_entropy", lr=0.5):
   keras.utils.set_random_seed(0)
   net = build(dtype)
   spec = models.inspect(net)
-  split = _split((8, 8, 2) if build is _convnet else (12,))
+  split = _split(tuple(net.input_shape[1:]), lit=0.1 if build is _widenet else 1.0)
 
   def dataset_fn(initial_epoch):
     ds = data.train_dataset(split, BATCH, 0, epochs, initial_epoch, input_shape=spec.input_shape)
@@ -96,6 +107,7 @@ RUNS = {  # name: (net, dtype, recorder options)
     "conv32_replay_every2": (_convnet, "float32", {"representations": {0: "tensor", 1: "jacobian", 2: "jacobian"},
                                                    "record_every": 2, "replay": True}),
     "dense32_replay": (_densenet, "float32", {"replay": True}),
+    "wide64": (_widenet, "float64", {"replay": False}),
 }
 
 

@@ -16,6 +16,7 @@ from nta import taylor
 from nta.errors import NTAError
 from nta.hindsight import problem as ce_problem
 from nta.hindsight import records as ce_records
+from nta.hindsight import separation
 
 from ce_runs import RUNS, TOL, _materialised, _zoo_fit, separated_rows, summed_cross_entropy
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
@@ -66,7 +67,8 @@ def test_objective_from_records_equals_reference_sum(runs, name):
                                 ("identity", "input")},
               "conv32_replay_every2": {("tensor", "matrix"), ("jacobian", "input"), ("jacobian", "matrix"),
                                        ("identity", "input")},
-              "dense32_replay": {("jacobian", "input"), ("identity", "input")}}[name]
+              "dense32_replay": {("jacobian", "input"), ("identity", "input")},
+              "wide64": {("jacobian", "input"), ("identity", "input")}}[name]
   assert checked == expected
 
 
@@ -279,3 +281,50 @@ def test_a_partially_separable_dense_neuron_is_solved_to_its_infimum(runs):
       infimum = _reduced_minimum(terms, dropped, sol.v[:, i])
       assert infimum - 1e-10 <= sol.value[i] <= infimum + 2e-8, (n, unit, sol.value[i] - infimum)
   assert split >= 5
+
+
+def _layer_terms(states, horizon, layer):
+  """``_neuron_terms`` of a whole layer: G (B, p_L, K·C) and W^n (K·C,) flattened as V (K, C) is."""
+  terms = []
+  for step, state in states.items():
+    if step < horizon:
+      g = taylor.jacobian_tensor(state, layer, method="jacobian").numpy()
+      w = taylor.augment(state.spec.layers[layer], *state.weights[layer]).numpy()
+      terms.append((g.reshape(*g.shape[:2], -1), w.reshape(-1), state.output.numpy(), np.asarray(state.y).reshape(-1)))
+  return terms
+
+
+def test_a_dense_layer_whose_samples_move_alone_is_solved_to_its_infimum(runs, monkeypatch):
+  # The wide net's hidden layer (49 × 4 weights) over rounds of 32 sparse samples: over the first round every
+  # sample's input is outside the others' span, later some samples light an input no other does, and from the
+  # second epoch on (the same inputs again) none. Such a sample's h = Vᵀx̃ moves alone, so its loss falls to
+  # its own infimum (here 0: its margins can all be raised) whatever the rest do. The layer's value at every
+  # horizon: the full Taylor loss at the point returned, within the tolerance of the infimum computed
+  # independently (an LP over every margin of the reference G, then scipy on what remains).
+  workdir, _, _, _, _, states, _ = runs("wide64")
+  records = ce_records.load_records(workdir)
+  counts = []
+  private = separation.private
+
+  def spy(*args, **kwargs):
+    out = private(*args, **kwargs)
+    counts.append((int(out.private.sum()), len(out.private)))
+    return out
+  monkeypatch.setattr(separation, "private", spy)
+  sols = ce_problem.load(records, 0).solve(range(1, 7), tol=1e-8, method="newton")
+  alone = [c for c, _ in counts]
+  assert alone[0] == counts[0][1] == 32 and any(0 < c < s for c, s in counts) and alone[-1] == 0, counts
+  for n, sol in zip(range(1, 7), sols):
+    terms = _layer_terms(states, n, 0)
+    full, _ = _reference(states, 1, n, 0, None, sol.v)
+    np.testing.assert_allclose(sol.value, full, rtol=1e-10, atol=1e-12)
+    infimum = _reduced_minimum(terms, _dropped_pairs(terms), sol.v.reshape(-1))
+    assert sol.converged and infimum - 1e-10 <= sol.value <= infimum + 2e-8, (n, sol.value - infimum)
+    # Reported without a minimiser only where the LP finds one missing (the certificate is one-sided).
+    assert not sol.separable or any(d.any() for d in _dropped_pairs(terms)), n
+    if n == 1:
+      first = infimum
+  # Every sample alone: the infimum is reached without a Newton iteration (which would approach it one e-fold
+  # at a time where samples separate).
+  once = ce_problem.load(records, 0).solve([1], tol=1e-8, max_iter=1, method="newton")[0]
+  assert once.converged and once.iterations == 0 and abs(once.value - first) <= 2e-8, once

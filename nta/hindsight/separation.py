@@ -21,6 +21,9 @@ solved first (d in their null space), which leaves the LP its inequalities only.
 first-layer neurons (``benchmarks/ce_solve_bench.py``) are partially separable at every horizon: Newton on the
 original loss creeps towards the infimum one e-fold per step (rare pixels: directions along which the margins
 grow slowly), and its gradient test stopped up to 1.3·10⁻² above it.
+
+``private`` serves a dense layer at the layer scale: the samples whose input is outside the span of the
+others' move alone, so each reaches its own infimum (a problem over its logits' span, split the same way).
 """
 
 from __future__ import annotations
@@ -200,3 +203,120 @@ def _with_equalities(equal: np.ndarray, rows: np.ndarray):
   a = _unit_rows(rows)
   d = _support_lp(a, _unit_rows(equal) if len(equal) else None)
   return None if d is None else (d, a @ d)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A dense layer at the layer scale: samples that move alone.
+
+
+@dataclasses.dataclass
+class Private:
+  """The samples of a dense layer's rounds that move alone, and each one's infimum.
+
+  At the layer scale sample s's logits are base_s + J_s h_s with h_s = Vᵀx̃_s (J_s the round's clamped map from
+  the layer's units to the logits). Where x̃_s is not in the span of the other samples' inputs (its leverage in
+  X̃ is 1: always while the samples are fewer than the independent inputs, e.g. the classifier's first layer over
+  its first 4 rounds of 128 digits, and for digits with a pixel no other lights), some direction of V moves
+  h_s alone, by any amount: the summed loss is then Σ_private ω_s inf_h CE(base_s + J_s h, y_s) plus the loss
+  of the other samples, minimised over V independently. Each private sample's infimum is a problem in its
+  logits' span: its classes that some h raises against every other margin it keeps (the maximum-support LP of
+  ``split``, over the rows J_sy − J_so) fall to 0 probability, and what remains has a minimiser.
+
+  Attributes:
+    private: (S,) bool.
+    value: (S,) inf_h CE(base_s + J_s h, y_s) of each private sample (0 elsewhere).
+    h: (S, C) a minimiser of each private sample's loss without its dropped classes (0 elsewhere).
+    way: (S, C) a direction of h raising each private sample's dropped classes' margins strictly and keeping
+      its others (0 where none is dropped, and for the other samples).
+    dropped: (S, p_L) bool, the classes whose probability falls to 0 along ``way``.
+    solve: E (S, C) zero off the private rows -> a D (K, C) with X̃ D = E.
+  """
+  private: np.ndarray
+  value: np.ndarray
+  h: np.ndarray
+  way: np.ndarray
+  dropped: np.ndarray
+  solve: object
+
+
+def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cache: Optional[dict] = None,
+            keys=None) -> Private:
+  """The private samples of a dense layer's rounds and their infima.
+
+  Args:
+    x: (S, K) the samples' augmented inputs x̃_s (samples of zero weight left out).
+    jac: (S, p_L, C) their clamped maps J_s from the layer's units to the logits.
+    base: (S, p_L) their logits at V = 0.
+    y: (S,) their labels.
+    cache: optional dict of per-sample infima by ``keys`` (S,) (a sample's own problem does not depend on the
+      horizon, only whether it is private does).
+  """
+  x = np.asarray(x, np.float64)
+  samples, width = len(y), jac.shape[-1]
+  if samples == 0:
+    return Private(np.zeros(0, bool), np.zeros(0), np.zeros((0, width)), np.zeros((0, width)),
+                   np.zeros(base.shape, bool), lambda e: np.zeros((x.shape[1], width)))
+  u, s, wt = scipy.linalg.svd(x, full_matrices=False, check_finite=False)
+  rank = int((s > 1e-10 * s[0]).sum()) if s.size and s[0] > 0 else 0
+  u, s, wt = u[:, :rank], s[:rank], wt[:rank]
+  # Leverage 1: x̃_s has a component orthogonal to every other sample's (numerically, to 10⁻⁹).
+  alone = (u * u).sum(1) > 1.0 - 1e-9
+  value, h, way = np.zeros(samples), np.zeros((samples, width)), np.zeros((samples, width))
+  dropped = np.zeros(base.shape, bool)
+  cache = {} if cache is None else cache
+  for i in np.flatnonzero(alone):
+    key = None if keys is None else keys[i]
+    if key is None or key not in cache:
+      found = sample_infimum(jac[i], base[i], int(y[i]))
+      if key is None:
+        value[i], h[i], way[i], dropped[i] = found
+        continue
+      cache[key] = found
+    value[i], h[i], way[i], dropped[i] = cache[key]
+
+  def solve(e):
+    # The pseudo-inverse: exact for rows that are private (their part orthogonal to the others' carries them).
+    return wt.T @ ((u.T @ e) / s[:, None])
+
+  return Private(alone, value, h, way, dropped, solve)
+
+
+def sample_infimum(jac: np.ndarray, base: np.ndarray, label: int):
+  """inf_h CE(base + J h, label) of one sample whose h is free: (value, a minimiser h without the dropped
+  classes, the direction raising their margins, dropped (p_L,) bool)."""
+  rows = jac[label][None, :] - jac  # margin rates J_y − J_o per unit of h (0 at o = label)
+  norms = np.linalg.norm(rows, axis=1)
+  moving = norms > _TINY * max(norms.max(initial=0.0), np.finfo(np.float64).tiny)
+  dropped = np.zeros(len(base), bool)
+  way = np.zeros(jac.shape[1])
+  if moving.any():
+    found = _max_support(np.zeros((0, jac.shape[1])), rows[moving])
+    if found is not None:
+      way, rate = found
+      dropped[np.flatnonzero(moving)[rate >= 0.5]] = True
+  live = ~dropped
+  if live.sum() == 1:  # every wrong class dropped: the loss falls to 0
+    return 0.0, np.zeros(jac.shape[1]), way, dropped
+  j, b = jac[live], base[live]
+  at = int(np.flatnonzero(np.flatnonzero(live) == label)[0])
+
+  def fun(h):
+    z = b + j @ h
+    top = z.max()
+    e = np.exp(z - top)
+    total = e.sum()
+    p = e / total
+    p[at] -= 1.0
+    return top + np.log(total) - z[at], j.T @ p
+
+  def hess(h):
+    z = b + j @ h
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return j.T @ ((np.diag(p) - np.outer(p, p)) @ j)
+
+  # What remains has a minimiser (its margins cannot all be raised); the Hessian is singular along the
+  # directions that change no margin, which the trust region handles.
+  res = scipy.optimize.minimize(fun, np.zeros(jac.shape[1]), jac=True, hess=hess, method="trust-exact",
+                                options={"gtol": 1e-13, "maxiter": 500})
+  return float(res.fun), res.x, way, dropped
