@@ -60,8 +60,9 @@ values within the tolerance of the unsplit solve's (from 9·10⁻⁷ below to 9�
 layer scale has its *private* samples solved alone (``nta.hindsight.separation.private``: an input outside
 the span of the other samples' lets V move that sample's h = Vᵀx̃ alone, so its loss reaches its own
 infimum whatever the rest do); Newton solves the other samples' problem, the private samples are then placed
-at their minima and moved out along their ways, and the value is checked against the two parts' minima
-summed as above. The classifier's first layer (25,120 weights) over its first 4 rounds of 128 digits (every
+at their minima and moved out along their ways, and the value is checked against the private infima plus
+the rest's solved value (the rest itself is not split: where it is partially separable, its value is Newton's
+as before). The classifier's first layer (25,120 weights) over its first 4 rounds of 128 digits (every
 input independent of the others'): infimum 0, reached without a Newton iteration, where Newton alone had
 reported N = 3 converged at 0.0126 (383 of the 384 digits driven to zero loss, the last creeping, along
 directions of V of norm 10⁷ that diagonally preconditioned CG does not find) after 39 iterations and 18 s.
@@ -376,8 +377,11 @@ class TaylorProblem:
 
   def _place_private(self, v, sol, private, n, tol):
     """The optimum v of the other samples' problem with each private sample's h moved to its own minimiser
-    (a direction of V that moves it alone) and then out along its way (``_push``): converged where the full loss
-    comes within ``tol`` / 10 of the two parts' minima summed, a lower bound of its infimum."""
+    (a direction of V that moves it alone) and then out along its way (``_push``): converged where the other
+    samples' solve converged and the full loss comes within ``tol`` / 10 of the private samples' infima plus
+    that solve's value (a lower bound of the infimum as far as that solve is the other samples' minimum, which
+    at the layer scale nothing splits further: its ``converged`` is Newton's). Roundoff in the pseudo-inverse
+    that moves other samples too shows as a full loss above that sum (not converged)."""
     alone, valid = private
     rows = alone.private[:, None]
     x = self._split_inputs[0][:n][valid]

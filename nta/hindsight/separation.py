@@ -266,13 +266,15 @@ def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cac
   cache = {} if cache is None else cache
   for i in np.flatnonzero(alone):
     key = None if keys is None else keys[i]
-    if key is None or key not in cache:
+    found = cache.get(key) if key is not None else None
+    if found is None:
       found = sample_infimum(jac[i], base[i], int(y[i]))
-      if key is None:
-        value[i], h[i], way[i], dropped[i] = found
-        continue
-      cache[key] = found
-    value[i], h[i], way[i], dropped[i] = cache[key]
+      if key is not None:
+        cache[key] = found
+    if found is None or found[0] is None:  # its own problem unsolved: left to Newton with the rest
+      alone[i] = False
+      continue
+    value[i], h[i], way[i], dropped[i] = found
 
   def solve(e):
     # The pseudo-inverse: exact for rows that are private (their part orthogonal to the others' carries them).
@@ -283,7 +285,8 @@ def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cac
 
 def sample_infimum(jac: np.ndarray, base: np.ndarray, label: int):
   """inf_h CE(base + J h, label) of one sample whose h is free: (value, a minimiser h without the dropped
-  classes, the direction raising their margins, dropped (p_L,) bool)."""
+  classes, the direction raising their margins, dropped (p_L,) bool); value None where the minimisation of
+  what remains did not converge (its gradient above 10⁻¹⁰)."""
   rows = jac[label][None, :] - jac  # margin rates J_y − J_o per unit of h (0 at o = label)
   norms = np.linalg.norm(rows, axis=1)
   moving = norms > _TINY * max(norms.max(initial=0.0), np.finfo(np.float64).tiny)
@@ -319,4 +322,6 @@ def sample_infimum(jac: np.ndarray, base: np.ndarray, label: int):
   # directions that change no margin, which the trust region handles.
   res = scipy.optimize.minimize(fun, np.zeros(jac.shape[1]), jac=True, hess=hess, method="trust-exact",
                                 options={"gtol": 1e-13, "maxiter": 500})
+  if not np.isfinite(res.fun) or np.linalg.norm(fun(res.x)[1]) > 1e-10:
+    return None, res.x, way, dropped
   return float(res.fun), res.x, way, dropped
