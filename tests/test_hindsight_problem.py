@@ -217,15 +217,18 @@ def test_a_horizon_without_new_recorded_rounds_repeats_the_solution_before_it(ru
   assert not np.array_equal(sols[2].value, sols[0].value)
 
 
-def _neuron_terms(states, horizon, layer, unit):
+def _neuron_terms(states, horizon, layer, unit=None):
   """(G (B, p_L, K), W^n (K,), f^n (B, p_L), y^n) of one neuron per round before ``horizon``, by A.5's reference
-  G."""
+  G; of the whole layer without ``unit``: G (B, p_L, K·C) and W^n (K·C,), flattened as V (K, C) is."""
   terms = []
   for step, state in states.items():
     if step < horizon:
-      g = taylor.jacobian_tensor(state, layer, method="jacobian").numpy()[..., unit]
-      w = taylor.augment(state.spec.layers[layer], *state.weights[layer]).numpy()[:, unit]
-      terms.append((g.reshape(*g.shape[:2], -1), w, state.output.numpy(), np.asarray(state.y).reshape(-1)))
+      g = taylor.jacobian_tensor(state, layer, method="jacobian").numpy()
+      w = taylor.augment(state.spec.layers[layer], *state.weights[layer]).numpy()
+      if unit is not None:
+        g, w = g[..., unit], w[:, unit]
+      terms.append((g.reshape(*g.shape[:2], -1), w.reshape(-1), state.output.numpy(),
+                    np.asarray(state.y).reshape(-1)))
   return terms
 
 
@@ -283,17 +286,6 @@ def test_a_partially_separable_dense_neuron_is_solved_to_its_infimum(runs):
   assert split >= 5
 
 
-def _layer_terms(states, horizon, layer):
-  """``_neuron_terms`` of a whole layer: G (B, p_L, K·C) and W^n (K·C,) flattened as V (K, C) is."""
-  terms = []
-  for step, state in states.items():
-    if step < horizon:
-      g = taylor.jacobian_tensor(state, layer, method="jacobian").numpy()
-      w = taylor.augment(state.spec.layers[layer], *state.weights[layer]).numpy()
-      terms.append((g.reshape(*g.shape[:2], -1), w.reshape(-1), state.output.numpy(), np.asarray(state.y).reshape(-1)))
-  return terms
-
-
 def test_a_dense_layer_whose_samples_move_alone_is_solved_to_its_infimum(runs, monkeypatch):
   # The wide net's hidden layer (49 × 4 weights) over rounds of 32 sparse samples: over the first round every
   # sample's input is outside the others' span, later some samples light an input no other does, and from the
@@ -315,13 +307,14 @@ def test_a_dense_layer_whose_samples_move_alone_is_solved_to_its_infimum(runs, m
   alone = [c for c, _ in counts]
   assert alone[0] == counts[0][1] == 32 and any(0 < c < s for c, s in counts) and alone[-1] == 0, counts
   for n, sol in zip(range(1, 7), sols):
-    terms = _layer_terms(states, n, 0)
+    terms = _neuron_terms(states, n, 0)
+    dropped = _dropped_pairs(terms)
     full, _ = _reference(states, 1, n, 0, None, sol.v)
     np.testing.assert_allclose(sol.value, full, rtol=1e-10, atol=1e-12)
-    infimum = _reduced_minimum(terms, _dropped_pairs(terms), sol.v.reshape(-1))
+    infimum = _reduced_minimum(terms, dropped, sol.v.reshape(-1))
     assert sol.converged and infimum - 1e-10 <= sol.value <= infimum + 2e-8, (n, sol.value - infimum)
     # Reported without a minimiser only where the LP finds one missing (the certificate is one-sided).
-    assert not sol.separable or any(d.any() for d in _dropped_pairs(terms)), n
+    assert not sol.separable or any(d.any() for d in dropped), n
     if n == 1:
       first = infimum
   # Every sample alone: the infimum is reached without a Newton iteration (which would approach it one e-fold

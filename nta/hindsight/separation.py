@@ -303,25 +303,25 @@ def sample_infimum(jac: np.ndarray, base: np.ndarray, label: int):
   j, b = jac[live], base[live]
   at = int(np.flatnonzero(np.flatnonzero(live) == label)[0])
 
-  def fun(h):
+  def softmax(h):
+    """(logits, their log-sum-exp, softmax probabilities) at h."""
     z = b + j @ h
-    top = z.max()
-    e = np.exp(z - top)
-    total = e.sum()
-    p = e / total
+    e = np.exp(z - z.max())
+    return z, z.max() + np.log(e.sum()), e / e.sum()
+
+  def fun(h):
+    z, lse, p = softmax(h)
     p[at] -= 1.0
-    return top + np.log(total) - z[at], j.T @ p
+    return lse - z[at], j.T @ p
 
   def hess(h):
-    z = b + j @ h
-    p = np.exp(z - z.max())
-    p /= p.sum()
+    p = softmax(h)[2]
     return j.T @ ((np.diag(p) - np.outer(p, p)) @ j)
 
   # What remains has a minimiser (its margins cannot all be raised); the Hessian is singular along the
   # directions that change no margin, which the trust region handles.
   res = scipy.optimize.minimize(fun, np.zeros(jac.shape[1]), jac=True, hess=hess, method="trust-exact",
                                 options={"gtol": 1e-13, "maxiter": 500})
-  if not np.isfinite(res.fun) or np.linalg.norm(fun(res.x)[1]) > 1e-10:
+  if not np.isfinite(res.fun) or np.linalg.norm(res.jac) > 1e-10:
     return None, res.x, way, dropped
   return float(res.fun), res.x, way, dropped
