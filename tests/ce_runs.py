@@ -157,14 +157,25 @@ def _zoo_fit(tmp_path, name, **options):
   return spec, rec, reference.rounds
 
 
+def _terms(rounds, layer, columns):
+  """(G_n (B, p_L, D), w_n (D,), f_n, y_n) of the given rounds: A.5's reference G restricted to ``columns`` of
+  the flattened (K, units) weights."""
+  return [(r[f"g{layer}"].reshape(*r["f"].shape, -1)[..., columns], r[f"w{layer}"].reshape(-1)[columns], r["f"],
+           r["y"].astype(int)) for r in rounds]
+
+
 def _materialised(rounds, layer, columns):
   """Σ_n mean_b CE(f + G (v − w)) over the given rounds of A.5's reference G, restricted to ``columns`` of the
   flattened (K, units) weights: (value, gradient) as a function of v."""
-  terms = []
-  for r in rounds:
-    g = r[f"g{layer}"].reshape(*r["f"].shape, -1)[..., columns]
-    terms.append((g, r[f"w{layer}"].reshape(-1)[columns], r["f"], r["y"].astype(int)))
-  return summed_cross_entropy(terms)
+  return summed_cross_entropy(_terms(rounds, layer, columns))
+
+
+def separable(rounds, layer, columns) -> bool:
+  """Whether the summed Taylor loss of ``_materialised`` has no minimiser: some direction raises a margin
+  (G v)_y − (G v)_o of a recorded sample while raising or keeping every other (``separated_rows``)."""
+  rows = [g[b, y[b]] - g[b, o] for g, _, _, y in _terms(rounds, layer, columns)
+          for b in range(len(y)) for o in range(g.shape[1]) if o != y[b]]
+  return bool(separated_rows(rows).any())
 
 
 def summed_cross_entropy(terms, dropped=None):
