@@ -151,6 +151,16 @@ def main(argv):
         lower, count = lower + int((diff[both] <= 0).sum()), count + int(both.sum())
     print(f"where both converged ({count} problems): newton lower or equal at {lower}; max (newton - lbfgs) / "
           f"cumulative loss = {above:.2e}, max (lbfgs - newton) / cumulative loss = {below:.2e}")
+    # Where L-BFGS stopped at max_iter and Newton converged, how far L-BFGS's stop is from Newton's optimum: time
+    # at equal value is then more than L-BFGS's time.
+    gaps = []
+    for key in sets:
+      short = new[f"{key}/converged"] & ~old[f"{key}/converged"]
+      scale = cumulative[new["N"] - 1].reshape((-1,) + (1,) * (new[f"{key}/value"].ndim - 1))
+      gaps += list(((old[f"{key}/value"] - new[f"{key}/value"]) / scale)[short])
+    if gaps:
+      print(f"where only newton converged ({len(gaps)} problems): (lbfgs - newton) / cumulative loss from "
+            f"{min(gaps):.2e} to {max(gaps):.2e}")
     print(f"time ratio lbfgs / newton = {results['lbfgs'][1] / results['newton'][1]:.1f}")
 
 
