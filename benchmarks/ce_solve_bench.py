@@ -19,7 +19,9 @@ Per problem set it prints the seconds and how many horizons converged, and for t
 horizons have no minimiser (a certified separating direction: the recorded rounds are separable for that
 problem, the infimum lies at infinity). Budget: the Newton solver converges at every horizon where a minimiser
 exists, in <= 60 s in all. Where both solvers converged, their optimum values are compared, signed (relative to
-the cumulative loss at that horizon): how far Newton stopped above L-BFGS and how far below.
+the cumulative loss at that horizon): how far Newton stopped above L-BFGS and how far below; where only Newton
+converged, how far above Newton's optimum L-BFGS stopped (its time at equal value is then longer than its time:
+raise ``--max_iter`` to measure it).
 """
 
 import os
