@@ -142,6 +142,7 @@ def main(argv):
     # stopped higher says which one the difference is on (Newton also stops on its decrement).
     above = below = 0.0
     lower = count = 0
+    gaps = []
     for key in sets:
       both = new[f"{key}/converged"] & old[f"{key}/converged"]
       if key in new and f"{key}/separable" in new:
@@ -151,15 +152,11 @@ def main(argv):
       if both.any():
         above, below = max(above, float(diff[both].max())), max(below, float(-diff[both].min()))
         lower, count = lower + int((diff[both] <= 0).sum()), count + int(both.sum())
+      # Where L-BFGS stopped at max_iter and Newton converged, how far L-BFGS's stop is above Newton's optimum:
+      # time at equal value is then more than L-BFGS's time.
+      gaps += list(-diff[new[f"{key}/converged"] & ~old[f"{key}/converged"]])
     print(f"where both converged ({count} problems): newton lower or equal at {lower}; max (newton - lbfgs) / "
           f"cumulative loss = {above:.2e}, max (lbfgs - newton) / cumulative loss = {below:.2e}")
-    # Where L-BFGS stopped at max_iter and Newton converged, how far L-BFGS's stop is from Newton's optimum: time
-    # at equal value is then more than L-BFGS's time.
-    gaps = []
-    for key in sets:
-      short = new[f"{key}/converged"] & ~old[f"{key}/converged"]
-      scale = cumulative[new["N"] - 1].reshape((-1,) + (1,) * (new[f"{key}/value"].ndim - 1))
-      gaps += list(((old[f"{key}/value"] - new[f"{key}/value"]) / scale)[short])
     if gaps:
       print(f"where only newton converged ({len(gaps)} problems): (lbfgs - newton) / cumulative loss from "
             f"{min(gaps):.2e} to {max(gaps):.2e}")
