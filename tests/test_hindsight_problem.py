@@ -156,6 +156,11 @@ def test_hessian_products_and_diagonal_equal_the_reference_hessian(runs, name):
       hessian = _reference_hessian(states, k, 6, l, unit, v)
       np.testing.assert_allclose(prob.hvp(v, d, 6).reshape(-1), hessian @ d.reshape(-1), rtol=TOL[dtype],
                                  atol=TOL[dtype] * np.abs(hessian).max() * np.abs(d).max())
+      # The solver's products, the maps in float32 (the matrix form from its float32 rows): to float32's
+      # roundoff.
+      assert prob._fun.hvp_dtype == tf.float32
+      np.testing.assert_allclose(prob.hvp(v, d, 6, dtype=tf.float32).reshape(-1), hessian @ d.reshape(-1),
+                                 rtol=1e-4, atol=1e-5 * np.abs(hessian).max() * np.abs(d).max())
       fun = prob._fun
       _, _, probs = fun.value_grad(prob._v(v), prob._n(6), prob._data, prob._shared)
       diagonal = fun.diagonal(probs, prob._n(6), prob._data, prob._shared).numpy().reshape(-1)
@@ -165,19 +170,39 @@ def test_hessian_products_and_diagonal_equal_the_reference_hessian(runs, name):
       else:
         assert (diagonal >= 0).all() and np.corrcoef(diagonal, np.diag(hessian))[0, 1] > 0.5
       if fun.explicit:
-        _check_hessian_factor(fun.x_hessian_factor(probs, None, prob._n(6), prob._data, prob._shared), hessian)
+        _check_hessian_factor(fun.x_hessian_factor(probs, None, prob._n(6), prob._data, prob._shared), hessian,
+                              float32=prob.kind == "matrix")
 
 
-def _check_hessian_factor(factor, hessian):
+def _check_hessian_factor(factor, hessian, float32=False):
   """A neuron's or dense layer's preconditioner is the Cholesky factor of its exact Hessian (damped by 10⁻¹⁰ of
-  the mean diagonal; the identity for a Hessian of zeros: a unit the recorded rounds never reach)."""
+  the mean diagonal; the identity for a Hessian of zeros: a unit the recorded rounds never reach). With
+  ``float32`` (the matrix form: its GEMM in float32) of the Hessian to float32's roundoff, spectrally, and
+  damped by up to 10⁻⁷ of the mean diagonal where that roundoff left it not positive definite."""
   assert factor.shape == (1, *hessian.shape)
   factor = factor.numpy()[0]
   assert np.allclose(factor, np.tril(factor))
   m = factor @ factor.T
   mean = np.mean(np.diag(hessian))
   delta = 1e-10 * mean if mean > 0 else 1.0
-  np.testing.assert_allclose(m - delta * np.eye(len(m)), hessian, rtol=1e-5, atol=1e-5 * np.abs(hessian).max())
+  if not float32:
+    np.testing.assert_allclose(m - delta * np.eye(len(m)), hessian, rtol=1e-5, atol=1e-5 * np.abs(hessian).max())
+    return
+  top = np.linalg.norm(hessian, 2)
+  assert any(np.linalg.norm(m - damping * mean * np.eye(len(m)) - hessian, 2) <= 1e-5 * top
+             for damping in (1e-10, 1e-7)) if mean > 0 else np.allclose(m, np.eye(len(m)))
+
+
+def test_float32_rows_of_the_matrix_form_are_padded_views_of_g():
+  # Column c's rows (R·B·p_L, K') in float32, K' a multiple of 16 (64-byte rows: a prefix of rounds is then a
+  # view, not a copy), the padding zero.
+  rng = np.random.default_rng(7)
+  g = rng.normal(size=(3, 2, 4, 5, 21))  # (R, C, B, p_L, K)
+  rows = ce_problem._rows32(g).numpy()
+  assert rows.dtype == np.float32 and rows.shape == (2, 3 * 4 * 5, 32)
+  for c in range(2):
+    np.testing.assert_array_equal(rows[c, :, :21], g[:, c].reshape(-1, 21).astype(np.float32))
+  assert not rows[..., 21:].any()
 
 
 @pytest.mark.parametrize("name", ["conv64", "dense64"])

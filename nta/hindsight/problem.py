@@ -19,16 +19,21 @@ current point by the Hessian's diagonal or, for dense layers evaluated from thei
 G_α is stored or materialised (conv filters), by the exact Hessian (its Cholesky factor, kept while CG with it
 needs at most 3 iterations): a dense neuron's Σ_s ω_s h_s x̃_s x̃_sᵀ, a materialised neuron's
 Σ_s ω_s G_sᵀ A_s G_s, or at the layer scale Σ_s ω_s (J_sᵀA_sJ_s) ⊗ (x̃_s x̃_sᵀ) where that (K·C)² matrix fits
-``memory_mb``; GEMMs over the samples either way (a conv2 neuron of the MNIST convnet at N = 51: 9 Newton
-steps and 11.5 s, where the diagonal left it at 0.535 after 15 steps and 112 s). With correlated inputs such as neighbouring pixels, or a layer's units
-coupled through J, diagonally preconditioned CG stalls and Newton crawls (the classifier below: a first-layer
-neuron 100 iterations without converging at N = 1, where the exact Hessian takes 13; the second layer at the
-layer scale 1.2545 after 60 iterations at N = 3 against an infimum of 1.10469, reached in 35). Value and
-gradient are computed in float64; Hessian-vector products, which only steer the conjugate-gradient directions,
-run the linear maps in float32 where the records hold the layer input (``kind`` "input": a convolution or
-matmul per product), accumulating in float64, and switch to float64 after the first CG that stops short of its
-residual target (float32 curvature at its roundoff: the steps it gives make no progress). Each horizon starts
-from whichever is lower there: the previous horizon's optimum or W^n of its last recorded round.
+``memory_mb``; GEMMs over the samples either way (a materialised neuron's in float32, summed over blocks of
+rounds in float64: a preconditioner, half the time of the float64 GEMM; a conv2 neuron of the MNIST convnet at
+N = 51: 9 Newton steps and 11.5 s, where the diagonal left it at 0.535 after 15 steps and 112 s). With
+correlated inputs such as neighbouring pixels, or a layer's units coupled through J, diagonally preconditioned
+CG stalls and Newton crawls (the classifier below: a first-layer neuron 100 iterations without converging at
+N = 1, where the exact Hessian takes 13; the second layer at the layer scale 1.2545 after 60 iterations at
+N = 3 against an infimum of 1.10469, reached in 35). Value and gradient are computed in float64;
+Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in float32,
+accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or matmul per
+product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the products' time
+is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms, within 5·10⁻⁶ of
+the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py --run=convnet`` 50 s in
+place of 65 s, with the float32 factor GEMM). They switch to float64 after the first CG that stops short of
+its residual target (float32 curvature at its roundoff: the steps it gives make no progress). Each horizon
+starts from whichever is lower there: the previous horizon's optimum or W^n of its last recorded round.
 
 Measured on a 784-32-16-10 classifier (48 rounds of 128 MNIST digits, 18 horizons, ``benchmarks/
 ce_solve_bench.py``), Newton converged (gradient and decrement) at every horizon: the second layer at the layer
@@ -168,7 +173,7 @@ class TaylorProblem:
       x = a[f"layer{l}/x"]
       j = pick(a[f"layer{l}/j"]) if site.mode == "jacobian" else None
       pos = pick(a[f"layer{l}/pos"]) if site.pooled else None
-      need = rounds * batch * p_l * site.K * 8 * c
+      need = _matrix_bytes(rounds, batch, p_l, site.K, c)
       # A materialised G_α costs p_L products per weight and sample, the convolution one per position.
       if units is not None and j is not None and site.spatial > p_l and need <= memory_mb * _MB:
         kind, data = "matrix", {"m": np.stack([_materialise(site, x, j[..., i], None if pos is None else pos[..., i],
@@ -182,6 +187,11 @@ class TaylorProblem:
         if pos is not None:
           data["pos"] = pos
     self.kind = kind
+    # The matrix form's float32 rows for Hessian-vector products, where they fit beside G (else the products read
+    # G in float64, as value and gradient do).
+    if kind == "matrix" and data["m"].nbytes + data["m"].size * 4 <= memory_mb * _MB:
+      shared["m32"] = _rows32(data["m"])
+    hvp_dtype = tf.float32 if kind == "input" or "m32" in shared else tf.float64
     per_round = sum(v[0].size * 8 for v in data.values())
     if kind == "input":
       per_round += batch * site.spatial * c * 8 * 3
@@ -189,10 +199,10 @@ class TaylorProblem:
     geometry = {k: v for k, v in site.to_json().items() if k not in ("layer", "name", "units", "neurons",
                                                                       "layer_scale")}
     explicit_block = max(1, block_bytes // (batch * site.K * c * c * 8)) if units is None else block
-    static = (self.device, kind, block, explicit_block, units is None, json.dumps(geometry, sort_keys=True))
+    static = (self.device, kind, hvp_dtype, block, explicit_block, units is None,
+              json.dumps(geometry, sort_keys=True))
     if static not in self._FUNS:
-      self._FUNS[static] = _Functions(kind, site, block, units is None,
-                                      tf.float32 if kind == "input" else tf.float64, explicit_block)
+      self._FUNS[static] = _Functions(kind, site, block, units is None, hvp_dtype, explicit_block)
     self._fun = self._FUNS[static]
     self._explicit = self._fun.explicit and _explicit_bytes(site, c, units is None) <= memory_mb * _MB
     data = {k: tf.constant(v) for k, v in data.items()}
@@ -502,7 +512,9 @@ def _explicit_bytes(site: records_lib.Site, columns: int, layer: bool) -> int:
 
 def _damped_cholesky(m, damping):
   """The Cholesky factor L of M + δI per leading index, δ = ``damping`` times M's mean diagonal (or 1 where
-  M = 0)."""
+  M = 0): 10⁻¹⁰ first (weights no sample sees have no curvature; samples all but separated leave curvature far
+  below the rest, which a larger damping hides from CG). A factor, not an inverse: a third of the flops of the
+  inversion, which took most of the time on small horizons."""
   size = m.shape[-1]
   mean = tf.reduce_mean(tf.linalg.diag_part(m), -1)
   delta = tf.where(mean > 0.0, damping * mean, tf.ones_like(mean))
@@ -592,7 +604,7 @@ class _Functions:
     self.diagonal = tf.function(self._diagonal, reduce_retracing=True, autograph=False)
     # A dense neuron evaluated from its input: its Hessian Σ_s ω_s h_s x̃_s x̃_sᵀ is a K×K matrix whose
     # off-diagonal (correlated inputs, e.g. neighbouring pixels) a diagonal cannot precondition, and CG on it
-    # stalls far from the optimum; its exact factor costs one GEMM over the samples (``_hessian_factor``).
+    # stalls far from the optimum; its exact factor costs one GEMM over the samples (``_hessian``).
     # The same holds at the layer scale, Σ_s ω_s (J_sᵀA_sJ_s) ⊗ (x̃_s x̃_sᵀ), where that matrix fits (the
     # classifier's 528-weight second layer: the diagonal's 100-step CG crawled, 1.2545 after 60 iterations at
     # N = 3 against an infimum of 1.10469). Approximations of it did worse than the diagonal (Kronecker
@@ -605,7 +617,7 @@ class _Functions:
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True, autograph=False)
     self.hvp = tf.function(self._hvp, reduce_retracing=True, autograph=False)
     self.margins = tf.function(self._margins, reduce_retracing=True, autograph=False)
-    self.hessian_factor = tf.function(self._hessian_factor, reduce_retracing=True, autograph=False)
+    self.hessian = tf.function(self._hessian, reduce_retracing=True, autograph=False)
 
   def to_x(self, v):
     return tf.reshape(v, [1, -1]) if self.layer else tf.transpose(v)
@@ -637,12 +649,13 @@ class _Functions:
     return self.to_x(tf.square(d) * self.diagonal(probs, n, data, shared))
 
   def x_hessian_factor(self, probs, d, n, data, shared):
-    """The Cholesky factors of the problems' damped Hessians in V at the point of ``probs``
-    (``_hessian_factor``), with the damping raised a thousandfold while roundoff leaves one not positive
+    """The Cholesky factors of the problems' damped Hessians in V at the point of ``probs`` (``_hessian``,
+    damped as ``_damped_cholesky``), with the damping raised a thousandfold while roundoff leaves one not positive
     definite."""
+    hessian = self.hessian(probs, n, data, shared)  # built once; only the damping is raised
     for damping in (1e-10, 1e-7, 1e-4, 1e-1):
       try:
-        factor = self.hessian_factor(probs, n, data, shared, tf.constant(damping, tf.float64))
+        factor = _damped_cholesky(hessian, tf.constant(damping, tf.float64))
       except tf.errors.InvalidArgumentError:  # the CPU kernel's "not positive definite"
         continue
       if bool(tf.reduce_all(tf.math.is_finite(factor))):  # the GPU kernel's
@@ -718,6 +731,9 @@ class _Functions:
 
   def _hvp(self, probs, dv, n, data, shared, dtype):
     """Σ_n L^nᵀ H^n L^n dv with H^n = ω (diag(p) − ppᵀ) per sample; the maps in ``dtype``, sums in float64."""
+    if self.kind == "matrix" and dtype == tf.float32:
+      return self._hvp_rows32(probs, dv, n, data, shared)
+
     def body(i, hi, state):
       (out,) = state
       d = {key: t[i:hi] for key, t in data.items()}
@@ -734,13 +750,31 @@ class _Functions:
 
     return self._blocks(n, body, (tf.zeros_like(dv),))[0]
 
-  def _hessian_factor(self, probs, n, data, shared, damping):
-    """The Cholesky factor of each problem's exact Hessian at ``probs``: per neuron Σ_s ω_s h_sp x̃_s x̃_sᵀ (h_sp =
+  def _hvp_rows32(self, probs, dv, n, data, shared):
+    """``_hvp`` of the matrix form in float32: per column two GEMVs over the first n rounds' rows of G
+    (``_rows32``, a view: no loop over blocks, whose slices of G are copies), the softmax Hessian between them
+    in float64. Reading G in float32 halves the memory traffic that bounds the product: 16-19 ms in place of
+    31 ms for a conv2 neuron of the MNIST convnet at 24 rounds (1,601 weights, 30,720 rows; CPU)."""
+    rows = shared["m32"]
+    _, batch, p_l, problems = data["base"].shape
+    k, width, columns = self.site.K, rows.shape[-1], rows.shape[0]
+    count = n * batch * p_l
+    v = tf.pad(tf.cast(dv, tf.float32), [[0, width - k], [0, 0]])  # (K', C)
+    # tf.matmul on 2-D operands: tf.linalg.matvec with broadcast batch shapes crashed in float32 under oneDNN.
+    z = tf.concat([tf.matmul(rows[c][:count], v[:, c:c + 1]) for c in range(columns)], 1)  # (rows, C)
+    z = tf.reshape(tf.cast(z, tf.float64), [n, batch, p_l, columns])
+    if self.layer:
+      z = tf.reduce_sum(z, -1, keepdims=True)
+    p = probs[:n]
+    h = (p * z - p * tf.reduce_sum(p * z, 2, keepdims=True)) * data["weight"][:n, :, None, None]
+    h = tf.reshape(tf.cast(h, tf.float32), [1, count, problems])
+    out = [tf.matmul(h[:, :, 0 if self.layer else c], rows[c][:count]) for c in range(columns)]  # (1, K') each
+    return tf.transpose(tf.cast(tf.concat(out, 0)[:, :k], tf.float64))
+
+  def _hessian(self, probs, n, data, shared):
+    """Each problem's exact Hessian at ``probs``: per neuron Σ_s ω_s h_sp x̃_s x̃_sᵀ (h_sp =
     j_spᵀ A_s j_sp, A_s = diag(p) − ppᵀ), (P, K, K); at the layer scale Σ_s ω_s M_s ⊗ x̃_s x̃_sᵀ over V flattened
-    as x is (M_s = J_sᵀ A_s J_s, units × units), (1, K·C, K·C). Damped by ``damping`` times its mean diagonal
-    (10⁻¹⁰: weights no sample sees have none; samples all but separated leave curvature far below the rest,
-    which a larger damping hides from CG). A factor, not an inverse: a third of the flops of the inversion,
-    which took most of the time on small horizons."""
+    as x is (M_s = J_sᵀ A_s J_s, units × units), (1, K·C, K·C)."""
     site, problems, k = self.site, probs.shape[-1], self.site.K
     node, op = site.graph_node(), site.op
     columns = len(site.units) if self.layer else problems
@@ -756,8 +790,11 @@ class _Functions:
         pt = tf.transpose(p, [0, 3, 1, 2])[..., None]  # (r, P, B, p_L, 1)
         centred = g - tf.reduce_sum(g * pt, 3, keepdims=True)
         rows = centred * tf.sqrt(tf.maximum(w[:, None, :, None, None] * pt, 0.0))
-        rows = tf.reshape(tf.transpose(rows, [1, 0, 2, 3, 4]), [problems, -1, k])
-        return (state[0] + tf.matmul(rows, rows, transpose_a=True),)
+        # The GEMM in float32, summed over blocks in float64: the centred rows carry the cancellation, and the
+        # factor only preconditions CG, whose products stay exact (a conv2 neuron of the MNIST convnet at 24
+        # rounds: 0.41 s in place of 0.87 s per factor, the same CG iterations, optima within 7·10⁻¹¹).
+        rows = tf.cast(tf.reshape(tf.transpose(rows, [1, 0, 2, 3, 4]), [problems, -1, k]), tf.float32)
+        return (state[0] + tf.cast(tf.matmul(rows, rows, transpose_a=True), tf.float64),)
       x = tf.cast(d["x"], tf.float64)
       lead = tf.shape(x)[:2]
       x = tf.reshape(op.augmented_input(node, tf.reshape(x, [-1, site.fan_in])), tf.concat([lead, [k]], 0))
@@ -791,9 +828,8 @@ class _Functions:
       return (state[0] + tf.stack(out),)
 
     size = k * columns if self.layer else k
-    a = self._blocks(n, body, (tf.zeros([problems, size, size], tf.float64),),
-                     block=self.explicit_block if self.layer else None)[0]
-    return _damped_cholesky(a, damping)
+    return self._blocks(n, body, (tf.zeros([problems, size, size], tf.float64),),
+                        block=self.explicit_block if self.layer else None)[0]
 
   def _margins(self, dv, n, data, shared):
     """Over the first n rounds' samples and every wrong class o: (max, min) of the margin change
@@ -838,6 +874,27 @@ def _materialise(site: records_lib.Site, x, j, pos, block_bytes: int) -> np.ndar
   return out
 
 
+def _matrix_bytes(rounds: int, batch: int, p_l: int, k: int, columns: int, rows32: bool = False) -> int:
+  """Memory of a materialised problem set's G in float64 (for value and gradient), with ``rows32`` also of its
+  float32 rows (``_rows32``, for Hessian-vector products)."""
+  return rounds * batch * p_l * k * columns * (12 if rows32 else 8)
+
+
+# Rows padded to a multiple of 64 bytes: a prefix of rows (the first n rounds) is then a view of the tensor;
+# TensorFlow copies a slice whose rows are not aligned (a product over a copied prefix took twice as long).
+_ALIGN32 = 16
+
+
+def _rows32(m: np.ndarray) -> tf.Tensor:
+  """G (R, C, B, p_L, K) as float32 rows per column, (C, R·B·p_L, K'), K' = K rounded up to a multiple of 16
+  (zero columns): the first n rounds of column c are ``rows[c][:n·B·p_L]``, a view."""
+  rounds, columns, batch, p_l, k = m.shape
+  width = -(-k // _ALIGN32) * _ALIGN32
+  out = np.zeros((columns, rounds * batch * p_l, width), np.float32)
+  out[..., :k] = np.moveaxis(np.asarray(m), 1, 0).reshape(columns, -1, k)
+  return tf.constant(out)
+
+
 def load(records: records_lib.Records, layer: int, unit=None, horizon: Optional[int] = None,
          memory_mb: Optional[float] = None, device: Optional[str] = None) -> "TaylorProblem":
   """The summed Taylor loss of one layer (``unit`` None), one neuron (``unit`` an int) or a set of neurons
@@ -866,8 +923,9 @@ def neuron_groups(records: records_lib.Records, layer: int, units: Sequence[int]
     size = max(1, int(memory_mb * _MB // _explicit_bytes(site, 1, False)))
     return [units[i:i + size] for i in range(0, len(units), size)]
   p_l = records.meta["num_outputs"]
-  need = len(records.steps) * records.meta["batch_size"] * p_l * site.K * 8
-  if site.mode != "jacobian" or site.spatial <= p_l or need > memory_mb * _MB:
+  shape = (len(records.steps), records.meta["batch_size"], p_l, site.K, 1)
+  if site.mode != "jacobian" or site.spatial <= p_l or _matrix_bytes(*shape) > memory_mb * _MB:
     return [units] if units else []
-  size = max(1, int(memory_mb * _MB // need))
+  # As many as fit with their float32 rows (Hessian-vector products at half the memory traffic).
+  size = max(1, int(memory_mb * _MB // _matrix_bytes(*shape, rows32=True)))
   return [units[i:i + size] for i in range(0, len(units), size)]
