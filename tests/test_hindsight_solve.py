@@ -197,7 +197,11 @@ def test_newton_solves_match_lbfgs_and_scipy_and_a_set_of_neurons_is_each_alone(
       assert newton["neurons2/separable"][h, i] <= _separable_by_lp(states, int(n), 2, unit)
   assert newton["layer2/separable"].tolist() == [True, False, False, False]
   assert not newton["neurons2/separable"].any()
-  assert json.load(open(os.path.join(records.dir, "solve.json")))["method"] == "newton"
+  solved = json.load(open(os.path.join(records.dir, "solve.json")))
+  assert solved["method"] == "newton"
+  # Each problem set's time, and of it the loading of its records.
+  assert set(solved["seconds"]) == set(solved["load_seconds"]) == {"layer2", "neurons2"}
+  assert all(0 < solved["load_seconds"][k] < solved["seconds"][k] for k in solved["seconds"])
   lbfgs = ce_solve.solve_horizons(workdir, tol=1e-8, layers=[2], neurons={2: [1, 2]}, progress=False)
   for key in ("layer2/value", "neurons2/value"):
     np.testing.assert_allclose(newton[key], lbfgs[key], rtol=tol.OPTIMA64)

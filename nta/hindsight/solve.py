@@ -9,7 +9,9 @@ Outputs in ``<workdir>/records/taylor/``:
                        converged|separable`` (H, U). Values are min_V Σ_{recorded n≤N} 𝒯^n(V) (n 1-based);
                        ``separable``: the Newton solver certified that the problem has no minimiser (its value is
                        then an upper bound on the infimum); always False for L-BFGS, which does not look.
-    solve.json         the solve's settings, its device, timings and "complete" (false while a solve runs or after it was
+    solve.json         the solve's settings, its device, "seconds" per problem set (loading its records and
+                       solving), "load_seconds" per problem set (the loading alone: rebuilding the layer's rounds,
+                       materialising G, the Jacobi scale) and "complete" (false while a solve runs or after it was
                        interrupted: solving again resumes from the problems it finished).
 
 
@@ -123,7 +125,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
         raise NTAError(f"unit {bad[0]} of layer {l} is not recorded; recorded units: {rec.sites[l].units}")
   last = int(hz[-1])
   out = {"N": hz.astype(np.int64)}
-  timings = {}
+  timings, loading = {}, {}
   path = os.path.join(rec.dir, rundir.OPTIMA)
   if method not in problem_lib.METHODS:
     raise NTAError(f"unknown solver method {method!r}; choose one of: {', '.join(problem_lib.METHODS)}")
@@ -142,13 +144,20 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     # finished file from a partial one.
     rundir.save_npz(path, out)
     rundir.write_json(os.path.join(rec.dir, rundir.SOLVE), {**settings, "device": device, "seconds": timings,
-                                                            "complete": complete})
+                                                            "load_seconds": loading, "complete": complete})
+
+  def load(prefix, l, units):
+    t = time.perf_counter()
+    problem = problem_lib.load(rec, int(l), units, last, memory_mb, device)
+    loading[prefix] = round(loading.get(prefix, 0.0) + time.perf_counter() - t, 3)
+    return problem
 
   def resume(prefix) -> bool:
     if f"{prefix}/value" not in done["arrays"]:
       return False
     out.update({k: v for k, v in done["arrays"].items() if k.startswith(prefix + "/")})
     timings[prefix] = done["seconds"].get(prefix)
+    loading[prefix] = done["load_seconds"].get(prefix)
     if progress:
       print(f"taylor: {prefix} solved by the interrupted solve, kept", flush=True)
     return True
@@ -158,7 +167,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
   for l in sorted(set(layers) | {l for l, units in neurons.items() if units}):
     if l in layers and not resume(f"layer{l}"):
       t0 = time.perf_counter()
-      sols = problem_lib.load(rec, int(l), None, last, memory_mb, device).solve(
+      sols = load(f"layer{l}", l, None).solve(
           hz, tol, max_iter, method=method, progress=_horizon_line(f"layer {l} ({rec.sites[l].name})", t0, progress))
       for field, dtype in fields.items():
         out[f"layer{l}/{field}"] = np.array([getattr(s, field) for s in sols], dtype)
@@ -179,7 +188,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
               else [[u] for u in units])
     for group in groups:
       t1 = time.perf_counter()
-      sols = problem_lib.load(rec, l, group, last, memory_mb, device).solve(
+      sols = load(f"neurons{l}", l, group).solve(
           hz, tol, max_iter, method=method,
           progress=_horizon_line(f"layer {l} ({rec.sites[l].name}) neurons {group[0]}..{group[-1]}", t1, progress))
       for h, sol in enumerate(sols):
@@ -228,8 +237,9 @@ def _counts(out: dict, prefix: str) -> str:
 
 
 def _interrupted_solve(folder: str, settings: dict) -> dict:
-  """{"arrays", "seconds"} of an unfinished solve with the same settings in ``folder`` (empty otherwise)."""
-  none = {"arrays": {}, "seconds": {}}
+  """{"arrays", "seconds", "load_seconds"} of an unfinished solve with the same settings in ``folder`` (empty
+  otherwise)."""
+  none = {"arrays": {}, "seconds": {}, "load_seconds": {}}
   try:
     solve = rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
   except NTAError:
@@ -240,7 +250,9 @@ def _interrupted_solve(folder: str, settings: dict) -> dict:
     arrays = rundir.load_npz(os.path.join(folder, rundir.OPTIMA), "a new solve")
   except NTAError:
     return none  # unreadable: solve everything again
-  return {"arrays": arrays, "seconds": solve.get("seconds", {})}
+  loads = solve.get("load_seconds")  # absent from solves written before it was recorded
+  return {"arrays": arrays, "seconds": solve.get("seconds", {}),
+          "load_seconds": loads if isinstance(loads, dict) else {}}
 
 
 def is_complete(workdir: str) -> bool:
