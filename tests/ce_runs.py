@@ -6,7 +6,6 @@ host, and the model zoo with A.5's reference G per round."""
 import keras
 import numpy as np
 import pytest
-from scipy import optimize
 import tensorflow as tf
 
 from nta import data
@@ -17,6 +16,7 @@ from nta import training
 from nta.hindsight import records as ce_records
 from nta.recorders import Recorder
 
+from margins_lp import separated_rows
 import zoo
 import tolerances as tol
 
@@ -197,12 +197,3 @@ def summed_cross_entropy(terms, dropped=None):
   return fun
 
 
-def separated_rows(rows) -> np.ndarray:
-  """The margin rows r (m, K) some direction raises while raising or keeping every other: the maximum-support
-  LP over them, maximise Σ t over d free with t ≤ r·d, 0 ≤ t ≤ 1 (so r·d ≥ 0 for every row); (m,) bool, t = 1."""
-  a = np.asarray(rows, np.float64)
-  m, k = a.shape
-  res = optimize.linprog(np.concatenate([np.zeros(k), -np.ones(m)]), A_ub=np.hstack([-a, np.eye(m)]),
-                         b_ub=np.zeros(m), bounds=[(None, None)] * k + [(0, 1)] * m, method="highs")
-  assert res.status == 0
-  return res.x[k:] > 0.5

@@ -18,8 +18,9 @@ from nta.hindsight import problem as ce_problem
 from nta.hindsight import records as ce_records
 from nta.hindsight import separation
 
-from ce_runs import RUNS, TOL, _materialised, _zoo_fit, separated_rows, summed_cross_entropy
+from ce_runs import RUNS, TOL, _materialised, _zoo_fit, summed_cross_entropy
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
+from margins_lp import separated_rows
 import tolerances as tol
 
 

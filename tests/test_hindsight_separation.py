@@ -6,7 +6,7 @@ import pytest
 
 from nta.hindsight import separation
 
-from ce_runs import separated_rows
+from margins_lp import separated_rows
 
 
 def test_a_hand_made_split():

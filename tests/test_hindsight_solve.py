@@ -19,8 +19,9 @@ from nta.hindsight import records as ce_records
 from nta.hindsight import solve as ce_solve
 
 import zoo
-from ce_runs import _materialised, _zoo_fit, separable, separated_rows, summed_cross_entropy
+from ce_runs import _materialised, _zoo_fit, separable, summed_cross_entropy
 from ce_runs import runs  # noqa: F401 (a pytest fixture)
+from margins_lp import separated_rows
 import tolerances as tol
 
 
