@@ -30,8 +30,9 @@ Hessian-vector products, which only steer the conjugate-gradient directions, run
 accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or matmul per
 product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the products' time
 is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms, within 5·10⁻⁶ of
-the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py --run=convnet`` 50 s in
-place of 65 s, with the float32 factor GEMM). They switch to float64 after the first CG that stops short of
+the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py --run=convnet`` 46 s, 30 s
+of it solving, in place of 65-70 s, with the float32 factor GEMM and ``nta.solvers.newton_cg``'s forcing cap
+0.5; L-BFGS in the same run 597 s, 585 s of it solving). They switch to float64 after the first CG that stops short of
 its residual target (float32 curvature at its roundoff: the steps it gives make no progress). Each horizon
 starts from whichever is lower there: the previous horizon's optimum or W^n of its last recorded round.
 
