@@ -308,10 +308,6 @@ def _line_search(f, x, f0, g0, p, dphi0, alpha1, max_evals):
   return a_lo > 0.0, a_lo, f_lo, g_lo
 
 
-# The cap of Newton-CG's forcing term η (N&W Alg. 7.1).
-_FORCING = 0.5
-
-
 @tf.function(reduce_retracing=True)
 def _lbfgs(fun, v0, args, tol, max_iter, history, max_evals):
   dtype = v0.dtype
@@ -382,12 +378,12 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
               max_cg: int = 100, metric: Any = None, certify: Optional[Callable] = None, args: tuple = (),
               hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
               apply_preconditioner: Optional[Callable] = None, reuse_preconditioner: int = 0,
-              value_tol: Any = None, recedes: Optional[Callable] = None) -> Solution:
+              value_tol: Any = None, recedes: Optional[Callable] = None, forcing: float = 0.1) -> Solution:
   """Minimises P independent smooth convex functions at once by line-search Newton-CG.
 
   Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
-  diagonal), stopped when ‖H s + g‖ ≤ η ‖g‖ with η = min(0.5, √(‖g‖/‖g₀‖)) (superlinear convergence, N&W
-  Alg. 7.1, relative to the starting gradient),
+  diagonal), stopped when ‖H s + g‖ ≤ η ‖g‖ with η = min(``forcing``, √(‖g‖/‖g₀‖)) (superlinear
+  convergence, N&W Alg. 7.1, relative to the starting gradient),
   at non-positive curvature (roundoff of a convex problem) or after ``max_cg`` iterations, then searches along s:
   backtracking from α = 1 until the Armijo condition holds (c1 = 10⁻⁴; where the change at α = 1 is at the
   roundoff of f, a drop of the gradient norm instead; each cut to the minimiser of the quadratic through f(0),
@@ -441,6 +437,12 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       ``precondition`` (symmetric positive definite), TensorFlow-traceable (compiled into the CG loop).
     reuse_preconditioner: keep M from an earlier point while the last CG needed at most this many iterations
       (0: a new M every iteration); for preconditioners that cost far more than a product (exact Hessians).
+    forcing: the cap of the forcing term η, in (0, 1). With an exact-Hessian preconditioner N&W's own 0.5
+      pays: far from the optimum a looser CG costs fewer products than the Newton iterations it adds (a conv2
+      neuron of the MNIST convnet, 20 horizons: 27 s of solving in place of 31-35 s at 0.1; the classifier's
+      other problem sets 53 s in place of 56 s; the same optima). With the diagonal, whose CG often stops at
+      ``max_cg``, it does not: the classifier's first layer at the layer scale, N = 6, did not converge within
+      1,000 iterations (306 s) at 0.5, where 0.1 converged in 71 s.
     value_tol: optional, scalar or (P,): a problem has also converged only where half its Newton decrement,
       ½ gᵀH⁻¹g = −½ gᵀs by a CG that reached its target, is at most this: the estimate of f − inf f that does
       not depend on how V is scaled. The gradient norm alone does not pin the value where samples are nearly
@@ -467,6 +469,8 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   tol = np.broadcast_to(np.asarray(tol, np.float64), (problems,))
   if not np.all(np.isfinite(tol) & (tol > 0)):
     raise NTAError(f"tol must be finite and > 0, got {tol}")
+  if not 0.0 < forcing < 1.0:
+    raise NTAError(f"forcing must be in (0, 1), got {forcing!r}")
   for name, value in (("max_iter", max_iter), ("max_cg", max_cg)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
       raise NTAError(f"{name} must be an integer >= 1, got {value!r}")
@@ -495,10 +499,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   while not done.all():
     active = ~done
     # Relative forcing (the gradient is a sum over many samples, so its scale says nothing by itself).
-    # At most 0.5, N&W's own cap: far from the optimum a looser CG costs fewer products than the Newton
-    # iterations it adds (a conv2 neuron of the MNIST convnet, 20 horizons: 27 s in place of 31-35 s at 0.1;
-    # the classifier's other problem sets 53 s in place of 56 s; the same optima).
-    eta = np.minimum(_FORCING, np.sqrt(_norms(g) / gnorm0))
+    eta = np.minimum(forcing, np.sqrt(_norms(g) / gnorm0))
     if check:  # at gradient tolerance CG only estimates the decrement, to ~η²: a target it can reach
       eta = np.where(gnorm <= tol, 0.1, eta)
     if precondition is None:

@@ -485,7 +485,7 @@ def test_newton_cg_switches_to_the_precise_product_when_cg_stalls():
 
 @pytest.mark.parametrize("x0, kwargs, match", [
     (np.zeros(3), {}, "shape"), (np.zeros((1, 3)), {"tol": 0.0}, "tol"), (np.zeros((1, 3)), {"max_iter": 0}, "max_iter"),
-    (np.full((1, 3), np.nan), {}, "non-finite")])
+    (np.full((1, 3), np.nan), {}, "non-finite"), (np.zeros((1, 3)), {"forcing": 1.0}, "forcing")])
 def test_newton_cg_bad_input(x0, kwargs, match):
   value_grad, hvp, _, _ = _logistic(np.ones((1, 4, 3)), np.zeros((1, 4), int), 2)
   with pytest.raises(NTAError, match=match):

@@ -32,9 +32,10 @@ product), and for the matrix form from a float32 copy of G's rows where it fits 
 is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms, within 5·10⁻⁶ of
 the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py --run=convnet`` 46 s, 30 s
 of it solving, in place of 65-70 s, with the float32 factor GEMM and ``nta.solvers.newton_cg``'s forcing cap
-0.5; L-BFGS in the same run 597 s, 585 s of it solving). They switch to float64 after the first CG that stops short of
-its residual target (float32 curvature at its roundoff: the steps it gives make no progress). Each horizon
-starts from whichever is lower there: the previous horizon's optimum or W^n of its last recorded round.
+0.5 (with an exact factor); L-BFGS in the same run 597 s, 585 s of it solving). They switch to float64 after
+the first CG that stops short of its residual target (float32 curvature at its roundoff: the steps it gives
+make no progress). Each horizon starts from whichever is lower there: the previous horizon's optimum or W^n of
+its last recorded round.
 
 Measured on a 784-32-16-10 classifier (48 rounds of 128 MNIST digits, 18 horizons, ``benchmarks/
 ce_solve_bench.py``), Newton converged (gradient and decrement) at every horizon: the second layer at the layer
@@ -104,6 +105,9 @@ METHODS = ("lbfgs", "newton")
 # records (keeping it while CG needs ≤ 30 in place of ≤ 3; values within 2·10⁻⁸ relative), where the
 # classifier's dense sets gained nothing.
 _REUSE_CG = {"matrix": 30, "input": 3}
+# Newton-CG's forcing cap where CG is preconditioned by the exact Hessian (``nta.solvers.newton_cg``'s
+# ``forcing``: N&W's 0.5; with the diagonal, 0.1).
+_FORCING_EXACT = 0.5
 # The logit of a class dropped with a sample's separated part: exp of it beside any finite logit is 0.
 _DROPPED = -1e30
 
@@ -318,7 +322,7 @@ class TaylorProblem:
                                 apply_preconditioner=fun.x_apply_inverse if self._explicit else None,
                                 reuse_preconditioner=_REUSE_CG[self.kind] if self._explicit else 0, value_tol=tol,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
-                                recedes=fun.x_recedes)
+                                recedes=fun.x_recedes, forcing=_FORCING_EXACT if self._explicit else 0.1)
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
       v = d * fun.to_v(tf.constant(sol.v), d)
