@@ -308,6 +308,10 @@ def _line_search(f, x, f0, g0, p, dphi0, alpha1, max_evals):
   return a_lo > 0.0, a_lo, f_lo, g_lo
 
 
+# ``newton_cg``'s default cap of the forcing term η.
+FORCING = 0.1
+
+
 @tf.function(reduce_retracing=True)
 def _lbfgs(fun, v0, args, tol, max_iter, history, max_evals):
   dtype = v0.dtype
@@ -378,7 +382,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
               max_cg: int = 100, metric: Any = None, certify: Optional[Callable] = None, args: tuple = (),
               hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
               apply_preconditioner: Optional[Callable] = None, reuse_preconditioner: int = 0,
-              value_tol: Any = None, recedes: Optional[Callable] = None, forcing: float = 0.1) -> Solution:
+              value_tol: Any = None, recedes: Optional[Callable] = None, forcing: float = FORCING) -> Solution:
   """Minimises P independent smooth convex functions at once by line-search Newton-CG.
 
   Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
@@ -442,7 +446,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       neuron of the MNIST convnet, 20 horizons: 27 s of solving in place of 31-35 s at 0.1; the classifier's
       other problem sets 53 s in place of 56 s; the same optima). With the diagonal, whose CG often stops at
       ``max_cg``, it does not: the classifier's first layer at the layer scale, N = 6, did not converge within
-      1,000 iterations (306 s) at 0.5, where 0.1 converged in 71 s.
+      1,000 iterations (306 s) at 0.5, where 0.1 converged in 26-71 s (two runs).
     value_tol: optional, scalar or (P,): a problem has also converged only where half its Newton decrement,
       ½ gᵀH⁻¹g = −½ gᵀs by a CG that reached its target, is at most this: the estimate of f − inf f that does
       not depend on how V is scaled. The gradient norm alone does not pin the value where samples are nearly

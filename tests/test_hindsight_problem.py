@@ -162,6 +162,11 @@ def test_hessian_products_and_diagonal_equal_the_reference_hessian(runs, name):
       assert prob._fun.hvp_dtype == tf.float32
       np.testing.assert_allclose(prob.hvp(v, d, 6, dtype=tf.float32).reshape(-1), hessian @ d.reshape(-1),
                                  rtol=1e-4, atol=1e-5 * np.abs(hessian).max() * np.abs(d).max())
+      lean = ce_problem.load(records, l, unit, horizon=6, memory_mb=0.0)
+      if lean.kind == "matrix":  # stored G without room for its float32 rows: the products in float64
+        assert "m32" not in lean._shared and lean._fun.hvp_dtype == tf.float64
+        np.testing.assert_allclose(lean.hvp(v, d, 6, dtype=tf.float32).reshape(-1), hessian @ d.reshape(-1),
+                                   rtol=1e-4, atol=1e-5 * np.abs(hessian).max() * np.abs(d).max())
       fun = prob._fun
       _, _, probs = fun.value_grad(prob._v(v), prob._n(6), prob._data, prob._shared)
       diagonal = fun.diagonal(probs, prob._n(6), prob._data, prob._shared).numpy().reshape(-1)

@@ -106,7 +106,7 @@ METHODS = ("lbfgs", "newton")
 # classifier's dense sets gained nothing.
 _REUSE_CG = {"matrix": 30, "input": 3}
 # Newton-CG's forcing cap where CG is preconditioned by the exact Hessian (``nta.solvers.newton_cg``'s
-# ``forcing``: N&W's 0.5; with the diagonal, 0.1).
+# ``forcing``: N&W's 0.5; with the diagonal, its default).
 _FORCING_EXACT = 0.5
 # The logit of a class dropped with a sample's separated part: exp of it beside any finite logit is 0.
 _DROPPED = -1e30
@@ -322,7 +322,7 @@ class TaylorProblem:
                                 apply_preconditioner=fun.x_apply_inverse if self._explicit else None,
                                 reuse_preconditioner=_REUSE_CG[self.kind] if self._explicit else 0, value_tol=tol,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
-                                recedes=fun.x_recedes, forcing=_FORCING_EXACT if self._explicit else 0.1)
+                                recedes=fun.x_recedes, forcing=_FORCING_EXACT if self._explicit else solvers.FORCING)
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
       v = d * fun.to_v(tf.constant(sol.v), d)
@@ -737,7 +737,11 @@ class _Functions:
   def _hvp(self, probs, dv, n, data, shared, dtype):
     """Σ_n L^nᵀ H^n L^n dv with H^n = ω (diag(p) − ppᵀ) per sample; the maps in ``dtype``, sums in float64."""
     if self.kind == "matrix" and dtype == tf.float32:
-      return self._hvp_rows32(probs, dv, n, data, shared)
+      if "m32" in shared:
+        return self._hvp_rows32(probs, dv, n, data, shared)
+      # Without its float32 rows, G's product in float64: ``_columns``' batched float32 matvec over G returned
+      # values of 10³² under oneDNN (a stored-G dense layer of the tests).
+      dtype = tf.float64
 
     def body(i, hi, state):
       (out,) = state
@@ -896,7 +900,8 @@ def _rows32(m: np.ndarray) -> tf.Tensor:
   rounds, columns, batch, p_l, k = m.shape
   width = -(-k // _ALIGN32) * _ALIGN32
   out = np.zeros((columns, rounds * batch * p_l, width), np.float32)
-  out[..., :k] = np.moveaxis(np.asarray(m), 1, 0).reshape(columns, -1, k)
+  for c in range(columns):  # column by column: no float64 copy of the whole G on the way
+    out[c, :, :k] = m[:, c].reshape(-1, k)
   return tf.constant(out)
 
 
