@@ -382,7 +382,8 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
               max_cg: int = 100, metric: Any = None, certify: Optional[Callable] = None, args: tuple = (),
               hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
               apply_preconditioner: Optional[Callable] = None, reuse_preconditioner: int = 0,
-              value_tol: Any = None, recedes: Optional[Callable] = None, forcing: float = FORCING) -> Solution:
+              value_tol: Any = None, recedes: Optional[Callable] = None, forcing: float = FORCING,
+              lower: Any = None) -> Solution:
   """Minimises P independent smooth convex functions at once by line-search Newton-CG.
 
   Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
@@ -457,6 +458,11 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       must show a tenth of ``value_tol``). A problem at gradient
       tolerance whose step changed f only at its roundoff (far out on separable samples, where CG cannot reach
       any target) has converged too.
+    lower: optional, scalar or (P,): a lower bound of each objective (0 for a cross-entropy). A problem at
+      gradient tolerance whose value is within ``value_tol`` of it has converged without the decrement's CG:
+      f − inf f ≤ f − ``lower``. Far out on separable samples, where every loss has underflowed to 0, that
+      CG finds no curvature (conv2 of the MNIST convnet at the layer scale, started at N = 31 from its optimum
+      at N = 24, value 0: 100 CG iterations in 28 s, then 22 cuts of a line search along their step).
 
   Returns:
     A :class:`Solution` of numpy arrays: ``v`` (P, D); ``value``, ``grad_norm`` (‖g ⊘ metric‖), ``iterations``,
@@ -498,6 +504,13 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   check = value_tol is not None
   value_tol = np.broadcast_to(np.asarray(np.inf if value_tol is None else value_tol, np.float64), (problems,))
   converged = (gnorm <= tol) & (not check)
+  lower = np.broadcast_to(np.asarray(-np.inf if lower is None else lower, np.float64), (problems,))
+
+  def bounded():
+    """Where the value is within value_tol of the lower bound at gradient tolerance: converged as it is."""
+    return check & (gnorm <= tol) & (f - lower <= value_tol)
+
+  converged |= bounded()
   done = converged.copy()
   cg = None
   while not done.all():
@@ -594,6 +607,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       converged |= (stuck | at_roundoff) & (gnorm <= tol)
     else:
       converged = gnorm <= tol
+    converged |= bounded()
     done = converged | (iterations >= max_iter) | stuck
   if certify is not None:
     ask = ~separable

@@ -248,6 +248,26 @@ def test_a_horizon_without_new_recorded_rounds_repeats_the_solution_before_it(ru
   assert not np.array_equal(sols[2].value, sols[0].value)
 
 
+def test_a_diagonally_preconditioned_problem_never_starts_from_a_far_out_optimum(runs):
+  # A conv layer at the layer scale (CG preconditioned by the Hessian's diagonal; Newton sees every sample):
+  # a previous optimum lower than W^n there is the start, unless it was separable (far out); then W^n is.
+  records = ce_records.load_records(runs("conv64")[0])
+  prob = ce_problem.load(records, 2)
+  assert prob.units is None and not prob._explicit
+  optimum = prob.solve([2], tol=1e-7, method="newton")[0].v
+  w = prob.start(2)
+  assert prob.value_and_grad(optimum, 2)[0] < prob.value_and_grad(w, 2)[0] - 1e-3
+  np.testing.assert_array_equal(prob._start(2, prob._v(optimum), False).numpy().reshape(optimum.shape), optimum)
+  np.testing.assert_array_equal(prob._start(2, prob._v(optimum), True).numpy().reshape(w.shape), w)
+  np.testing.assert_array_equal(prob._start(2, None, None).numpy().reshape(w.shape), w)
+  # Where the separated samples are solved apart (a dense neuron's split), the lower start stays.
+  dense = ce_problem.load(ce_records.load_records(runs("dense64")[0]), 0, [0, 1])
+  best = dense.solve([2], tol=1e-7, method="newton")[0].v
+  below = dense.value_and_grad(best, 2)[0] < dense.value_and_grad(dense.start(2), 2)[0]
+  assert below[0]
+  np.testing.assert_array_equal(dense._start(2, dense._v(best), np.array([True, True])).numpy()[:, 0], best[:, 0])
+
+
 def _neuron_terms(states, horizon, layer, unit=None):
   """(G (B, p_L, K), W^n (K,), f^n (B, p_L), y^n) of one neuron per round before ``horizon``, by A.5's reference
   G; of the whole layer without ``unit``: G (B, p_L, K·C) and W^n (K·C,), flattened as V (K, C) is."""

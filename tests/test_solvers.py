@@ -459,7 +459,41 @@ def test_newton_cg_value_tolerance_pins_the_value_where_the_gradient_does_not():
   both = solvers.newton_cg(value_grad, hvp, np.zeros((1, 2)), tol, precondition=diagonal, value_tol=1e-9)
   assert both.converged[0] and both.grad_norm[0] <= tol
   np.testing.assert_allclose(both.value[0], minimum, rtol=0, atol=1e-8)
+  # A lower bound (0) far below the value stops nothing early.
+  bounded = solvers.newton_cg(value_grad, hvp, np.zeros((1, 2)), tol, precondition=diagonal, value_tol=1e-9,
+                              lower=0.0)
+  np.testing.assert_array_equal(bounded.v, both.v)
   np.testing.assert_allclose(a * (both.v[0, 0] - both.v[0, 1]), np.log(3), rtol=1e-4)
+
+
+def test_newton_cg_stops_where_the_value_is_within_value_tol_of_a_lower_bound():
+  # Separable labels, started far out along a separating W: every loss has underflowed towards 0, where the
+  # decrement's CG finds no curvature. With the lower bound 0 the start has converged, without a product.
+  rng = np.random.default_rng(4)
+  P, N, D, C = 2, 30, 6, 3
+  X = rng.normal(size=(P, N, D))
+  w = rng.normal(size=(P, D, C))
+  Y = np.stack([np.argmax(X[p] @ w[p], 1) for p in range(P)])
+  value_grad, hvp, diagonal, _ = _logistic(X, Y, C)
+  products = {"n": 0}
+
+  def counted(probs, d):
+    products["n"] += 1
+    return hvp(probs, d)
+
+  x0 = 1e7 * w.reshape(P, -1)
+  x0[1] = 0.0  # problem 1 at the origin: far above the bound, solved as before
+  f0 = np.asarray(value_grad(tf.constant(x0))[0])
+  assert f0[0] <= 1e-9 < f0[1]
+  sol = solvers.newton_cg(value_grad, counted, x0, 1e-7, precondition=diagonal, value_tol=1e-9, lower=0.0)
+  assert sol.converged.all() and sol.iterations[0] == 0 and sol.iterations[1] > 0
+  np.testing.assert_array_equal(sol.v[0], x0[0])
+  assert sol.value[1] < 1e-8  # the other problem solved towards the infimum 0
+  products["n"] = 0
+  vg1, hvp1, diag1, _ = _logistic(X[:1], Y[:1], C)
+  hvp = hvp1  # counted's product: problem 0 alone
+  alone = solvers.newton_cg(vg1, counted, x0[:1], 1e-7, precondition=diag1, value_tol=1e-9, lower=0.0)
+  assert alone.converged[0] and alone.iterations[0] == 0 and products["n"] == 0
 
 
 def test_newton_cg_switches_to_the_precise_product_when_cg_stalls():
