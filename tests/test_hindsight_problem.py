@@ -268,6 +268,37 @@ def test_a_diagonally_preconditioned_problem_never_starts_from_a_far_out_optimum
   np.testing.assert_array_equal(dense._start(2, dense._v(best), np.array([True, True])).numpy()[:, 0], best[:, 0])
 
 
+def test_kronecker_factors_of_a_conv_layer_are_their_definitions(runs):
+  # A pooled conv layer at the layer scale: Ω = Σ_s ω_s Σ_positions x̃ x̃ᵀ, Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq at the
+  # softmax probabilities, and the preconditioner (Ω + δ) ⊗ (Γ + δ') inverted in the solver's variable.
+  records = ce_records.load_records(runs("conv64")[0])
+  prob = ce_problem.load(records, 1)
+  assert prob._kronecker and not prob._explicit and prob.site.pooled
+  site, data, shared, fun = prob.site, prob._data, prob._shared, prob._fun
+  n = prob._n(None)
+  w = data["weight"].numpy()
+  x = tf.reshape(tf.cast(data["x"], tf.float64), [-1, *site.input_shape])
+  patches = site.op.augmented_input(site.graph_node(), x).numpy().reshape(w.size, -1, site.K)
+  omega = np.einsum("s,spk,spl->kl", w.reshape(-1), patches, patches)
+  got = ce_problem._patch_moments(site, data, 1).numpy()  # a float32 GEMM
+  np.testing.assert_allclose(got, omega, rtol=1e-5, atol=1e-5 * np.abs(omega).max())
+  _, _, probs = fun.value_grad(prob._v(prob.start()), n, data, shared)
+  pr = probs.numpy()[..., 0]  # (R, B, p_L)
+  a = np.einsum("rbo,op->rbop", pr, np.eye(pr.shape[-1])) - pr[..., :, None] * pr[..., None, :]
+  j = data["j"].numpy().astype(np.float64)  # (R, B, p_L, Q, C)
+  gamma = np.einsum("rb,rboqu,rbop,rbpqv->uv", w, j, a, j)
+  got = fun.unit_moments(probs, n, data, shared).numpy()
+  np.testing.assert_allclose(got, gamma, rtol=1e-5, atol=1e-5 * np.abs(gamma).max())
+  shared["patches"] = ce_problem._damped_cholesky(tf.constant(omega)[None], tf.constant(1e-3, tf.float64))[0]
+  factors = fun.x_kronecker(probs, None, n, data, shared)
+  damp = lambda m: m + 1e-3 * np.mean(np.diag(m)) * np.eye(len(m))  # noqa: E731
+  d = prob.scale.reshape(-1)
+  r = np.random.default_rng(0).normal(size=(1, d.size))
+  expected = np.linalg.solve(np.kron(damp(omega), damp(got)), r[0] / d) / d
+  out = fun.x_apply_kronecker(factors, tf.constant(r), tf.constant(prob.scale), n, data, shared).numpy()
+  np.testing.assert_allclose(out[0], expected, rtol=1e-8, atol=1e-10 * np.abs(expected).max())
+
+
 def _neuron_terms(states, horizon, layer, unit=None):
   """(G (B, p_L, K), W^n (K,), f^n (B, p_L), y^n) of one neuron per round before ``horizon``, by A.5's reference
   G; of the whole layer without ``unit``: G (B, p_L, K·C) and W^n (K·C,), flattened as V (K, C) is."""

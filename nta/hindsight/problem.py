@@ -25,7 +25,11 @@ N = 51: 9 Newton steps and 11.5 s, where the diagonal left it at 0.535 after 15 
 correlated inputs such as neighbouring pixels, or a layer's units coupled through J, diagonally preconditioned
 CG stalls and Newton crawls (the classifier below: a first-layer neuron 100 iterations without converging at
 N = 1, where the exact Hessian takes 13; the second layer at the layer scale 1.2545 after 60 iterations at
-N = 3 against an infimum of 1.10469, reached in 35). Value and gradient are computed in float64;
+N = 3 against an infimum of 1.10469, reached in 35). A conv layer at the layer scale (102,464 weights for conv2
+of the MNIST convnet: no exact factor fits) is preconditioned by K-FAC's Kronecker factors for convolutions,
+Ω ⊗ Γ (``_Functions.x_kronecker``): conv2 at N = 110 from W^n in 2 Newton steps and 14 CG iterations, 38 s,
+where the diagonal took 4 steps and 98 CG iterations, 105 s (the same value, 0: separable rounds); the
+benchmark's 20 horizons N ≤ 237 all separable, every one converged. Value and gradient are computed in float64;
 Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in float32,
 accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or matmul per
 product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the products' time
@@ -108,6 +112,8 @@ _REUSE_CG = {"matrix": 30, "input": 3}
 # Newton-CG's forcing cap where CG is preconditioned by the exact Hessian (``nta.solvers.newton_cg``'s
 # ``forcing``: N&W's 0.5; with the diagonal, its default).
 _FORCING_EXACT = 0.5
+# The Kronecker factors' damping, relative to each factor's mean diagonal (``_Functions.x_kronecker``).
+_KRONECKER_DAMPING = 1e-3
 # The logit of a class dropped with a sample's separated part: exp of it beside any finite logit is 0.
 _DROPPED = -1e30
 
@@ -210,6 +216,9 @@ class TaylorProblem:
       self._FUNS[static] = _Functions(kind, site, block, units is None, hvp_dtype, explicit_block)
     self._fun = self._FUNS[static]
     self._explicit = self._fun.explicit and _explicit_bytes(site, c, units is None) <= memory_mb * _MB
+    # A conv layer at the layer scale: CG preconditioned by Kronecker factors (``_Functions.x_kronecker``).
+    self._kronecker = (units is None and kind == "input" and "j" in data and site.op.shared_input
+                       and site.spatial > 1)
     data = {k: tf.constant(v) for k, v in data.items()}
     # base^n = f^n − L^n(W^n), round by round (W^n differs per round).
     lin = _columns(kind, site, units is None)
@@ -313,12 +322,20 @@ class TaylorProblem:
       v = self._start(int(horizon), prev, out[-1].separable if out else None)
       splits, solve_data = self._split(int(n), method)
       alone, solve_data = self._private(int(n), method, solve_data)
+      if self._kronecker and method == "newton" and "patches" not in shared:
+        # Ω's damped factor, once per problem (it does not depend on V): over every loaded round, like d.
+        patch_block = max(1, device_lib.block_bytes(self.device) // (self._data["y"].shape[1] * self.site.spatial
+                                                                     * self.site.K * 8))
+        shared["patches"] = _damped_cholesky(_patch_moments(self.site, data, patch_block)[None],
+                                             tf.constant(_KRONECKER_DAMPING, tf.float64))[0]
       args = (d, n, solve_data, shared)
       if method == "newton":
         sol = solvers.newton_cg(fun.x_value_grad, fun.x_hvp, fun.to_x(v / d), tol, max_iter,
                                 metric=fun.to_x(d), certify=fun.x_certify, args=args,
-                                precondition=fun.x_hessian_factor if self._explicit else fun.x_diagonal,
-                                apply_preconditioner=fun.x_apply_inverse if self._explicit else None,
+                                precondition=(fun.x_hessian_factor if self._explicit else
+                                              fun.x_kronecker if self._kronecker else fun.x_diagonal),
+                                apply_preconditioner=(fun.x_apply_inverse if self._explicit else
+                                                      fun.x_apply_kronecker if self._kronecker else None),
                                 reuse_preconditioner=_REUSE_CG[self.kind] if self._explicit else 0, value_tol=tol,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
                                 recedes=fun.x_recedes, forcing=_FORCING_EXACT if self._explicit else solvers.FORCING,
@@ -633,17 +650,20 @@ class _Functions:
     # stalls far from the optimum; its exact factor costs one GEMM over the samples (``_hessian``).
     # The same holds at the layer scale, Σ_s ω_s (J_sᵀA_sJ_s) ⊗ (x̃_s x̃_sᵀ), where that matrix fits (the
     # classifier's 528-weight second layer: the diagonal's 100-step CG crawled, 1.2545 after 60 iterations at
-    # N = 3 against an infimum of 1.10469). Approximations of it did worse than the diagonal (Kronecker
-    # factors of Σ (x̃x̃ᵀ) ⊗ (JᵀAJ), or the units' blocks: line searches cut their steps to a few percent).
+    # N = 3 against an infimum of 1.10469). For dense layers, approximations of it did worse than the diagonal
+    # (Kronecker factors of Σ (x̃x̃ᵀ) ⊗ (JᵀAJ), or the units' blocks: line searches cut their steps to a few
+    # percent); for conv layers, whose patches are as correlated as pixels, Kronecker factors pay
+    # (``x_kronecker``).
     self.explicit = explicit(kind, site, layer)
     # The solvers compile around these callables and key their traces on them: one bound method each, kept.
     for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify", "x_recedes",
-                 "x_hessian_factor", "x_apply_inverse"):
+                 "x_hessian_factor", "x_apply_inverse", "x_kronecker", "x_apply_kronecker"):
       setattr(self, name, getattr(self, name))
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True, autograph=False)
     self.hvp = tf.function(self._hvp, reduce_retracing=True, autograph=False)
     self.margins = tf.function(self._margins, reduce_retracing=True, autograph=False)
     self.hessian = tf.function(self._hessian, reduce_retracing=True, autograph=False)
+    self.unit_moments = tf.function(self._unit_moments, reduce_retracing=True, autograph=False)
 
   def to_x(self, v):
     return tf.reshape(v, [1, -1]) if self.layer else tf.transpose(v)
@@ -693,6 +713,25 @@ class _Functions:
     matrix over V flattened as x is), A_p = L_p L_pᵀ by the Cholesky ``factor``."""
     rv = self.to_x(self.to_v(r, d) / d)  # (P, D)
     return self.to_x(self.to_v(tf.linalg.cholesky_solve(factor, rv[..., None])[..., 0], d) / d)
+
+  def x_kronecker(self, probs, d, n, data, shared):
+    """A conv layer's Hessian at the layer scale as one Kronecker product, Ω ⊗ Γ (K-FAC's for convolutions,
+    Grosse & Martens 2016): Ω = Σ ω x̃ x̃ᵀ over every sample's patches at every position (``_patch_moments``,
+    K × K, at loading: it does not depend on V), Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq over the stored positions (units ×
+    units, at the point of ``probs``): the cross terms between positions dropped, and each unit's patch at its
+    pooled position replaced by the patches' moments. Their damped Cholesky factors; (Ω ⊗ Γ)⁻¹ is
+    Ω⁻¹ R Γ⁻¹ for R the residual as V is shaped (``x_apply_kronecker``)."""
+    del d
+    gamma = self.unit_moments(probs, n, data, shared)
+    return shared["patches"], _damped_cholesky(gamma[None], tf.constant(_KRONECKER_DAMPING, tf.float64))[0]
+
+  def x_apply_kronecker(self, factors, r, d, n, data, shared):
+    """M⁻¹ r in x = V / d for M = Ω ⊗ Γ (``x_kronecker``): d⁻¹ ⊙ Ω⁻¹ (d⁻¹ ⊙ R) Γ⁻¹."""
+    patches, units = factors
+    rv = self.to_v(r, d) / d  # (K, C)
+    sv = tf.linalg.cholesky_solve(patches, rv)
+    sv = tf.transpose(tf.linalg.cholesky_solve(units, tf.transpose(sv)))
+    return self.to_x(sv / d)
 
   def x_certify(self, x, d, n, data, shared):
     """Whether the step x is a direction of recession: every recorded sample's margin non-decreasing along it
@@ -861,6 +900,22 @@ class _Functions:
     return self._blocks(n, body, (tf.zeros([problems, size, size], tf.float64),),
                         block=self.explicit_block if self.layer else None)[0]
 
+  def _unit_moments(self, probs, n, data, shared):
+    """Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq over the first n rounds (J_sq the sample's (p_L, units) Jacobian at stored
+    position q, A_s = diag(p) − ppᵀ): a sum of squares of centred rows, Σ_o p_o (j_o − j̄)(j_o − j̄)ᵀ with
+    j̄ = Σ_o p_o j_o, one GEMM over the block's rows in float32 (a preconditioner), summed in float64."""
+    columns = len(self.site.units)
+
+    def body(i, hi, state):
+      j = tf.cast(data["j"][i:hi], tf.float64)  # (r, B, p_L, Q, C)
+      p = probs[i:hi, :, :, 0][..., None, None]  # (r, B, p_L, 1, 1)
+      centred = j - tf.reduce_sum(p * j, 2, keepdims=True)
+      rows = centred * tf.sqrt(tf.maximum(p * data["weight"][i:hi, :, None, None, None], 0.0))
+      rows = tf.cast(tf.reshape(rows, [-1, columns]), tf.float32)
+      return (state[0] + tf.cast(tf.matmul(rows, rows, transpose_a=True), tf.float64),)
+
+    return self._blocks(n, body, (tf.zeros([columns, columns], tf.float64),))[0]
+
   def _margins(self, dv, n, data, shared):
     """Over the first n rounds' samples and every wrong class o: (max, min) of the margin change
     (L dv)_y − (L dv)_o, per problem (P,)."""
@@ -882,6 +937,21 @@ class _Functions:
 
     inf = tf.fill([problems], tf.constant(np.inf, tf.float64))
     return self._blocks(n, body, (-inf, inf))
+
+
+def _patch_moments(site: records_lib.Site, data: dict, block: int) -> tf.Tensor:
+  """Ω = Σ_s ω_s Σ_positions x̃ x̃ᵀ over every loaded sample's patches (K × K, float64): one float32 GEMM per block
+  of rounds (a preconditioner), summed in float64."""
+  node, op = site.graph_node(), site.op
+  x, weight = data["x"], data["weight"]
+  out = tf.zeros([site.K, site.K], tf.float64)
+  for r0 in range(0, int(x.shape[0]), block):
+    xb = tf.cast(x[r0:r0 + block], tf.float32)
+    patches = op.augmented_input(node, tf.reshape(xb, [-1, *site.input_shape]))
+    scale = tf.sqrt(tf.cast(tf.reshape(weight[r0:r0 + block], [-1, 1, 1]), tf.float32))
+    rows = tf.reshape(tf.reshape(patches, [scale.shape[0], -1, site.K]) * scale, [-1, site.K])
+    out += tf.cast(tf.matmul(rows, rows, transpose_a=True), tf.float64)
+  return out
 
 
 def _materialise(site: records_lib.Site, x, j, pos, block_bytes: int) -> np.ndarray:
