@@ -575,6 +575,14 @@ def _weighted_square(j, probs, axis):
   return tf.reduce_sum(p * tf.square(j), axis, keepdims=True) - tf.square(tf.reduce_sum(p * j, axis, keepdims=True))
 
 
+def _centred_rows(g, p, w, axis: int):
+  """Rows whose sum of squares is Σ ω gᵀ A g with A = diag(p) − ppᵀ over the logits axis ``axis`` of g:
+  √(ω p_o) (g_o − Σ_o' p_o' g_o'), in g's dtype (p, ω broadcast against g). Unlike gᵀ diag(p) g − ḡ ḡᵀ, which
+  cancels to roundoff once the softmax saturates (separable rounds), every square is non-negative."""
+  centred = g - tf.reduce_sum(g * p, axis, keepdims=True)
+  return centred * tf.sqrt(tf.maximum(w * p, 0.0))
+
+
 def _jacobi_scale(curvature: np.ndarray) -> np.ndarray:
   """d = 1/√c per weight, capped at 10⁶× the smallest d; 1 where c = 0 (weights the rounds never see)."""
   c = np.asarray(curvature, np.float64)
@@ -719,7 +727,7 @@ class _Functions:
   def x_kronecker(self, probs, d, n, data, shared):
     """A conv layer's Hessian at the layer scale as one Kronecker product, Ω ⊗ Γ (K-FAC's for convolutions,
     Grosse & Martens 2016): Ω = Σ ω x̃ x̃ᵀ over every sample's patches at every position (``_patch_moments``,
-    K × K, at loading: it does not depend on V), Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq over the stored positions (units ×
+    K × K, once per problem at its first Newton solve: it does not depend on V), Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq over the stored positions (units ×
     units, at the point of ``probs``): the cross terms between positions dropped, and each unit's patch at its
     pooled position replaced by the patches' moments. Their damped Cholesky factors; (Ω ⊗ Γ)⁻¹ is
     Ω⁻¹ R Γ⁻¹ for R the residual as V is shaped (``x_apply_kronecker``)."""
@@ -859,8 +867,7 @@ class _Functions:
         # once the softmax saturates (separable rounds) and leaves a matrix that is not positive definite.
         g = tf.cast(d["m"], tf.float64)  # (r, P, B, p_L, K)
         pt = tf.transpose(p, [0, 3, 1, 2])[..., None]  # (r, P, B, p_L, 1)
-        centred = g - tf.reduce_sum(g * pt, 3, keepdims=True)
-        rows = centred * tf.sqrt(tf.maximum(w[:, None, :, None, None] * pt, 0.0))
+        rows = _centred_rows(g, pt, w[:, None, :, None, None], 3)
         # The GEMM in float32, summed over blocks in float64: the centred rows carry the cancellation, and the
         # factor only preconditions CG, whose products stay exact (a conv2 neuron of the MNIST convnet at 24
         # rounds: 0.41 s in place of 0.87 s per factor, the same CG iterations, optima within 7·10⁻¹¹).
@@ -904,15 +911,14 @@ class _Functions:
 
   def _unit_moments(self, probs, n, data, shared):
     """Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq over the first n rounds (J_sq the sample's (p_L, units) Jacobian at stored
-    position q, A_s = diag(p) − ppᵀ): a sum of squares of centred rows, Σ_o p_o (j_o − j̄)(j_o − j̄)ᵀ with
-    j̄ = Σ_o p_o j_o, one GEMM over the block's rows in float32 (a preconditioner), summed in float64."""
+    position q, A_s = diag(p) − ppᵀ): a sum of squares of centred rows (``_centred_rows``), one GEMM over the
+    block's rows in float32 (a preconditioner), summed in float64."""
     columns = len(self.site.units)
 
     def body(i, hi, state):
       j = tf.cast(data["j"][i:hi], tf.float64)  # (r, B, p_L, Q, C)
       p = probs[i:hi, :, :, 0][..., None, None]  # (r, B, p_L, 1, 1)
-      centred = j - tf.reduce_sum(p * j, 2, keepdims=True)
-      rows = centred * tf.sqrt(tf.maximum(p * data["weight"][i:hi, :, None, None, None], 0.0))
+      rows = _centred_rows(j, p, data["weight"][i:hi, :, None, None, None], 2)
       rows = tf.cast(tf.reshape(rows, [-1, columns]), tf.float32)
       return (state[0] + tf.cast(tf.matmul(rows, rows, transpose_a=True), tf.float64),)
 
