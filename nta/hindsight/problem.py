@@ -38,8 +38,10 @@ the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.
 of it solving, in place of 65-70 s, with the float32 factor GEMM and ``nta.solvers.newton_cg``'s forcing cap
 0.5 (with an exact factor); L-BFGS in the same run 597 s, 585 s of it solving; with ``newton_cg``'s lower
 bound 0 as well, 44 s and 30 s against 632 s and 616 s: 20.5× for the solvers alone). They switch to float64 after
-the first CG that stops short of its residual target (float32 curvature at its roundoff: the steps it gives
-make no progress). Each horizon starts from whichever is lower there: the previous horizon's optimum or W^n of
+the first CG that meets non-positive curvature short of its residual target, or a line search that finds no
+decrease (float32 curvature at its roundoff: the steps it gives make no progress); a CG that only runs out of
+iterations keeps float32 (with the Kronecker factors CG is capped at 20 iterations per Newton step,
+``_KRONECKER_MAX_CG``). Each horizon starts from whichever is lower there: the previous horizon's optimum or W^n of
 its last recorded round.
 
 Measured on a 784-32-16-10 classifier (48 rounds of 128 MNIST digits, 18 horizons, ``benchmarks/
@@ -115,6 +117,12 @@ _REUSE_CG = {"matrix": 30, "input": 3}
 _FORCING_EXACT = 0.5
 # The Kronecker factors' damping, relative to each factor's mean diagonal (``_Functions.x_kronecker``).
 _KRONECKER_DAMPING = 1e-3
+# CG iterations per Newton step with the Kronecker factors. Their problems (conv layers at the layer scale) cost
+# ~50 ms of float32 convolutions per recorded round and product, and far from an optimum (the separable
+# horizons, every one of conv2's N <= 237 on the MNIST convnet) a Newton step solved to η buys nothing a rough
+# one and the line search's doubling do not: conv2 at N = 184 from W^n in 3 Newton steps either way, CGs of
+# 20, 20 and 9 iterations and 119 s in place of 30, 100 and 8 and 199 s.
+_KRONECKER_MAX_CG = 20
 # The logit of a class dropped with a sample's separated part: exp of it beside any finite logit is 0.
 _DROPPED = -1e30
 
@@ -340,7 +348,8 @@ class TaylorProblem:
                                 reuse_preconditioner=_REUSE_CG[self.kind] if self._explicit else 0, value_tol=tol,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
                                 recedes=fun.x_recedes, forcing=_FORCING_EXACT if self._explicit else solvers.FORCING,
-                                lower=0.0)  # a cross-entropy is never negative
+                                lower=0.0,  # a cross-entropy is never negative
+                                max_cg=_KRONECKER_MAX_CG if self._kronecker else solvers.MAX_CG)
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
       v = d * fun.to_v(tf.constant(sol.v), d)
