@@ -385,7 +385,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
               hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
               apply_preconditioner: Optional[Callable] = None, reuse_preconditioner: int = 0,
               value_tol: Any = None, recedes: Optional[Callable] = None, forcing: float = FORCING,
-              lower: Any = None) -> Solution:
+              lower: Any = None, value: Optional[Callable] = None) -> Solution:
   """Minimises P independent smooth convex functions at once by line-search Newton-CG.
 
   Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
@@ -469,6 +469,9 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       f − inf f ≤ f − ``lower``. Far out on separable samples, where every loss has underflowed to 0, that
       CG finds no curvature (conv2 of the MNIST convnet at the layer scale, started at N = 31 from its optimum
       at N = 24, value 0: 100 CG iterations in 28 s, then 22 cuts of a line search along their step).
+    value: optional ``value(x, *args) -> (P,)``, the values of ``value_grad`` alone, where that costs less (no
+      reverse pass): the line search's trials after the first and ``follow_way``'s doublings use it, and the
+      point accepted is evaluated by ``value_grad`` once.
 
   Returns:
     A :class:`Solution` of numpy arrays: ``v`` (P, D); ``value``, ``grad_norm`` (‖g ⊘ metric‖), ``iterations``,
@@ -487,15 +490,17 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     raise NTAError(f"tol must be finite and > 0, got {tol}")
   if not 0.0 < forcing < 1.0:
     raise NTAError(f"forcing must be in (0, 1), got {forcing!r}")
-  for name, value in (("max_iter", max_iter), ("max_cg", max_cg)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-      raise NTAError(f"{name} must be an integer >= 1, got {value!r}")
+  for name, count in (("max_iter", max_iter), ("max_cg", max_cg)):
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+      raise NTAError(f"{name} must be an integer >= 1, got {count!r}")
   metric = tf.ones_like(x) if metric is None else tf.constant(np.asarray(metric, np.float64))
   args = tuple(args)
 
   def evaluate(point):
     f, g, aux = value_grad(point, *args)
     return np.asarray(f, np.float64), tf.convert_to_tensor(g, tf.float64), aux
+
+  values = None if value is None else (lambda point: np.asarray(value(point, *args), np.float64))
 
   x0 = x
   f, g, aux = evaluate(x)
@@ -567,8 +572,12 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     best = (f.copy(), g, aux, np.zeros(problems))
     searching = active.copy()
     extending = np.zeros(problems, bool)
+    partial = np.zeros(problems, bool)  # where the best trial so far has its value only
     for trial in range(60):
-      f_try, g_try, aux_try = evaluate(x + tf.constant(alpha[:, None]) * s)
+      if trial == 0 or values is None:
+        f_try, g_try, aux_try = evaluate(x + tf.constant(alpha[:, None]) * s)
+      else:
+        f_try, g_try, aux_try = values(x + tf.constant(alpha[:, None]) * s), best[1], best[2]
       armijo = np.isfinite(f_try) & (f_try <= f + 1e-4 * alpha * slope)
       better = searching & armijo & (f_try < best[0])
       if trial == 0:
@@ -579,6 +588,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
         better = searching & armijo  # the full step, even where it leaves f unchanged at roundoff
         extending = better & ~flat & (f_try < f)
       best = _keep(better, (f_try, g_try, aux_try, alpha.copy()), best)
+      partial = np.where(better, trial > 0 and values is not None, partial)
       # Cut where the search has not found a step yet; double while the value keeps decreasing.
       halving = searching & ~extending & ~armijo
       searching = halving | (extending & better)
@@ -590,6 +600,9 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       cut = np.where(np.isfinite(cut), cut, 0.1)
       alpha = np.where(halving, cut * alpha, np.where(searching, 2.0 * alpha, alpha))
       searching &= alpha > 1e-20
+    if partial.any():  # the gradient where a value-only trial won
+      full = evaluate(x + tf.constant(best[3][:, None]) * s)
+      best = _keep(partial, (*full, best[3]), best)
     moved = active & (best[3] > 0)
     # A step that changed f only at its roundoff: nothing left to decrease that f can show.
     at_roundoff = moved & _at_roundoff(best[0], f)
@@ -608,7 +621,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
         way = tf.where(tf.constant(ask[:, None]), x - x0, tf.zeros_like(x))
         follow = ask & np.asarray(recedes(way, *args), bool)
         if follow.any():
-          x, f, g, aux = follow_way(evaluate, x, f, g, aux, way, follow)
+          x, f, g, aux = follow_way(evaluate, x, f, g, aux, way, follow, values)
           gnorm = np.where(follow, _norms(g / metric), gnorm)
           separable |= follow
           followed |= follow
@@ -630,22 +643,28 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
                   separable=separable)
 
 
-def follow_way(evaluate: Callable, x, f, g, aux, way, where):
+def follow_way(evaluate: Callable, x, f, g, aux, way, where, values: Optional[Callable] = None):
   """From x along ``way`` (P, D) where ``where`` (P,), by steps doubling from 1 while the value decreases (at most
   2⁶⁰): the lowest point found, (x, f, g, aux). ``evaluate(x) -> (f (P,) numpy, g (P, D), aux)``, aux with
-  the problems on its last axis; (f, g, aux) at x."""
+  the problems on its last axis; (f, g, aux) at x. With ``values(x) -> f`` (cheaper), the doublings are
+  valued by it and the lowest point is evaluated once."""
   best = (f.copy(), g, aux, np.zeros(len(f)))
   going = where.copy()
   alpha = 1.0
   for _ in range(61):
-    f_try, g_try, aux_try = evaluate(x + tf.constant(np.where(going, alpha, 0.0)[:, None]) * way)
+    point = x + tf.constant(np.where(going, alpha, 0.0)[:, None]) * way
+    f_try, g_try, aux_try = (evaluate(point) if values is None else (values(point), best[1], best[2]))
     better = going & np.isfinite(f_try) & (f_try < best[0])
     best = _keep(better, (f_try, g_try, aux_try, np.full(len(f), alpha)), best)
     going = better & (f_try > 0.0)
     if not going.any():
       break
     alpha *= 2.0
-  return x + tf.constant(best[3][:, None]) * way, best[0], best[1], best[2]
+  x = x + tf.constant(best[3][:, None]) * way
+  if values is not None and (best[3] > 0).any():
+    moved = best[3] > 0
+    best = _keep(moved, (*evaluate(x), best[3]), best)
+  return x, best[0], best[1], best[2]
 
 
 def _keep(mask, new, old):

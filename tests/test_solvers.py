@@ -444,6 +444,39 @@ def test_newton_cg_follows_a_way_that_raises_every_margin_to_the_infimum():
   assert (certify.recedes(sol.v)).all()  # from x0 = 0, every margin raised
 
 
+def test_newton_cg_with_a_value_only_function_takes_the_same_steps_with_fewer_gradients():
+  # A separable problem (the line search extends, the way is followed) beside one with a minimiser far from
+  # x0 (the line search cuts): value-only trials choose the same steps, and each accepted point gets its
+  # gradient once.
+  rng = np.random.default_rng(1)
+  P, N, D, C = 2, 40, 8, 3
+  X = rng.normal(size=(P, N, D))
+  Y = rng.integers(0, C, (P, N))
+  Y[0] = np.argmax(X[0] @ rng.normal(size=(D, C)), 1)
+  X[1] *= 30.0
+  value_grad, hvp, diagonal, certify = _logistic(X, Y, C)
+  calls = {"value_grad": 0, "value": 0}
+
+  def counted(x):
+    calls["value_grad"] += 1
+    return value_grad(x)
+
+  def value(x):
+    calls["value"] += 1
+    return value_grad(x)[0]
+
+  kwargs = dict(precondition=diagonal, certify=certify, recedes=certify.recedes, value_tol=1e-9, lower=0.0)
+  plain = solvers.newton_cg(counted, hvp, np.zeros((P, D * C)), 1e-7, **kwargs)
+  with_plain = calls["value_grad"]
+  calls["value_grad"] = 0
+  sol = solvers.newton_cg(counted, hvp, np.zeros((P, D * C)), 1e-7, value=value, **kwargs)
+  assert sol.converged.all() and sol.separable.tolist() == [True, False]
+  np.testing.assert_array_equal(sol.iterations, plain.iterations)
+  np.testing.assert_allclose(sol.v, plain.v, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(sol.value, plain.value, rtol=1e-12, atol=1e-300)
+  assert calls["value"] > 0 and calls["value_grad"] < with_plain
+
+
 def test_newton_cg_value_tolerance_pins_the_value_where_the_gradient_does_not():
   # 15 samples of class 0 and 5 of class 1 at the same input a = 1e-6: f = 15 log(1 + e^(−a m)) +
   # 5 log(1 + e^(a m)), m = w₀ − w₁, minimum 15 log(4/3) + 5 log 4 at e^(a m) = 3. The gradient is a times the

@@ -349,6 +349,7 @@ class TaylorProblem:
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
                                 recedes=fun.x_recedes, forcing=_FORCING_EXACT if self._explicit else solvers.FORCING,
                                 lower=0.0,  # a cross-entropy is never negative
+                                value=fun.x_value,
                                 max_cg=_KRONECKER_MAX_CG if self._kronecker else solvers.MAX_CG)
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
@@ -479,7 +480,8 @@ class TaylorProblem:
     # Along the way the separated losses fall while roundoff in the rest can only grow: doubling λ while the
     # full loss decreases (``nta.solvers.follow_way``) ends where it is lowest.
     x = fun.to_x(v)
-    x, best_f, _, _ = solvers.follow_way(evaluate, x, *evaluate(x), tf.constant(way), split_p)
+    x, best_f, _, _ = solvers.follow_way(evaluate, x, *evaluate(x), tf.constant(way), split_p,
+                                         lambda x: fun.value(fun.to_v(x, v), n, self._data, self._shared).numpy())
     reached = split_p & (best_f <= reduced + 0.1 * tol)
     sol = sol._replace(value=np.where(split_p, best_f, np.atleast_1d(sol.value)),
                        converged=np.where(split_p, reached & sol.converged, sol.converged),
@@ -675,10 +677,11 @@ class _Functions:
     # left the wide test net's dense layer at N = 3 2.9·10⁻⁸ above its infimum: dense layers keep the diagonal.
     self.explicit = explicit(kind, site, layer)
     # The solvers compile around these callables and key their traces on them: one bound method each, kept.
-    for name in ("x_value_grad_one", "x_value_grad", "x_hvp", "x_hvp64", "x_diagonal", "x_certify", "x_recedes",
+    for name in ("x_value_grad_one", "x_value_grad", "x_value", "x_hvp", "x_hvp64", "x_diagonal", "x_certify", "x_recedes",
                  "x_hessian_factor", "x_apply_inverse", "x_kronecker", "x_apply_kronecker"):
       setattr(self, name, getattr(self, name))
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True, autograph=False)
+    self.value = tf.function(self._value, reduce_retracing=True, autograph=False)
     self.hvp = tf.function(self._hvp, reduce_retracing=True, autograph=False)
     self.margins = tf.function(self._margins, reduce_retracing=True, autograph=False)
     self.hessian = tf.function(self._hessian, reduce_retracing=True, autograph=False)
@@ -694,6 +697,9 @@ class _Functions:
   def x_value_grad(self, x, d, n, data, shared):
     values, grad, probs = self.value_grad(d * self.to_v(x, d), n, data, shared)
     return values, self.to_x(d * grad), probs
+
+  def x_value(self, x, d, n, data, shared):
+    return self.value(d * self.to_v(x, d), n, data, shared)
 
   def x_value_grad_one(self, x, p, d, n, data, shared):
     """Problem p alone (x its (1, D) row; the others at zero): (value, gradient), for L-BFGS."""
@@ -790,9 +796,7 @@ class _Functions:
       d = {key: t[i:hi] for key, t in data.items()}
       with tf.GradientTape() as tape:
         tape.watch(v)
-        logits = tf.transpose(d["base"] + self.lin(v, d, shared), [0, 1, 3, 2])  # (r, B, P, p_L)
-        labels = tf.broadcast_to(d["y"][:, :, None], tf.shape(logits)[:3])
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        logits, ce = self._cross_entropy(v, d, shared)
         values = tf.einsum("rbp,rb->p", ce, d["weight"])
       grad = grad + tape.gradient(values, v)
       if keep:
@@ -802,6 +806,23 @@ class _Functions:
     total, grad, probs, _ = self._blocks(n, body, (tf.zeros([problems], tf.float64), tf.zeros_like(v), probs,
                                                    tf.constant(0)))
     return total, grad, probs.concat() if keep else None
+
+  def _value(self, v, n, data, shared):
+    """The values (P,) of the first n rounds, in float64: ``_value_grad``'s without its reverse pass (a third of
+    its time where the records hold the layer input)."""
+    problems = data["base"].shape[-1]
+
+    def body(i, hi, state):
+      d = {key: t[i:hi] for key, t in data.items()}
+      return (state[0] + tf.einsum("rbp,rb->p", self._cross_entropy(v, d, shared)[1], d["weight"]),)
+
+    return self._blocks(n, body, (tf.zeros([problems], tf.float64),))[0]
+
+  def _cross_entropy(self, v, d, shared):
+    """(logits (r, B, P, p_L), each sample's cross-entropy (r, B, P)) of a block of rounds ``d``."""
+    logits = tf.transpose(d["base"] + self.lin(v, d, shared), [0, 1, 3, 2])  # (r, B, P, p_L)
+    labels = tf.broadcast_to(d["y"][:, :, None], tf.shape(logits)[:3])
+    return logits, tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
   def _diagonal(self, probs, n, data, shared):
     """Σ over the first n rounds of ``_diagonal``: the Hessian's diagonal at ``probs``, or without them (None)
