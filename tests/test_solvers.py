@@ -550,6 +550,29 @@ def test_newton_cg_switches_to_the_precise_product_when_cg_stalls():
   np.testing.assert_allclose(sol.value[0], _scipy_logistic(X[0], Y[0], 3).fun, rtol=tol.SOLVED64)
 
 
+def test_newton_cg_keeps_the_rough_product_when_cg_only_runs_out_of_iterations():
+  # CG capped at 2 iterations on 15 unknowns never reaches its target, yet the (here exact) rough product is
+  # not at roundoff: the solve keeps it, and the decrement's CG at gradient tolerance still runs to MAX_CG.
+  rng = np.random.default_rng(2)
+  X = rng.normal(size=(1, 60, 5))
+  Y = rng.integers(0, 3, (1, 60))
+  value_grad, hvp, _, _ = _logistic(X, Y, 3)
+  calls = {"rough": 0, "precise": 0}
+
+  def rough(probs, d):
+    calls["rough"] += 1
+    return hvp(probs, d)
+
+  def precise(probs, d):
+    calls["precise"] += 1
+    return hvp(probs, d)
+
+  sol = solvers.newton_cg(value_grad, rough, np.zeros((1, 15)), 1e-10, max_cg=2, hvp_precise=precise,
+                          value_tol=1e-12)
+  assert sol.converged.all() and calls["precise"] == 0 and calls["rough"] > 0
+  np.testing.assert_allclose(sol.value[0], _scipy_logistic(X[0], Y[0], 3).fun, rtol=tol.SOLVED64)
+
+
 @pytest.mark.parametrize("x0, kwargs, match", [
     (np.zeros(3), {}, "shape"), (np.zeros((1, 3)), {"tol": 0.0}, "tol"), (np.zeros((1, 3)), {"max_iter": 0}, "max_iter"),
     (np.full((1, 3), np.nan), {}, "non-finite"), (np.zeros((1, 3)), {"forcing": 1.0}, "forcing")])
