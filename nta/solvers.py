@@ -543,10 +543,10 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     cap = max(max_cg, MAX_CG) if (gnorm[active] <= 100.0 * tol[active]).any() else max_cg
     s, cg, reached, stalled = _conjugate_gradients(hvp, apply, args, aux, m, g, tf.constant(eta),
                                                   tf.constant(active), tf.constant(cap))
-    # CG that stalled short of its target (curvature at the roundoff of the rough product: non-positive, or a
-    # residual that did not halve) gives steps that make no progress: the precise product from here on. One
-    # that only ran out of iterations while its residual fell keeps the rough product (a conv layer at the
-    # layer scale, where CG is capped low: conv2 of the MNIST convnet at N = 184, 119 s in place of 182 s).
+    # CG that stalled short of its target (non-positive curvature: the roundoff of the rough product) gives
+    # steps that make no progress: the precise product from here on. One that only ran out of iterations keeps
+    # the rough product (a conv layer at the layer scale, where CG is capped low: conv2 of the MNIST convnet at
+    # N = 184, 117 s in place of 182 s).
     if hvp_precise is not None and stalled.numpy()[active].any():
       hvp, hvp_precise = hvp_precise, None
     slope = _dots(g, s)
@@ -575,10 +575,8 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     extending = np.zeros(problems, bool)
     partial = np.zeros(problems, bool)  # where the best trial so far has its value only
     for trial in range(60):
-      if trial == 0 or values is None:
-        f_try, g_try, aux_try = evaluate(x + tf.constant(alpha[:, None]) * s)
-      else:
-        f_try, g_try, aux_try = values(x + tf.constant(alpha[:, None]) * s), best[1], best[2]
+      point = x + tf.constant(alpha[:, None]) * s
+      f_try, g_try, aux_try = evaluate(point) if trial == 0 else _trial(evaluate, values, point, best)
       armijo = np.isfinite(f_try) & (f_try <= f + 1e-4 * alpha * slope)
       better = searching & armijo & (f_try < best[0])
       if trial == 0:
@@ -602,8 +600,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       alpha = np.where(halving, cut * alpha, np.where(searching, 2.0 * alpha, alpha))
       searching &= alpha > 1e-20
     if partial.any():  # the gradient where a value-only trial won
-      full = evaluate(x + tf.constant(best[3][:, None]) * s)
-      best = _keep(partial, (*full, best[3]), best)
+      best = _keep(partial, (*evaluate(x + tf.constant(best[3][:, None]) * s), best[3]), best)
     moved = active & (best[3] > 0)
     # A step that changed f only at its roundoff: nothing left to decrease that f can show.
     at_roundoff = moved & _at_roundoff(best[0], f)
@@ -654,7 +651,7 @@ def follow_way(evaluate: Callable, x, f, g, aux, way, where, values: Optional[Ca
   alpha = 1.0
   for _ in range(61):
     point = x + tf.constant(np.where(going, alpha, 0.0)[:, None]) * way
-    f_try, g_try, aux_try = (evaluate(point) if values is None else (values(point), best[1], best[2]))
+    f_try, g_try, aux_try = _trial(evaluate, values, point, best)
     better = going & np.isfinite(f_try) & (f_try < best[0])
     best = _keep(better, (f_try, g_try, aux_try, np.full(len(f), alpha)), best)
     going = better & (f_try > 0.0)
@@ -662,10 +659,16 @@ def follow_way(evaluate: Callable, x, f, g, aux, way, where, values: Optional[Ca
       break
     alpha *= 2.0
   x = x + tf.constant(best[3][:, None]) * way
-  if values is not None and (best[3] > 0).any():
-    moved = best[3] > 0
+  moved = best[3] > 0
+  if values is not None and moved.any():  # the gradient where a value-only doubling won
     best = _keep(moved, (*evaluate(x), best[3]), best)
   return x, best[0], best[1], best[2]
+
+
+def _trial(evaluate, values, point, best):
+  """A trial point's (f, g, aux): by ``evaluate``, or by ``values`` alone where given (g and aux then best's,
+  placeholders until the point accepted is evaluated)."""
+  return evaluate(point) if values is None else (values(point), best[1], best[2])
 
 
 def _keep(mask, new, old):
@@ -707,8 +710,8 @@ def _scale(m, r, *args):
 def _conjugate_gradients(hvp, apply, args, aux, m, g, eta, active, max_cg):
   """Preconditioned CG on H s = −g per problem (z = M⁻¹ r by ``apply(m, r, *args)``), stopped where the
   residual's M⁻¹-norm ‖r‖_M⁻¹ = √(rᵀM⁻¹r) ≤ η‖g‖_M⁻¹ or at non-positive curvature: (s, CG iterations, residual
-  target reached, stalled: target missed at non-positive curvature or with the smallest residual above half
-  ‖g‖_M⁻¹). With a diagonal M this is CG on the rescaled system diag(M)^(-1/2) H diag(M)^(-1/2)."""
+  target reached, stalled: target missed at non-positive curvature). With a diagonal M this is CG on the
+  rescaled system diag(M)^(-1/2) H diag(M)^(-1/2)."""
   y = apply(m, g, *args)
   ry = tf.reduce_sum(g * y, 1)
   target = eta * tf.sqrt(tf.maximum(ry, 0.0))
@@ -739,7 +742,7 @@ def _conjugate_gradients(hvp, apply, args, aux, m, g, eta, active, max_cg):
     return j + 1, s, r, y, d, ry, done | flat | small, reached | small, best, best_ry, flats | flat
 
   state = (tf.constant(0), s, g, y, -y, ry, done, done, s, ry, tf.zeros_like(active))
-  j, _, _, _, _, _, _, reached, s, best_ry, flat = tf.while_loop(
+  j, _, _, _, _, _, _, reached, s, _, flat = tf.while_loop(
       lambda j, *t: (j < max_cg) & ~tf.reduce_all(t[5]), body, state)
   stalled = active & ~reached & flat
   # With no step at all (non-positive curvature at once), the preconditioned steepest descent direction.

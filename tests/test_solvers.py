@@ -409,14 +409,19 @@ def test_newton_cg_with_a_general_preconditioner_matches_scipy():
     np.testing.assert_allclose(sol.value[p], _scipy_logistic(X[p], Y[p], C).fun, rtol=tol.SOLVED64)
 
 
-def test_newton_cg_certifies_separable_problems_and_still_meets_the_tolerance():
+def _separable_first(P=2, N=40, D=8, C=3):
+  """Inputs X (P, N, D) and random labels Y (P, N), problem 0's from a linear rule (separable: no minimiser)."""
   rng = np.random.default_rng(1)
-  P, N, D, C = 2, 40, 8, 3
   X = rng.normal(size=(P, N, D))
   Y = rng.integers(0, C, (P, N))
-  # Problem 0: labels from a linear rule (separable: no minimiser). Problem 1: random labels, more samples
-  # than it can separate.
   Y[0] = np.argmax(X[0] @ rng.normal(size=(D, C)), 1)
+  return X, Y
+
+
+def test_newton_cg_certifies_separable_problems_and_still_meets_the_tolerance():
+  P, D, C = 2, 8, 3
+  X, Y = _separable_first(P, 40, D, C)
+  # Problem 1: random labels, more samples than it can separate.
   X[1] = np.concatenate([X[1][:20], X[1][:20]])
   Y[1] = np.concatenate([Y[1][:20], (Y[1][:20] + 1) % C])  # each input twice with different labels
   value_grad, hvp, diagonal, certify = _logistic(X, Y, C)
@@ -448,11 +453,8 @@ def test_newton_cg_with_a_value_only_function_takes_the_same_steps_with_fewer_gr
   # A separable problem (the line search extends, the way is followed) beside one with a minimiser far from
   # x0 (the line search cuts): value-only trials choose the same steps, and each accepted point gets its
   # gradient once.
-  rng = np.random.default_rng(1)
-  P, N, D, C = 2, 40, 8, 3
-  X = rng.normal(size=(P, N, D))
-  Y = rng.integers(0, C, (P, N))
-  Y[0] = np.argmax(X[0] @ rng.normal(size=(D, C)), 1)
+  P, D, C = 2, 8, 3
+  X, Y = _separable_first(P, 40, D, C)
   X[1] *= 30.0
   value_grad, hvp, diagonal, certify = _logistic(X, Y, C)
   calls = {"value_grad": 0, "value": 0}

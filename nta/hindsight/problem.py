@@ -30,10 +30,10 @@ of the MNIST convnet: no exact factor fits) is preconditioned by K-FAC's Kroneck
 Ω ⊗ Γ (``_Functions.x_kronecker``): conv2 at N = 110 from W^n in 2 Newton steps and 14 CG iterations, 38 s,
 where the diagonal took 4 steps and 98 CG iterations, 105 s (the same value, 0: separable rounds); the
 benchmark's 20 horizons N ≤ 237 all separable, every one converged, in 489 s (1,320 s before CG was capped at
-``_KRONECKER_MAX_CG`` iterations and kept its float32 products when it ran out of them). Value and gradient are computed in float64;
-Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in float32,
-accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or matmul per
-product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the products' time
+``_KRONECKER_MAX_CG`` iterations and kept its float32 products when it ran out of them). Value and gradient are
+computed in float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear
+maps in float32, accumulating in float64: where the records hold the layer input (``kind`` "input": a
+convolution or matmul per product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the products' time
 is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms, within 5·10⁻⁶ of
 the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py --run=convnet`` 46 s, 30 s
 of it solving, in place of 65-70 s, with the float32 factor GEMM and ``nta.solvers.newton_cg``'s forcing cap
@@ -678,8 +678,8 @@ class _Functions:
     # left the wide test net's dense layer at N = 3 2.9·10⁻⁸ above its infimum: dense layers keep the diagonal.
     self.explicit = explicit(kind, site, layer)
     # The solvers compile around these callables and key their traces on them: one bound method each, kept.
-    for name in ("x_value_grad_one", "x_value_grad", "x_value", "x_hvp", "x_hvp64", "x_diagonal", "x_certify", "x_recedes",
-                 "x_hessian_factor", "x_apply_inverse", "x_kronecker", "x_apply_kronecker"):
+    for name in ("x_value_grad_one", "x_value_grad", "x_value", "x_hvp", "x_hvp64", "x_diagonal", "x_certify",
+                 "x_recedes", "x_hessian_factor", "x_apply_inverse", "x_kronecker", "x_apply_kronecker"):
       setattr(self, name, getattr(self, name))
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True, autograph=False)
     self.value = tf.function(self._value, reduce_retracing=True, autograph=False)
