@@ -380,7 +380,128 @@ def _lbfgs(fun, v0, args, tol, max_iter, history, max_evals):
 # Batched Newton-CG.
 
 
-def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: int = 100, *,
+class Affine(NamedTuple):
+  """An objective through an affine map, f(x) = ℓ(b + A x), whose map A costs far more than ℓ (a Taylor loss:
+  the clamped network's linear map, then the cross-entropy). :func:`newton_cg` given one keeps z = A x from
+  step to step (z + α A s at the point accepted), values a search direction's whole ray from the one pass
+  A s (f(x + α s) = ℓ(b + z + α A s): the line search's trials and the way's doublings cost no further pass),
+  evaluates the gradient Aᵀ∇ℓ(b + z) of the point accepted alone (a reverse pass), and asks ``certify`` and
+  ``recedes`` about A s and A(x − x₀) = z − z₀ directly. Every pass is exact (float64): z accumulates the
+  steps' A s as x accumulates the steps.
+
+  Attributes:
+    forward: ``forward(x (P, D), *args) -> z``, A x, problems on z's last axis.
+    values: ``values(z, *args) -> (P,)``, ℓ(b + z).
+    value_grad: ``value_grad(z, *args) -> (values (P,), gradients Aᵀ∇ℓ(b + z) (P, D), aux)``, aux as for
+      ``newton_cg``'s ``value_grad``.
+    certify: optional ``certify(dz, *args) -> (P,) bool`` (numpy), True where dz = A s says s is a direction of
+      recession (``newton_cg``'s ``certify``).
+    recedes: optional ``recedes(dz, *args) -> (P,) bool`` (numpy), ``newton_cg``'s ``recedes`` for dz = A s.
+  """
+  forward: Callable
+  values: Callable
+  value_grad: Callable
+  certify: Optional[Callable] = None
+  recedes: Optional[Callable] = None
+
+
+class _Objective:
+  """``newton_cg``'s view of its objective: a point's state (f numpy (P,), g (P, D), aux, z: A x or None) and
+  rays from it, for a plain ``value_grad`` (with ``value``, its cheaper values alone) or an :class:`Affine`."""
+
+  def __init__(self, value_grad, value, certify, recedes, args):
+    self.affine = value_grad if isinstance(value_grad, Affine) else None
+    self.args = args
+    if self.affine is None:
+      self._value_grad, self._value = value_grad, value
+      self._certify, self._recedes = certify, recedes
+    else:
+      if value is not None or certify is not None or recedes is not None:
+        raise NTAError("with an Affine objective, give certify and recedes through it (and no value)")
+      self._certify, self._recedes = self.affine.certify, self.affine.recedes
+    self.can_certify, self.can_recede = self._certify is not None, self._recedes is not None
+
+  def _state(self, f, g, aux, z=None):
+    return np.asarray(f, np.float64), tf.convert_to_tensor(g, tf.float64), aux, z
+
+  def evaluate(self, x):
+    if self.affine is None:
+      return self._state(*self._value_grad(x, *self.args))
+    z = self.affine.forward(x, *self.args)
+    return self._state(*self.affine.value_grad(z, *self.args), z)
+
+  def ray(self, x, state, s, zs=None) -> "_Ray":
+    """The objective along x + α s from ``state`` (x's); ``zs``: A s where already known."""
+    return _Ray(self, x, state, s, zs)
+
+  def certify(self, ask, ray, alpha) -> np.ndarray:
+    """Where ``ask``: whether the step α s of ``ray`` is a direction of recession."""
+    return self._ask(self._certify, ask, ray, alpha)
+
+  def receding(self, ask, ray) -> np.ndarray:
+    """Where ``ask``: whether every term of the objective decreases strictly along ``ray``'s direction."""
+    return self._ask(self._recedes, ask, ray, np.ones(len(ask)))
+
+  def _ask(self, fn, ask, ray, alpha):
+    """``fn`` about α s (A α s with an :class:`Affine` objective) where ``ask``, False elsewhere."""
+    if self.affine is None:
+      step = tf.constant(alpha[:, None]) * ray.s
+      step = tf.where(tf.constant(ask[:, None]), step, tf.zeros_like(step))
+    else:
+      step = _where_last(ask, ray.zs * tf.constant(alpha), 0.0)
+    return ask & np.asarray(fn(step, *self.args), bool)
+
+  def away(self, x, state, x0, state0) -> "_Ray":
+    """The ray from x along the whole way x − x₀ (``state0`` x₀'s)."""
+    return self.ray(x, state, x - x0, None if self.affine is None else state[3] - state0[3])
+
+
+class _Ray:
+  """The objective along x + α s (α per problem), from x's state. With an :class:`Affine` objective its values
+  cost no pass beyond the one A s (``cheap``)."""
+
+  def __init__(self, objective: _Objective, x, state, s, zs=None):
+    self.objective, self.x, self.state, self.s = objective, x, state, s
+    self.cheap = objective.affine is not None
+    self._zs = zs
+
+  @property
+  def zs(self):
+    if self._zs is None:
+      self._zs = self.objective.affine.forward(self.s, *self.objective.args)
+    return self._zs
+
+  def point(self, alpha):
+    return self.x + tf.constant(np.asarray(alpha, np.float64)[:, None]) * self.s
+
+  def _z(self, alpha):
+    return self.state[3] + self.zs * tf.constant(np.asarray(alpha, np.float64))
+
+  def full(self, alpha):
+    """(f, g, aux, z) at x + α s."""
+    obj = self.objective
+    if not self.cheap:
+      return obj.evaluate(self.point(alpha))
+    z = self._z(alpha)
+    return obj._state(*obj.affine.value_grad(z, *obj.args), z)
+
+  def trial(self, alpha, best):
+    """A trial point's state and whether it is whole: by its values alone where they cost less (then g, aux
+    and z are ``best``'s, placeholders until the point accepted is evaluated), else in full."""
+    obj = self.objective
+    if self.cheap:
+      return (np.asarray(obj.affine.values(self._z(alpha), *obj.args), np.float64), *best[1:3], best[4]), False
+    if obj._value is not None:
+      return (np.asarray(obj._value(self.point(alpha), *obj.args), np.float64), *best[1:3], best[4]), False
+    return self.full(alpha), True
+
+
+def _where_last(mask, t, other):
+  """``t`` where ``mask`` (P,) on its last axis, else ``other``."""
+  return tf.where(tf.constant(mask), t, tf.cast(other, t.dtype) * tf.ones_like(t))
+
+
+def newton_cg(value_grad: Any, hvp: Callable, x0: Any, tol: Any, max_iter: int = 100, *,
               max_cg: int = MAX_CG, metric: Any = None, certify: Optional[Callable] = None, args: tuple = (),
               hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
               apply_preconditioner: Optional[Callable] = None, reuse_preconditioner: int = 0,
@@ -416,7 +537,9 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
 
   Args:
     value_grad: ``value_grad(x, *args) -> (values (P,), grads (P, D), aux)`` in float64; ``aux`` is a tensor
-      whose last axis indexes the problems (what ``hvp`` needs of x, e.g. softmax probabilities).
+      whose last axis indexes the problems (what ``hvp`` needs of x, e.g. softmax probabilities). Or an
+      :class:`Affine` objective (then ``certify`` and ``recedes`` are its, and ``value`` is not given): its
+      line searches and ways cost one pass of its map per step.
     hvp: ``hvp(aux, d, *args) -> (P, D)``, the Hessian at the x of ``aux`` times d (any float dtype),
       TensorFlow-traceable: the conjugate-gradient loop is compiled around it without autograph (control flow
       on tensors through ``tf.cond``/``tf.while_loop``), traced once per callable (pass data through ``args``
@@ -424,8 +547,8 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     x0: (P, D) float64 starting points.
     tol: gradient-norm tolerance, scalar or (P,), > 0.
     max_iter: Newton iterations per problem, ≥ 1.
-    max_cg: conjugate-gradient iterations per Newton iteration, ≥ 1; within 100 ``tol`` of the tolerance (and
-      so for the decrement's CG) CG may run ``MAX_CG`` where this is lower.
+    max_cg: conjugate-gradient iterations per Newton iteration, ≥ 1; within 100 ``tol`` of the tolerance after
+      a step that was not extended, and for the decrement's CG, CG may run ``MAX_CG`` where this is lower.
     metric: (P, D) positive; convergence is measured on ‖g ⊘ metric‖ (the gradient in the unscaled variable
       when x = v ⊘ metric is a diagonally rescaled variable). Default ones.
     certify: optional ``certify(s (P, D), *args) -> (P,) bool`` (numpy), True where s is a direction of
@@ -496,14 +619,10 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   metric = tf.ones_like(x) if metric is None else tf.constant(np.asarray(metric, np.float64))
   args = tuple(args)
 
-  def evaluate(point):
-    f, g, aux = value_grad(point, *args)
-    return np.asarray(f, np.float64), tf.convert_to_tensor(g, tf.float64), aux
-
-  values = None if value is None else (lambda point: np.asarray(value(point, *args), np.float64))
-
+  objective = _Objective(value_grad, value, certify, recedes, args)
   x0 = x
-  f, g, aux = evaluate(x)
+  state0 = objective.evaluate(x)
+  f, g, aux, z = state0
   if not (np.all(np.isfinite(f)) and bool(tf.reduce_all(tf.math.is_finite(g)))):
     raise NTAError("the objective is not finite at the starting point; start where the Taylor loss is finite "
                    "(e.g. the network weights W^n)")
@@ -512,6 +631,7 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
   iterations = np.zeros(problems, np.int64)
   separable = np.zeros(problems, bool)
   followed = np.zeros(problems, bool)
+  extended = np.zeros(problems, bool)  # where the last line search extended its step (α > 1)
   check = value_tol is not None
   value_tol = np.broadcast_to(np.asarray(np.inf if value_tol is None else value_tol, np.float64), (problems,))
   converged = (gnorm <= tol) & (not check)
@@ -536,11 +656,15 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       m, apply = tf.square(_inverse_sqrt(precondition(aux, *args))), _scale
     elif cg is None or int(cg) > reuse_preconditioner:
       m, apply = precondition(aux, *args), apply_preconditioner
-    # Near the tolerance (the gradient within 100 tol) and for the decrement's CG, CG is never capped below
-    # MAX_CG: capped steps there leave the flat directions unresolved, and the decrement's CG then underestimates
-    # what they hold (a conv layer of the tests at the layer scale, CG capped at 20: "converged" 1.9·10⁻⁶, and
-    # in another run 2·10⁻⁸, above the infimum at tol 10⁻⁸).
-    cap = max(max_cg, MAX_CG) if (gnorm[active] <= 100.0 * tol[active]).any() else max_cg
+    # Near the tolerance (the gradient within 100 tol, the last step not extended: Newton's local phase) and for
+    # the decrement's CG, CG is never capped below MAX_CG: capped steps there leave the flat directions
+    # unresolved, and the decrement's CG then underestimates what they hold (a conv layer of the tests at the
+    # layer scale, CG capped at 20: "converged" 1.9·10⁻⁶, and in another run 2·10⁻⁸, above the infimum at tol
+    # 10⁻⁸). Where the last step was extended the gradient is small because the loss is, far out along a nearly
+    # separating direction, and a rough step with the line search's doubling moves on as well (conv2 of the
+    # MNIST convnet at the layer scale, N = 711: a CG of 66 iterations and 236 s at a gradient of 9·10⁻⁶).
+    near = (gnorm <= tol) | ((gnorm <= 100.0 * tol) & ~extended)
+    cap = max(max_cg, MAX_CG) if near[active].any() else max_cg
     s, cg, reached, stalled = _conjugate_gradients(hvp, apply, args, aux, m, g, tf.constant(eta),
                                                   tf.constant(active), tf.constant(cap))
     # CG that stalled short of its target (non-positive curvature: the roundoff of the rough product) gives
@@ -569,25 +693,30 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
     s = tf.where(tf.constant(bad[:, None]), -apply(m, g, *args), s)
     slope = np.where(bad, _dots(g, s), slope)
     # The line search: every problem's step length, evaluated for all at once.
+    ray = objective.ray(x, (f, g, aux, z), s)
     alpha = np.where(active, 1.0, 0.0)
-    best = (f.copy(), g, aux, np.zeros(problems))
+    best = (f.copy(), g, aux, np.zeros(problems), z)
     searching = active.copy()
     extending = np.zeros(problems, bool)
     partial = np.zeros(problems, bool)  # where the best trial so far has its value only
     for trial in range(60):
-      point = x + tf.constant(alpha[:, None]) * s
-      f_try, g_try, aux_try = evaluate(point) if trial == 0 else _trial(evaluate, values, point, best)
+      if trial == 0 and not ray.cheap:
+        (f_try, g_try, aux_try, z_try), whole = ray.full(alpha), True
+      else:
+        (f_try, g_try, aux_try, z_try), whole = ray.trial(alpha, best)
       armijo = np.isfinite(f_try) & (f_try <= f + 1e-4 * alpha * slope)
       better = searching & armijo & (f_try < best[0])
       if trial == 0:
         # Decreases at the roundoff of f say nothing; near the optimum the gradient norm decides (a full step).
-        flat = (np.isfinite(f_try) & _at_roundoff(f_try, f)
-                & (_norms(g_try / metric) < gnorm) & ~armijo)
+        rough = np.isfinite(f_try) & _at_roundoff(f_try, f) & ~armijo
+        if not whole and (searching & rough).any():
+          (f_try, g_try, aux_try, z_try), whole = ray.full(alpha), True
+        flat = rough & (_norms(g_try / metric) < gnorm) if whole else np.zeros(problems, bool)
         armijo |= flat
         better = searching & armijo  # the full step, even where it leaves f unchanged at roundoff
         extending = better & ~flat & (f_try < f)
-      best = _keep(better, (f_try, g_try, aux_try, alpha.copy()), best)
-      partial = np.where(better, trial > 0 and values is not None, partial)
+      best = _keep(better, (f_try, g_try, aux_try, alpha.copy(), z_try), best)
+      partial = np.where(better, not whole, partial)
       # Cut where the search has not found a step yet; double while the value keeps decreasing.
       halving = searching & ~extending & ~armijo
       searching = halving | (extending & better)
@@ -600,26 +729,25 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       alpha = np.where(halving, cut * alpha, np.where(searching, 2.0 * alpha, alpha))
       searching &= alpha > 1e-20
     if partial.any():  # the gradient where a value-only trial won
-      best = _keep(partial, (*evaluate(x + tf.constant(best[3][:, None]) * s), best[3]), best)
+      best = _keep(partial, _with_alpha(ray.full(best[3]), best[3]), best)
     moved = active & (best[3] > 0)
     # A step that changed f only at its roundoff: nothing left to decrease that f can show.
     at_roundoff = moved & _at_roundoff(best[0], f)
-    f, g, aux = best[0], best[1], best[2]
-    step = tf.constant(best[3][:, None]) * s
-    x = x + step
+    f, g, aux, z = best[0], best[1], best[2], best[4]
+    x = ray.point(best[3])
     gnorm = np.where(moved, _norms(g / metric), gnorm)
     iterations += active
+    extended = np.where(active, best[3] > 1, extended)
     ask = moved & (best[3] > 1) & ~separable
-    if certify is not None and ask.any():
-      separable |= ask & np.asarray(certify(tf.where(tf.constant(ask[:, None]), step, tf.zeros_like(step)), *args),
-                                    bool)
-    if recedes is not None:  # where the step was extended (the iterate heads off), once
+    if objective.can_certify and ask.any():
+      separable |= objective.certify(ask, ray, best[3])
+    if objective.can_recede:  # where the step was extended (the iterate heads off), once
       ask = moved & (best[3] > 1) & ~followed
       if ask.any():
-        way = tf.where(tf.constant(ask[:, None]), x - x0, tf.zeros_like(x))
-        follow = ask & np.asarray(recedes(way, *args), bool)
+        way = objective.away(x, (f, g, aux, z), x0, state0)
+        follow = objective.receding(ask, way)
         if follow.any():
-          x, f, g, aux = follow_way(evaluate, x, f, g, aux, way, follow, values)
+          x, (f, g, aux, z) = _follow(way, follow)
           gnorm = np.where(follow, _norms(g / metric), gnorm)
           separable |= follow
           followed |= follow
@@ -632,11 +760,10 @@ def newton_cg(value_grad: Callable, hvp: Callable, x0: Any, tol: Any, max_iter: 
       converged = gnorm <= tol
     converged |= bounded()
     done = converged | (iterations >= max_iter) | stuck
-  if certify is not None:
+  if objective.can_certify:
     ask = ~separable
     if ask.any():
-      separable |= ask & np.asarray(certify(tf.where(tf.constant(ask[:, None]), x - x0, tf.zeros_like(x)), *args),
-                                    bool)
+      separable |= objective.certify(ask, objective.away(x, (f, g, aux, z), x0, state0), np.ones(problems))
   return Solution(v=x.numpy(), value=f, grad_norm=gnorm, iterations=iterations, converged=converged,
                   separable=separable)
 
@@ -646,36 +773,44 @@ def follow_way(evaluate: Callable, x, f, g, aux, way, where, values: Optional[Ca
   2⁶⁰): the lowest point found, (x, f, g, aux). ``evaluate(x) -> (f (P,) numpy, g (P, D), aux)``, aux with
   the problems on its last axis; (f, g, aux) at x. With ``values(x) -> f`` (cheaper), the doublings are
   valued by it and the lowest point is evaluated once."""
-  best = (f.copy(), g, aux, np.zeros(len(f)))
+  objective = _Objective(evaluate, values, None, None, ())
+  x, (f, g, aux, _) = _follow(objective.ray(x, (np.asarray(f, np.float64), g, aux, None), way), where)
+  return x, f, g, aux
+
+
+def _follow(ray: _Ray, where):
+  """``follow_way`` along a ray: (x, its state) at the lowest point found."""
+  f, g, aux, z = ray.state
+  best = (f.copy(), g, aux, np.zeros(len(f)), z)
   going = where.copy()
   alpha = 1.0
+  partial = np.zeros(len(f), bool)
   for _ in range(61):
-    point = x + tf.constant(np.where(going, alpha, 0.0)[:, None]) * way
-    f_try, g_try, aux_try = _trial(evaluate, values, point, best)
+    a = np.where(going, alpha, 0.0)
+    (f_try, g_try, aux_try, z_try), whole = ray.trial(a, best)
     better = going & np.isfinite(f_try) & (f_try < best[0])
-    best = _keep(better, (f_try, g_try, aux_try, np.full(len(f), alpha)), best)
+    best = _keep(better, (f_try, g_try, aux_try, a, z_try), best)
+    partial = np.where(better, not whole, partial)
     going = better & (f_try > 0.0)
     if not going.any():
       break
     alpha *= 2.0
-  x = x + tf.constant(best[3][:, None]) * way
-  moved = best[3] > 0
-  if values is not None and moved.any():  # the gradient where a value-only doubling won
-    best = _keep(moved, (*evaluate(x), best[3]), best)
-  return x, best[0], best[1], best[2]
+  if partial.any():  # the gradient where a value-only doubling won
+    best = _keep(partial, _with_alpha(ray.full(best[3]), best[3]), best)
+  return ray.point(best[3]), (best[0], best[1], best[2], best[4])
 
 
-def _trial(evaluate, values, point, best):
-  """A trial point's (f, g, aux): by ``evaluate``, or by ``values`` alone where given (g and aux then best's,
-  placeholders until the point accepted is evaluated)."""
-  return evaluate(point) if values is None else (values(point), best[1], best[2])
+def _with_alpha(state, alpha):
+  """A state (f, g, aux, z) as ``_keep``'s (f, g, aux, α, z)."""
+  return (state[0], state[1], state[2], alpha, state[3])
 
 
 def _keep(mask, new, old):
-  """Per problem, ``new`` where mask else ``old`` for (values, gradients, aux, alpha)."""
+  """Per problem, ``new`` where mask else ``old`` for (values, gradients, aux, alpha, z or None)."""
   m = tf.constant(mask)
+  z = None if old[4] is None else tf.where(m, new[4], old[4])
   return (np.where(mask, new[0], old[0]), tf.where(m[:, None], new[1], old[1]), tf.where(m, new[2], old[2]),
-          np.where(mask, new[3], old[3]))
+          np.where(mask, new[3], old[3]), z)
 
 
 def _at_roundoff(new, old) -> np.ndarray:

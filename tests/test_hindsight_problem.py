@@ -38,6 +38,18 @@ def _reference(states, record_every, horizon, layer, unit, v):
   return total, grad
 
 
+def _affine_value_and_grad(prob, v, horizon):
+  """The Taylor loss and its gradient in V through ``solvers.Affine``'s pieces (``_Functions.affine``)."""
+  fun, d = prob._fun, tf.constant(prob.scale)
+  args = (d, prob._n(horizon), prob._data, prob._shared)
+  affine = fun.affine()
+  z = affine.forward(fun.to_x(prob._v(v) / d), *args)
+  values, grad_x, _ = affine.value_grad(z, *args)
+  np.testing.assert_allclose(affine.values(z, *args).numpy(), values.numpy(), rtol=tol.EXACT64)
+  grad = (fun.to_v(grad_x, d) / d).numpy().reshape(prob.shape)
+  return values.numpy()[0] if prob.problems == 1 else values.numpy(), grad
+
+
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_objective_from_records_equals_reference_sum(runs, name):
   workdir, spec, dtype, _, _, states, rec = runs(name)
@@ -57,6 +69,12 @@ def test_objective_from_records_equals_reference_sum(runs, name):
           ref_value, ref_grad = _reference(states, k, horizon, l, unit, v)
           np.testing.assert_allclose(value, ref_value, rtol=TOL[dtype])
           np.testing.assert_allclose(grad, ref_grad, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref_grad).max())
+          # The Newton solver's affine form: the output's linear part z = L(V) by a forward pass, the values
+          # from z alone, the gradient by the reverse pass alone.
+          affine_value, affine_grad = _affine_value_and_grad(prob, v, horizon)
+          np.testing.assert_allclose(affine_value, ref_value, rtol=TOL[dtype])
+          np.testing.assert_allclose(affine_grad, ref_grad, rtol=TOL[dtype],
+                                     atol=TOL[dtype] * np.abs(ref_grad).max())
           checked.add((site.mode, prob.kind))
   # "input": through the op's own delta on the stored layer input (and J); "matrix": G stored or materialised
   # (a conv neuron's, when it fits memory_mb: a dense neuron's product is cheaper from its input).

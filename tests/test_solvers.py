@@ -325,6 +325,43 @@ def _logistic(X, Y, classes):
   return value_grad, hvp, diagonal, certify
 
 
+def _logistic_affine(X, Y, classes, calls):
+  """``_logistic``'s objective as a ``solvers.Affine`` (z = the logits, (N, C, P)), counting its passes through
+  the map in ``calls``."""
+  P, N, D = X.shape
+  Xt, Yt = tf.constant(X), tf.constant(Y, tf.int32)
+
+  def forward(x):
+    calls["forward"] += 1
+    return tf.transpose(tf.einsum("pnd,pdc->pnc", Xt, tf.reshape(x, (P, D, classes))), [1, 2, 0])
+
+  def values(z):
+    return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(Yt, tf.transpose(z, [2, 0, 1])), 1)
+
+  def value_grad(z):
+    calls["reverse"] += 1
+    logits = tf.transpose(z, [2, 0, 1])
+    p = tf.nn.softmax(logits)
+    r = p - tf.one_hot(Yt, classes, dtype=p.dtype)
+    return values(z), tf.reshape(tf.einsum("pnd,pnc->pdc", Xt, r), (P, -1)), tf.transpose(p, [1, 2, 0])
+
+  def margins(dz):
+    z = np.transpose(np.asarray(dz), [2, 0, 1])
+    m = np.take_along_axis(z, Y[..., None], 2) - z
+    wrong = np.arange(classes)[None, None, :] != Y[..., None]
+    return np.where(wrong, m, -np.inf).max((1, 2)), np.where(wrong, m, np.inf).min((1, 2))
+
+  def certify(dz):
+    top, low = margins(dz)
+    return (top > 0) & (low >= -1e-9 * top)
+
+  def recedes(dz):
+    top, low = margins(dz)
+    return (top > 0) & (low > 1e-9 * top)
+
+  return solvers.Affine(forward=forward, values=values, value_grad=value_grad, certify=certify, recedes=recedes)
+
+
 def _scipy_logistic(X, y, classes):
   N, D = X.shape
 
@@ -477,6 +514,29 @@ def test_newton_cg_with_a_value_only_function_takes_the_same_steps_with_fewer_gr
   np.testing.assert_allclose(sol.v, plain.v, rtol=1e-12, atol=1e-12)
   np.testing.assert_allclose(sol.value, plain.value, rtol=1e-12, atol=1e-300)
   assert calls["value"] > 0 and calls["value_grad"] < with_plain
+
+
+def test_newton_cg_on_an_affine_objective_takes_the_same_steps_with_one_forward_pass_per_step():
+  # The problems of the value-only test: the affine objective values every trial from the step's one pass A s,
+  # and asks certify and recedes about A s and z − z₀; the same steps, the same verdicts.
+  P, D, C = 2, 8, 3
+  X, Y = _separable_first(P, 40, D, C)
+  X[1] *= 30.0
+  value_grad, hvp, diagonal, certify = _logistic(X, Y, C)
+  kwargs = dict(precondition=diagonal, value_tol=1e-9, lower=0.0)
+  plain = solvers.newton_cg(value_grad, hvp, np.zeros((P, D * C)), 1e-7, certify=certify,
+                            recedes=certify.recedes, **kwargs)
+  calls = {"forward": 0, "reverse": 0}
+  sol = solvers.newton_cg(_logistic_affine(X, Y, C, calls), hvp, np.zeros((P, D * C)), 1e-7, **kwargs)
+  assert sol.converged.all() and sol.separable.tolist() == [True, False]
+  np.testing.assert_array_equal(sol.iterations, plain.iterations)
+  np.testing.assert_allclose(sol.v, plain.v, rtol=1e-9, atol=1e-9)
+  np.testing.assert_allclose(sol.value, plain.value, rtol=1e-9, atol=1e-300)
+  # x₀'s pass, then one per Newton step (A s; the way's is z − z₀), each point accepted one reverse pass.
+  assert calls["forward"] == 1 + int(sol.iterations.max())
+  assert calls["reverse"] <= 1 + int(sol.iterations.max()) + 1
+  with pytest.raises(NTAError, match="Affine"):
+    solvers.newton_cg(_logistic_affine(X, Y, C, calls), hvp, np.zeros((P, D * C)), 1e-7, certify=certify)
 
 
 def test_newton_cg_value_tolerance_pins_the_value_where_the_gradient_does_not():

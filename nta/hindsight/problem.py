@@ -340,17 +340,16 @@ class TaylorProblem:
                                              tf.constant(_KRONECKER_DAMPING, tf.float64))[0]
       args = (d, n, solve_data, shared)
       if method == "newton":
-        sol = solvers.newton_cg(fun.x_value_grad, fun.x_hvp, fun.to_x(v / d), tol, max_iter,
-                                metric=fun.to_x(d), certify=fun.x_certify, args=args,
+        sol = solvers.newton_cg(fun.affine(), fun.x_hvp, fun.to_x(v / d), tol, max_iter,
+                                metric=fun.to_x(d), args=args,
                                 precondition=(fun.x_hessian_factor if self._explicit else
                                               fun.x_kronecker if self._kronecker else fun.x_diagonal),
                                 apply_preconditioner=(fun.x_apply_inverse if self._explicit else
                                                       fun.x_apply_kronecker if self._kronecker else None),
                                 reuse_preconditioner=_REUSE_CG[self.kind] if self._explicit else 0, value_tol=tol,
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
-                                recedes=fun.x_recedes, forcing=_FORCING_EXACT if self._explicit else solvers.FORCING,
+                                forcing=_FORCING_EXACT if self._explicit else solvers.FORCING,
                                 lower=0.0,  # a cross-entropy is never negative
-                                value=fun.x_value,
                                 max_cg=_KRONECKER_MAX_CG if self._kronecker else solvers.MAX_CG)
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
@@ -379,7 +378,7 @@ class TaylorProblem:
       return v
     n = self._n(horizon)
     fun, data, shared = self._fun, self._data, self._shared
-    lower = (fun.value_grad(prev, n, data, shared)[0] < fun.value_grad(v, n, data, shared)[0]).numpy()
+    lower = (fun.value(prev, n, data, shared) < fun.value(v, n, data, shared)).numpy()
     if separable is not None and not (self._explicit or self._splits or self._privates):
       # A far-out (separable) optimum saturates the samples it separates: the curvature it leaves spans many
       # orders of magnitude, which a diagonal does not precondition (conv2 of the MNIST convnet at the layer
@@ -678,13 +677,17 @@ class _Functions:
     # left the wide test net's dense layer at N = 3 2.9·10⁻⁸ above its infimum: dense layers keep the diagonal.
     self.explicit = explicit(kind, site, layer)
     # The solvers compile around these callables and key their traces on them: one bound method each, kept.
-    for name in ("x_value_grad_one", "x_value_grad", "x_value", "x_hvp", "x_hvp64", "x_diagonal", "x_certify",
-                 "x_recedes", "x_hessian_factor", "x_apply_inverse", "x_kronecker", "x_apply_kronecker"):
+    for name in ("x_value_grad_one", "x_value_grad", "x_forward", "x_values", "x_value_grad_at", "x_hvp",
+                 "x_hvp64", "x_diagonal", "x_certify", "x_recedes", "x_hessian_factor", "x_apply_inverse",
+                 "x_kronecker", "x_apply_kronecker"):
       setattr(self, name, getattr(self, name))
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True, autograph=False)
     self.value = tf.function(self._value, reduce_retracing=True, autograph=False)
     self.hvp = tf.function(self._hvp, reduce_retracing=True, autograph=False)
-    self.margins = tf.function(self._margins, reduce_retracing=True, autograph=False)
+    self.forward = tf.function(self._forward, reduce_retracing=True, autograph=False)
+    self.values_of = tf.function(self._values_of, reduce_retracing=True, autograph=False)
+    self.value_grad_of = tf.function(self._value_grad_of, reduce_retracing=True, autograph=False)
+    self.margins_of = tf.function(self._margins_of, reduce_retracing=True, autograph=False)
     self.hessian = tf.function(self._hessian, reduce_retracing=True, autograph=False)
     self.unit_moments = tf.function(self._unit_moments, reduce_retracing=True, autograph=False)
 
@@ -698,9 +701,6 @@ class _Functions:
   def x_value_grad(self, x, d, n, data, shared):
     values, grad, probs = self.value_grad(d * self.to_v(x, d), n, data, shared)
     return values, self.to_x(d * grad), probs
-
-  def x_value(self, x, d, n, data, shared):
-    return self.value(d * self.to_v(x, d), n, data, shared)
 
   def x_value_grad_one(self, x, p, d, n, data, shared):
     """Problem p alone (x its (1, D) row; the others at zero): (value, gradient), for L-BFGS."""
@@ -759,21 +759,36 @@ class _Functions:
     sv = tf.transpose(tf.linalg.cholesky_solve(units, tf.transpose(sv)))
     return self.to_x(sv / d)
 
-  def x_certify(self, x, d, n, data, shared):
-    """Whether the step x is a direction of recession: every recorded sample's margin non-decreasing along it
-    (to 10⁻⁹ of the largest increase), some increasing."""
-    top, low = self._x_margins(x, d, n, data, shared)
+  def x_forward(self, x, d, n, data, shared):
+    """z = L(V) of the first n rounds, (n, B, p_L, P): the Taylor output's V-dependent part (``solvers.Affine``)."""
+    return self.forward(d * self.to_v(x, d), n, data, shared)
+
+  def x_values(self, z, d, n, data, shared):
+    """The values (P,) at the output's linear part z (``x_forward``)."""
+    del d, shared
+    return self.values_of(z, n, data)
+
+  def x_value_grad_at(self, z, d, n, data, shared):
+    """(values, gradient in x, softmax probabilities) at the output's linear part z: the reverse pass alone."""
+    values, grad, probs = self.value_grad_of(z, d, n, data, shared)
+    return values, self.to_x(d * grad), probs
+
+  def x_certify(self, dz, d, n, data, shared):
+    """Whether the step of output change dz = L(ΔV) is a direction of recession: every recorded sample's margin
+    non-decreasing along it (to 10⁻⁹ of the largest increase), some increasing."""
+    top, low = (t.numpy() for t in self.margins_of(dz, n, data))
     return (top > 0) & (low >= -1e-9 * top)
 
-  def x_recedes(self, x, d, n, data, shared):
-    """Whether every recorded sample's margin rises along x, by more than 10⁻⁹ of the largest rise: each
-    sample's loss then falls to 0 along it."""
-    top, low = self._x_margins(x, d, n, data, shared)
+  def x_recedes(self, dz, d, n, data, shared):
+    """Whether every recorded sample's margin rises along the output change dz, by more than 10⁻⁹ of the largest
+    rise: each sample's loss then falls to 0 along it."""
+    top, low = (t.numpy() for t in self.margins_of(dz, n, data))
     return (top > 0) & (low > 1e-9 * top)
 
-  def _x_margins(self, x, d, n, data, shared):
-    """(max, min) of the margin changes along x (in the solver's variable), numpy (P,) each."""
-    return tuple(t.numpy() for t in self.margins(d * self.to_v(x, d), n, data, shared))
+  def affine(self) -> solvers.Affine:
+    """The Taylor loss as ``solvers.newton_cg``'s affine objective: its line searches cost one forward pass."""
+    return solvers.Affine(forward=self.x_forward, values=self.x_values, value_grad=self.x_value_grad_at,
+                          certify=self.x_certify, recedes=self.x_recedes)
 
   def _blocks(self, n, body, init, block=None):
     """Folds ``body(d, state) -> state`` over blocks of the first n rounds (``block`` rounds each, default the
@@ -784,6 +799,20 @@ class _Functions:
       hi = tf.minimum(i + size, n)
       return (hi, *body(i, hi, state))
     return tf.while_loop(lambda i, *_: i < n, step, (tf.constant(0), *init))[1:]
+
+  def _static_blocks(self, n, body, init):
+    """``_blocks`` with blocks of a static size (``body(i, size, state)``, size a Python int: the problem's
+    block, then single rounds for the rest), so that every shape in the body is known when it is traced: a
+    reverse pass whose gradient ops ask for the shapes of the forward pass's tensors (as reductions' and
+    reshapes' do) then needs none of that pass, which the compiled function drops (conv2 of the MNIST convnet:
+    a reverse pass alone at the cost of a whole value-and-gradient pass with the round count traced)."""
+    size = self.block
+    full = n // size * size
+    state = tf.while_loop(lambda i, *_: i < full, lambda i, *t: (i + size, *body(i, size, t)),
+                          (tf.constant(0), *init))[1:]
+    if size == 1:
+      return state
+    return tf.while_loop(lambda i, *_: i < n, lambda i, *t: (i + 1, *body(i, 1, t)), (full, *state))[1:]
 
   def _value_grad(self, v, n, data, shared, probs=True):
     """(values (P,), gradient, softmax probabilities (n, B, p_L, P) or, without ``probs``, None) of the first
@@ -821,9 +850,50 @@ class _Functions:
 
   def _cross_entropy(self, v, d, shared):
     """(logits (r, B, P, p_L), each sample's cross-entropy (r, B, P)) of a block of rounds ``d``."""
-    logits = tf.transpose(d["base"] + self.lin(v, d, shared), [0, 1, 3, 2])  # (r, B, P, p_L)
-    labels = tf.broadcast_to(d["y"][:, :, None], tf.shape(logits)[:3])
-    return logits, tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    return _cross_entropy_of(self.lin(v, d, shared), d)
+
+  def _forward(self, v, n, data, shared):
+    """L(V) over the first n rounds, (n, B, p_L, P) in V's dtype: the Taylor output less its base."""
+    out = tf.TensorArray(v.dtype, size=0, dynamic_size=True, infer_shape=False)
+
+    def body(i, hi, state):
+      out, k = state
+      return out.write(k, self.lin(v, {key: t[i:hi] for key, t in data.items()}, shared)), k + 1
+
+    return self._blocks(n, body, (out, tf.constant(0)))[0].concat()
+
+  def _values_of(self, z, n, data):
+    """The values (P,) of the first n rounds at the output's linear part z (``_forward``): no pass through L."""
+    d = {key: t[:n] for key, t in data.items()}
+    return tf.einsum("rbp,rb->p", _cross_entropy_of(z, d)[1], d["weight"])
+
+  def _value_grad_of(self, z, like, n, data, shared):
+    """``_value_grad`` at the output's linear part z (``_forward``): the gradient Lᵀr (r the loss's gradient in
+    the logits) by the reverse pass alone, as the gradient of <L V, r> at any V (L is linear; the forward pass
+    that tape records is not needed by its gradient, and the compiled function drops it)."""
+    problems = data["base"].shape[-1]
+    probs = tf.TensorArray(tf.float64, size=0, dynamic_size=True, infer_shape=False)
+
+    def body(i, size, state):
+      total, grad, probs, k = state
+      d = {key: _rounds(t, i, size) for key, t in data.items()}
+      zb = _rounds(z, i, size)
+      with tf.GradientTape() as tape:
+        tape.watch(zb)
+        logits, ce = _cross_entropy_of(zb, d)
+        values = tf.einsum("rbp,rb->p", ce, d["weight"])
+      r = tf.stop_gradient(tape.gradient(values, zb))
+      v = tf.zeros_like(like)
+      with tf.GradientTape() as tape:
+        tape.watch(v)
+        inner = tf.reduce_sum(self.lin(v, d, shared) * r)
+      grad = grad + tape.gradient(inner, v)
+      probs = probs.write(k, tf.transpose(tf.nn.softmax(logits), [0, 1, 3, 2]))
+      return total + values, grad, probs, k + 1
+
+    total, grad, probs, _ = self._static_blocks(n, body, (tf.zeros([problems], tf.float64), tf.zeros_like(like),
+                                                          probs, tf.constant(0)))
+    return total, grad, probs.concat()
 
   def _diagonal(self, probs, n, data, shared):
     """Σ over the first n rounds of ``_diagonal``: the Hessian's diagonal at ``probs``, or without them (None)
@@ -955,27 +1025,30 @@ class _Functions:
 
     return self._blocks(n, body, (tf.zeros([columns, columns], tf.float64),))[0]
 
-  def _margins(self, dv, n, data, shared):
+  def _margins_of(self, dz, n, data):
     """Over the first n rounds' samples and every wrong class o: (max, min) of the margin change
-    (L dv)_y − (L dv)_o, per problem (P,)."""
-    problems = data["base"].shape[-1]
+    dz_y − dz_o for an output change dz = L ΔV (``_forward``), per problem (P,)."""
+    d = {key: t[:n] for key, t in data.items()}
+    z = tf.transpose(dz, [0, 1, 3, 2])  # (n, B, P, p_L)
+    zy = tf.gather(z, d["y"], axis=3, batch_dims=2)  # (n, B, P)
+    m = zy[..., None] - z
+    wrong = tf.logical_not(tf.one_hot(d["y"], tf.shape(z)[-1], on_value=True, off_value=False))[:, :, None, :]
+    keep = wrong & (d["weight"] > 0)[:, :, None, None]
+    big = tf.constant(np.inf, tf.float64)
+    return tf.reduce_max(tf.where(keep, m, -big), [0, 1, 3]), tf.reduce_min(tf.where(keep, m, big), [0, 1, 3])
 
-    def body(i, hi, state):
-      top, low = state
-      d = {key: t[i:hi] for key, t in data.items()}
-      z = tf.transpose(self.lin(dv, d, shared), [0, 1, 3, 2])  # (r, B, P, p_L)
-      p_l = tf.shape(z)[-1]
-      zy = tf.gather(z, d["y"], axis=3, batch_dims=2)  # (r, B, P)
-      m = zy[..., None] - z
-      wrong = tf.logical_not(tf.one_hot(d["y"], p_l, on_value=True, off_value=False))[:, :, None, :]
-      keep = wrong & (d["weight"] > 0)[:, :, None, None]
-      big = tf.constant(np.inf, tf.float64)
-      top = tf.maximum(top, tf.reduce_max(tf.where(keep, m, -big), [0, 1, 3]))
-      low = tf.minimum(low, tf.reduce_min(tf.where(keep, m, big), [0, 1, 3]))
-      return top, low
 
-    inf = tf.fill([problems], tf.constant(np.inf, tf.float64))
-    return self._blocks(n, body, (-inf, inf))
+def _rounds(t, i, size: int):
+  """Rounds i, ..., i + size − 1 of t (rounds on its first axis), with the static size ``size``."""
+  return tf.slice(t, tf.concat([[i], tf.zeros([t.shape.rank - 1], tf.int32)], 0), [size] + [-1] * (t.shape.rank - 1))
+
+
+def _cross_entropy_of(z, d):
+  """(logits (r, B, P, p_L), each sample's cross-entropy (r, B, P)) of a block of rounds ``d`` whose output's
+  V-dependent part is z (r, B, p_L, P)."""
+  logits = tf.transpose(d["base"] + z, [0, 1, 3, 2])
+  labels = tf.broadcast_to(d["y"][:, :, None], tf.shape(logits)[:3])
+  return logits, tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
 def _patch_moments(site: records_lib.Site, data: dict, block: int) -> tf.Tensor:
