@@ -300,6 +300,11 @@ def test_kronecker_factors_of_a_conv_layer_are_their_definitions(runs):
   omega = np.einsum("s,spk,spl->kl", w.reshape(-1), patches, patches)
   got = ce_problem._patch_moments(site, data, 1).numpy()  # a float32 GEMM
   np.testing.assert_allclose(got, omega, rtol=1e-5, atol=1e-5 * np.abs(omega).max())
+  # From every other round (6 loaded: rounds 0, 2, 4), scaled to the count of all six.
+  every2 = np.einsum("s,spk,spl->kl", w[::2].reshape(-1), patches.reshape(*w.shape, -1, site.K)[::2].reshape(
+      w[::2].size, -1, site.K), patches.reshape(*w.shape, -1, site.K)[::2].reshape(w[::2].size, -1, site.K))
+  got = ce_problem._patch_moments(site, data, 2, every=2).numpy()
+  np.testing.assert_allclose(got, every2 * w.shape[0] / w[::2].shape[0], rtol=1e-5, atol=1e-5 * np.abs(omega).max())
   _, _, probs = fun.value_grad(prob._v(prob.start()), n, data, shared)
   pr = probs.numpy()[..., 0]  # (R, B, p_L)
   a = np.einsum("rbo,op->rbop", pr, np.eye(pr.shape[-1])) - pr[..., :, None] * pr[..., None, :]

@@ -30,8 +30,12 @@ of the MNIST convnet: no exact factor fits) is preconditioned by K-FAC's Kroneck
 Ω ⊗ Γ (``_Functions.x_kronecker``): conv2 at N = 110 from W^n in 2 Newton steps and 14 CG iterations, 38 s,
 where the diagonal took 4 steps and 98 CG iterations, 105 s (the same value, 0: separable rounds); the
 benchmark's 20 horizons N ≤ 237 all separable, every one converged, in 489 s (1,320 s before CG was capped at
-``_KRONECKER_MAX_CG`` iterations and kept its float32 products when it ran out of them). Value and gradient are
-computed in float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear
+``_KRONECKER_MAX_CG`` iterations and kept its float32 products when it ran out of them). Newton sees the Taylor
+loss as an affine objective (``nta.solvers.Affine``, ``_Functions.affine``): it keeps the output's linear part
+z = L(V) from step to step, so a step costs one forward pass L(s) (every trial of its line search and every
+doubling of a way is then valued from z + α L(s) alone), one reverse pass at the point accepted (compiled with
+static block shapes, so that it drops the forward pass it does not need), and the margins that certify a
+direction of recession are read off L(s) and z − z₀. Value and gradient are computed in float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear
 maps in float32, accumulating in float64: where the records hold the layer input (``kind`` "input": a
 convolution or matmul per product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the products' time
 is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms, within 5·10⁻⁶ of
@@ -124,6 +128,11 @@ _KRONECKER_DAMPING = 1e-3
 # one and the line search's doubling do not: conv2 at N = 184 from W^n in 3 Newton steps either way, CGs of
 # 20, 20 and 9 iterations and 119 s in place of 30, 100 and 8 and 199 s.
 _KRONECKER_MAX_CG = 20
+# Ω of the Kronecker factors is estimated from about this many loaded rounds, spread over the run: a preconditioner,
+# and the patches' second moments are stable statistics (conv2 of the MNIST convnet, the 119 recorded rounds of
+# ``benchmarks/ce_solve_bench.py``: 12.4 s from every 7th round in place of 87.1 s from all, within 2.3% of it in
+# the Frobenius norm).
+_PATCH_ROUNDS = 16
 # The logit of a class dropped with a sample's separated part: exp of it beside any finite logit is 0.
 _DROPPED = -1e30
 
@@ -336,7 +345,8 @@ class TaylorProblem:
         # Ω's damped factor, once per problem (it does not depend on V): over every loaded round, like d.
         patch_block = max(1, device_lib.block_bytes(self.device) // (self._data["y"].shape[1] * self.site.spatial
                                                                      * self.site.K * 8))
-        shared["patches"] = _damped_cholesky(_patch_moments(self.site, data, patch_block)[None],
+        every = max(1, int(data["x"].shape[0]) // _PATCH_ROUNDS)
+        shared["patches"] = _damped_cholesky(_patch_moments(self.site, data, patch_block, every)[None],
                                              tf.constant(_KRONECKER_DAMPING, tf.float64))[0]
       args = (d, n, solve_data, shared)
       if method == "newton":
@@ -1051,11 +1061,13 @@ def _cross_entropy_of(z, d):
   return logits, tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
-def _patch_moments(site: records_lib.Site, data: dict, block: int) -> tf.Tensor:
+def _patch_moments(site: records_lib.Site, data: dict, block: int, every: int = 1) -> tf.Tensor:
   """Ω = Σ_s ω_s Σ_positions x̃ x̃ᵀ over every loaded sample's patches (K × K, float64): one float32 GEMM per block
-  of rounds (a preconditioner), summed in float64."""
+  of rounds (a preconditioner), summed in float64; with ``every`` > 1, over every ``every``-th loaded round,
+  scaled to the count of all."""
   node, op = site.graph_node(), site.op
-  x, weight = data["x"], data["weight"]
+  rounds = int(data["x"].shape[0])
+  x, weight = data["x"][::every], data["weight"][::every]
   out = tf.zeros([site.K, site.K], tf.float64)
   for r0 in range(0, int(x.shape[0]), block):
     xb = tf.cast(x[r0:r0 + block], tf.float32)
@@ -1063,7 +1075,7 @@ def _patch_moments(site: records_lib.Site, data: dict, block: int) -> tf.Tensor:
     scale = tf.sqrt(tf.cast(tf.reshape(weight[r0:r0 + block], [-1, 1, 1]), tf.float32))
     rows = tf.reshape(tf.reshape(patches, [scale.shape[0], -1, site.K]) * scale, [-1, site.K])
     out += tf.cast(tf.matmul(rows, rows, transpose_a=True), tf.float64)
-  return out
+  return out * (rounds / int(x.shape[0]))
 
 
 def _materialise(site: records_lib.Site, x, j, pos, block_bytes: int) -> np.ndarray:
