@@ -867,19 +867,21 @@ class _Functions:
     return _cross_entropy_of(self.lin(v, d, shared), d)
 
   def _forward(self, v, n, data, shared):
-    """L(V) over the first n rounds, (n, B, p_L, P) in V's dtype: the Taylor output less its base."""
+    """L(V) over the first n rounds, in V's dtype: the Taylor output less its base, (R, B, p_L, P) for every
+    loaded round (zero beyond n: one shape at every horizon, so that the functions taking it trace once)."""
     out = tf.TensorArray(v.dtype, size=0, dynamic_size=True, infer_shape=False)
 
     def body(i, hi, state):
       out, k = state
       return out.write(k, self.lin(v, {key: t[i:hi] for key, t in data.items()}, shared)), k + 1
 
-    return self._blocks(n, body, (out, tf.constant(0)))[0].concat()
+    z = self._blocks(n, body, (out, tf.constant(0)))[0].concat()
+    return tf.pad(z, [[0, data["base"].shape[0] - n], [0, 0], [0, 0], [0, 0]])
 
   def _values_of(self, z, n, data):
     """The values (P,) of the first n rounds at the output's linear part z (``_forward``): no pass through L."""
     d = {key: t[:n] for key, t in data.items()}
-    return tf.einsum("rbp,rb->p", _cross_entropy_of(z, d)[1], d["weight"])
+    return tf.einsum("rbp,rb->p", _cross_entropy_of(z[:n], d)[1], d["weight"])
 
   def _value_grad_of(self, z, like, n, data, shared):
     """``_value_grad`` at the output's linear part z (``_forward``): the gradient Lᵀr (r the loss's gradient in
@@ -1043,7 +1045,7 @@ class _Functions:
     """Over the first n rounds' samples and every wrong class o: (max, min) of the margin change
     dz_y − dz_o for an output change dz = L ΔV (``_forward``), per problem (P,)."""
     d = {key: t[:n] for key, t in data.items()}
-    z = tf.transpose(dz, [0, 1, 3, 2])  # (n, B, P, p_L)
+    z = tf.transpose(dz[:n], [0, 1, 3, 2])  # (n, B, P, p_L)
     zy = tf.gather(z, d["y"], axis=3, batch_dims=2)  # (n, B, P)
     m = zy[..., None] - z
     wrong = tf.logical_not(tf.one_hot(d["y"], tf.shape(z)[-1], on_value=True, off_value=False))[:, :, None, :]
