@@ -768,13 +768,15 @@ def newton_cg(value_grad: Any, hvp: Callable, x0: Any, tol: Any, max_iter: int =
                   separable=separable)
 
 
-def follow_way(evaluate: Callable, x, f, g, aux, way, where, values: Optional[Callable] = None):
+def follow_way(evaluate: Any, x, f, g, aux, way, where, values: Optional[Callable] = None, args: tuple = ()):
   """From x along ``way`` (P, D) where ``where`` (P,), by steps doubling from 1 while the value decreases (at most
-  2⁶⁰): the lowest point found, (x, f, g, aux). ``evaluate(x) -> (f (P,) numpy, g (P, D), aux)``, aux with
-  the problems on its last axis; (f, g, aux) at x. With ``values(x) -> f`` (cheaper), the doublings are
-  valued by it and the lowest point is evaluated once."""
-  objective = _Objective(evaluate, values, None, None, ())
-  x, (f, g, aux, _) = _follow(objective.ray(x, (np.asarray(f, np.float64), g, aux, None), way), where)
+  2⁶⁰): the lowest point found, (x, f, g, aux). ``evaluate(x, *args) -> (f (P,) numpy, g (P, D), aux)``, aux
+  with the problems on its last axis; (f, g, aux) at x. With ``values(x, *args) -> f`` (cheaper), the doublings
+  are valued by it and the lowest point is evaluated once. Or ``evaluate`` an :class:`Affine` objective (f, g
+  and aux then None: x is evaluated here), whose doublings cost no pass beyond the one A way."""
+  objective = _Objective(evaluate, values, None, None, tuple(args))
+  state = objective.evaluate(x) if objective.affine is not None else (np.asarray(f, np.float64), g, aux, None)
+  x, (f, g, aux, _) = _follow(objective.ray(x, state, way), where)
   return x, f, g, aux
 
 

@@ -392,7 +392,7 @@ class TaylorProblem:
       return v
     n = self._n(horizon)
     fun, data, shared = self._fun, self._data, self._shared
-    lower = (fun.value(prev, n, data, shared) < fun.value(v, n, data, shared)).numpy()
+    lower = (fun.value_at(prev, n, data, shared) < fun.value_at(v, n, data, shared)).numpy()
     if separable is not None and not (self._explicit or self._splits or self._privates):
       # A far-out (separable) optimum saturates the samples it separates: the curvature it leaves spans many
       # orders of magnitude, which a diagonal does not precondition (conv2 of the MNIST convnet at the layer
@@ -485,22 +485,17 @@ class TaylorProblem:
     bring within ``tol`` / 10 (a split that roundoff spoilt) keeps its lowest full value, not converged."""
     split_p = np.asarray(where, bool)
     reduced = np.asarray(lower, np.float64)
-    fun = self._fun
-
-    def evaluate(x):
-      f, g, probs = fun.value_grad(fun.to_v(x, v), n, self._data, self._shared)
-      return f.numpy(), fun.to_x(g), probs
-
+    fun, d = self._fun, tf.constant(self.scale)
     # Along the way the separated losses fall while roundoff in the rest can only grow: doubling λ while the
     # full loss decreases (``nta.solvers.follow_way``) ends where it is lowest.
-    x = fun.to_x(v)
-    x, best_f, _, _ = solvers.follow_way(evaluate, x, *evaluate(x), tf.constant(way), split_p,
-                                         lambda x: fun.value(fun.to_v(x, v), n, self._data, self._shared).numpy())
+    way = fun.to_x(fun.to_v(tf.constant(way), d) / d)  # in the solver's variable x = V / d
+    x, best_f, _, _ = solvers.follow_way(fun.affine(), fun.to_x(v / d), None, None, None, way, split_p,
+                                         args=(d, n, self._data, self._shared))
     reached = split_p & (best_f <= reduced + 0.1 * tol)
     sol = sol._replace(value=np.where(split_p, best_f, np.atleast_1d(sol.value)),
                        converged=np.where(split_p, reached & sol.converged, sol.converged),
                        separable=sol.separable | np.asarray(separated, bool))
-    return fun.to_v(x, v), sol
+    return d * fun.to_v(x, d), sol
 
   def _to_columns(self, per_problem):
     """A (P,) mask as a broadcastable mask over V's (K, C)."""
@@ -696,7 +691,6 @@ class _Functions:
                  "x_kronecker", "x_apply_kronecker"):
       setattr(self, name, getattr(self, name))
     self.value_grad = tf.function(self._value_grad, reduce_retracing=True, autograph=False)
-    self.value = tf.function(self._value, reduce_retracing=True, autograph=False)
     self.hvp = tf.function(self._hvp, reduce_retracing=True, autograph=False)
     self.forward = tf.function(self._forward, reduce_retracing=True, autograph=False)
     self.values_of = tf.function(self._values_of, reduce_retracing=True, autograph=False)
@@ -782,6 +776,10 @@ class _Functions:
     del d, shared
     return self.values_of(z, n, data)
 
+  def value_at(self, v, n, data, shared):
+    """The values (P,) at V, by the forward pass and the values from z (the functions Newton traces)."""
+    return self.values_of(self.forward(v, n, data, shared), n, data)
+
   def x_value_grad_at(self, z, d, n, data, shared):
     """(values, gradient in x, softmax probabilities) at the output's linear part z: the reverse pass alone."""
     values, grad, probs = self.value_grad_of(z, d, n, data, shared)
@@ -814,19 +812,13 @@ class _Functions:
       return (hi, *body(i, hi, state))
     return tf.while_loop(lambda i, *_: i < n, step, (tf.constant(0), *init))[1:]
 
-  def _static_blocks(self, n, body, init):
-    """``_blocks`` with blocks of a static size (``body(i, size, state)``, size a Python int: the problem's
-    block, then single rounds for the rest), so that every shape in the body is known when it is traced: a
-    reverse pass whose gradient ops ask for the shapes of the forward pass's tensors (as reductions' and
-    reshapes' do) then needs none of that pass, which the compiled function drops (conv2 of the MNIST convnet:
-    a reverse pass alone at the cost of a whole value-and-gradient pass with the round count traced)."""
-    size = self.block
-    full = n // size * size
-    state = tf.while_loop(lambda i, *_: i < full, lambda i, *t: (i + size, *body(i, size, t)),
-                          (tf.constant(0), *init))[1:]
-    if size == 1:
-      return state
-    return tf.while_loop(lambda i, *_: i < n, lambda i, *t: (i + 1, *body(i, 1, t)), (full, *state))[1:]
+  def _each_round(self, n, body, init):
+    """Folds ``body(i, state) -> state`` over the first n rounds one at a time (each sliced by ``_rounds``: a
+    static shape), so that every shape in the body is known when it is traced: a reverse pass whose gradient ops
+    ask for the shapes of the forward pass's tensors (as reductions' and reshapes' do) then needs none of that
+    pass, which the compiled function drops (conv2 of the MNIST convnet: a reverse pass alone at the cost of a
+    whole value-and-gradient pass with the round count traced)."""
+    return tf.while_loop(lambda i, *_: i < n, lambda i, *t: (i + 1, *body(i, t)), (tf.constant(0), *init))[1:]
 
   def _value_grad(self, v, n, data, shared, probs=True):
     """(values (P,), gradient, softmax probabilities (n, B, p_L, P) or, without ``probs``, None) of the first
@@ -851,17 +843,6 @@ class _Functions:
                                                    tf.constant(0)))
     return total, grad, probs.concat() if keep else None
 
-  def _value(self, v, n, data, shared):
-    """The values (P,) of the first n rounds, in float64: ``_value_grad``'s without its reverse pass (a third of
-    its time where the records hold the layer input)."""
-    problems = data["base"].shape[-1]
-
-    def body(i, hi, state):
-      d = {key: t[i:hi] for key, t in data.items()}
-      return (state[0] + tf.einsum("rbp,rb->p", self._cross_entropy(v, d, shared)[1], d["weight"]),)
-
-    return self._blocks(n, body, (tf.zeros([problems], tf.float64),))[0]
-
   def _cross_entropy(self, v, d, shared):
     """(logits (r, B, P, p_L), each sample's cross-entropy (r, B, P)) of a block of rounds ``d``."""
     return _cross_entropy_of(self.lin(v, d, shared), d)
@@ -876,7 +857,7 @@ class _Functions:
       return out.write(k, self.lin(v, {key: t[i:hi] for key, t in data.items()}, shared)), k + 1
 
     z = self._blocks(n, body, (out, tf.constant(0)))[0].concat()
-    return tf.pad(z, [[0, data["base"].shape[0] - n], [0, 0], [0, 0], [0, 0]])
+    return tf.pad(z, [[0, tf.shape(data["base"])[0] - n], [0, 0], [0, 0], [0, 0]])
 
   def _values_of(self, z, n, data):
     """The values (P,) of the first n rounds at the output's linear part z (``_forward``): no pass through L."""
@@ -890,10 +871,10 @@ class _Functions:
     problems = data["base"].shape[-1]
     probs = tf.TensorArray(tf.float64, size=0, dynamic_size=True, infer_shape=False)
 
-    def body(i, size, state):
+    def body(i, state):
       total, grad, probs, k = state
-      d = {key: _rounds(t, i, size) for key, t in data.items()}
-      zb = _rounds(z, i, size)
+      d = {key: _rounds(t, i, 1) for key, t in data.items()}
+      zb = _rounds(z, i, 1)
       with tf.GradientTape() as tape:
         tape.watch(zb)
         logits, ce = _cross_entropy_of(zb, d)
@@ -907,8 +888,8 @@ class _Functions:
       probs = probs.write(k, tf.transpose(tf.nn.softmax(logits), [0, 1, 3, 2]))
       return total + values, grad, probs, k + 1
 
-    total, grad, probs, _ = self._static_blocks(n, body, (tf.zeros([problems], tf.float64), tf.zeros_like(like),
-                                                          probs, tf.constant(0)))
+    total, grad, probs, _ = self._each_round(n, body, (tf.zeros([problems], tf.float64), tf.zeros_like(like), probs,
+                                                       tf.constant(0)))
     return total, grad, probs.concat()
 
   def _diagonal(self, probs, n, data, shared):
