@@ -304,25 +304,31 @@ def _logistic(X, Y, classes):
     p = tf.transpose(probs, [2, 0, 1])
     return tf.reshape(tf.einsum("pnd,pnc->pdc", Xt ** 2, p - p * p), (P, -1))
 
+  certify, recedes = _margin_tests(lambda s: np.einsum("pnd,pdc->pnc", X, np.reshape(s, (P, D, classes))), Y,
+                                    classes)
+  certify.recedes = recedes
+  return value_grad, hvp, diagonal, certify
+
+
+def _margin_tests(logits, Y, classes):
+  """(certify, recedes) of a direction whose logit change ``logits(direction)`` is (P, N, C): every margin
+  z_y − z_o (o ≠ y) non-decreasing along it (to 1e-9 of the largest increase), one increasing; every margin
+  increasing."""
   def margins(s):
-    """(largest, smallest) change of a margin z_y − z_o (o ≠ y) along s, per problem."""
-    z = np.einsum("pnd,pdc->pnc", X, np.reshape(s, (P, D, classes)))
+    z = logits(s)
     m = np.take_along_axis(z, Y[..., None], 2) - z
     wrong = np.arange(classes)[None, None, :] != Y[..., None]
     return np.where(wrong, m, -np.inf).max((1, 2)), np.where(wrong, m, np.inf).min((1, 2))
 
   def certify(s):
-    """Every margin non-decreasing along s (to 1e-9 of the largest increase), one increasing."""
     top, low = margins(s)
     return (top > 0) & (low >= -1e-9 * top)
 
   def recedes(s):
-    """Every margin increasing along s."""
     top, low = margins(s)
     return (top > 0) & (low > 1e-9 * top)
 
-  certify.recedes = recedes
-  return value_grad, hvp, diagonal, certify
+  return certify, recedes
 
 
 def _logistic_affine(X, Y, classes, calls):
@@ -345,20 +351,7 @@ def _logistic_affine(X, Y, classes, calls):
     r = p - tf.one_hot(Yt, classes, dtype=p.dtype)
     return values(z), tf.reshape(tf.einsum("pnd,pnc->pdc", Xt, r), (P, -1)), tf.transpose(p, [1, 2, 0])
 
-  def margins(dz):
-    z = np.transpose(np.asarray(dz), [2, 0, 1])
-    m = np.take_along_axis(z, Y[..., None], 2) - z
-    wrong = np.arange(classes)[None, None, :] != Y[..., None]
-    return np.where(wrong, m, -np.inf).max((1, 2)), np.where(wrong, m, np.inf).min((1, 2))
-
-  def certify(dz):
-    top, low = margins(dz)
-    return (top > 0) & (low >= -1e-9 * top)
-
-  def recedes(dz):
-    top, low = margins(dz)
-    return (top > 0) & (low > 1e-9 * top)
-
+  certify, recedes = _margin_tests(lambda dz: np.transpose(np.asarray(dz), [2, 0, 1]), Y, classes)
   return solvers.Affine(forward=forward, values=values, value_grad=value_grad, certify=certify, recedes=recedes)
 
 
