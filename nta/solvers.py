@@ -448,7 +448,8 @@ class _Objective:
       step = tf.constant(alpha[:, None]) * ray.s
       step = tf.where(tf.constant(ask[:, None]), step, tf.zeros_like(step))
     else:
-      step = _where_last(ask, ray.zs * tf.constant(alpha), 0.0)
+      step = ray.zs * tf.constant(alpha)
+      step = tf.where(tf.constant(ask), step, tf.zeros_like(step))  # problems on z's last axis
     return ask & np.asarray(fn(step, *self.args), bool)
 
   def away(self, x, state, x0, state0) -> "_Ray":
@@ -494,11 +495,6 @@ class _Ray:
     if obj._value is not None:
       return (np.asarray(obj._value(self.point(alpha), *obj.args), np.float64), *best[1:3], best[4]), False
     return self.full(alpha), True
-
-
-def _where_last(mask, t, other):
-  """``t`` where ``mask`` (P,) on its last axis, else ``other``."""
-  return tf.where(tf.constant(mask), t, tf.cast(other, t.dtype) * tf.ones_like(t))
 
 
 def newton_cg(value_grad: Any, hvp: Callable, x0: Any, tol: Any, max_iter: int = 100, *,
@@ -768,15 +764,12 @@ def newton_cg(value_grad: Any, hvp: Callable, x0: Any, tol: Any, max_iter: int =
                   separable=separable)
 
 
-def follow_way(evaluate: Any, x, f, g, aux, way, where, values: Optional[Callable] = None, args: tuple = ()):
-  """From x along ``way`` (P, D) where ``where`` (P,), by steps doubling from 1 while the value decreases (at most
-  2⁶⁰): the lowest point found, (x, f, g, aux). ``evaluate(x, *args) -> (f (P,) numpy, g (P, D), aux)``, aux
-  with the problems on its last axis; (f, g, aux) at x. With ``values(x, *args) -> f`` (cheaper), the doublings
-  are valued by it and the lowest point is evaluated once. Or ``evaluate`` an :class:`Affine` objective (f, g
-  and aux then None: x is evaluated here), whose doublings cost no pass beyond the one A way."""
-  objective = _Objective(evaluate, values, None, None, tuple(args))
-  state = objective.evaluate(x) if objective.affine is not None else (np.asarray(f, np.float64), g, aux, None)
-  x, (f, g, aux, _) = _follow(objective.ray(x, state, way), where)
+def follow_way(objective: Affine, x, way, where, args: tuple = ()):
+  """From x along ``way`` (P, D) where ``where`` (P,), by steps doubling from 1 while the value of the
+  :class:`Affine` ``objective`` decreases (at most 2⁶⁰; each doubling valued from the one pass A way): the
+  lowest point found, (x, f, g, aux)."""
+  objective = _Objective(objective, None, None, None, tuple(args))
+  x, (f, g, aux, _) = _follow(objective.ray(x, objective.evaluate(x), way), where)
   return x, f, g, aux
 
 

@@ -34,16 +34,16 @@ benchmark's 20 horizons N ≤ 237 all separable, every one converged, in 489 s (
 loss as an affine objective (``nta.solvers.Affine``, ``_Functions.affine``): it keeps the output's linear part
 z = L(V) from step to step, so a step costs one forward pass L(s) (every trial of its line search and every
 doubling of a way is then valued from z + α L(s) alone), one reverse pass at the point accepted (compiled with
-static block shapes, so that it drops the forward pass it does not need), and the margins that certify a
+static shapes, so that it drops the forward pass it does not need), and the margins that certify a
 direction of recession are read off L(s) and z − z₀ (conv2 of the MNIST convnet at the layer scale, all 24
 horizons of the benchmark's run to N = 1185, 119 recorded rounds: 1,980 s, every one converged, in place of
 3,097 s, with ``nta.solvers.newton_cg`` keeping CG capped after extended steps; a Newton step at N = 711 about
-85 s in place of 100-127 s, its CG of 20 products about 71 s of it).
-Value and gradient are computed in float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear
-maps in float32, accumulating in float64: where the records hold the layer input (``kind`` "input": a
-convolution or matmul per product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the products' time
-is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms, within 5·10⁻⁶ of
-the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py --run=convnet`` 46 s, 30 s
+85 s in place of 100-127 s, its CG of 20 products about 71 s of it). Value and gradient are computed in
+float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in
+float32, accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or
+matmul per product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the
+products' time is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms,
+within 5·10⁻⁶ of the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py --run=convnet`` 46 s, 30 s
 of it solving, in place of 65-70 s, with the float32 factor GEMM and ``nta.solvers.newton_cg``'s forcing cap
 0.5 (with an exact factor); L-BFGS in the same run 597 s, 585 s of it solving; with ``newton_cg``'s lower
 bound 0 as well, 44 s and 30 s against 632 s and 616 s: 20.5× for the solvers alone). They switch to float64 after
@@ -346,7 +346,7 @@ class TaylorProblem:
       splits, solve_data = self._split(int(n), method)
       alone, solve_data = self._private(int(n), method, solve_data)
       if self._kronecker and method == "newton" and "patches" not in shared:
-        # Ω's damped factor, once per problem (it does not depend on V): over every loaded round, like d.
+        # Ω's damped factor, once per problem (it does not depend on V): over every k-th loaded round.
         patch_block = max(1, device_lib.block_bytes(self.device) // (self._data["y"].shape[1] * self.site.spatial
                                                                      * self.site.K * 8))
         every = max(1, int(data["x"].shape[0]) // _PATCH_ROUNDS)
@@ -489,7 +489,7 @@ class TaylorProblem:
     # Along the way the separated losses fall while roundoff in the rest can only grow: doubling λ while the
     # full loss decreases (``nta.solvers.follow_way``) ends where it is lowest.
     way = fun.to_x(fun.to_v(tf.constant(way), d) / d)  # in the solver's variable x = V / d
-    x, best_f, _, _ = solvers.follow_way(fun.affine(), fun.to_x(v / d), None, None, None, way, split_p,
+    x, best_f, _, _ = solvers.follow_way(fun.affine(), fun.to_x(v / d), way, split_p,
                                          args=(d, n, self._data, self._shared))
     reached = split_p & (best_f <= reduced + 0.1 * tol)
     sol = sol._replace(value=np.where(split_p, best_f, np.atleast_1d(sol.value)),
@@ -822,30 +822,9 @@ class _Functions:
 
   def _value_grad(self, v, n, data, shared, probs=True):
     """(values (P,), gradient, softmax probabilities (n, B, p_L, P) or, without ``probs``, None) of the first
-    n rounds, in float64."""
-    keep = probs
-    problems = data["base"].shape[-1]
-    probs = tf.TensorArray(tf.float64, size=0, dynamic_size=True, infer_shape=False)
-
-    def body(i, hi, state):
-      total, grad, probs, k = state
-      d = {key: t[i:hi] for key, t in data.items()}
-      with tf.GradientTape() as tape:
-        tape.watch(v)
-        logits, ce = self._cross_entropy(v, d, shared)
-        values = tf.einsum("rbp,rb->p", ce, d["weight"])
-      grad = grad + tape.gradient(values, v)
-      if keep:
-        probs = probs.write(k, tf.transpose(tf.nn.softmax(logits), [0, 1, 3, 2]))
-      return total + values, grad, probs, k + 1
-
-    total, grad, probs, _ = self._blocks(n, body, (tf.zeros([problems], tf.float64), tf.zeros_like(v), probs,
-                                                   tf.constant(0)))
-    return total, grad, probs.concat() if keep else None
-
-  def _cross_entropy(self, v, d, shared):
-    """(logits (r, B, P, p_L), each sample's cross-entropy (r, B, P)) of a block of rounds ``d``."""
-    return _cross_entropy_of(self.lin(v, d, shared), d)
+    n rounds, in float64: the forward pass, then the reverse pass from its output (``_value_grad_of``)."""
+    total, grad, softmax = self._value_grad_of(self._forward(v, n, data, shared), v, n, data, shared)
+    return total, grad, softmax if probs else None
 
   def _forward(self, v, n, data, shared):
     """L(V) over the first n rounds, in V's dtype: the Taylor output less its base, (R, B, p_L, P) for every
@@ -880,6 +859,7 @@ class _Functions:
         logits, ce = _cross_entropy_of(zb, d)
         values = tf.einsum("rbp,rb->p", ce, d["weight"])
       r = tf.stop_gradient(tape.gradient(values, zb))
+      values = tf.ensure_shape(values, [problems])  # z's shape is not known where it is traced with L's output
       v = tf.zeros_like(like)
       with tf.GradientTape() as tape:
         tape.watch(v)
