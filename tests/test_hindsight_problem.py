@@ -286,7 +286,7 @@ def test_a_diagonally_preconditioned_problem_never_starts_from_a_far_out_optimum
   np.testing.assert_array_equal(dense._start(2, dense._v(best), np.array([True, True])).numpy()[:, 0], best[:, 0])
 
 
-def test_kronecker_factors_of_a_conv_layer_are_their_definitions(runs):
+def test_kronecker_factors_of_a_conv_layer_are_their_definitions(runs, monkeypatch):
   # A pooled conv layer at the layer scale: Ω = Σ_s ω_s Σ_positions x̃ x̃ᵀ, Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq at the
   # softmax probabilities, and the preconditioner (Ω + δ) ⊗ (Γ + δ') inverted in the solver's variable.
   records = ce_records.load_records(runs("conv64")[0])
@@ -298,13 +298,23 @@ def test_kronecker_factors_of_a_conv_layer_are_their_definitions(runs):
   x = tf.reshape(tf.cast(data["x"], tf.float64), [-1, *site.input_shape])
   patches = site.op.augmented_input(site.graph_node(), x).numpy().reshape(w.size, -1, site.K)
   omega = np.einsum("s,spk,spl->kl", w.reshape(-1), patches, patches)
-  got = ce_problem._patch_moments(site, data, 1).numpy()  # a float32 GEMM
+  rounds = w.shape[0]  # 6 loaded
+  got = ce_problem._patch_moments(site, data, [(r, 1) for r in range(rounds)], 1).numpy()  # a float32 GEMM
   np.testing.assert_allclose(got, omega, rtol=1e-5, atol=1e-5 * np.abs(omega).max())
-  # From every other round (6 loaded: rounds 0, 2, 4), scaled to the count of all six.
-  every2 = np.einsum("s,spk,spl->kl", w[::2].reshape(-1), patches.reshape(*w.shape, -1, site.K)[::2].reshape(
-      w[::2].size, -1, site.K), patches.reshape(*w.shape, -1, site.K)[::2].reshape(w[::2].size, -1, site.K))
-  got = ce_problem._patch_moments(site, data, 2, every=2).numpy()
-  np.testing.assert_allclose(got, every2 * w.shape[0] / w[::2].shape[0], rtol=1e-5, atol=1e-5 * np.abs(omega).max())
+  # Rounds 0, 1 alone, then every 2nd below 4 and every 4th below 8, each weighted by its stride.
+  monkeypatch.setattr(ce_problem, "_PATCH_ROUNDS", 2)
+  assert ce_problem._patch_rounds(0, rounds) == [(0, 1), (1, 1), (2, 2), (4, 4)]
+  assert ce_problem._patch_rounds(3, rounds) == [(4, 4)]
+  per_round = np.einsum("rb,rbpk,rbpl->rkl", w, *[patches.reshape(*w.shape, -1, site.K)] * 2)
+  sampled = per_round[0] + per_round[1] + 2 * per_round[2] + 4 * per_round[4]
+  got = ce_problem._patch_moments(site, data, ce_problem._patch_rounds(0, rounds), 2).numpy()
+  np.testing.assert_allclose(got, sampled, rtol=1e-5, atol=1e-5 * np.abs(omega).max())
+  # The factor of each horizon from its own rounds, its sum carried from the horizon before.
+  damp = lambda m: m + 1e-3 * np.mean(np.diag(m)) * np.eye(len(m))  # noqa: E731
+  for horizon, expected in ((2, per_round[0] + per_round[1]), (3, per_round[0] + per_round[1] + 2 * per_round[2]),
+                            (6, sampled), (1, per_round[0])):
+    factor = prob._patch_factor(horizon).numpy()
+    np.testing.assert_allclose(factor @ factor.T, damp(expected), rtol=1e-5, atol=1e-5 * np.abs(omega).max())
   _, _, probs = fun.value_grad(prob._v(prob.start()), n, data, shared)
   pr = probs.numpy()[..., 0]  # (R, B, p_L)
   a = np.einsum("rbo,op->rbop", pr, np.eye(pr.shape[-1])) - pr[..., :, None] * pr[..., None, :]
@@ -314,7 +324,6 @@ def test_kronecker_factors_of_a_conv_layer_are_their_definitions(runs):
   np.testing.assert_allclose(got, gamma, rtol=1e-5, atol=1e-5 * np.abs(gamma).max())
   shared["patches"] = ce_problem._damped_cholesky(tf.constant(omega)[None], tf.constant(1e-3, tf.float64))[0]
   factors = fun.x_kronecker(probs, None, n, data, shared)
-  damp = lambda m: m + 1e-3 * np.mean(np.diag(m)) * np.eye(len(m))  # noqa: E731
   d = prob.scale.reshape(-1)
   r = np.random.default_rng(0).normal(size=(1, d.size))
   expected = np.linalg.solve(np.kron(damp(omega), damp(got)), r[0] / d) / d

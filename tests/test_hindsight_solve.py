@@ -219,6 +219,26 @@ def test_newton_solves_match_lbfgs_and_scipy_and_a_set_of_neurons_is_each_alone(
       assert together[h].iterations[i] == alone[h].iterations
 
 
+def test_conv_neurons_through_their_input_match_their_materialised_solves_and_scipy(runs):
+  # Where the neurons' G_α does not fit the memory, the layer's neurons are one set evaluated through the layer
+  # input, CG preconditioned by the patches' moments Ω: the same optima as the materialised G's exact Hessian.
+  workdir, _, _, _, _, states, _ = runs("conv64")
+  records = ce_records.load_records(workdir)
+  assert ce_problem.neuron_groups(records, 2, [0, 1, 2], memory_mb=1e-3) == [[0, 1, 2]]
+  assert ce_problem.neuron_groups(records, 2, [0, 1, 2], memory_mb=1e3) == [[0, 1, 2]]
+  through = ce_problem.load(records, 2, [1, 2], memory_mb=1e-3)
+  matrix = ce_problem.load(records, 2, [1, 2], memory_mb=1e3)
+  assert (through.kind, through._kronecker, matrix.kind, matrix._kronecker) == ("input", True, "matrix", False)
+  horizons = [3, 6]  # conv3's neurons have minimisers there
+  a, b = (p.solve(horizons, tol=1e-8, method="newton") for p in (through, matrix))
+  for h, n in enumerate(horizons):
+    assert a[h].converged.all() and not a[h].separable.any()
+    np.testing.assert_allclose(a[h].value, b[h].value, rtol=tol.SOLVED64)
+    for i, unit in enumerate([1, 2]):  # (the minimisers differ along weights no sample moves)
+      expected = _scipy_optimum(states, n, 2, unit, through.start(n)[:, i])
+      np.testing.assert_allclose(a[h].value[i], expected, rtol=tol.OPTIMA64)
+
+
 def test_the_way_from_the_start_certifies_a_separation_no_single_newton_step_did(runs):
   # The logits' neuron 2 over the first round of the conv net: separable by the LP; Newton's extended steps each
   # lower some margin, while the whole way from W^n to the solution raises every one or keeps it.

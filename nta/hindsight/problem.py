@@ -30,8 +30,11 @@ of the MNIST convnet: no exact factor fits) is preconditioned by K-FAC's Kroneck
 Ω ⊗ Γ (``_Functions.x_kronecker``): conv2 at N = 110 from W^n in 2 Newton steps and 14 CG iterations, 38 s,
 where the diagonal took 4 steps and 98 CG iterations, 105 s (the same value, 0: separable rounds); the
 benchmark's 20 horizons N ≤ 237 all separable, every one converged, in 489 s (1,320 s before CG was capped at
-``_KRONECKER_MAX_CG`` iterations and kept its float32 products when it ran out of them). Newton sees the Taylor
-loss as an affine objective (``nta.solvers.Affine``, ``_Functions.affine``): it keeps the output's linear part
+``_KRONECKER_MAX_CG`` iterations and kept its float32 products when it ran out of them). Conv neurons whose
+G_α with its float32 rows does not fit ``memory_mb`` (a conv2 neuron of the MNIST convnet past 87 rounds of 128
+digits at the default 2 GB) are solved through the layer input, all of the layer's in one set, CG
+preconditioned by Ω alone (a neuron's Γ is a scalar: ``materialised``). Newton sees the Taylor loss as an
+affine objective (``nta.solvers.Affine``, ``_Functions.affine``): it keeps the output's linear part
 z = L(V) from step to step, so a step costs one forward pass L(s) (every trial of its line search and every
 doubling of a way is then valued from z + α L(s) alone), one reverse pass at the point accepted (compiled with
 static shapes, so that it drops the forward pass it does not need), and the margins that certify a
@@ -132,10 +135,14 @@ _KRONECKER_DAMPING = 1e-3
 # one and the line search's doubling do not: conv2 at N = 184 from W^n in 3 Newton steps either way, CGs of
 # 20, 20 and 9 iterations and 119 s in place of 30, 100 and 8 and 199 s.
 _KRONECKER_MAX_CG = 20
-# Ω of the Kronecker factors is estimated from about this many loaded rounds, spread over the run: a preconditioner,
-# and the patches' second moments are stable statistics (conv2 of the MNIST convnet, the 119 recorded rounds of
+# Ω of the Kronecker factors at horizon N is estimated from the rounds before it: every one of the first
+# _PATCH_ROUNDS rounds, then every 2nd up to twice that, every 4th up to four times, ... (``_patch_rounds``), each
+# weighted by the rounds it stands for, summed as the horizons ascend. A preconditioner, and the patches' second
+# moments are stable statistics (conv2 of the MNIST convnet, the 119 recorded rounds of
 # ``benchmarks/ce_solve_bench.py``: 12.4 s from every 7th round in place of 87.1 s from all, within 2.3% of it in
-# the Frobenius norm).
+# the Frobenius norm); but they change as the lower layers train, and an Ω of the whole run preconditions the
+# early horizons badly (three conv2 neurons at N = 51, 6 rounds: 40 Newton steps short of the tolerance with Ω
+# from every 7th of the 119 rounds, 15-21 to it with Ω from the 6).
 _PATCH_ROUNDS = 16
 # The logit of a class dropped with a sample's separated part: exp of it beside any finite logit is 0.
 _DROPPED = -1e30
@@ -207,9 +214,7 @@ class TaylorProblem:
       x = a[f"layer{l}/x"]
       j = pick(a[f"layer{l}/j"]) if site.mode == "jacobian" else None
       pos = pick(a[f"layer{l}/pos"]) if site.pooled else None
-      need = _matrix_bytes(rounds, batch, p_l, site.K, c)
-      # A materialised G_α costs p_L products per weight and sample, the convolution one per position.
-      if units is not None and j is not None and site.spatial > p_l and need <= memory_mb * _MB:
+      if units is not None and j is not None and materialised(site, rounds, batch, p_l, c, memory_mb):
         kind, data = "matrix", {"m": np.stack([_materialise(site, x, j[..., i], None if pos is None else pos[..., i],
                                                             block_bytes) for i in range(c)], 1)}
       else:
@@ -239,9 +244,9 @@ class TaylorProblem:
       self._FUNS[static] = _Functions(kind, site, block, units is None, hvp_dtype, explicit_block)
     self._fun = self._FUNS[static]
     self._explicit = self._fun.explicit and _explicit_bytes(site, c, units is None) <= memory_mb * _MB
-    # A conv layer at the layer scale: CG preconditioned by Kronecker factors (``_Functions.x_kronecker``).
-    self._kronecker = (units is None and kind == "input" and "j" in data and site.op.shared_input
-                       and site.spatial > 1)
+    # A conv layer at the layer scale, or conv neurons evaluated through their input: CG preconditioned by
+    # Kronecker factors (``_Functions.x_kronecker``).
+    self._kronecker = kind == "input" and "j" in data and site.op.shared_input and site.spatial > 1
     data = {k: tf.constant(v) for k, v in data.items()}
     # base^n = f^n − L^n(W^n), round by round (W^n differs per round).
     lin = _columns(kind, site, units is None)
@@ -259,6 +264,7 @@ class TaylorProblem:
     self._privates = units is None and kind == "input" and site.kind == "dense"
     self._split_inputs = None
     self._private_cache = {}
+    self._omega = None  # (rounds, Ω over them) of the Kronecker factors (``_patch_factor``)
     self._shape = (site.K, c)
     self.shape = (site.K,) if single else self._shape
     # d from diag(Σ ω GᵀG) (``_diagonal`` without softmax probabilities) over every loaded round.
@@ -345,13 +351,8 @@ class TaylorProblem:
       v = self._start(int(horizon), prev, out[-1].separable if out else None)
       splits, solve_data = self._split(int(n), method)
       alone, solve_data = self._private(int(n), method, solve_data)
-      if self._kronecker and method == "newton" and "patches" not in shared:
-        # Ω's damped factor, once per problem (it does not depend on V): over every k-th loaded round.
-        patch_block = max(1, device_lib.block_bytes(self.device) // (self._data["y"].shape[1] * self.site.spatial
-                                                                     * self.site.K * 8))
-        every = max(1, int(data["x"].shape[0]) // _PATCH_ROUNDS)
-        shared["patches"] = _damped_cholesky(_patch_moments(self.site, data, patch_block, every)[None],
-                                             tf.constant(_KRONECKER_DAMPING, tf.float64))[0]
+      if self._kronecker and method == "newton":
+        shared["patches"] = self._patch_factor(int(n))
       args = (d, n, solve_data, shared)
       if method == "newton":
         sol = solvers.newton_cg(fun.affine(), fun.x_hvp, fun.to_x(v / d), tol, max_iter,
@@ -382,6 +383,19 @@ class TaylorProblem:
       if progress is not None:
         progress(int(horizon), out[-1])
     return out
+
+  def _patch_factor(self, n: int) -> tf.Tensor:
+    """The damped Cholesky factor of Ω over the first n rounds (``_patch_rounds``; it does not depend on V), its
+    sum kept from the horizon before where that one was lower."""
+    done, total = self._omega if self._omega is not None and self._omega[0] <= n else (0, None)
+    rounds = _patch_rounds(done, n)
+    if rounds:
+      block = max(1, device_lib.block_bytes(self.device) // (self._data["y"].shape[1] * self.site.spatial
+                                                             * self.site.K * 8))
+      more = _patch_moments(self.site, self._data, rounds, block)
+      total = more if total is None else total + more
+    self._omega = (n, total)
+    return _damped_cholesky(total[None], tf.constant(_KRONECKER_DAMPING, tf.float64))[0]
 
   def _start(self, horizon: int, prev, separable) -> tf.Tensor:
     """The start of a horizon's solve, per problem: the previous horizon's optimum ``prev`` (None: none) where
@@ -750,21 +764,25 @@ class _Functions:
 
   def x_kronecker(self, probs, d, n, data, shared):
     """A conv layer's Hessian at the layer scale as one Kronecker product, Ω ⊗ Γ (K-FAC's for convolutions,
-    Grosse & Martens 2016): Ω = Σ ω x̃ x̃ᵀ over every sample's patches at every position (``_patch_moments``,
-    K × K, once per problem at its first Newton solve: it does not depend on V), Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq over the stored positions (units ×
+    Grosse & Martens 2016): Ω = Σ ω x̃ x̃ᵀ over the samples' patches at every position (``_patch_moments``,
+    K × K, per horizon from its rounds: ``_patch_factor``; it does not depend on V), Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq over the stored positions (units ×
     units, at the point of ``probs``): the cross terms between positions dropped, and each unit's patch at its
     pooled position replaced by the patches' moments. Their damped Cholesky factors; (Ω ⊗ Γ)⁻¹ is
     Ω⁻¹ R Γ⁻¹ for R the residual as V is shaped (``x_apply_kronecker``)."""
     del d
+    if not self.layer:
+      # A neuron's Γ is a scalar, and CG's iterates do not change when a problem's preconditioner is scaled: Ω.
+      return (shared["patches"],)
     gamma = self.unit_moments(probs, n, data, shared)
     return shared["patches"], _damped_cholesky(gamma[None], tf.constant(_KRONECKER_DAMPING, tf.float64))[0]
 
   def x_apply_kronecker(self, factors, r, d, n, data, shared):
-    """M⁻¹ r in x = V / d for M = Ω ⊗ Γ (``x_kronecker``): d⁻¹ ⊙ Ω⁻¹ (d⁻¹ ⊙ R) Γ⁻¹."""
-    patches, units = factors
+    """M⁻¹ r in x = V / d for M = Ω ⊗ Γ (``x_kronecker``): d⁻¹ ⊙ Ω⁻¹ (d⁻¹ ⊙ R) Γ⁻¹ (neurons: Γ = 1, a column
+    each)."""
     rv = self.to_v(r, d) / d  # (K, C)
-    sv = tf.linalg.cholesky_solve(patches, rv)
-    sv = tf.transpose(tf.linalg.cholesky_solve(units, tf.transpose(sv)))
+    sv = tf.linalg.cholesky_solve(factors[0], rv)
+    if self.layer:
+      sv = tf.transpose(tf.linalg.cholesky_solve(factors[1], tf.transpose(sv)))
     return self.to_x(sv / d)
 
   def x_forward(self, x, d, n, data, shared):
@@ -1028,13 +1046,26 @@ def _cross_entropy_of(z, d):
   return logits, tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
-def _patch_moments(site: records_lib.Site, data: dict, block: int, every: int = 1) -> tf.Tensor:
-  """Ω = Σ_s ω_s Σ_positions x̃ x̃ᵀ over every loaded sample's patches (K × K, float64): one float32 GEMM per block
-  of rounds (a preconditioner), summed in float64; with ``every`` > 1, over every ``every``-th loaded round,
-  scaled to the count of all."""
+def _patch_rounds(start: int, n: int) -> list:
+  """(round, weight) of the loaded rounds r in [start, n) that Ω samples: r < ``_PATCH_ROUNDS`` every one,
+  then every 2nd below twice that, every 4th below four times, ..., each weighted by that stride (the rounds it
+  stands for)."""
+  out = []
+  for r in range(start, n):
+    stride = 1 if r < _PATCH_ROUNDS else 2 ** (int(np.log2(r / _PATCH_ROUNDS)) + 1)
+    if r % stride == 0:
+      out.append((r, stride))
+  return out
+
+
+def _patch_moments(site: records_lib.Site, data: dict, rounds: Sequence, block: int) -> tf.Tensor:
+  """Ω = Σ_r c_r Σ_s ω_s Σ_positions x̃ x̃ᵀ over the samples' patches of the loaded rounds r with their weights
+  c_r, ``rounds`` = [(r, c_r), ...] (K × K, float64): one float32 GEMM per block of rounds (a preconditioner),
+  summed in float64."""
   node, op = site.graph_node(), site.op
-  rounds = int(data["x"].shape[0])
-  x, weight = data["x"][::every], data["weight"][::every]
+  index = tf.constant([r for r, _ in rounds], tf.int32)
+  x = tf.gather(data["x"], index)
+  weight = tf.gather(data["weight"], index) * tf.constant([c for _, c in rounds], tf.float64)[:, None]
   out = tf.zeros([site.K, site.K], tf.float64)
   for r0 in range(0, int(x.shape[0]), block):
     xb = tf.cast(x[r0:r0 + block], tf.float32)
@@ -1042,7 +1073,7 @@ def _patch_moments(site: records_lib.Site, data: dict, block: int, every: int = 
     scale = tf.sqrt(tf.cast(tf.reshape(weight[r0:r0 + block], [-1, 1, 1]), tf.float32))
     rows = tf.reshape(tf.reshape(patches, [scale.shape[0], -1, site.K]) * scale, [-1, site.K])
     out += tf.cast(tf.matmul(rows, rows, transpose_a=True), tf.float64)
-  return out * (rounds / int(x.shape[0]))
+  return out
 
 
 def _materialise(site: records_lib.Site, x, j, pos, block_bytes: int) -> np.ndarray:
@@ -1063,6 +1094,14 @@ def _materialise(site: records_lib.Site, x, j, pos, block_bytes: int) -> np.ndar
     out[r0:r0 + block] = tf.einsum("rboq,rbqk->rbok", tf.cast(j[r0:r0 + block], tf.float64),
                                    tf.cast(patches, tf.float64)).numpy()
   return out
+
+
+def materialised(site: records_lib.Site, rounds: int, batch: int, p_l: int, columns: int, memory_mb: float) -> bool:
+  """Whether a set of ``columns`` conv neurons recorded by their J and layer input is solved from their
+  materialised G_α (p_L numbers per weight and sample in place of a convolution over every position per product;
+  its exact Hessian preconditions CG): where G with its float32 rows (``_rows32``) fits ``memory_mb``; else
+  through the input, every neuron of the layer in one set, CG preconditioned by the patches' moments Ω."""
+  return site.spatial > p_l and _matrix_bytes(rounds, batch, p_l, site.K, columns, rows32=True) <= memory_mb * _MB
 
 
 def _matrix_bytes(rounds: int, batch: int, p_l: int, k: int, columns: int, rows32: bool = False) -> int:
@@ -1115,9 +1154,9 @@ def neuron_groups(records: records_lib.Records, layer: int, units: Sequence[int]
     size = max(1, int(memory_mb * _MB // _explicit_bytes(site, 1, False)))
     return [units[i:i + size] for i in range(0, len(units), size)]
   p_l = records.meta["num_outputs"]
-  shape = (len(records.steps), records.meta["batch_size"], p_l, site.K, 1)
-  if site.mode != "jacobian" or site.spatial <= p_l or _matrix_bytes(*shape) > memory_mb * _MB:
+  shape = (len(records.steps), records.meta["batch_size"], p_l)
+  if site.mode != "jacobian" or not materialised(site, *shape, 1, memory_mb):
     return [units] if units else []
   # As many as fit with their float32 rows (Hessian-vector products at half the memory traffic).
-  size = max(1, int(memory_mb * _MB // _matrix_bytes(*shape, rows32=True)))
+  size = max(1, int(memory_mb * _MB // _matrix_bytes(*shape, site.K, 1, rows32=True)))
   return [units[i:i + size] for i in range(0, len(units), size)]
