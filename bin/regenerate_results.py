@@ -45,8 +45,10 @@ _CNN_LAYER = flags.DEFINE_integer("convnet_taylor_layer", None, "Convnet layer s
                                   "preset's).")
 _CNN_NEURONS = flags.DEFINE_integer("convnet_taylor_neurons", None, "Seeded filters per conv layer solved at neuron "
                                     "scale in the convnet RMSProp run, figure 3 (default: the preset's).")
-_CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", None, "L-BFGS iterations per convnet Taylor problem "
-                                     "and horizon (default: the preset's).")
+_CNN_METHOD = flags.DEFINE_enum("convnet_taylor_method", None, ["newton", "lbfgs"], "Solver of the convnet's Taylor "
+                                "optima (default: the preset's, newton).")
+_CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", None, "Iterations (Newton steps, or L-BFGS line "
+                                     "searches) per convnet Taylor problem and horizon (default: the preset's).")
 _CNN_HORIZONS = flags.DEFINE_integer("convnet_taylor_horizon_epochs", None, "Solve the convnet's optima at every "
                                      "k-th epoch end and early rounds (default: the preset's).")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds of the runs with the paper's (tf1) optimizer settings; each claim is "
@@ -83,7 +85,8 @@ def main(argv):
         ae_epochs=_AE_EPOCHS.value, ae_train_size=_AE_TRAIN.value, convnet_epochs=_CNN_EPOCHS.value,
         convnet_train_size=_CNN_TRAIN.value, convnet_taylor=_CNN_TAYLOR.value,
         convnet_taylor_every=_CNN_EVERY.value, convnet_taylor_layer=_CNN_LAYER.value,
-        convnet_taylor_neurons=_CNN_NEURONS.value, convnet_taylor_max_iter=_CNN_MAX_ITER.value,
+        convnet_taylor_neurons=_CNN_NEURONS.value, convnet_taylor_method=_CNN_METHOD.value,
+        convnet_taylor_max_iter=_CNN_MAX_ITER.value,
         convnet_taylor_horizon_epochs=_CNN_HORIZONS.value,
         seeds=_seeds("seeds", _SEEDS.value), keras3_seeds=_seeds("keras3_seeds", _KERAS3_SEEDS.value),
         jobs=_JOBS.value, timing_note=_TIMING_NOTE.value)

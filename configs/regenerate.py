@@ -6,10 +6,13 @@ config's own value). Presets by config string:
   cross-entropy Taylor optima of conv1 (layer scale) and 5 filters per conv layer, every 10th round recorded;
 - paper: the paper's budget: 100 epochs on the full datasets, three seeds; conv2 at layer scale (figure 4(a))
   and 50 filters per conv layer (figure 3), every round recorded, solved at every epoch end (hours per
-  convnet run on a CPU: one conv2 evaluation costs ~250 ms per recorded round);
+  convnet run on a CPU);
 - paper_cpu: what ``results/`` shows on a 2-core CPU: the autoencoder as ``paper``; the convnet for 15 epochs
-  on 10,000 examples with conv1 at layer scale and 5 filters per conv layer, every 10th round recorded, at
-  most 100 L-BFGS iterations per problem, solved at every 3rd epoch end.
+  on 10,000 examples with the paper's conv2 at layer scale and 50 filters per conv layer, every 10th round
+  recorded, solved at every 3rd epoch end and the early rounds (conv2 at layer scale about half an hour per
+  run: ``benchmarks/ce_solve_bench.py --run=convnet``).
+Every preset solves the convnet's optima by Newton-CG (``nta.hindsight.problem``), at most ``max_iter`` Newton
+steps per problem and horizon.
 """
 
 import ml_collections
@@ -27,8 +30,9 @@ def get_config(arg="quick"):
   c.ae_epochs, c.ae_train_size = 0, 0  # 0: the config's
   c.convnet_epochs, c.convnet_train_size = (15, 10_000) if arg == "paper_cpu" else (0, 0)
   c.convnet_taylor_every = 1 if arg == "paper" else 10  # record every k-th round
-  c.convnet_taylor_layer = 1 if arg == "paper" else 0  # layer scale, figure 4(a) (0-based: 1 = conv2)
-  c.convnet_taylor_neurons = 50 if arg == "paper" else 5  # filters per conv layer, RMSProp runs, figure 3
-  c.convnet_taylor_max_iter = 1000 if arg == "paper" else 100  # L-BFGS iterations per problem and horizon
+  c.convnet_taylor_layer = 0 if arg == "quick" else 1  # layer scale, figure 4(a) (0-based: 1 = conv2)
+  c.convnet_taylor_neurons = 5 if arg == "quick" else 50  # filters per conv layer, RMSProp runs, figure 3
+  c.convnet_taylor_method = "newton"  # the solver (nta.hindsight.problem.METHODS)
+  c.convnet_taylor_max_iter = 1000 if arg == "paper" else 100  # Newton steps per problem and horizon
   c.convnet_taylor_horizon_epochs = 3 if arg == "paper_cpu" else 1  # solve at every k-th epoch end
   return c

@@ -1,6 +1,7 @@
 """Tests for nta.report.readme: what the written README says about the runs, their budgets and wall times.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +21,10 @@ def test_readme_says_how_the_convnet_taylor_statistics_were_made(tmp_path):
   path = readme.write_readme(s, {}, [], {}, "python bin/regenerate_results.py", 1.0)
   text = open(path).read()
   assert "every 10th round recorded; layer 1 at layer scale" in text and "4 seeded filters" in text
-  assert "at every 3rd epoch end" in text and "at most 20 iterations" in text and "layer 1 stands in for it" in text
+  assert "at every 3rd epoch end" in text and "layer 1 stands in for it" in text
+  assert "by Newton-CG with at most 20 Newton steps per problem and horizon" in text
+  lbfgs = readme.write_readme(dataclasses.replace(s, convnet_taylor_method="lbfgs"), {}, [], {}, "cmd", 1.0)
+  assert "by L-BFGS with at most 20 iterations per problem and horizon" in open(lbfgs).read()
   paper_layer = readme.write_readme(_settings(scale="paper", results_dir=str(tmp_path), models=("convnet",)), {},
                                      [], {}, "cmd", 1.0)
   text = open(paper_layer).read()

@@ -49,7 +49,8 @@ def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
   cpu = _settings(scale="paper", preset="paper_cpu")
   assert (cpu.convnet_epochs, cpu.convnet_train_size, cpu.convnet_taylor_every, cpu.convnet_taylor_layer,
           cpu.convnet_taylor_neurons, cpu.convnet_taylor_max_iter, cpu.convnet_taylor_horizon_epochs,
-          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 0, 5, 100, 3, None, (0, 1, 2))
+          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 1, 50, 100, 3, None, (0, 1, 2))
+  assert s.convnet_taylor_method == paper.convnet_taylor_method == cpu.convnet_taylor_method == "newton"
   assert runs.run_config(cpu, _key("convnet", "rmsprop")).num_epochs == 15
   with pytest.raises(NTAError, match="preset 'paper_cpu' is for scale 'paper', not 'quick'"):
     _settings(scale="quick", preset="paper_cpu")
@@ -63,7 +64,8 @@ def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
                                           ({"seeds": (0, 0)}, "seeds must be distinct integers >= 0"),
                                           ({"keras3_seeds": (-1,)}, "keras3_seeds must be distinct integers"),
                                           ({"seeds": ()}, "at least one seed"),
-                                          ({"jobs": -2}, "jobs must be an integer >= 0")])
+                                          ({"jobs": -2}, "jobs must be an integer >= 0"),
+                                          ({"convnet_taylor_method": "bfgs"}, "unknown solver method 'bfgs'")])
 def test_bad_settings_are_one_clear_error(kwargs, match):
   with pytest.raises(NTAError, match=match):
     _settings(**kwargs)

@@ -140,7 +140,8 @@ def _command(s: Settings, key: RunKey, c) -> str:
             f"--config.record.taylor_neuron_layers={c.record.taylor_neuron_layers}"
             + (f" --config.record.taylor_neurons_per_layer={c.record.taylor_neurons_per_layer}"
                if c.record.taylor_neuron_layers != "none" else "")
-            + f"`, then `python bin/regret.py --workdir={workdir} --max_iter={s.convnet_taylor_max_iter} "
+            + f"`, then `python bin/regret.py --workdir={workdir} --method={s.convnet_taylor_method} "
+            f"--max_iter={s.convnet_taylor_max_iter} "
             f"--epochs_between_horizons={s.convnet_taylor_horizon_epochs}")
   return cmd
 
@@ -220,15 +221,17 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
         f"{_every(s.convnet_taylor_every, 'round')} recorded; layer {s.convnet_taylor_layer + 1} at layer scale in "
         f"every run (figure 4(a)); {s.convnet_taylor_neurons} seeded filters of each conv layer at neuron scale in "
         f"the RMSProp runs (figure 3); optima solved at {_every(s.convnet_taylor_horizon_epochs, 'epoch end')} and "
-        f"at early rounds by L-BFGS with at most {s.convnet_taylor_max_iter} iterations per problem and horizon. "
+        f"at early rounds by "
+        + (f"Newton-CG with at most {s.convnet_taylor_max_iter} Newton steps"
+           if s.convnet_taylor_method == "newton" else f"L-BFGS with at most {s.convnet_taylor_max_iter} iterations")
+        + " per problem and horizon. "
         "Where a problem's recorded rounds are separable (a classifier that fits them: scaling the weights up drives "
         "the Taylor loss towards 0) it has no minimiser, and where the solver stops short of `tol` its value is an "
         "upper bound on the infimum, so the regret is a lower bound (`converged` in `records/taylor/optima.npz`, "
         "solve times in `solve.json` and below)."
         + ("" if s.convnet_taylor_layer == 1 else
-           " The paper's figure 4(a) shows layer 2 (conv2, 102,464 weights): one evaluation of its summed Taylor "
-           "loss costs ~250 ms per recorded round on a 2-core CPU, hours per run, so layer "
-           f"{s.convnet_taylor_layer + 1} stands in for it here."))
+           f" The paper's figure 4(a) shows layer 2 (conv2, 102,464 weights); layer {s.convnet_taylor_layer + 1} "
+           "stands in for it here."))
   if "convnet" in s.models and s.convnet_name == "mnist":
     lines.append("- The convnet ran on MNIST-shaped input (28×28×1), not CIFAR-10, which is not available offline; "
                  "the paper (§2.3) reports that the convnet's regret behaves alike on MNIST."

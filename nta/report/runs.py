@@ -13,7 +13,7 @@ Scales:
 - ``quick``: minutes on a CPU: the embedded MNIST sample, few epochs, one seed.
 The convnet can be run at a reduced scale on a CPU (``convnet_epochs``, ``convnet_train_size``) and its exact
 cross-entropy Taylor optima on a budget (``convnet_taylor_*``: which layer and how many neurons, every k-th round,
-L-BFGS iterations, horizons); the written README says which scale and budget each group ran at.
+solver and its iterations, horizons); the written README says which scale and budget each group ran at.
 
 Runs go to ``<runs_dir>/<convention>/seed<k>/<model>_<optimizer>``; SGD is the same under both optimizer
 conventions, so a Keras-3 comparison uses the tf1 SGD runs of its seed. Several runs train at once, each in its
@@ -36,6 +36,7 @@ from nta import experiments
 from nta.exploration import measures as exploration_measures
 from nta import optimizers as optimizers_lib
 from nta.analysis import curves as regret_curves
+from nta.hindsight import problem
 from nta import rundir
 from nta.errors import NTAError
 
@@ -122,7 +123,8 @@ class Settings:
   convnet_taylor_every: Optional[int] = None  # record every k-th round (config.record.every)
   convnet_taylor_layer: Optional[int] = None  # layer-scale layer of figure 4(a), 0-based (1 = conv2, "layer 2")
   convnet_taylor_neurons: Optional[int] = None  # filters per conv layer at neuron scale, RMSProp runs (figure 3)
-  convnet_taylor_max_iter: Optional[int] = None  # L-BFGS iterations per problem and horizon
+  convnet_taylor_method: Optional[str] = None  # the solver: "newton" or "lbfgs" (nta.hindsight.problem.METHODS)
+  convnet_taylor_max_iter: Optional[int] = None  # iterations (Newton steps or L-BFGS line searches) per problem
   convnet_taylor_horizon_epochs: Optional[int] = None  # solve at every k-th epoch end (and early rounds)
   timing_note: str = ""  # where the runs' wall times were measured, for the README (default: the CPU count)
 
@@ -154,6 +156,9 @@ class Settings:
         raise NTAError(f"{name} must be distinct integers >= 0, got {', '.join(map(str, seeds))}")
     if not self.seeds:
       raise NTAError("seeds: at least one seed is needed")
+    if self.convnet_taylor_method not in problem.METHODS:
+      raise NTAError(f"unknown solver method {self.convnet_taylor_method!r}; choose one of: "
+                     f"{', '.join(problem.METHODS)}")
     if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
       raise NTAError(f"jobs must be an integer >= 0 (0: one per CPU core), got {self.jobs!r}")
 
@@ -260,7 +265,8 @@ def complete_run(s: Settings, key: RunKey, log=print) -> None:
   if rundir.read_status(workdir).get("state") == "finished":
     start = time.time()
     if cfg.record.taylor:
-      regret_curves.solve_if_needed(workdir, s.convnet_taylor_max_iter, s.convnet_taylor_horizon_epochs)
+      regret_curves.solve_if_needed(workdir, s.convnet_taylor_max_iter, s.convnet_taylor_horizon_epochs,
+                                    method=s.convnet_taylor_method)
       regret_curves.compute(workdir)
     exploration_measures.save_measures(workdir)
     log(f"{key.name}: analysed in {time.time() - start:.0f} s")
