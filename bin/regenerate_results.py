@@ -17,6 +17,7 @@ from absl import flags
 from nta import cli
 from nta.report import readme
 from nta.report import runs
+from nta.hindsight import problem
 from nta.errors import NTAError
 
 _SCALE = flags.DEFINE_enum("scale", "quick", ["quick", "paper"], "quick: minutes on a CPU; paper: 100 epochs "
@@ -45,7 +46,7 @@ _CNN_LAYER = flags.DEFINE_integer("convnet_taylor_layer", None, "Convnet layer s
                                   "preset's).")
 _CNN_NEURONS = flags.DEFINE_integer("convnet_taylor_neurons", None, "Seeded filters per conv layer solved at neuron "
                                     "scale in the convnet RMSProp run, figure 3 (default: the preset's).")
-_CNN_METHOD = flags.DEFINE_enum("convnet_taylor_method", None, ["newton", "lbfgs"], "Solver of the convnet's Taylor "
+_CNN_METHOD = flags.DEFINE_enum("convnet_taylor_method", None, list(problem.METHODS), "Solver of the convnet's Taylor "
                                 "optima (default: the preset's, newton).")
 _CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", None, "Iterations (Newton steps, or L-BFGS line "
                                      "searches) per convnet Taylor problem and horizon (default: the preset's).")

@@ -12,6 +12,7 @@ from absl import flags
 from nta import cli
 from nta.hindsight import device as hindsight_device
 from nta.hindsight import network
+from nta.hindsight import problem
 from nta.analysis import curves as regret_curves
 from nta import rundir
 
@@ -21,7 +22,7 @@ _NETWORK = flags.DEFINE_bool("network", False, "Also solve the network-scale opt
                              "(needs --config.record.trace=True; L-BFGS over all weights, small runs only).")
 _MAX_ITER = flags.DEFINE_integer("max_iter", 1000, "Cross-entropy runs: iterations per problem and horizon (L-BFGS "
                                  "line searches or Newton steps).")
-_METHOD = flags.DEFINE_enum("method", "lbfgs", ["lbfgs", "newton"], "Cross-entropy runs: the solver of the Taylor "
+_METHOD = flags.DEFINE_enum("method", "lbfgs", list(problem.METHODS), "Cross-entropy runs: the solver of the Taylor "
                             "optima: L-BFGS per problem, or Newton-CG with exact Hessian-vector products, a layer's "
                             "neurons batched (faster where minimisers exist; slow on large separable problems).")
 _HORIZON_EPOCHS = flags.DEFINE_integer("epochs_between_horizons", 1, "Cross-entropy runs: solve at every k-th epoch "

@@ -46,8 +46,8 @@ float64; Hessian-vector products, which only steer the conjugate-gradient direct
 float32, accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or
 matmul per product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the
 products' time is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms,
-within 5·10⁻⁶ of the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py --run=convnet`` 46 s, 30 s
-of it solving, in place of 65-70 s, with the float32 factor GEMM and ``nta.solvers.newton_cg``'s forcing cap
+within 5·10⁻⁶ of the float64 product; its 20-horizon Newton solve of ``benchmarks/ce_solve_bench.py
+--run=convnet`` 46 s, 30 s of it solving, in place of 65-70 s, with the float32 factor GEMM and ``nta.solvers.newton_cg``'s forcing cap
 0.5 (with an exact factor); L-BFGS in the same run 597 s, 585 s of it solving; with ``newton_cg``'s lower
 bound 0 as well, 44 s and 30 s against 632 s and 616 s: 20.5× for the solvers alone). They switch to float64 after
 the first CG that meets non-positive curvature short of its residual target, or a line search that finds no
@@ -765,8 +765,8 @@ class _Functions:
   def x_kronecker(self, probs, d, n, data, shared):
     """A conv layer's Hessian at the layer scale as one Kronecker product, Ω ⊗ Γ (K-FAC's for convolutions,
     Grosse & Martens 2016): Ω = Σ ω x̃ x̃ᵀ over the samples' patches at every position (``_patch_moments``,
-    K × K, per horizon from its rounds: ``_patch_factor``; it does not depend on V), Γ = Σ_{s,q} ω_s J_sqᵀ A_s J_sq over the stored positions (units ×
-    units, at the point of ``probs``): the cross terms between positions dropped, and each unit's patch at its
+    K × K, per horizon from its rounds: ``_patch_factor``; it does not depend on V), Γ = Σ_{s,q} ω_s J_sqᵀ A_s
+    J_sq over the stored positions (units × units, at the point of ``probs``): the cross terms between positions dropped, and each unit's patch at its
     pooled position replaced by the patches' moments. Their damped Cholesky factors; (Ω ⊗ Γ)⁻¹ is
     Ω⁻¹ R Γ⁻¹ for R the residual as V is shaped (``x_apply_kronecker``)."""
     del d

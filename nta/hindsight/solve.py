@@ -24,7 +24,8 @@ forms stored instead: 34 MB per round, 9.7 training steps). One evaluation of a 
 ~60 ms for conv3 and ~250 ms for conv2 at layer scale (float64 convolutions); a solve takes tens to 1,000
 evaluations per horizon. Measured on MNIST, 15 epochs of 79 rounds recorded every 10th round (119 rounds), 24
 horizons, ``max_iter`` 100: conv1 at layer scale 80-90 s per run, a conv1 neuron 3 s, a conv2 or conv3 neuron
-65-80 s (materialising its G_α included).
+65-80 s (materialising its G_α included; where the neurons' G_α does not fit the memory they are solved through
+the layer input instead: ``nta.hindsight.problem.materialised``).
 """
 
 from __future__ import annotations
