@@ -479,6 +479,34 @@ def test_newton_cg_follows_a_way_that_raises_every_margin_to_the_infimum():
   assert (certify.recedes(sol.v)).all()  # from x0 = 0, every margin raised
 
 
+def test_newton_cg_follows_the_iterate_itself_where_the_way_from_x0_does_not_raise_every_margin():
+  # Separable labels from x0 far out in a direction of mixed margins: the steps undo x0's margins, so the way
+  # from x0 raises none of them all (the solve without this asks only about it: as many iterations as
+  # without recedes), while the iterate itself, the way from x = 0, raises every margin once every sample is
+  # classified: the solve follows it.
+  rng = np.random.default_rng(1)
+  P, N, D, C = 2, 40, 8, 3
+  X = rng.normal(size=(P, N, D))
+  Y = np.stack([np.argmax(X[p] @ rng.normal(size=(D, C)), 1) for p in range(P)])
+  value_grad, hvp, diagonal, certify = _logistic(X, Y, C)
+  x0 = 20.0 * rng.normal(size=(P, D * C))
+  asked = []
+
+  def recedes(s):
+    out = certify.recedes(s)
+    asked.append((np.array(s), out))
+    return out
+
+  plain = solvers.newton_cg(value_grad, hvp, x0, 1e-7, precondition=diagonal, certify=certify)
+  sol = solvers.newton_cg(value_grad, hvp, x0, 1e-7, precondition=diagonal, certify=certify, recedes=recedes)
+  assert sol.converged.all() and sol.separable.all() and (sol.value < 1e-12).all()
+  assert (sol.iterations < plain.iterations).all()
+  for p in range(P):  # the way followed is parallel to the solution: the iterate's own, not x − x0
+    s = [a[p] for a, out in asked if out[p]]
+    assert len(s) == 1
+    assert s[0] @ sol.v[p] == pytest.approx(np.linalg.norm(s[0]) * np.linalg.norm(sol.v[p]), rel=1e-9)
+
+
 def test_newton_cg_with_a_value_only_function_takes_the_same_steps_with_fewer_gradients():
   # A separable problem (the line search extends, the way is followed) beside one with a minimiser far from
   # x0 (the line search cuts): value-only trials choose the same steps, and each accepted point gets its
