@@ -268,16 +268,23 @@ def test_a_horizon_without_new_recorded_rounds_repeats_the_solution_before_it(ru
 
 def test_a_diagonally_preconditioned_problem_never_starts_from_a_far_out_optimum(runs):
   # A conv layer at the layer scale (CG preconditioned by the Hessian's diagonal; Newton sees every sample):
-  # a previous optimum lower than W^n there is the start, unless it was separable (far out); then W^n is.
+  # a previous optimum lower than W^n there is the start, unless it was separable (far out); then W^n moved
+  # along it, W^n + t·optimum at the best t of 0 and _ALONG.
   records = ce_records.load_records(runs("conv64")[0])
   prob = ce_problem.load(records, 2)
   assert prob.units is None and not prob._explicit
   optimum = prob.solve([2], tol=1e-7, method="newton")[0].v
   w = prob.start(2)
-  assert prob.value_and_grad(optimum, 2)[0] < prob.value_and_grad(w, 2)[0] - 1e-3
+  at_w = prob.value_and_grad(w, 2)[0]
+  assert prob.value_and_grad(optimum, 2)[0] < at_w - 1e-3
   np.testing.assert_array_equal(prob._start(2, prob._v(optimum), False).numpy().reshape(optimum.shape), optimum)
-  np.testing.assert_array_equal(prob._start(2, prob._v(optimum), True).numpy().reshape(w.shape), w)
   np.testing.assert_array_equal(prob._start(2, None, None).numpy().reshape(w.shape), w)
+  along = prob._start(2, prob._v(optimum), True).numpy().reshape(w.shape)
+  values = {t: prob.value_and_grad(w + t * optimum, 2)[0] for t in ce_problem._ALONG}
+  best = min(values, key=values.get)
+  assert values[best] < at_w  # the optimum lowers every margin's loss here: a way along it is lower than W^n
+  np.testing.assert_allclose(along, w + best * optimum, rtol=1e-12, atol=1e-12)
+  assert prob.value_and_grad(along, 2)[0] == pytest.approx(values[best], rel=1e-9)
   # Where the separated samples are solved apart (a dense neuron's split), the lower start stays.
   dense = ce_problem.load(ce_records.load_records(runs("dense64")[0]), 0, [0, 1])
   best = dense.solve([2], tol=1e-7, method="newton")[0].v

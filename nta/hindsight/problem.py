@@ -38,10 +38,12 @@ affine objective (``nta.solvers.Affine``, ``_Functions.affine``): it keeps the o
 z = L(V) from step to step, so a step costs one forward pass L(s) (every trial of its line search and every
 doubling of a way is then valued from z + α L(s) alone), one reverse pass at the point accepted (compiled with
 static shapes, so that it drops the forward pass it does not need), and the margins that certify a
-direction of recession are read off L(s) and z − z₀ (conv2 of the MNIST convnet at the layer scale, all 24
-horizons of the benchmark's run to N = 1185, 119 recorded rounds: 1,980 s, every one converged, in place of
-3,097 s, with ``nta.solvers.newton_cg`` keeping CG capped after extended steps; a Newton step at N = 711 about
-85 s in place of 100-127 s, its CG of 20 products about 71 s of it). Value and gradient are computed in
+direction of recession are read off L(s), z − z₀ and z itself (conv2 of the MNIST convnet at the layer
+scale, all 24 horizons of the benchmark's run to N = 1185, 119 recorded rounds: 1,980 s, every one converged,
+in place of 3,097 s, with ``nta.solvers.newton_cg`` keeping CG capped after extended steps; a Newton step at
+N = 711 about 85 s in place of 100-127 s, its CG of 20 products about 71 s of it; 1,900 s, all 24 without a
+minimiser, once the iterate's own way z is followed where it raises every margin: N = 711 in 326 s in place
+of 561 s). Value and gradient are computed in
 float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in
 float32, accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or
 matmul per product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the
@@ -144,6 +146,9 @@ _KRONECKER_MAX_CG = 20
 # early horizons badly (three conv2 neurons at N = 51, 6 rounds: 40 Newton steps short of the tolerance with Ω
 # from every 7th of the 119 rounds, 15-21 to it with Ω from the 6).
 _PATCH_ROUNDS = 16
+# The steps t of ``TaylorProblem._along``: from W^n along a far-out previous optimum, whose size is where the
+# loss underflowed (margins of ~10³-10⁴ in the Taylor output's linear part).
+_ALONG = tuple(2.0 ** k for k in range(-40, 1))
 # The logit of a class dropped with a sample's separated part: exp of it beside any finite logit is 0.
 _DROPPED = -1e30
 
@@ -400,13 +405,16 @@ class TaylorProblem:
   def _start(self, horizon: int, prev, separable) -> tf.Tensor:
     """The start of a horizon's solve, per problem: the previous horizon's optimum ``prev`` (None: none) where
     it is lower there than W^n of the horizon's last recorded round, else W^n; never a ``separable`` (far-out)
-    previous optimum where CG is preconditioned by the diagonal only and Newton sees every sample."""
+    previous optimum where CG is preconditioned by the diagonal only and Newton sees every sample: there W^n
+    moved along it, W^n + t·prev, t the best of 0 and ``_ALONG`` (``_along``)."""
     v = self._v(self.start(horizon))
     if prev is None:
       return v
     n = self._n(horizon)
     fun, data, shared = self._fun, self._data, self._shared
-    lower = (fun.value_at(prev, n, data, shared) < fun.value_at(v, n, data, shared)).numpy()
+    z_v, z_prev = fun.forward(v, n, data, shared), fun.forward(prev, n, data, shared)
+    f_v = fun.values_of(z_v, n, data).numpy()
+    lower = fun.values_of(z_prev, n, data).numpy() < f_v
     if separable is not None and not (self._explicit or self._splits or self._privates):
       # A far-out (separable) optimum saturates the samples it separates: the curvature it leaves spans many
       # orders of magnitude, which a diagonal does not precondition (conv2 of the MNIST convnet at the layer
@@ -415,8 +423,26 @@ class TaylorProblem:
       # lower start pays (a conv2 neuron, 20 horizons: 25 s of solving against 30 s); where the separated
       # samples are solved apart (split dense neurons, a dense layer's private samples), Newton does not see
       # them saturate (the classifier's first-layer neurons: 30.5 s against 36.4 s).
-      lower &= ~np.atleast_1d(separable)
+      separable = np.atleast_1d(separable)
+      lower &= ~separable
+      v = self._along(v, prev, z_v, z_prev, f_v, separable, n)
     return tf.where(self._to_columns(lower), prev, v)
+
+  def _along(self, v, prev, z_v, z_prev, f_v, where, n) -> tf.Tensor:
+    """W^n = ``v`` moved along the previous horizon's far-out optimum ``prev`` where ``where``: v + t·prev with
+    t the best of 0 and ``_ALONG`` there (valued from z_v + t·z_prev, their Taylor outputs' linear parts: no
+    further pass). The earlier rounds' separating direction mostly separates the new ones too (conv2 of the
+    MNIST convnet at the layer scale: N = 711's optimum leaves 1.2 % of N = 948's samples and 2.6 % of
+    N = 1185's with a lower margin), so a short way along it lowers the start (N = 948: 1.85 in place of 26.8
+    at W^n; N = 1185: 0.29 in place of 27.0, then solved in 1 Newton step and 198 s, where from W^n it had
+    taken 596 s)."""
+    fun, data = self._fun, self._data
+    best, t_best = f_v, np.zeros(len(where))
+    for t in _ALONG:
+      f = fun.values_of(z_v + t * z_prev, n, data).numpy()
+      better = where & (f < best)
+      best, t_best = np.where(better, f, best), np.where(better, t, t_best)
+    return v + tf.constant(t_best[None, :] if self.units is not None else t_best.reshape(1, 1)) * prev
 
   def _split(self, n: int, method: str):
     """The separated part of the first n rounds of each dense neuron (``nta.hindsight.separation``), and the
@@ -793,10 +819,6 @@ class _Functions:
     """The values (P,) at the output's linear part z (``x_forward``)."""
     del d, shared
     return self.values_of(z, n, data)
-
-  def value_at(self, v, n, data, shared):
-    """The values (P,) at V, by the forward pass and the values from z (the functions Newton traces)."""
-    return self.values_of(self.forward(v, n, data, shared), n, data)
 
   def x_value_grad_at(self, z, d, n, data, shared):
     """(values, gradient in x, softmax probabilities) at the output's linear part z: the reverse pass alone."""
