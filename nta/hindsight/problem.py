@@ -43,7 +43,7 @@ scale, all 24 horizons of the benchmark's run to N = 1185, 119 recorded rounds: 
 in place of 3,097 s, with ``nta.solvers.newton_cg`` keeping CG capped after extended steps; a Newton step at
 N = 711 about 85 s in place of 100-127 s, its CG of 20 products about 71 s of it; 1,900 s, all 24 without a
 minimiser, once the iterate's own way z is followed where it raises every margin: N = 711 in 326 s in place
-of 561 s). Value and gradient are computed in
+of 561 s; 997 s once a horizon after a far-out optimum starts along it, ``_along``). Value and gradient are computed in
 float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in
 float32, accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or
 matmul per product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the
