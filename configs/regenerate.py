@@ -9,7 +9,7 @@ config's own value). Presets by config string:
   convnet run on a CPU);
 - paper_cpu: what ``results/`` shows on a 2-core CPU: the autoencoder as ``paper``; the convnet for 15 epochs
   on 10,000 examples with the paper's conv2 at layer scale and 50 filters per conv layer, every 10th round
-  recorded, solved at every 3rd epoch end and the early rounds (conv2 at layer scale about half an hour per
+  recorded, solved at every 3rd epoch end and the early rounds (conv2 at layer scale about 17 minutes per
   run: ``benchmarks/ce_solve_bench.py --run=convnet``).
 Every preset solves the convnet's optima by Newton-CG (``nta.hindsight.problem``), at most ``max_iter`` Newton
 steps per problem and horizon.
