@@ -745,7 +745,7 @@ def newton_cg(value_grad: Any, hvp: Callable, x0: Any, tol: Any, max_iter: int =
       # what x0 had: conv2 of the MNIST convnet at the layer scale, N = 711 from W^n, raised every margin from
       # iteration 4 of 7 (value 0.032), the way from W^n only after iteration 7 (2·10⁻⁷).
       for away in (lambda: objective.away(x, (f, g, aux, z), x0, state0),
-                   lambda: objective.away(x, (f, g, aux, z), tf.zeros_like(x), (None, None, None, 0.0))):
+                   lambda: objective.ray(x, (f, g, aux, z), x, z)):
         if not ask.any():
           break
         way = away()

@@ -462,13 +462,19 @@ def test_newton_cg_certifies_separable_problems_and_still_meets_the_tolerance():
   assert sol.value[0] < 1e-5 and np.abs(sol.v[0]).max() > 10  # far out, towards the infimum 0
 
 
+def _linear_rule(rng, P, N, D, C):
+  """P problems of N normal inputs (P, N, D) labelled by a random linear rule each: every margin can be raised
+  at once (separable, the infimum 0 at infinity)."""
+  X = rng.normal(size=(P, N, D))
+  return X, np.stack([np.argmax(X[p] @ rng.normal(size=(D, C)), 1) for p in range(P)])
+
+
 def test_newton_cg_follows_a_way_that_raises_every_margin_to_the_infimum():
   # Labels from a linear rule: every margin can be raised at once, the infimum 0 lies at infinity. Newton's own
   # steps approach it one e-fold at a time; once the way from x0 raises every margin, the solve follows it.
   rng = np.random.default_rng(1)
   P, N, D, C = 2, 40, 8, 3
-  X = rng.normal(size=(P, N, D))
-  Y = np.stack([np.argmax(X[p] @ rng.normal(size=(D, C)), 1) for p in range(P)])
+  X, Y = _linear_rule(rng, P, N, D, C)
   value_grad, hvp, diagonal, certify = _logistic(X, Y, C)
   plain = solvers.newton_cg(value_grad, hvp, np.zeros((P, D * C)), 1e-7, precondition=diagonal, certify=certify)
   sol = solvers.newton_cg(value_grad, hvp, np.zeros((P, D * C)), 1e-7, precondition=diagonal, certify=certify,
@@ -486,8 +492,7 @@ def test_newton_cg_follows_the_iterate_itself_where_the_way_from_x0_does_not_rai
   # classified: the solve follows it.
   rng = np.random.default_rng(1)
   P, N, D, C = 2, 40, 8, 3
-  X = rng.normal(size=(P, N, D))
-  Y = np.stack([np.argmax(X[p] @ rng.normal(size=(D, C)), 1) for p in range(P)])
+  X, Y = _linear_rule(rng, P, N, D, C)
   value_grad, hvp, diagonal, certify = _logistic(X, Y, C)
   x0 = 20.0 * rng.normal(size=(P, D * C))
   asked = []

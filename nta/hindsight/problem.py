@@ -43,8 +43,8 @@ scale, all 24 horizons of the benchmark's run to N = 1185, 119 recorded rounds: 
 in place of 3,097 s, with ``nta.solvers.newton_cg`` keeping CG capped after extended steps; a Newton step at
 N = 711 about 85 s in place of 100-127 s, its CG of 20 products about 71 s of it; 1,900 s, all 24 without a
 minimiser, once the iterate's own way z is followed where it raises every margin: N = 711 in 326 s in place
-of 561 s; 997 s once a horizon after a far-out optimum starts along it, ``_along``). Value and gradient are computed in
-float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in
+of 561 s; 997 s once a horizon after a far-out optimum starts along it, ``_along``). Value and gradient are
+computed in float64; Hessian-vector products, which only steer the conjugate-gradient directions, run the linear maps in
 float32, accumulating in float64: where the records hold the layer input (``kind`` "input": a convolution or
 matmul per product), and for the matrix form from a float32 copy of G's rows where it fits beside G (the
 products' time is reading G: a conv2 neuron of the MNIST convnet at 24 rounds, 17.5 ms in place of 30.6 ms,
@@ -425,7 +425,8 @@ class TaylorProblem:
       # them saturate (the classifier's first-layer neurons: 30.5 s against 36.4 s).
       separable = np.atleast_1d(separable)
       lower &= ~separable
-      v = self._along(v, prev, z_v, z_prev, f_v, separable, n)
+      if separable.any():
+        v = self._along(v, prev, z_v, z_prev, f_v, separable, n)
     return tf.where(self._to_columns(lower), prev, v)
 
   def _along(self, v, prev, z_v, z_prev, f_v, where, n) -> tf.Tensor:
@@ -442,7 +443,7 @@ class TaylorProblem:
       f = fun.values_of(z_v + t * z_prev, n, data).numpy()
       better = where & (f < best)
       best, t_best = np.where(better, f, best), np.where(better, t, t_best)
-    return v + tf.constant(t_best[None, :] if self.units is not None else t_best.reshape(1, 1)) * prev
+    return v + self._to_columns(t_best) * prev
 
   def _split(self, n: int, method: str):
     """The separated part of the first n rounds of each dense neuron (``nta.hindsight.separation``), and the
@@ -538,9 +539,9 @@ class TaylorProblem:
     return d * fun.to_v(x, d), sol
 
   def _to_columns(self, per_problem):
-    """A (P,) mask as a broadcastable mask over V's (K, C)."""
-    mask = tf.constant(np.asarray(per_problem))
-    return mask[None, :] if self.units is not None else tf.reshape(mask, [1, 1])
+    """A (P,) array (a mask, or a number per problem) broadcastable over V's (K, C)."""
+    t = tf.constant(np.asarray(per_problem))
+    return t[None, :] if self.units is not None else tf.reshape(t, [1, 1])
 
 
 def _lbfgs_each(fun: "_Functions", x0, tol: float, max_iter: int, args: tuple) -> solvers.Solution:
