@@ -35,7 +35,7 @@ def test_a_sample_of_zero_input_neither_separates_nor_constrains(monkeypatch):
   c = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [1.0, 0.0, 2.0]])
   y = np.array([0, 0, 1, 0])
   first = separation.split(x, c, y)
-  monkeypatch.setattr(separation, "_in_null_space", lambda equal, rows: None)
+  monkeypatch.setattr(separation, "_in_null_space", lambda equal, rows, null=None: None)
   second = separation.split(x, c, y)
   for s in (first, second):
     np.testing.assert_array_equal(s.separated, [True, False, False, False])
@@ -100,3 +100,51 @@ def test_the_null_space_is_scipys_from_a_smaller_svd():
     np.testing.assert_allclose(basis @ basis.T, want @ want.T, atol=1e-10)
     if basis.size:
       np.testing.assert_allclose(a @ basis, 0.0, atol=1e-10)
+
+
+def test_a_null_space_extended_by_rows_is_the_null_space_of_them_all():
+  # Rows appended in blocks (rank deficient, with columns zero so far): after each block the basis spans the
+  # null space of every row so far, orthonormally; a matrix whose first rows differ starts again.
+  import scipy.linalg
+  rng = np.random.default_rng(5)
+  cols = 30
+  mix = rng.standard_normal((12, cols))
+  mix[:, :4] = 0.0  # four columns no row lights
+  a = rng.standard_normal((50, 12)) @ mix
+  null = separation.NullSpace(cols)
+  for rows in (0, 3, 3, 9, 20, 50):
+    basis = null.of(a[:rows])
+    want = scipy.linalg.null_space(a[:rows], rcond=1e-10) if rows else np.eye(cols)
+    assert basis.shape == want.shape, rows
+    np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-12)
+    np.testing.assert_allclose(basis @ basis.T, want @ want.T, atol=1e-10)
+  other = a[::-1].copy()
+  np.testing.assert_allclose(null.of(other[:5]) @ null.of(other[:5]).T,
+                             separation.null_space(other[:5]) @ separation.null_space(other[:5]).T, atol=1e-10)
+
+
+def test_splits_at_ascending_horizons_with_a_kept_null_space_equal_fresh_ones():
+  # A neuron's split at ascending horizons (the earlier samples first) with its null space kept and extended:
+  # the same dropped classes as a fresh split and as the LP over every margin, with no start again.
+  class Counted(separation.NullSpace):
+    resets = 0
+
+    def _reset(self):
+      Counted.resets += 1
+      super()._reset()
+
+  rng = np.random.default_rng(4)
+  samples, k = 60, 16
+  c = rng.integers(-2, 3, (samples, 3)).astype(np.float64)
+  x = rng.random((samples, k)) * (rng.random((samples, k)) < 0.4)
+  x[:, -1] = 1.0
+  y = rng.integers(0, 3, samples)
+  null = Counted(k)
+  partial = 0
+  for n in (8, 16, 24, 32, 40, 60):
+    fresh, extended = separation.split(x[:n], c[:n], y[:n]), separation.split(x[:n], c[:n], y[:n], null)
+    np.testing.assert_array_equal(extended.dropped, fresh.dropped, err_msg=f"n={n}")
+    np.testing.assert_array_equal(extended.dropped, _dropped_by_pairs_lp(x[:n], c[:n], y[:n]))
+    partial += 0 < extended.separated.sum() < n
+  assert Counted.resets == 1  # at construction only
+  assert partial >= 4  # the draw separates part of the samples up to n = 40, none at 60

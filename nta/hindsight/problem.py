@@ -269,6 +269,7 @@ class TaylorProblem:
     self._privates = units is None and kind == "input" and site.kind == "dense"
     self._split_inputs = None
     self._private_cache = {}
+    self._nulls = None  # per neuron, the null space of its split's equalities (``separation_lib.NullSpace``)
     self._omega = None  # (rounds, Ω over them) of the Kronecker factors (``_patch_factor``)
     self._shape = (site.K, c)
     self.shape = (site.K,) if single else self._shape
@@ -454,7 +455,10 @@ class TaylorProblem:
     if self._split_inputs is None:
       self._split_inputs = self._separation_inputs()
     x, sens, y, valid = (t[:n] for t in self._split_inputs)
-    splits = [separation_lib.split(x[valid], sens[..., p][valid], y[valid]) for p in range(self.problems)]
+    if self._nulls is None:
+      self._nulls = [separation_lib.NullSpace(x.shape[-1]) for _ in range(self.problems)]
+    splits = [separation_lib.split(x[valid], sens[..., p][valid], y[valid], self._nulls[p])
+              for p in range(self.problems)]
     if all(s.direction is None for s in splits):
       return None, self._data
     base = self._data["base"][:n].numpy()

@@ -58,13 +58,15 @@ class Split:
     return self.dropped.any(1)
 
 
-def split(x: np.ndarray, c: np.ndarray, y: np.ndarray) -> Split:
+def split(x: np.ndarray, c: np.ndarray, y: np.ndarray, null: Optional[NullSpace] = None) -> Split:
   """The separated samples and classes of one dense neuron's rounds.
 
   Args:
     x: (S, K) the samples' augmented inputs x̃_s (float64; samples of zero weight left out).
     c: (S, p_L) the sensitivities c_s of their logits to z_s = x̃_s·v.
     y: (S,) their labels.
+    null: optional, the ``NullSpace`` of this neuron's equalities at the last horizon split (the samples of
+      the earlier rounds first): extended with the new rounds' rows.
 
   Returns:
     A ``Split``; ``direction`` None (nothing dropped) where the loss has a minimiser.
@@ -81,7 +83,7 @@ def split(x: np.ndarray, c: np.ndarray, y: np.ndarray) -> Split:
   candidates = np.flatnonzero(rises ^ falls)
   out = Split(np.zeros(c.shape, bool), None)
   if len(candidates):
-    found = _max_support(x[rises & falls], x[candidates] * sign[candidates, None])
+    found = _max_support(x[rises & falls], x[candidates] * sign[candidates, None], null)
     if found is not None:
       d, rate = found
       new = candidates[rate >= 0.5]  # the LP's t_s = min(1, rate) at its optimum: 1 where separated
@@ -90,7 +92,7 @@ def split(x: np.ndarray, c: np.ndarray, y: np.ndarray) -> Split:
   return out
 
 
-def _max_support(equal: np.ndarray, rows: np.ndarray):
+def _max_support(equal: np.ndarray, rows: np.ndarray, null: Optional[NullSpace] = None):
   """A direction d with ``equal`` d = 0 and ``rows`` d ≥ 0 maximising Σ min(1, r̂ d) over the rows r̂ normalised
   to unit length (scaling a row changes neither the cone nor its support; unscaled pixel rows left HiGHS in
   numerical difficulty), and the rates r̂ d; None where only d = 0 or the LP fails.
@@ -99,9 +101,10 @@ def _max_support(equal: np.ndarray, rows: np.ndarray):
   first-layer neuron of the classifier); where HiGHS's simplex fails on it (numerical difficulty at once, on an
   LP of 20 rows: the classifier's first-layer neuron 1 at N = 6-10), by the same LP's dual, whose equality
   multipliers are w (~0.01 s); where both fail (rows nearly dependent once projected, or an optimum with
-  ‖d‖ ~ 10¹³ at roundoff), with the equalities as constraints (~1 s)."""
+  ‖d‖ ~ 10¹³ at roundoff), with the equalities as constraints (~1 s). ``null``: the equalities' ``NullSpace``
+  from the horizon before, extended here."""
   for method in (_in_null_space, _with_equalities):
-    found = method(equal, rows)
+    found = method(equal, rows, null)
     if found is None:
       continue
     d, rate = found
@@ -154,13 +157,55 @@ def _unit_rows(a: np.ndarray) -> np.ndarray:
 
 
 def null_space(a: np.ndarray, rcond: float = 1e-10) -> np.ndarray:
-  """An orthonormal basis (K, k') of {d : a d = 0}, ``scipy.linalg.null_space``'s (singular values ≤ ``rcond``
-  times the largest count as zero), from a smaller SVD: a column that is zero in every row is its own basis
-  vector (rare pixels: never lit in the samples that must stay bounded), and of the rest, a tall matrix is
-  reduced to its triangular QR factor first (the same singular values and null space). The SVD of the tall
-  matrix itself computed its S × S left factor: 6.6 s in place of 0.8 s at S = 5,000 samples of 785 inputs,
-  most of a first-layer neuron's split."""
+  """An orthonormal basis (K, k') of {d : a d = 0}: singular values ≤ ``rcond`` times ‖a‖_F count as zero
+  (``NullSpace``, all rows at once)."""
   a = np.asarray(a, np.float64)
+  return NullSpace(a.shape[1], rcond).of(a)
+
+
+class NullSpace:
+  """An orthonormal basis of {d : A d = 0} for a matrix A whose rows only grow (a dense neuron's equalities at
+  ascending horizons: the samples of the earlier rounds come first and do not change), extended with the rows
+  appended since the last call: B ← B · null(A_new B), orthonormal as a product of orthonormal factors, in place
+  of an SVD of every row at every horizon (most of a first-layer neuron's split: the classifier's three
+  first-layer neurons over 18 horizons, ``benchmarks/ce_solve_bench.py``). Singular values ≤ ``rcond`` times
+  ‖A‖_F (every row so far) count as zero. A matrix whose first rows are not the ones seen (a fingerprint of
+  them, their product with a fixed vector, differs) starts again from its first row.
+
+  Args:
+    width: K, the number of columns.
+    rcond: the relative size of a singular value taken as zero.
+  """
+
+  def __init__(self, width: int, rcond: float = 1e-10):
+    self.width, self.rcond = int(width), rcond
+    self._probe = np.random.default_rng(0).standard_normal(self.width)
+    self._reset()
+
+  def _reset(self):
+    self._basis, self._fingerprint, self._square = np.eye(self.width), np.zeros(0), 0.0
+
+  def of(self, a: np.ndarray) -> np.ndarray:
+    """The basis (K, k') of a's null space, a (rows, K)."""
+    a = np.asarray(a, np.float64)
+    seen = len(self._fingerprint)
+    if len(a) < seen or not np.array_equal(a[:seen] @ self._probe, self._fingerprint):
+      self._reset()
+      seen = 0
+    new = a[seen:]
+    if len(new) and self._basis.shape[1]:
+      self._square += float(np.sum(new * new))
+      self._basis = self._basis @ _null_space(new @ self._basis, self.rcond * np.sqrt(self._square))
+    self._fingerprint = np.concatenate([self._fingerprint, new @ self._probe])
+    return self._basis
+
+
+def _null_space(a: np.ndarray, threshold: float) -> np.ndarray:
+  """An orthonormal basis (k, k') of {w : a w = 0}, singular values ≤ ``threshold`` counted as zero, from a smaller
+  SVD: a column that is zero in every row is its own basis vector (rare pixels: never lit in the samples that
+  must stay bounded), and of the rest, a tall matrix is reduced to its triangular QR factor first (the same
+  singular values and null space). The SVD of the tall matrix itself computed its S × S left factor: 6.6 s in
+  place of 0.8 s at S = 5,000 samples of 785 inputs."""
   size = a.shape[1]
   used = np.abs(a).max(0, initial=0.0) > 0.0
   free = np.eye(size)[:, ~used]
@@ -169,15 +214,16 @@ def null_space(a: np.ndarray, rcond: float = 1e-10) -> np.ndarray:
     sub = scipy.linalg.qr(sub, mode="r", check_finite=False)[0][:sub.shape[1]]
   inner = np.zeros((size, 0))
   if sub.size:
-    part = scipy.linalg.null_space(sub, rcond=rcond)
+    _, sing, vh = scipy.linalg.svd(sub, full_matrices=True, check_finite=False)
+    part = vh[int(np.sum(sing > threshold)):].T
     inner = np.zeros((size, part.shape[1]))
     inner[used] = part
   return np.concatenate([free, inner], 1)
 
 
-def _in_null_space(equal: np.ndarray, rows: np.ndarray):
+def _in_null_space(equal: np.ndarray, rows: np.ndarray, null: Optional[NullSpace] = None):
   if len(equal):
-    basis = null_space(equal)  # (K, k'): d = basis w, orthonormal
+    basis = (null_space(equal) if null is None else null.of(equal))  # (K, k'): d = basis w, orthonormal
     if basis.shape[1] == 0:
       return None
   else:
@@ -199,7 +245,8 @@ def _in_null_space(equal: np.ndarray, rows: np.ndarray):
   return basis @ w, rate
 
 
-def _with_equalities(equal: np.ndarray, rows: np.ndarray):
+def _with_equalities(equal: np.ndarray, rows: np.ndarray, null=None):
+  del null  # the equalities as constraints
   a = _unit_rows(rows)
   d = _support_lp(a, _unit_rows(equal) if len(equal) else None)
   return None if d is None else (d, a @ d)
