@@ -118,9 +118,16 @@ def test_a_null_space_extended_by_rows_is_the_null_space_of_them_all():
     assert basis.shape == want.shape, rows
     np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-12)
     np.testing.assert_allclose(basis @ basis.T, want @ want.T, atol=1e-10)
+  # Other rows: fewer than seen, or as many and more with the first one changed.
   other = a[::-1].copy()
   np.testing.assert_allclose(null.of(other[:5]) @ null.of(other[:5]).T,
                              separation.null_space(other[:5]) @ separation.null_space(other[:5]).T, atol=1e-10)
+  changed = np.vstack([a, rng.standard_normal((10, 12)) @ mix])
+  null.of(a)
+  changed[0] = rng.standard_normal(cols)
+  basis = null.of(changed)
+  np.testing.assert_allclose(basis @ basis.T, separation.null_space(changed) @ separation.null_space(changed).T,
+                             atol=1e-10)
 
 
 def test_splits_at_ascending_horizons_with_a_kept_null_space_equal_fresh_ones():

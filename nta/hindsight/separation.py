@@ -169,8 +169,8 @@ class NullSpace:
   appended since the last call: B ← B · null(A_new B), orthonormal as a product of orthonormal factors, in place
   of an SVD of every row at every horizon (most of a first-layer neuron's split: the classifier's three
   first-layer neurons over 18 horizons, ``benchmarks/ce_solve_bench.py``). Singular values ≤ ``rcond`` times
-  ‖A‖_F (every row so far) count as zero. A matrix whose first rows are not the ones seen (a fingerprint of
-  them, their product with a fixed vector, differs) starts again from its first row.
+  ‖A‖_F (every row so far) count as zero. A matrix with fewer rows than seen, or whose rows at 17 spread
+  positions of those seen differ from them bit for bit, starts again from its first row.
 
   Args:
     width: K, the number of columns.
@@ -179,24 +179,24 @@ class NullSpace:
 
   def __init__(self, width: int, rcond: float = 1e-10):
     self.width, self.rcond = int(width), rcond
-    self._probe = np.random.default_rng(0).standard_normal(self.width)
     self._reset()
 
   def _reset(self):
-    self._basis, self._fingerprint, self._square = np.eye(self.width), np.zeros(0), 0.0
+    self._basis, self._seen, self._square = np.eye(self.width), 0, 0.0
+    self._spots, self._kept = np.zeros(0, np.int64), np.zeros((0, self.width))
 
   def of(self, a: np.ndarray) -> np.ndarray:
     """The basis (K, k') of a's null space, a (rows, K)."""
     a = np.asarray(a, np.float64)
-    seen = len(self._fingerprint)
-    if len(a) < seen or not np.array_equal(a[:seen] @ self._probe, self._fingerprint):
+    if len(a) < self._seen or not np.array_equal(a[self._spots], self._kept):
       self._reset()
-      seen = 0
-    new = a[seen:]
+    new = a[self._seen:]
     if len(new) and self._basis.shape[1]:
       self._square += float(np.sum(new * new))
       self._basis = self._basis @ _null_space(new @ self._basis, self.rcond * np.sqrt(self._square))
-    self._fingerprint = np.concatenate([self._fingerprint, new @ self._probe])
+    self._seen = len(a)
+    self._spots = np.unique(np.linspace(0, self._seen - 1, 17).astype(np.int64)) if self._seen else self._spots
+    self._kept = a[self._spots]  # a copy (fancy indexing): the caller's array may change
     return self._basis
 
 
