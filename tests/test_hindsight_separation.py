@@ -120,8 +120,8 @@ def test_a_null_space_extended_by_rows_is_the_null_space_of_them_all():
     np.testing.assert_allclose(basis @ basis.T, want @ want.T, atol=1e-10)
   # Other rows: fewer than seen, or as many and more with the first one changed.
   other = a[::-1].copy()
-  np.testing.assert_allclose(null.of(other[:5]) @ null.of(other[:5]).T,
-                             separation.null_space(other[:5]) @ separation.null_space(other[:5]).T, atol=1e-10)
+  basis, want = null.of(other[:5]), separation.null_space(other[:5])
+  np.testing.assert_allclose(basis @ basis.T, want @ want.T, atol=1e-10)
   changed = np.vstack([a, rng.standard_normal((10, 12)) @ mix])
   null.of(a)
   changed[0] = rng.standard_normal(cols)

@@ -182,21 +182,23 @@ class NullSpace:
     self._reset()
 
   def _reset(self):
-    self._basis, self._seen, self._square = np.eye(self.width), 0, 0.0
-    self._spots, self._kept = np.zeros(0, np.int64), np.zeros((0, self.width))
+    self._basis, self._seen, self._square, self._kept = np.eye(self.width), 0, 0.0, np.zeros((0, self.width))
+
+  def _spots(self) -> np.ndarray:
+    """The positions of the rows kept of those seen: 17 spread from the first to the last."""
+    return np.unique(np.linspace(0, self._seen - 1, 17).astype(np.int64)) if self._seen else np.zeros(0, np.int64)
 
   def of(self, a: np.ndarray) -> np.ndarray:
     """The basis (K, k') of a's null space, a (rows, K)."""
     a = np.asarray(a, np.float64)
-    if len(a) < self._seen or not np.array_equal(a[self._spots], self._kept):
+    if len(a) < self._seen or not np.array_equal(a[self._spots()], self._kept):
       self._reset()
     new = a[self._seen:]
     if len(new) and self._basis.shape[1]:
       self._square += float(np.sum(new * new))
       self._basis = self._basis @ _null_space(new @ self._basis, self.rcond * np.sqrt(self._square))
     self._seen = len(a)
-    self._spots = np.unique(np.linspace(0, self._seen - 1, 17).astype(np.int64)) if self._seen else self._spots
-    self._kept = a[self._spots]  # a copy (fancy indexing): the caller's array may change
+    self._kept = a[self._spots()]  # a copy (fancy indexing): the caller's array may change
     return self._basis
 
 
