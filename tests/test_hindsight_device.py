@@ -32,8 +32,8 @@ def test_working_set_sizes_come_from_the_device():
   cpu = device.resolve("cpu")
   assert device.memory_bytes(cpu) > 2**28  # this machine has more than 256 MB available
   assert device.block_bytes(cpu) == 128 * 2**20
-  assert 0 < device.memory_mb(cpu) <= 2048.0
-  assert device.memory_mb(cpu) == min(2048.0, device.memory_bytes(cpu) / 4 / 2**20)
+  assert 0 < device.memory_mb(cpu) <= 4096.0
+  assert device.memory_mb(cpu) == min(4096.0, device.memory_bytes(cpu) / 4 / 2**20)
 
 
 _ON_TWO_DEVICES = r"""

@@ -9,8 +9,11 @@ device rather than from constants tuned on one machine:
   128 MB (larger blocks gain nothing there and cost memory); on a GPU a 64th of its memory, so that a block is a
   few large kernels rather than many small ones.
 * ``memory_mb``: what a problem set may hold besides its records (conv neurons' materialised G_α, exact Hessian
-  factors): a quarter of the memory available, and on a CPU at most 2 GB (where materialising more does not pay
-  for its GEMMs).
+  factors): a quarter of the memory available, and on a CPU at most 4 GB (where larger sets of neurons do not
+  pay for their GEMMs). 4 GB holds one conv2 neuron of the MNIST convnet (2.9 GB with its float32 rows at 119
+  recorded rounds, ``benchmarks/ce_solve_bench.py --run=convnet``): materialised, its 24 horizons took 312 s
+  of solving; at 2 GB it went through the layer input, and three of them took 133 s for N = 51 alone and over
+  400 s for N = 66 (the same 2-core CPU, shared with other runs).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from nta.errors import NTAError
 
 _MB = 2**20
 _CPU_BLOCK_BYTES = 128 * _MB
-_CPU_MEMORY_MB = 2048.0
+_CPU_MEMORY_MB = 4096.0
 
 
 def resolve(name: Optional[str] = None) -> str:

@@ -31,13 +31,13 @@ of the MNIST convnet: no exact factor fits) is preconditioned by K-FAC's Kroneck
 where the diagonal took 4 steps and 98 CG iterations, 105 s (the same value, 0: separable rounds); the
 benchmark's 20 horizons N ≤ 237 all separable, every one converged, in 489 s (1,320 s before CG was capped at
 ``_KRONECKER_MAX_CG`` iterations and kept its float32 products when it ran out of them). Conv neurons whose
-G_α with its float32 rows does not fit ``memory_mb`` (a conv2 neuron of the MNIST convnet past 87 rounds of 128
-digits at the default 2 GB) are solved through the layer input, all of the layer's in one set, CG
-preconditioned by Ω alone (a neuron's Γ is a scalar: ``materialised``). Newton sees the Taylor loss as an
-affine objective (``nta.solvers.Affine``, ``_Functions.affine``): it keeps the output's linear part
-z = L(V) from step to step, so a step costs one forward pass L(s) (every trial of its line search and every
-doubling of a way is then valued from z + α L(s) alone), one reverse pass at the point accepted (compiled with
-static shapes, so that it drops the forward pass it does not need), and the margins that certify a
+G_α with its float32 rows does not fit ``memory_mb`` (a conv2 neuron of the MNIST convnet past 166 rounds of
+128 digits at a CPU's default 4 GB, ``nta.hindsight.device``) are solved through the layer input, all of the
+layer's in one set, CG preconditioned by Ω alone (a neuron's Γ is a scalar: ``materialised``). Newton sees
+the Taylor loss as an affine objective (``nta.solvers.Affine``, ``_Functions.affine``): it keeps the output's
+linear part z = L(V) from step to step, so a step costs one forward pass L(s) (every trial of its line search
+and every doubling of a way is then valued from z + α L(s) alone), one reverse pass at the point accepted
+(compiled with static shapes, so that it drops the forward pass it does not need), and the margins that certify a
 direction of recession are read off L(s), z − z₀ and z itself (conv2 of the MNIST convnet at the layer
 scale, all 24 horizons of the benchmark's run to N = 1185, 119 recorded rounds: 1,980 s, every one converged,
 in place of 3,097 s, with ``nta.solvers.newton_cg`` keeping CG capped after extended steps; a Newton step at
