@@ -44,8 +44,9 @@ _CNN_EVERY = flags.DEFINE_integer("convnet_taylor_every", None, "Record the conv
 _CNN_LAYER = flags.DEFINE_integer("convnet_taylor_layer", None, "Convnet layer solved at layer scale in every run, "
                                   "for figure 4(a) (0-based; 1 = conv2, the paper's layer 2; default: the "
                                   "preset's).")
-_CNN_NEURONS = flags.DEFINE_integer("convnet_taylor_neurons", None, "Seeded filters per conv layer solved at neuron "
-                                    "scale in the convnet RMSProp run, figure 3 (default: the preset's).")
+_CNN_NEURONS = flags.DEFINE_list("convnet_taylor_neurons", None, "Seeded filters solved at neuron scale in the "
+                                 "convnet RMSProp runs, figure 3: one count for every conv layer, or one per conv "
+                                 "layer such as 50,5,5 (default: the preset's).")
 _CNN_METHOD = flags.DEFINE_enum("convnet_taylor_method", None, list(problem.METHODS), "Solver of the convnet's Taylor "
                                 "optima (default: the preset's, newton).")
 _CNN_MAX_ITER = flags.DEFINE_integer("convnet_taylor_max_iter", None, "Iterations (Newton steps, or L-BFGS line "
@@ -61,7 +62,8 @@ _TIMING_NOTE = flags.DEFINE_string("timing_note", "", "Where the runs' wall time
                                    "(default: the CPU count of this machine).")
 
 
-def _seeds(name, values):
+def _integers(name, values):
+  """The integers of a list flag (seeds, counts); None where it was left out."""
   try:
     return None if values is None else tuple(int(v) for v in values)
   except ValueError:
@@ -86,10 +88,11 @@ def main(argv):
         ae_epochs=_AE_EPOCHS.value, ae_train_size=_AE_TRAIN.value, convnet_epochs=_CNN_EPOCHS.value,
         convnet_train_size=_CNN_TRAIN.value, convnet_taylor=_CNN_TAYLOR.value,
         convnet_taylor_every=_CNN_EVERY.value, convnet_taylor_layer=_CNN_LAYER.value,
-        convnet_taylor_neurons=_CNN_NEURONS.value, convnet_taylor_method=_CNN_METHOD.value,
+        convnet_taylor_neurons=_integers("convnet_taylor_neurons", _CNN_NEURONS.value),
+        convnet_taylor_method=_CNN_METHOD.value,
         convnet_taylor_max_iter=_CNN_MAX_ITER.value,
         convnet_taylor_horizon_epochs=_CNN_HORIZONS.value,
-        seeds=_seeds("seeds", _SEEDS.value), keras3_seeds=_seeds("keras3_seeds", _KERAS3_SEEDS.value),
+        seeds=_integers("seeds", _SEEDS.value), keras3_seeds=_integers("keras3_seeds", _KERAS3_SEEDS.value),
         jobs=_JOBS.value, timing_note=_TIMING_NOTE.value)
     path = readme.regenerate(settings, "python bin/regenerate_results.py " + shlex.join(sys.argv[1:]))
     print(f"wrote {path}")

@@ -8,9 +8,13 @@ config's own value). Presets by config string:
   and 50 filters per conv layer (figure 3), every round recorded, solved at every epoch end (hours per
   convnet run on a CPU);
 - paper_cpu: what ``results/`` shows on a 2-core CPU: the autoencoder as ``paper``; the convnet for 15 epochs
-  on 10,000 examples with the paper's conv2 at layer scale and 50 filters per conv layer, every 10th round
-  recorded, solved at every 3rd epoch end and the early rounds (conv2 at layer scale about 17 minutes per
-  run: ``benchmarks/ce_solve_bench.py --run=convnet``).
+  on 10,000 examples with the paper's conv2 at layer scale, every 10th round recorded, solved at every 3rd
+  epoch end and the early rounds (conv2 at layer scale about 17 minutes per run:
+  ``benchmarks/ce_solve_bench.py --run=convnet``), and at neuron scale the paper's 50 filters of conv1 but 5
+  of conv2 and of conv3: their filters have 1,601 weights, and one took 5-6 minutes over the 24 horizons of
+  that benchmark's run (119 recorded rounds; a conv2 neuron 262 s loading and 312 s solving, a conv3 neuron
+  77 s and 325 s, on the 2-core CPU shared with two training runs), where conv1's three 26-weight filters
+  took 8 s of solving. 50 of each would add about 8 hours to each of the four RMSProp runs.
 Every preset solves the convnet's optima by Newton-CG (``nta.hindsight.problem``), at most ``max_iter`` Newton
 steps per problem and horizon.
 """
@@ -31,7 +35,9 @@ def get_config(arg="quick"):
   c.convnet_epochs, c.convnet_train_size = (15, 10_000) if arg == "paper_cpu" else (0, 0)
   c.convnet_taylor_every = 1 if arg == "paper" else 10  # record every k-th round
   c.convnet_taylor_layer = 0 if arg == "quick" else 1  # layer scale, figure 4(a) (0-based: 1 = conv2)
-  c.convnet_taylor_neurons = 5 if arg == "quick" else 50  # filters per conv layer, RMSProp runs, figure 3
+  # Filters at neuron scale per conv layer (conv1, conv2, conv3), RMSProp runs, figure 3. On a CPU conv2's and
+  # conv3's 1,601-weight filters cost minutes each (module docstring), conv1's 26-weight ones a second.
+  c.convnet_taylor_neurons = {"quick": (5,), "paper": (50,), "paper_cpu": (50, 5, 5)}[arg]
   c.convnet_taylor_method = "newton"  # the solver (nta.hindsight.problem.METHODS)
   c.convnet_taylor_max_iter = 1000 if arg == "paper" else 100  # Newton steps per problem and horizon
   c.convnet_taylor_horizon_epochs = 3 if arg == "paper_cpu" else 1  # solve at every k-th epoch end

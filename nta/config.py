@@ -54,6 +54,9 @@ def get_config():
   c.record.taylor_layers = "auto"  # layer scale; auto = every layer whose records fit the disk budget
   c.record.taylor_neuron_layers = "auto"  # neuron scale; auto = every layer (seeded filters of conv layers)
   c.record.taylor_neurons_per_layer = 50  # conv filters per layer at neuron scale (the paper's 50)
+  # Per-layer exceptions to taylor_neurons_per_layer, "layer:count,..." such as "1:5,2:5" ("": none): the
+  # 1,601-weight filters of the convnet's conv2 and conv3 cost minutes each to solve on a CPU, conv1's seconds.
+  c.record.taylor_neuron_counts = ""
   c.record.exploration = False  # activation configurations (nta.exploration)
   c.record.exploration_every_rounds = 0  # 0 = at every epoch end
   # TensorFlow CPU thread pools (0 = TensorFlow's default). Set once per process, before TensorFlow starts
@@ -118,6 +121,25 @@ def layer_list(value, field: str):
   except ValueError:
     raise NTAError(f"config.{field} must be 'auto', 'none' or comma-separated layer indices such as '0,4', "
                    f"got {value!r}") from None
+
+
+def layer_counts(value, field: str) -> dict:
+  """A "layer:count,..." field as {layer: count} ("" or "none": {}); counts >= 1, each layer once."""
+  text = str(value).strip().lower()
+  if text in ("", "none"):
+    return {}
+  out = {}
+  try:
+    for item in text.split(","):
+      layer, count = item.split(":")
+      layer, count = int(layer), int(count)
+      if layer in out or count < 1:
+        raise ValueError
+      out[layer] = count
+  except ValueError:
+    raise NTAError(f"config.{field} must be comma-separated layer:count pairs with counts >= 1, each layer once, "
+                   f"such as '1:5,2:5', got {value!r}") from None
+  return out
 
 
 def field_help() -> dict:
@@ -188,6 +210,7 @@ def validate(config) -> None:
   record = config.record
   for field in ("taylor_layers", "taylor_neuron_layers"):
     layer_list(record[field], f"record.{field}")
+  layer_counts(record.taylor_neuron_counts, "record.taylor_neuron_counts")
   checks += [
       (record.taylor_neurons_per_layer >= 1,
        f"config.record.taylor_neurons_per_layer must be >= 1, got {record.taylor_neurons_per_layer}"),
@@ -202,7 +225,8 @@ def validate(config) -> None:
        f"config.data.source must be one of {', '.join(data_lib.SOURCES)}, got {config.data.source!r}"),
   ]
   if record.taylor and config.loss == "mse":
-    changed = [f for f in ("taylor_layers", "taylor_neuron_layers", "taylor_neurons_per_layer")
+    changed = [f for f in ("taylor_layers", "taylor_neuron_layers", "taylor_neurons_per_layer",
+                           "taylor_neuron_counts")
                if record[f] != get_config().record[f]]
     checks.append((not changed, f"config.record.{changed[0] if changed else ''} applies to cross-entropy runs; the "
                                 "squared-loss recorder records every layer and neuron whose statistics fit "
@@ -236,7 +260,8 @@ def check_resumable(saved: dict, current: dict, workdir: str,
       cfg["optimizer"] = {**optimizer, "convention": "keras3"}
     if isinstance(record, dict) and record.get("taylor_neuron_layers") == "none":
       # Neurons per layer of no layer select nothing.
-      cfg["record"] = {k: v for k, v in record.items() if k != "taylor_neurons_per_layer"}
+      cfg["record"] = {k: v for k, v in record.items()
+                       if k not in ("taylor_neurons_per_layer", "taylor_neuron_counts")}
     return cfg
 
   saved, current = same_experiment(saved), same_experiment(current)

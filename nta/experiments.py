@@ -73,7 +73,8 @@ def build_recorders(config) -> list:
       recorders.append(ce_records.CrossEntropyTaylorRecorder(
           layers=config_lib.layer_list(r.taylor_layers, "record.taylor_layers"),
           neuron_layers=config_lib.layer_list(r.taylor_neuron_layers, "record.taylor_neuron_layers"),
-          neurons_per_layer=r.taylor_neurons_per_layer, record_every=r.every))
+          neurons_per_layer=r.taylor_neurons_per_layer, record_every=r.every,
+          neuron_counts=config_lib.layer_counts(r.taylor_neuron_counts, "record.taylor_neuron_counts")))
   if config.record.exploration:
     recorders.append(exploration_recorder.ConfigurationRecorder(every_rounds=config.record.exploration_every_rounds or None))
   if config.record.trace:
@@ -121,6 +122,8 @@ def run(config, workdir: Optional[str], recorders=None, verbose: Optional[int] =
   for field in ("taylor_layers", "taylor_neuron_layers"):
     for layer in config_lib.layer_list(config.record[field], f"record.{field}") or []:
       spec.layer(layer)
+  for layer in config_lib.layer_counts(config.record.taylor_neuron_counts, "record.taylor_neuron_counts"):
+    spec.layer(layer)
   if recorders is None:
     recorders = build_recorders(config)
   if workdir:

@@ -86,7 +86,10 @@ def test_unknown_variant_is_refused_with_the_choices():
 @pytest.mark.parametrize("field,value", [("batch_size", 0), ("num_epochs", -1),
                                          ("optimizer.learning_rate", 0.0), ("data.train_size", -5),
                                          ("threads.intra_op", -1), ("record.taylor_layers", "conv2"),
-                                         ("record.taylor_neuron_layers", "0;1"), ("record.taylor_neurons_per_layer", 0)])
+                                         ("record.taylor_neuron_layers", "0;1"), ("record.taylor_neurons_per_layer", 0),
+                                         ("record.taylor_neuron_counts", "1:0"),
+                                         ("record.taylor_neuron_counts", "1:5,1:6"),
+                                         ("record.taylor_neuron_counts", "1=5")])
 def test_validation_names_the_field(field, value):
   with pytest.raises(NTAError, match=f"config.{field} must be"):
     config_lib.validate(config(**{field: value}))
@@ -138,6 +141,12 @@ def test_layer_lists(value, expected):
   assert config_lib.layer_list(value, "record.taylor_layers") == expected
 
 
+@pytest.mark.parametrize("value,expected", [("", {}), ("none", {}), ("1:5", {1: 5}), ("2:5, 1:10", {1: 10, 2: 5}),
+                                            ("-1:3", {-1: 3})])
+def test_layer_counts(value, expected):
+  assert config_lib.layer_counts(value, "record.taylor_neuron_counts") == expected
+
+
 def test_cross_entropy_recorder_follows_the_config():
   from nta import experiments  # pylint: disable=g-import-not-at-top
   c = config("cifar_convnet", "testing", **{"record.taylor": True, "record.every": 3, "record.taylor_layers": "0",
@@ -145,6 +154,9 @@ def test_cross_entropy_recorder_follows_the_config():
                                             "record.taylor_neurons_per_layer": 7})
   rec, = experiments.build_recorders(c)
   assert (rec.req_layers, rec.req_neuron_layers, rec.neurons_per_layer, rec.record_every) == ([0], [1, 2], 7, 3)
+  rec, = experiments.build_recorders(config("cifar_convnet", "testing", **{"record.taylor": True,
+                                                                            "record.taylor_neuron_counts": "1:2"}))
+  assert rec.neuron_counts == {1: 2}
   rec, = experiments.build_recorders(config("cifar_convnet", "testing", **{"record.taylor": True}))
   assert (rec.req_layers, rec.req_neuron_layers, rec.neurons_per_layer) == (None, None, 50)
   with pytest.raises(NTAError, match="config.record.taylor_layers applies to cross-entropy runs"):

@@ -93,6 +93,14 @@ def test_defaults_on_the_paper_convnet(tmp_path):
   five.build(_paper_run(tmp_path))
   assert some.sites[1].neurons == five.sites[1].neurons and len(set(five.sites[1].neurons)) == 5
   assert some.sites[4].neurons == list(range(10)) and not some.sites[1].layer_scale
+  # Per-layer counts in place of neurons_per_layer (negative layers counted from the end; dense layers keep
+  # every unit), the others' filters as before.
+  counts = ce_records.CrossEntropyTaylorRecorder(neurons_per_layer=5, neuron_counts={1: 2, -1: 3})
+  counts.build(_paper_run(tmp_path))
+  assert len(counts.sites[1].neurons) == 2 and counts.sites[0].neurons == five.sites[0].neurons
+  assert counts.sites[4].neurons == list(range(10))
+  with pytest.raises(NTAError, match="neuron_counts must be >= 1"):
+    ce_records.CrossEntropyTaylorRecorder(neuron_counts={1: 0})
   with pytest.raises(NTAError, match="either neurons .* or neuron_layers"):
     ce_records.CrossEntropyTaylorRecorder(neurons={0: [1]}, neuron_layers=[0])
   with pytest.raises(NTAError, match=r"need ~\d+\.\d GB but .* free; set record_every >= \d+"):

@@ -34,6 +34,10 @@ def test_readme_says_how_the_convnet_taylor_statistics_were_made(tmp_path):
                                          timing_note="a shared laptop"), {}, [], {}, "cmd", 1.0)
   assert "Training wall time of the runs below, summed (a shared laptop)" in open(noted).read()
   assert "at every epoch end and at early rounds" in text
+  cpu = readme.write_readme(_settings(scale="paper", preset="paper_cpu", results_dir=str(tmp_path),
+                                      models=("convnet",)), {}, [], {}, "cmd", 1.0)
+  assert "; 50 seeded filters of conv1, 5 of conv2 and 5 of conv3 at neuron scale in the RMSProp runs" in \
+      open(cpu).read()
 
 
 def test_every_words_ordinals():
@@ -107,6 +111,7 @@ def test_readme_names_data_folders_as_given_and_commands_match_the_header(tmp_pa
   assert "from `../shared/data/mnist`" in text and os.path.abspath("../shared") not in text
   assert "5 seeded filters of each conv layer" in text
   assert "--config.record.taylor_neurons_per_layer=5" in text and "taylor_neurons_per_layer=50" not in text
+  assert "taylor_neuron_counts" not in text  # one count for every conv layer
   adam_cmd = next(l for l in text.splitlines() if l.startswith("| convnet adam seed 1 "))
   assert "taylor_neuron_layers=none" in adam_cmd and "neurons_per_layer" not in adam_cmd
   assert "--config.seed=1" in adam_cmd and "--config.data.data_dir=../shared/data/mnist" in adam_cmd

@@ -28,6 +28,10 @@ def test_convnet_taylor_settings_reach_every_run_and_neurons_only_the_rmsprop_ru
     rec = experiments.build_recorders(c)[0]
     assert rec.req_layers == [0] and rec.neurons_per_layer == 4
     assert rec.req_neuron_layers == ([0, 1, 2] if optimizer == "rmsprop" else [])
+  # One count per conv layer: the first for every layer, the others' where they differ.
+  per_layer = _settings(scale="paper", convnet_taylor_neurons=(50, 5, 50))
+  rec = experiments.build_recorders(runs.run_config(per_layer, _key("convnet", "rmsprop")))[0]
+  assert (rec.neurons_per_layer, rec.neuron_counts) == (50, {1: 5})
   off = runs.run_config(_settings(scale="paper", convnet_taylor=False), _key("convnet", "adam"))
   assert not off.record.taylor and off.record.every == 1
   ae = runs.run_config(_settings(scale="paper", convnet_taylor_every=10), _key("autoencoder", "rmsprop"))
@@ -40,7 +44,7 @@ def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
   assert (s.seeds, s.keras3_seeds, s.ae_epochs, s.convnet_epochs) == ((0,), (0,), None, None)
   paper = _settings(scale="paper")
   assert (paper.convnet_taylor_every, paper.convnet_taylor_layer, paper.convnet_taylor_neurons,
-          paper.convnet_taylor_max_iter) == (1, 1, 50, 1000)
+          paper.convnet_taylor_max_iter) == (1, 1, (50, 50, 50), 1000)
   assert paper.seeds == (0, 1, 2)
   mixed = _settings(scale="quick", convnet_taylor_layer=2, convnet_taylor_max_iter=7, keras3_seeds=())
   assert (mixed.convnet_taylor_layer, mixed.convnet_taylor_max_iter, mixed.convnet_taylor_every) == (2, 7, 10)
@@ -49,7 +53,7 @@ def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
   cpu = _settings(scale="paper", preset="paper_cpu")
   assert (cpu.convnet_epochs, cpu.convnet_train_size, cpu.convnet_taylor_every, cpu.convnet_taylor_layer,
           cpu.convnet_taylor_neurons, cpu.convnet_taylor_max_iter, cpu.convnet_taylor_horizon_epochs,
-          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 1, 50, 100, 3, None, (0, 1, 2))
+          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 1, (50, 5, 5), 100, 3, None, (0, 1, 2))
   assert s.convnet_taylor_method == paper.convnet_taylor_method == cpu.convnet_taylor_method == "newton"
   assert runs.run_config(cpu, _key("convnet", "rmsprop")).num_epochs == 15
   with pytest.raises(NTAError, match="preset 'paper_cpu' is for scale 'paper', not 'quick'"):
@@ -65,7 +69,9 @@ def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
                                           ({"keras3_seeds": (-1,)}, "keras3_seeds must be distinct integers"),
                                           ({"seeds": ()}, "at least one seed"),
                                           ({"jobs": -2}, "jobs must be an integer >= 0"),
-                                          ({"convnet_taylor_method": "bfgs"}, "unknown solver method 'bfgs'")])
+                                          ({"convnet_taylor_method": "bfgs"}, "unknown solver method 'bfgs'"),
+                                          ({"convnet_taylor_neurons": (5, 5)}, "one per conv layer .3., got 5, 5"),
+                                          ({"convnet_taylor_neurons": (0,)}, "one count >= 1")])
 def test_bad_settings_are_one_clear_error(kwargs, match):
   with pytest.raises(NTAError, match=match):
     _settings(**kwargs)

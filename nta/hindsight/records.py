@@ -261,6 +261,8 @@ class CrossEntropyTaylorRecorder(Recorder):
       {} = none.
     neurons_per_layer: conv filters (BatchNormalization channels) drawn per layer by default (seeded by the
       run's seed and the layer).
+    neuron_counts: {layer: count} drawn in place of ``neurons_per_layer`` in those layers (e.g. fewer of a
+      conv layer whose filters are costly to solve).
     neuron_layers: with ``neurons`` None, the layers that get the default neurons; None = every layer.
     disk_mb: disk budget for the whole run, used to pick the default layer-scale layers.
     record_every: record rounds n with (n − 1) mod k = 0. With k > 1 the recording sits in a ``tf.cond`` and
@@ -280,10 +282,13 @@ class CrossEntropyTaylorRecorder(Recorder):
   def __init__(self, layers: Optional[Sequence[int]] = None, neurons: Optional[Mapping[int, Sequence[int]]] = None,
                neurons_per_layer: int = 50, disk_mb: float = 10240.0, record_every: int = 1,
                chunk_mb: float = 256.0, representations: Optional[Mapping[int, str]] = None,
-               neuron_layers: Optional[Sequence[int]] = None, replay: Optional[bool] = None):
+               neuron_layers: Optional[Sequence[int]] = None, replay: Optional[bool] = None,
+               neuron_counts: Optional[Mapping[int, int]] = None):
     check_int("record_every", record_every)
-    if neurons_per_layer < 1:
-      raise NTAError(f"neurons_per_layer must be >= 1, got {neurons_per_layer}")
+    self.neuron_counts = {int(l): int(k) for l, k in (neuron_counts or {}).items()}
+    if neurons_per_layer < 1 or any(k < 1 for k in self.neuron_counts.values()):
+      raise NTAError(f"neurons_per_layer and neuron_counts must be >= 1, got {neurons_per_layer} and "
+                     f"{self.neuron_counts}")
     if not disk_mb > 0 or not chunk_mb > 0:
       raise NTAError(f"disk_mb and chunk_mb must be positive, got {disk_mb} and {chunk_mb}")
     if neurons is not None and neuron_layers is not None:
@@ -382,12 +387,13 @@ class CrossEntropyTaylorRecorder(Recorder):
     if self.req_neurons is None:
       neurons = {}
       chosen = None if self.req_neuron_layers is None else {spec.layer(int(l)).index for l in self.req_neuron_layers}
+      counts = {spec.layer(l).index: k for l, k in self.neuron_counts.items()}
       for wl in spec.layers:
         if chosen is not None and wl.index not in chosen:
           continue
         if spec.graph.nodes[wl.node].op.sampled_units:  # conv filters (as the paper's 50), BN channels
           rng = np.random.default_rng([int(seed), wl.index])
-          k = min(self.neurons_per_layer, wl.units)
+          k = min(counts.get(wl.index, self.neurons_per_layer), wl.units)
           neurons[wl.index] = sorted(int(u) for u in rng.choice(wl.units, k, replace=False))
         else:
           neurons[wl.index] = list(range(wl.units))

@@ -125,6 +125,15 @@ def seed_wall_times(s: Settings, infos: dict) -> list:
   return sorted(out, key=lambda r: (list(CONFIG_FILES).index(r[0]), r[1] != "tf1", r[2]))
 
 
+def _filters(counts) -> str:
+  """'50 seeded filters of each conv layer', or '50 seeded filters of conv1, 5 of conv2 and 5 of conv3'."""
+  if len(set(counts)) == 1:
+    return f"{counts[0]} seeded filters of each conv layer"
+  rest = [f"{k} of conv{i + 2}" for i, k in enumerate(counts[1:])]
+  return f"{counts[0]} seeded filters of conv1, " + ", ".join(rest[:-1]) + (" and " if len(rest) > 1 else "") + \
+      rest[-1]
+
+
 def _command(s: Settings, key: RunKey, c) -> str:
   """The bin/train.py command (and bin/regret.py for a cross-entropy run's optima) that makes one run."""
   workdir = run_dir(s, key)
@@ -139,6 +148,8 @@ def _command(s: Settings, key: RunKey, c) -> str:
     cmd += (f" --config.record.every={c.record.every} --config.record.taylor_layers={c.record.taylor_layers} "
             f"--config.record.taylor_neuron_layers={c.record.taylor_neuron_layers}"
             + (f" --config.record.taylor_neurons_per_layer={c.record.taylor_neurons_per_layer}"
+               + (f" --config.record.taylor_neuron_counts={c.record.taylor_neuron_counts}"
+                  if c.record.taylor_neuron_counts else "")
                if c.record.taylor_neuron_layers != "none" else "")
             + f"`, then `python bin/regret.py --workdir={workdir} --method={s.convnet_taylor_method} "
             f"--max_iter={s.convnet_taylor_max_iter} "
@@ -219,7 +230,7 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
     lines.append(
         f"- Convnet Taylor statistics (`nta.hindsight`, exact cross-entropy hindsight optima): "
         f"{_every(s.convnet_taylor_every, 'round')} recorded; layer {s.convnet_taylor_layer + 1} at layer scale in "
-        f"every run (figure 4(a)); {s.convnet_taylor_neurons} seeded filters of each conv layer at neuron scale in "
+        f"every run (figure 4(a)); {_filters(s.convnet_taylor_neurons)} at neuron scale in "
         f"the RMSProp runs (figure 3); optima solved at {_every(s.convnet_taylor_horizon_epochs, 'epoch end')} and "
         f"at early rounds by "
         + (f"Newton-CG with at most {s.convnet_taylor_max_iter} Newton steps"

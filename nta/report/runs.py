@@ -122,7 +122,9 @@ class Settings:
   # The convnet's Taylor budget; None takes the preset's.
   convnet_taylor_every: Optional[int] = None  # record every k-th round (config.record.every)
   convnet_taylor_layer: Optional[int] = None  # layer-scale layer of figure 4(a), 0-based (1 = conv2, "layer 2")
-  convnet_taylor_neurons: Optional[int] = None  # filters per conv layer at neuron scale, RMSProp runs (figure 3)
+  # Filters at neuron scale in the RMSProp runs (figure 3): one count per conv layer (conv1, conv2, conv3), or
+  # one for all three.
+  convnet_taylor_neurons: Optional[tuple] = None
   convnet_taylor_method: Optional[str] = None  # the solver: "newton" or "lbfgs" (nta.hindsight.problem.METHODS)
   convnet_taylor_max_iter: Optional[int] = None  # iterations (Newton steps or L-BFGS line searches) per problem
   convnet_taylor_horizon_epochs: Optional[int] = None  # solve at every k-th epoch end (and early rounds)
@@ -156,6 +158,15 @@ class Settings:
         raise NTAError(f"{name} must be distinct integers >= 0, got {', '.join(map(str, seeds))}")
     if not self.seeds:
       raise NTAError("seeds: at least one seed is needed")
+    counts = self.convnet_taylor_neurons
+    counts = (counts,) if isinstance(counts, int) else tuple(counts)
+    if len(counts) == 1:
+      counts *= len(CONVNET_CONV_LAYERS)
+    if len(counts) != len(CONVNET_CONV_LAYERS) or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
+                                                      for k in counts):
+      raise NTAError(f"convnet_taylor_neurons must be one count >= 1 or one per conv layer "
+                     f"({len(CONVNET_CONV_LAYERS)}), got {', '.join(map(str, counts))}")
+    self.convnet_taylor_neurons = counts
     if self.convnet_taylor_method not in problem.METHODS:
       raise NTAError(f"unknown solver method {self.convnet_taylor_method!r}; choose one of: "
                      f"{', '.join(problem.METHODS)}")
@@ -237,7 +248,10 @@ def run_config(s: Settings, key: RunKey):
       c.record.taylor_layers = str(s.convnet_taylor_layer)
       c.record.taylor_neuron_layers = ",".join(str(i) for i in CONVNET_CONV_LAYERS) if optimizer == "rmsprop" \
           else "none"
-      c.record.taylor_neurons_per_layer = s.convnet_taylor_neurons
+      # The first conv layer's count for every layer, the others' where they differ from it.
+      first, counts = s.convnet_taylor_neurons[0], dict(zip(CONVNET_CONV_LAYERS, s.convnet_taylor_neurons))
+      c.record.taylor_neurons_per_layer = first
+      c.record.taylor_neuron_counts = ",".join(f"{l}:{k}" for l, k in counts.items() if k != first)
   if not c.threads.intra_op:
     # Runs that share the cores split them (threads change speed, not numbers: nta.config).
     c.threads.intra_op = max(1, (os.cpu_count() or 1) // s.parallel)
