@@ -217,6 +217,27 @@ def _check_hessian_factor(factor, hessian, float32=False):
              for damping in (1e-10, 1e-7)) if mean > 0 else np.allclose(m, np.eye(len(m)))
 
 
+def test_a_conv_neuron_of_float32_records_is_materialised_in_float32_rounded_once(runs):
+  # G_α summed in float64 and rounded once: within half an ulp of float32 of the float64 G of the same records.
+  workdir = runs("conv32_replay_every2")[0]
+  records = ce_records.load_records(workdir)
+  site = records.sites[1]
+  a = records.arrays([f"layer1/{n}" for n in ("x", "j", "pos") if ce_problem._stored(site, n)],
+                     records.num_rounds(6))
+  i = int(np.argmax(np.abs(a["layer1/j"]).reshape(-1, len(site.units)).max(0)))  # a unit that is ever active
+  prob = ce_problem.load(records, 1, site.units[i], horizon=6, memory_mb=2048.0)
+  assert prob.kind == "matrix" and prob._data["m"].dtype == tf.float32
+  pos = a["layer1/pos"][..., i] if "layer1/pos" in a else None
+  g64 = ce_problem._materialise(site, a["layer1/x"].astype(np.float64), a["layer1/j"][..., i], pos, 2**27)
+  g32 = prob._data["m"].numpy()[:, 0]
+  assert g64.dtype == np.float64 and np.abs(g64).max() > 0
+  assert np.all(np.abs(g32 - g64) <= 2.0**-24 * np.abs(g64))
+  # Float64 records keep a float64 G.
+  conv64 = ce_records.load_records(runs("conv64")[0])
+  assert ce_problem.load(conv64, 1, conv64.sites[1].units[0], horizon=6, memory_mb=2048.0)._data["m"].dtype == \
+      tf.float64
+
+
 def test_float32_rows_of_the_matrix_form_are_padded_views_of_g():
   # Column c's rows (R·B·p_L, K') in float32, K' a multiple of 16 (64-byte rows: a prefix of rounds is then a
   # view, not a copy), the padding zero.

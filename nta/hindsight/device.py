@@ -10,10 +10,11 @@ device rather than from constants tuned on one machine:
   few large kernels rather than many small ones.
 * ``memory_mb``: what a problem set may hold besides its records (conv neurons' materialised G_α, exact Hessian
   factors): a quarter of the memory available, and on a CPU at most 4 GB (where larger sets of neurons do not
-  pay for their GEMMs). 4 GB holds one conv2 neuron of the MNIST convnet (2.9 GB with its float32 rows at 119
-  recorded rounds, ``benchmarks/ce_solve_bench.py --run=convnet``): materialised, its 24 horizons took 312 s
-  of solving; at 2 GB it went through the layer input, and three of them took 133 s for N = 51 alone and over
-  400 s for N = 66 (the same 2-core CPU, shared with other runs).
+  pay for their GEMMs). A conv2 neuron of the MNIST convnet at the 119 recorded rounds of
+  ``benchmarks/ce_solve_bench.py --run=convnet`` takes 1.95 GB materialised (2.9 GB before its G was kept in
+  the records' float32), 4 GB up to about 250 rounds; one that does not fit goes through the layer input,
+  where three of them took 133 s for N = 51 alone and over 400 s for N = 66, and one materialised took 312 s
+  for all 24 horizons (the same 2-core CPU, shared with other runs).
 """
 
 from __future__ import annotations
