@@ -11,10 +11,11 @@ config's own value). Presets by config string:
   on 10,000 examples with the paper's conv2 at layer scale, every 10th round recorded, solved at every 3rd
   epoch end and the early rounds (conv2 at layer scale about 17 minutes per run:
   ``benchmarks/ce_solve_bench.py --run=convnet``), and at neuron scale the paper's 50 filters of conv1 but 5
-  of conv2 and of conv3: their filters have 1,601 weights, and one took 5-6 minutes over the 24 horizons of
-  that benchmark's run (119 recorded rounds; a conv2 neuron 262 s loading and 312 s solving, a conv3 neuron
-  77 s and 325 s, on the 2-core CPU shared with two training runs), where conv1's three 26-weight filters
-  took 8 s of solving. 50 of each would add about 8 hours to each of the four RMSProp runs.
+  of conv2 and of conv3: their filters have 1,601 weights, and each took about 5 minutes of solving over the
+  24 horizons of that benchmark's run (119 recorded rounds; a conv2 neuron 312 s, two conv3 neurons 325 s and
+  293 s, plus loading, 262 s and 77 s for a layer's first neuron and 44 s for the next; the 2-core CPU shared
+  with two training runs), where conv1's three 26-weight filters took 8 s of solving. 50 of each would add
+  about 8 hours to each of the four RMSProp runs.
 Every preset solves the convnet's optima by Newton-CG (``nta.hindsight.problem``), at most ``max_iter`` Newton
 steps per problem and horizon.
 """
