@@ -1132,21 +1132,19 @@ def _materialise(site: records_lib.Site, x, j, pos, block_bytes: int) -> np.ndar
 
 
 def materialised(site: records_lib.Site, rounds: int, batch: int, p_l: int, columns: int, memory_mb: float,
-                 itemsize: int = 8) -> bool:
+                 itemsize: int) -> bool:
   """Whether a set of ``columns`` conv neurons recorded by their J and layer input (of ``itemsize`` bytes) is
   solved from their materialised G_α (p_L numbers per weight and sample in place of a convolution over every
   position per product; its exact Hessian preconditions CG): where G (``_materialise``) with its float32 rows
-  (``_rows32``) fits ``memory_mb``; else through the input, every neuron of the layer in one
-  set, CG preconditioned by the patches' moments Ω."""
-  return site.spatial > p_l and _matrix_bytes(rounds, batch, p_l, site.K, columns, rows32=True,
-                                               itemsize=itemsize) <= memory_mb * _MB
+  (``_rows32``) fits ``memory_mb``; else through the input, every neuron of the layer in one set, CG
+  preconditioned by the patches' moments Ω."""
+  return site.spatial > p_l and _matrix_bytes(rounds, batch, p_l, site.K, columns, itemsize) <= memory_mb * _MB
 
 
-def _matrix_bytes(rounds: int, batch: int, p_l: int, k: int, columns: int, rows32: bool = False,
-                  itemsize: int = 8) -> int:
-  """Memory of a materialised problem set's G of ``itemsize`` bytes an entry (for value and gradient), with
-  ``rows32`` also of its float32 rows (``_rows32``, for Hessian-vector products)."""
-  return rounds * batch * p_l * k * columns * (itemsize + (4 if rows32 else 0))
+def _matrix_bytes(rounds: int, batch: int, p_l: int, k: int, columns: int, itemsize: int) -> int:
+  """Memory of a materialised problem set's G of ``itemsize`` bytes an entry (for value and gradient) with its
+  float32 rows (``_rows32``, for Hessian-vector products)."""
+  return rounds * batch * p_l * k * columns * (itemsize + 4)
 
 
 # Rows padded to a multiple of 64 bytes: a prefix of rows (the first n rounds) is then a view of the tensor;
@@ -1198,5 +1196,5 @@ def neuron_groups(records: records_lib.Records, layer: int, units: Sequence[int]
   if site.mode != "jacobian" or not materialised(site, *shape, 1, memory_mb, itemsize):
     return [units] if units else []
   # As many as fit with their float32 rows (Hessian-vector products at half the memory traffic).
-  size = max(1, int(memory_mb * _MB // _matrix_bytes(*shape, site.K, 1, rows32=True, itemsize=itemsize)))
+  size = max(1, int(memory_mb * _MB // _matrix_bytes(*shape, site.K, 1, itemsize)))
   return [units[i:i + size] for i in range(0, len(units), size)]
