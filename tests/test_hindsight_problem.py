@@ -431,23 +431,26 @@ def test_a_partially_separable_dense_neuron_is_solved_to_its_infimum(runs):
 def test_a_dense_layer_whose_samples_move_alone_is_solved_to_its_infimum(runs, monkeypatch):
   # The wide net's hidden layer (49 × 4 weights) over rounds of 32 sparse samples: over the first round every
   # sample's input is outside the others' span, later some samples light an input no other does, and from the
-  # second epoch on (the same inputs again) none. Such a sample's h = Vᵀx̃ moves alone, so its loss falls to
-  # its own infimum (here 0: its margins can all be raised) whatever the rest do. The layer's value at every
-  # horizon: the full Taylor loss at the point returned, within the tolerance of the infimum computed
+  # second epoch on (the same inputs again) the samples of such an input together: their h = Vᵀx̃ moves alone,
+  # so their losses fall to their group's infimum (here 0: its margins can all be raised) whatever the rest
+  # do. The layer's value at every horizon: the full Taylor loss at the point returned, within the tolerance of the infimum computed
   # independently (an LP over every margin of the reference G, then scipy on what remains).
   workdir, _, _, _, _, states, _ = runs("wide64")
   records = ce_records.load_records(workdir)
-  counts = []
+  counts, shared = [], []
   private = separation.private
 
   def spy(*args, **kwargs):
     out = private(*args, **kwargs)
     counts.append((int(out.private.sum()), len(out.private)))
+    inputs = np.unique(args[0][out.private], axis=0)
+    shared.append(len(inputs) < out.private.sum())  # a private input seen in two rounds
     return out
   monkeypatch.setattr(separation, "private", spy)
   sols = ce_problem.load(records, 0).solve(range(1, 7), tol=1e-8, method="newton")
   alone = [c for c, _ in counts]
-  assert alone[0] == counts[0][1] == 32 and any(0 < c < s for c, s in counts) and alone[-1] == 0, counts
+  assert alone[0] == counts[0][1] == 32 and any(0 < c < s for c, s in counts), counts
+  assert not shared[0] and shared[-1], (counts, shared)
   for n, sol in zip(range(1, 7), sols):
     terms = _neuron_terms(states, n, 0)
     dropped = _dropped_pairs(terms)

@@ -3,6 +3,8 @@ an independent LP over every (sample, wrong class) margin."""
 
 import numpy as np
 import pytest
+import scipy.optimize
+import scipy.special
 
 from nta.hindsight import separation
 
@@ -155,3 +157,135 @@ def test_splits_at_ascending_horizons_with_a_kept_null_space_equal_fresh_ones():
     partial += 0 < extended.separated.sum() < n
   assert Counted.resets == 1  # at construction only
   assert partial >= 4  # the draw separates part of the samples up to n = 40, none at 60
+
+
+def _layer(rng, samples, inputs, classes, units):
+  """Random rounds of a dense layer at the layer scale: inputs with rare coordinates and a bias, integer maps
+  J_s (ties, as clamped rectifier maps give), labels."""
+  x = rng.random((samples, inputs)) * (rng.random((samples, inputs)) < 0.3)
+  x[:, -1] = 1.0
+  jac = rng.integers(-1, 2, (samples, classes, units)).astype(np.float64)
+  return x, jac, rng.integers(0, classes, samples)
+
+
+def _layer_rows(x, jac, y, columns=None):
+  """Every (s, o ≠ y_s) margin row of a dense layer, per unit of D's rows ``columns`` (default all):
+  x̃_s[columns] ⊗ (J_sy − J_so), with their (s, o)."""
+  columns = np.arange(x.shape[1]) if columns is None else columns
+  rows, index = [], []
+  for s in range(len(y)):
+    for o in range(jac.shape[1]):
+      if o != y[s]:
+        rows.append(np.outer(x[s, columns], jac[s, y[s]] - jac[s, o]).ravel())
+        index.append((s, o))
+  return np.array(rows), index
+
+
+def test_rare_inputs_separate_what_the_lp_on_their_rows_does_and_nothing_the_full_lp_does_not():
+  # The pairs rare_split drops are the LP over every margin row restricted to D's rows on the rare inputs
+  # (counted independently), a subset of the full LP's; along its direction they rise and nothing falls.
+  rng = np.random.default_rng(1)
+  found = 0
+  for trial in range(30):
+    x, jac, y = _layer(rng, 12, 8, 3, 2)
+    x = np.concatenate([x, x[:3]])  # three inputs seen twice (a second epoch), with other maps
+    jac = np.concatenate([jac, rng.integers(-1, 2, (3,) + jac.shape[1:]).astype(np.float64)])
+    y = np.concatenate([y, y[:3]])
+    distinct = np.unique(x, axis=0)
+    rare = np.flatnonzero(((distinct != 0).sum(0) > 0) & ((distinct != 0).sum(0) <= 2))
+    s = separation.rare_split(x, jac, y, 2)
+    expected = np.zeros(s.dropped.shape, bool)
+    full = np.zeros(s.dropped.shape, bool)
+    if len(rare):
+      rows, index = _layer_rows(x, jac, y, rare)
+      for (i, o), t in zip(index, separated_rows(rows)):
+        expected[i, o] = t
+    rows, index = _layer_rows(x, jac, y)
+    for (i, o), t in zip(index, separated_rows(rows)):
+      full[i, o] = t
+    np.testing.assert_array_equal(s.dropped, expected, err_msg=f"trial {trial}")
+    assert not (s.dropped & ~full).any()
+    assert (s.direction is None) == (not expected.any())
+    if s.direction is not None:
+      assert not s.direction[np.setdiff1d(np.arange(x.shape[1]), rare)].any()
+      h = x @ s.direction  # (S, C)
+      rate = np.einsum("sc,soc->so", h, jac[np.arange(len(y)), y][:, None, :] - jac)
+      rate[np.arange(len(y)), y] = 0.0
+      assert (rate[s.dropped] > 0).all()
+      assert rate[~s.dropped].min() >= -1e-7 * rate[s.dropped].max()
+      found += 1
+  assert found >= 5  # the draw exercises separations
+
+
+def test_every_input_rare_is_the_lp_over_every_margin():
+  rng = np.random.default_rng(2)
+  for trial in range(10):
+    x, jac, y = _layer(rng, 10, 6, 3, 2)
+    s = separation.rare_split(x, jac, y, len(x))
+    rows, index = _layer_rows(x, jac, y)
+    expected = np.zeros(s.dropped.shape, bool)
+    for (i, o), t in zip(index, separated_rows(rows)):
+      expected[i, o] = t
+    np.testing.assert_array_equal(s.dropped, expected, err_msg=f"trial {trial}")
+
+
+def test_samples_of_one_input_are_private_together_and_reach_their_groups_infimum():
+  # Six distinct inputs in 7 dimensions with the bias, the sixth the sum of the fourth and fifth (those three
+  # in each other's span: not private; the first three private), seen in 1 to 3 rounds with other maps J_s
+  # (the third in one round: a single sample's own problem). A group's h is shared: its
+  # dropped pairs are the LP over its samples' rows J_sy − J_so (in h); what remains is minimised at h (zero
+  # gradient), and Σ ω_s value_s is its value there, which the full loss approaches along the group's way.
+  rng = np.random.default_rng(3)
+  units, classes = 3, 4
+  distinct = rng.random((5, 7)) * (rng.random((5, 7)) < 0.6)
+  distinct[:, -1] = 1.0
+  distinct = np.vstack([distinct, distinct[3] + distinct[4]])
+  group = np.array([0, 1, 2, 3, 4, 5, 0, 1, 3, 5, 0])
+  x = distinct[group]
+  samples = len(group)
+  jac = rng.normal(size=(samples, classes, units))
+  jac[[0, 6, 10]] = 0.0
+  jac[[0, 6, 10], :, 0] = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]  # group 0: only unit 0, ties
+  base = rng.normal(size=(samples, classes))
+  y = rng.integers(0, classes, samples)
+  weight = rng.random(samples) + 0.5
+  out = separation.private(x, jac, base, y, weight=weight)
+  np.testing.assert_array_equal(out.private, group < 3)
+  for g in range(3):
+    members = np.flatnonzero(group == g)
+    rows, index = [], []
+    for i in members:
+      for o in range(classes):
+        if o != y[i]:
+          rows.append(jac[i, y[i]] - jac[i, o])
+          index.append((i, o))
+    expected = np.zeros((samples, classes), bool)
+    moving = np.linalg.norm(rows, axis=1) > 0
+    sep = np.zeros(len(rows), bool)
+    if moving.any():
+      sep[moving] = separated_rows(np.array(rows)[moving])
+    for (i, o), t in zip(index, sep):
+      expected[i, o] = t
+    np.testing.assert_array_equal(out.dropped[members], expected[members], err_msg=f"group {g}")
+    h = out.h[members[0]]
+    assert all(np.array_equal(out.h[i], h) for i in members)
+
+    def reduced(h):
+      z = base[members] + jac[members] @ h
+      z = np.where(out.dropped[members], -np.inf, z)
+      top = z.max(1, keepdims=True)
+      return np.log(np.exp(z - top).sum(1)) + top[:, 0] - z[np.arange(len(members)), y[members]]
+
+    np.testing.assert_allclose(reduced(h), out.value[members], rtol=1e-10, atol=1e-14)
+    grad = scipy.optimize.approx_fprime(h, lambda h: weight[members] @ reduced(h), 1e-7)
+    assert np.linalg.norm(grad) <= 1e-5 * weight[members].sum(), (g, grad)
+    infimum = weight[members] @ out.value[members]
+    full = lambda h: weight[members] @ np.array([  # noqa: E731
+        scipy.special.logsumexp(base[i] + jac[i] @ h) - (base[i] + jac[i] @ h)[y[i]] for i in members])
+    assert full(h) >= infimum - 1e-12
+    if out.dropped[members].any():
+      assert full(h + 40.0 * out.way[members[0]] / np.abs(out.way[members[0]]).max()) <= infimum + 1e-6
+  # The pseudo-inverse moves one private group's h alone.
+  e = np.zeros((samples, units))
+  e[group == 1] = [1.0, -2.0, 0.5]
+  np.testing.assert_allclose(x @ out.solve(e), e, atol=1e-9)

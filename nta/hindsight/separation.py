@@ -23,7 +23,12 @@ original loss creeps towards the infimum one e-fold per step (rare pixels: direc
 grow slowly), and its gradient test stopped up to 1.3·10⁻² above it.
 
 ``private`` serves a dense layer at the layer scale: the samples whose input is outside the span of the
-others' move alone, so each reaches its own infimum (a problem over its logits' span, split the same way).
+other distinct inputs move alone (with the samples of the same input in other rounds: a group), so each group
+reaches its own infimum (a problem over its logits' span, split the same way). ``rare_split`` finds the pairs
+that a direction of V on inputs few samples light separates: the same LP in those rows of V alone (exact
+for the pairs it finds, one-sided: the full layer-scale LP, rows for every margin and columns for every
+weight, is too large to solve per horizon: 55,296 rows by 25,120 weights for the classifier's first layer at
+N = 48).
 """
 
 from __future__ import annotations
@@ -260,25 +265,28 @@ def _with_equalities(equal: np.ndarray, rows: np.ndarray, null=None):
 
 @dataclasses.dataclass
 class Private:
-  """The samples of a dense layer's rounds that move alone, and each one's infimum.
+  """The samples of a dense layer's rounds that move alone, and their infima.
 
   At the layer scale sample s's logits are base_s + J_s h_s with h_s = Vᵀx̃_s (J_s the round's clamped map from
-  the layer's units to the logits). Where x̃_s is not in the span of the other samples' inputs (its leverage in
-  X̃ is 1: always while the samples are fewer than the independent inputs, e.g. the classifier's first layer over
-  its first 4 rounds of 128 digits, and for digits with a pixel no other lights), some direction of V moves
-  h_s alone, by any amount: the summed loss is then Σ_private ω_s inf_h CE(base_s + J_s h, y_s) plus the loss
-  of the other samples, minimised over V independently. Each private sample's infimum is a problem in its
-  logits' span: its classes that some h raises against every other margin it keeps (the maximum-support LP of
-  ``split``, over the rows J_sy − J_so) fall to 0 probability, and what remains has a minimiser.
+  the layer's units to the logits). Samples with the same input share h (the same digit in later epochs: same
+  x̃, another round's J). Where a distinct input x̃ is not in the span of the other distinct inputs (its leverage
+  among them is 1: always while they are fewer than the independent inputs, e.g. the classifier's first layer
+  over its first 4 rounds of 128 digits, and for digits with a pixel no other lights, in every epoch), some
+  direction of V moves the h of that input's samples, its *group*, alone, by any amount: the summed loss is then
+  Σ_groups inf_h Σ_{s in the group} ω_s CE(base_s + J_s h, y_s) plus the loss of the other samples, minimised
+  over V independently. Each group's infimum is a problem in its logits' span: its (sample, class) pairs that
+  some h raises against every other margin of the group (the maximum-support LP of ``split``, over the rows
+  J_sy − J_so of every sample of the group) fall to 0 probability, and what remains has a minimiser.
 
   Attributes:
     private: (S,) bool.
-    value: (S,) inf_h CE(base_s + J_s h, y_s) of each private sample (0 elsewhere).
-    h: (S, C) a minimiser of each private sample's loss without its dropped classes (0 elsewhere).
-    way: (S, C) a direction of h raising each private sample's dropped classes' margins strictly and keeping
+    value: (S,) each private sample's cross-entropy at its group's minimiser without the dropped classes (0
+      elsewhere): Σ ω_s value_s over a group is the group's infimum.
+    h: (S, C) its group's minimiser (0 elsewhere).
+    way: (S, C) its group's direction of h, raising the group's dropped classes' margins strictly and keeping
       its others (0 where none is dropped, and for the other samples).
     dropped: (S, p_L) bool, the classes whose probability falls to 0 along ``way``.
-    solve: E (S, C) zero off the private rows -> a D (K, C) with X̃ D = E.
+    solve: E (S, C) zero off the private rows (equal rows within a group) -> a D (K, C) with X̃ D = E.
   """
   private: np.ndarray
   value: np.ndarray
@@ -289,7 +297,7 @@ class Private:
 
 
 def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cache: Optional[dict] = None,
-            keys=None) -> Private:
+            keys=None, weight: Optional[np.ndarray] = None) -> Private:
   """The private samples of a dense layer's rounds and their infima.
 
   Args:
@@ -297,80 +305,142 @@ def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cac
     jac: (S, p_L, C) their clamped maps J_s from the layer's units to the logits.
     base: (S, p_L) their logits at V = 0.
     y: (S,) their labels.
-    cache: optional dict of per-sample infima by ``keys`` (S,) (a sample's own problem does not depend on the
-      horizon, only whether it is private does).
+    cache: optional dict of groups' infima by the tuple of their samples' ``keys`` (S,) (a group's own
+      problem does not depend on the horizon, only whether it is private does).
+    weight: (S,) the samples' weights ω_s (default 1).
   """
   x = np.asarray(x, np.float64)
   samples, width = len(y), jac.shape[-1]
+  weight = np.ones(samples) if weight is None else np.asarray(weight, np.float64)
   if samples == 0:
     return Private(np.zeros(0, bool), np.zeros(0), np.zeros((0, width)), np.zeros((0, width)),
                    np.zeros(base.shape, bool), lambda e: np.zeros((x.shape[1], width)))
-  u, s, wt = scipy.linalg.svd(x, full_matrices=False, check_finite=False)
+  inputs, first, group = np.unique(x, axis=0, return_index=True, return_inverse=True)
+  group = group.reshape(-1)
+  u, s, wt = scipy.linalg.svd(inputs, full_matrices=False, check_finite=False)
   rank = int((s > 1e-10 * s[0]).sum()) if s.size and s[0] > 0 else 0
   u, s, wt = u[:, :rank], s[:rank], wt[:rank]
-  # Leverage 1: x̃_s has a component orthogonal to every other sample's (numerically, to 10⁻⁹).
-  alone = (u * u).sum(1) > 1.0 - 1e-9
+  # Leverage 1: the input has a component orthogonal to every other distinct input (numerically, to 10⁻⁹).
+  alone = ((u * u).sum(1) > 1.0 - 1e-9)[group]
   value, h, way = np.zeros(samples), np.zeros((samples, width)), np.zeros((samples, width))
   dropped = np.zeros(base.shape, bool)
   cache = {} if cache is None else cache
-  for i in np.flatnonzero(alone):
-    key = None if keys is None else keys[i]
+  for g in np.unique(group[alone]):
+    members = np.flatnonzero(group == g)
+    key = None if keys is None else tuple(tuple(np.atleast_1d(keys[i])) for i in members)
     found = cache.get(key) if key is not None else None
     if found is None:
-      found = sample_infimum(jac[i], base[i], int(y[i]))
+      found = group_infimum(jac[members], base[members], y[members], weight[members])
       if key is not None:
         cache[key] = found
-    if found is None or found[0] is None:  # its own problem unsolved: left to Newton with the rest
-      alone[i] = False
+    if found[0] is None:  # its own problem unsolved: left to Newton with the rest
+      alone[members] = False
       continue
-    value[i], h[i], way[i], dropped[i] = found
+    value[members], h[members], way[members], dropped[members] = found
 
   def solve(e):
-    # The pseudo-inverse: exact for rows that are private (their part orthogonal to the others' carries them).
-    return wt.T @ ((u.T @ e) / s[:, None])
+    # The pseudo-inverse over the distinct inputs: exact for rows that are private (their part orthogonal to
+    # the others' carries them).
+    return wt.T @ ((u.T @ np.asarray(e)[first]) / s[:, None])
 
   return Private(alone, value, h, way, dropped, solve)
 
 
-def sample_infimum(jac: np.ndarray, base: np.ndarray, label: int):
-  """inf_h CE(base + J h, label) of one sample whose h is free: (value, a minimiser h without the dropped
-  classes, the direction raising their margins, dropped (p_L,) bool); value None where the minimisation of
-  what remains did not converge (its gradient above 10⁻¹⁰)."""
-  rows = jac[label][None, :] - jac  # margin rates J_y − J_o per unit of h (0 at o = label)
-  norms = np.linalg.norm(rows, axis=1)
+def group_infimum(jac: np.ndarray, base: np.ndarray, y: np.ndarray, weight: np.ndarray):
+  """inf_h Σ_k ω_k CE(base_k + J_k h, y_k) of samples that share one free h: (each sample's cross-entropy at a
+  minimiser without the dropped classes (k,), that minimiser h (C,), the direction raising the dropped classes'
+  margins (C,), dropped (k, p_L) bool); the values None where the minimisation of what remains did not converge
+  (its gradient above 10⁻¹⁰ of the weights' sum)."""
+  count, classes, width = jac.shape
+  rows = jac[np.arange(count), y][:, None, :] - jac  # margin rates J_y − J_o per unit of h (0 at o = y)
+  norms = np.linalg.norm(rows, axis=2)
   moving = norms > _TINY * max(norms.max(initial=0.0), np.finfo(np.float64).tiny)
-  dropped = np.zeros(len(base), bool)
-  way = np.zeros(jac.shape[1])
+  dropped = np.zeros((count, classes), bool)
+  way = np.zeros(width)
   if moving.any():
-    found = _max_support(np.zeros((0, jac.shape[1])), rows[moving])
+    found = _max_support(np.zeros((0, width)), rows[moving])
     if found is not None:
       way, rate = found
-      dropped[np.flatnonzero(moving)[rate >= 0.5]] = True
+      dropped[moving] = rate >= 0.5
   live = ~dropped
-  if live.sum() == 1:  # every wrong class dropped: the loss falls to 0
-    return 0.0, np.zeros(jac.shape[1]), way, dropped
-  j, b = jac[live], base[live]
-  at = int(np.flatnonzero(np.flatnonzero(live) == label)[0])
+  total = float(weight.sum())
+  omega = weight / total  # scaled to sum 1: the tolerance below is relative to the weights
+  alive = live.sum(1) > 1  # samples with a wrong class left (the others' loss is 0 along the way)
+  if not alive.any():
+    return np.zeros(count), np.zeros(width), way, dropped
+  at = np.arange(count)
 
-  def softmax(h):
-    """(logits, their log-sum-exp, softmax probabilities) at h."""
-    z = b + j @ h
-    e = np.exp(z - z.max())
-    return z, z.max() + np.log(e.sum()), e / e.sum()
+  def parts(h):
+    """Per sample (log-sum-exp over its live classes − its label's logit, softmax over them)."""
+    z = base + jac @ h
+    z = np.where(live, z, -np.inf)
+    top = z.max(1, keepdims=True)
+    e = np.exp(z - top)
+    lse = top[:, 0] + np.log(e.sum(1))
+    return lse - z[at, y], e / e.sum(1, keepdims=True)
 
   def fun(h):
-    z, lse, p = softmax(h)
-    p[at] -= 1.0
-    return lse - z[at], j.T @ p
+    ce, p = parts(h)
+    p[at, y] -= 1.0
+    return float(omega @ ce), np.einsum("k,kc,kcu->u", omega, p, jac)
 
   def hess(h):
-    p = softmax(h)[2]
-    return j.T @ ((np.diag(p) - np.outer(p, p)) @ j)
+    p = parts(h)[1]
+    a = np.einsum("kc,cd->kcd", p, np.eye(classes)) - p[:, :, None] * p[:, None, :]
+    return np.einsum("k,kcu,kcd,kdv->uv", omega, jac, a, jac)
 
   # What remains has a minimiser (its margins cannot all be raised); the Hessian is singular along the
   # directions that change no margin, which the trust region handles.
-  res = scipy.optimize.minimize(fun, np.zeros(jac.shape[1]), jac=True, hess=hess, method="trust-exact",
+  res = scipy.optimize.minimize(fun, np.zeros(width), jac=True, hess=hess, method="trust-exact",
                                 options={"gtol": 1e-13, "maxiter": 500})
   if not np.isfinite(res.fun) or np.linalg.norm(res.jac) > 1e-10:
     return None, res.x, way, dropped
-  return float(res.fun), res.x, way, dropped
+  return parts(res.x)[0], res.x, way, dropped
+
+
+def rare_split(x: np.ndarray, jac: np.ndarray, y: np.ndarray, count: int) -> Split:
+  """The (sample, class) pairs of a dense layer's rounds that a direction of V on its rare inputs separates.
+
+  A direction D of V whose only non-zero rows are inputs that few distinct samples light (at most ``count``)
+  moves those samples' h alone; the maximum-support LP of ``split`` over the margin rows of those samples, in
+  D's rows on the rare inputs, finds the largest set of their (sample, class) margins that some such D raises
+  while keeping every other margin of theirs. Every other sample's logits stay: the pairs found are separated
+  for the whole layer (a direction of recession), although more may be (a D with other rows).
+
+  Args:
+    x: (S, K) the samples' augmented inputs x̃_s.
+    jac: (S, p_L, C) their clamped maps J_s from the layer's units to the logits.
+    y: (S,) their labels.
+    count: the most distinct inputs an input may be lit by to be rare.
+
+  Returns:
+    A ``Split``: ``dropped`` (S, p_L), ``direction`` (K, C) or None.
+  """
+  x = np.asarray(x, np.float64)
+  samples, classes, width = jac.shape
+  out = Split(np.zeros((samples, classes), bool), None)
+  lit = np.unique(x, axis=0) != 0.0
+  counts = lit.sum(0)
+  rare = np.flatnonzero((counts > 0) & (counts <= count))
+  if not len(rare):
+    return out
+  part = x[:, rare]
+  moved = np.flatnonzero(np.abs(part).max(1) > 0.0)
+  if not len(moved):
+    return out
+  rates = jac[moved, y[moved]][:, None, :] - jac[moved]  # (m, p_L, C)
+  norms = np.linalg.norm(rates, axis=2) * np.linalg.norm(part[moved], axis=1)[:, None]
+  keep = norms > _TINY * max(norms.max(initial=0.0), np.finfo(np.float64).tiny)
+  sample, cls = np.nonzero(keep)
+  # Row (s, o): the margin's change per unit of D's rows on the rare inputs, x̃_s[rare] ⊗ (J_sy − J_so).
+  rows = np.einsum("sp,sc->spc", part[moved][sample], rates[sample, cls]).reshape(len(sample), -1)
+  found = _max_support(np.zeros((0, rows.shape[1])), rows)
+  if found is None:
+    return out
+  w, rate = found
+  hit = rate >= 0.5
+  out.dropped[moved[sample[hit]], cls[hit]] = True
+  direction = np.zeros((x.shape[1], width))
+  direction[rare] = w.reshape(len(rare), width)
+  out.direction = direction
+  return out
