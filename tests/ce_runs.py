@@ -189,8 +189,10 @@ def summed_cross_entropy(terms, dropped=None):
     for (g, w, f, y), drop in zip(terms, dropped):
       logits = np.where(drop, -np.inf, f + g @ (v - w))
       logits -= logits.max(1, keepdims=True)
-      p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-      value -= np.mean(np.log(p[np.arange(len(y)), y]))
+      total = np.exp(logits).sum(1, keepdims=True)
+      p = np.exp(logits) / total
+      # log p_y from the logits: p_y itself underflows to 0 far out (scipy's line searches go there).
+      value -= np.mean(logits[np.arange(len(y)), y] - np.log(total[:, 0]))
       p[np.arange(len(y)), y] -= 1
       grad += np.einsum("bo,bod->d", p, g) / len(y)
     return value, grad
