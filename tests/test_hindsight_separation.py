@@ -289,3 +289,19 @@ def test_samples_of_one_input_are_private_together_and_reach_their_groups_infimu
   e = np.zeros((samples, units))
   e[group == 1] = [1.0, -2.0, 0.5]
   np.testing.assert_allclose(x @ out.solve(e), e, atol=1e-9)
+
+
+def test_rare_inputs_beyond_the_row_budget_are_fewer():
+  # Input 0 is lit by one distinct input seen in 4 rounds, input 1 by two more seen in 4 each, the bias by all
+  # three: at count 2 the LP has (4 + 8) · 2 rows; a budget of 8 rows keeps the inputs lit by one distinct
+  # input (4 · 2).
+  x = np.array([[1.0, 0.0, 1.0]] * 4 + [[0.0, 1.0, 1.0]] * 4 + [[0.0, 2.0, 1.0]] * 4)
+  jac = np.zeros((12, 3, 1))
+  jac[:, 0, 0] = 1.0  # class 0's logit rises with h: every sample of label 0 separates along h
+  y = np.zeros(12, int)
+  full = separation.rare_split(x, jac, y, 2)
+  assert full.dropped[:, 1:].all() and not full.direction[2].any()
+  cut = separation.rare_split(x, jac, y, 2, max_rows=8)
+  assert cut.dropped[:4, 1:].all() and not cut.dropped[4:].any()
+  assert not cut.direction[1:].any()
+  assert separation.rare_split(x, jac, y, 2, max_rows=7).direction is None
