@@ -96,8 +96,9 @@ value is checked against the private infima plus the rest's solved value (the re
 where it is partially separable beyond these, its value is Newton's as before, an upper bound, and not
 converged). The classifier's first layer at N = 48 (every digit in 3 rounds): 49 private digits (147 samples,
 every class of each separated; as single samples none had been private after the first epoch), 492 samples
-(those among them) separated on inputs that at most 8 digits light; 100 Newton steps left the rest at 0.826 in place of 0.991
-without the rare inputs' split, 127 samples holding 0.76 of it and thousands creeping towards zero loss. The classifier's first layer (25,120 weights) over its first 4 rounds of 128 digits (every
+(those among them) separated on inputs that at most 8 digits light; 100 Newton steps left the rest at 0.826
+in place of 0.991 without the rare inputs' split, 127 samples holding 0.76 of it and thousands creeping
+towards zero loss. The classifier's first layer (25,120 weights) over its first 4 rounds of 128 digits (every
 input independent of the others'): infimum 0, reached without a Newton iteration, where Newton alone had
 reported N = 3 converged at 0.0126 (383 of the 384 digits driven to zero loss, the last creeping, along
 directions of V of norm 10⁷ that diagonally preconditioned CG does not find) after 39 iterations and 18 s.
