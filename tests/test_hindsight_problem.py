@@ -433,8 +433,9 @@ def test_a_dense_layer_whose_samples_move_alone_is_solved_to_its_infimum(runs, m
   # sample's input is outside the others' span, later some samples light an input no other does, and from the
   # second epoch on (the same inputs again) the samples of such an input together: their h = Vᵀx̃ moves alone,
   # so their losses fall to their group's infimum (here 0: its margins can all be raised) whatever the rest
-  # do. The layer's value at every horizon: the full Taylor loss at the point returned, within the tolerance of the infimum computed
-  # independently (an LP over every margin of the reference G, then scipy on what remains).
+  # do. The layer's value at every horizon: the full Taylor loss at the point returned, within the tolerance
+  # of the infimum computed independently (an LP over every margin of the reference G, then scipy on what
+  # remains).
   workdir, _, _, _, _, states, _ = runs("wide64")
   records = ce_records.load_records(workdir)
   counts, shared = [], []
