@@ -189,8 +189,9 @@ def summed_cross_entropy(terms, dropped=None):
     for (g, w, f, y), drop in zip(terms, dropped):
       logits = np.where(drop, -np.inf, f + g @ (v - w))
       logits -= logits.max(1, keepdims=True)
-      total = np.exp(logits).sum(1, keepdims=True)
-      p = np.exp(logits) / total
+      e = np.exp(logits)
+      total = e.sum(1, keepdims=True)
+      p = e / total
       # log p_y from the logits: p_y itself underflows to 0 far out (scipy's line searches go there).
       value -= np.mean(logits[np.arange(len(y)), y] - np.log(total[:, 0]))
       p[np.arange(len(y)), y] -= 1

@@ -507,10 +507,12 @@ class TaylorProblem:
       self._split_inputs = self._separation_inputs()
     x, jac, y, valid = (t[:n] for t in self._split_inputs)
     base = self._data["base"][:n].numpy()[..., 0]
-    weight = self._data["weight"][:n].numpy()[valid]
-    alone = separation_lib.private(x[valid], jac[valid], base[valid], y[valid], self._private_cache,
-                                   [tuple(k) for k in np.argwhere(valid)], weight)
-    rare = separation_lib.rare_split(x[valid], jac[valid], y[valid], _RARE)
+    x, jac, y = x[valid], jac[valid], y[valid]
+    rows = separation_lib.distinct(x)  # the samples' distinct inputs, once for both
+    alone = separation_lib.private(x, jac, base[valid], y, self._private_cache,
+                                   [tuple(k) for k in np.argwhere(valid)], self._data["weight"][:n].numpy()[valid],
+                                   rows)
+    rare = separation_lib.rare_split(x, jac, y, _RARE, inputs=rows[0])
     if not alone.private.any() and rare.direction is None:
       return None, data
     mask = np.zeros(data["weight"].shape, bool)

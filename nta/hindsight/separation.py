@@ -45,6 +45,24 @@ import scipy.sparse
 _TINY = 1e-12
 
 
+def _roundoff(a: np.ndarray) -> float:
+  """The size below which an entry of ``a`` (margin rates, or their norms) is roundoff: ``_TINY`` of the
+  largest."""
+  return _TINY * max(np.abs(a).max(initial=0.0), np.finfo(np.float64).tiny)
+
+
+def _margin_rates(c: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """c_sy − c_so for every sample s and class o (0 at o = y_s), c (S, p_L, ...): the rates at which the margins
+  y − o change per unit of what moves the logits by c."""
+  return c[np.arange(len(y)), y][:, None] - c
+
+
+def distinct(x: np.ndarray):
+  """x's distinct rows (G, K), the first row of each (G,), and each row's index among them (S,)."""
+  inputs, first, group = np.unique(x, axis=0, return_index=True, return_inverse=True)
+  return inputs, first, group.reshape(-1)
+
+
 @dataclasses.dataclass
 class Split:
   """The separated part of one neuron's rounds.
@@ -78,8 +96,8 @@ def split(x: np.ndarray, c: np.ndarray, y: np.ndarray, null: Optional[NullSpace]
   """
   x, c = np.asarray(x, np.float64), np.asarray(c, np.float64)
   samples = len(y)
-  diff = c[np.arange(samples), y][:, None] - c  # margin rates c_sy − c_so (0 at o = y)
-  tiny = _TINY * max(np.abs(diff).max(initial=0.0), np.finfo(np.float64).tiny)
+  diff = _margin_rates(c, y)
+  tiny = _roundoff(diff)
   # A sample with x̃_s = 0 (an all-zero input to a layer without bias) does not depend on v, like one whose
   # rates are all zero.
   moves = np.abs(x).max(1, initial=0.0) > 0.0
@@ -297,7 +315,7 @@ class Private:
 
 
 def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cache: Optional[dict] = None,
-            keys=None, weight: Optional[np.ndarray] = None) -> Private:
+            keys=None, weight: Optional[np.ndarray] = None, rows=None) -> Private:
   """The private samples of a dense layer's rounds and their infima.
 
   Args:
@@ -308,6 +326,7 @@ def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cac
     cache: optional dict of groups' infima by the tuple of their samples' ``keys`` (S,) (a group's own
       problem does not depend on the horizon, only whether it is private does).
     weight: (S,) the samples' weights ω_s (default 1).
+    rows: ``distinct(x)``, where the caller has it.
   """
   x = np.asarray(x, np.float64)
   samples, width = len(y), jac.shape[-1]
@@ -315,8 +334,7 @@ def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cac
   if samples == 0:
     return Private(np.zeros(0, bool), np.zeros(0), np.zeros((0, width)), np.zeros((0, width)),
                    np.zeros(base.shape, bool), lambda e: np.zeros((x.shape[1], width)))
-  inputs, first, group = np.unique(x, axis=0, return_index=True, return_inverse=True)
-  group = group.reshape(-1)
+  inputs, first, group = distinct(x) if rows is None else rows
   u, s, wt = scipy.linalg.svd(inputs, full_matrices=False, check_finite=False)
   rank = int((s > 1e-10 * s[0]).sum()) if s.size and s[0] > 0 else 0
   u, s, wt = u[:, :rank], s[:rank], wt[:rank]
@@ -327,7 +345,7 @@ def private(x: np.ndarray, jac: np.ndarray, base: np.ndarray, y: np.ndarray, cac
   cache = {} if cache is None else cache
   for g in np.unique(group[alone]):
     members = np.flatnonzero(group == g)
-    key = None if keys is None else tuple(tuple(np.atleast_1d(keys[i])) for i in members)
+    key = None if keys is None else tuple(keys[i] for i in members)
     found = cache.get(key) if key is not None else None
     if found is None:
       found = group_infimum(jac[members], base[members], y[members], weight[members])
@@ -352,9 +370,9 @@ def group_infimum(jac: np.ndarray, base: np.ndarray, y: np.ndarray, weight: np.n
   margins (C,), dropped (k, p_L) bool); the values None where the minimisation of what remains did not converge
   (its gradient above 10⁻¹⁰ of the weights' sum)."""
   count, classes, width = jac.shape
-  rows = jac[np.arange(count), y][:, None, :] - jac  # margin rates J_y − J_o per unit of h (0 at o = y)
+  rows = _margin_rates(jac, y)  # J_y − J_o per unit of h
   norms = np.linalg.norm(rows, axis=2)
-  moving = norms > _TINY * max(norms.max(initial=0.0), np.finfo(np.float64).tiny)
+  moving = norms > _roundoff(norms)
   dropped = np.zeros((count, classes), bool)
   way = np.zeros(width)
   if moving.any():
@@ -363,8 +381,7 @@ def group_infimum(jac: np.ndarray, base: np.ndarray, y: np.ndarray, weight: np.n
       way, rate = found
       dropped[moving] = rate >= 0.5
   live = ~dropped
-  total = float(weight.sum())
-  omega = weight / total  # scaled to sum 1: the tolerance below is relative to the weights
+  omega = weight / weight.sum()  # scaled to sum 1: the tolerance below is relative to the weights
   alive = live.sum(1) > 1  # samples with a wrong class left (the others' loss is 0 along the way)
   if not alive.any():
     return np.zeros(count), np.zeros(width), way, dropped
@@ -398,7 +415,8 @@ def group_infimum(jac: np.ndarray, base: np.ndarray, y: np.ndarray, weight: np.n
   return parts(res.x)[0], res.x, way, dropped
 
 
-def rare_split(x: np.ndarray, jac: np.ndarray, y: np.ndarray, count: int, max_rows: int = 10_000) -> Split:
+def rare_split(x: np.ndarray, jac: np.ndarray, y: np.ndarray, count: int, max_rows: int = 10_000,
+               inputs: Optional[np.ndarray] = None) -> Split:
   """The (sample, class) pairs of a dense layer's rounds that a direction of V on its rare inputs separates.
 
   A direction D of V whose only non-zero rows are inputs that few distinct samples light (at most ``count``)
@@ -415,6 +433,7 @@ def rare_split(x: np.ndarray, jac: np.ndarray, y: np.ndarray, count: int, max_ro
     max_rows: the most margin rows of the LP: ``count`` is lowered until the samples that light a rare input
       have at most this many (the classifier's first layer at N = 48: 492 samples, 4,428 rows and 3,520
       columns at ``count`` 8, an LP of ~6 s; rounds of many epochs light rare inputs many times over).
+    inputs: x's distinct rows (``distinct``), where the caller has them.
 
   Returns:
     A ``Split``: ``dropped`` (S, p_L), ``direction`` (K, C) or None.
@@ -422,7 +441,7 @@ def rare_split(x: np.ndarray, jac: np.ndarray, y: np.ndarray, count: int, max_ro
   x = np.asarray(x, np.float64)
   samples, classes, width = jac.shape
   out = Split(np.zeros((samples, classes), bool), None)
-  counts = (np.unique(x, axis=0) != 0.0).sum(0)
+  counts = ((np.unique(x, axis=0) if inputs is None else inputs) != 0.0).sum(0)
   lit = x != 0.0
   moved = np.zeros(0, np.int64)
   for most in range(count, 0, -1):
@@ -433,9 +452,9 @@ def rare_split(x: np.ndarray, jac: np.ndarray, y: np.ndarray, count: int, max_ro
   if not len(moved) or len(moved) * (classes - 1) > max_rows:
     return out
   part = x[:, rare]
-  rates = jac[moved, y[moved]][:, None, :] - jac[moved]  # (m, p_L, C)
+  rates = _margin_rates(jac[moved], y[moved])  # (m, p_L, C)
   norms = np.linalg.norm(rates, axis=2) * np.linalg.norm(part[moved], axis=1)[:, None]
-  keep = norms > _TINY * max(norms.max(initial=0.0), np.finfo(np.float64).tiny)
+  keep = norms > _roundoff(norms)
   sample, cls = np.nonzero(keep)
   # Row (s, o): the margin's change per unit of D's rows on the rare inputs, x̃_s[rare] ⊗ (J_sy − J_so).
   rows = np.einsum("sp,sc->spc", part[moved][sample], rates[sample, cls]).reshape(len(sample), -1)
