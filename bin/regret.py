@@ -20,13 +20,17 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory trained with --co
 _MIN_EPOCHS = flags.DEFINE_float("min_epochs", 0.0, "First horizon (epochs) used for the exponent fit.")
 _NETWORK = flags.DEFINE_bool("network", False, "Also solve the network-scale optimum from records/trace "
                              "(needs --config.record.trace=True; L-BFGS over all weights, small runs only).")
-_MAX_ITER = flags.DEFINE_integer("max_iter", 1000, "Cross-entropy runs: iterations per problem and horizon (L-BFGS "
-                                 "line searches or Newton steps).")
-_METHOD = flags.DEFINE_enum("method", "lbfgs", list(problem.METHODS), "Cross-entropy runs: the solver of the Taylor "
+_MAX_ITER = flags.DEFINE_integer("max_iter", None, "Cross-entropy runs: iterations per problem and horizon (L-BFGS "
+                                 f"line searches or Newton steps); default the earlier solve's, else "
+                                 f"{regret_curves.SOLVE_DEFAULTS['max_iter']}. A finished "
+                                 "solve with another limit keeps the problems that stopped before both.")
+_METHOD = flags.DEFINE_enum("method", None, list(problem.METHODS), "Cross-entropy runs: the solver of the Taylor "
                             "optima: L-BFGS per problem, or Newton-CG with exact Hessian-vector products, a layer's "
-                            "neurons batched (faster where minimisers exist; slow on large separable problems).")
-_HORIZON_EPOCHS = flags.DEFINE_integer("epochs_between_horizons", 1, "Cross-entropy runs: solve at every k-th epoch "
-                                       "end (plus early rounds and the last round).")
+                            "neurons batched (faster where minimisers exist; slow on large separable problems); "
+                            f"default the earlier solve's, else {regret_curves.SOLVE_DEFAULTS['method']}.")
+_HORIZON_EPOCHS = flags.DEFINE_integer("epochs_between_horizons", None, "Cross-entropy runs: solve at every k-th "
+                                       "epoch end (plus early rounds and the last round); default the earlier "
+                                       f"solve's, else {regret_curves.SOLVE_DEFAULTS['epochs_between_horizons']}.")
 _DEVICE = flags.DEFINE_string("device", "auto", "Cross-entropy runs: where the optima are solved (auto: the first GPU, "
                               "else the CPU; or e.g. cpu, GPU:1).")
 flags.mark_flag_as_required("workdir")

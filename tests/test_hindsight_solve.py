@@ -183,6 +183,32 @@ def test_an_interrupted_solve_resumes_and_equals_an_uninterrupted_one(runs, tmp_
     np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
 
 
+def test_a_raised_max_iter_solves_again_only_the_problem_sets_that_reached_the_old_one(runs, tmp_path, monkeypatch):
+  fresh_dir, raised_dir = str(tmp_path / "fresh"), str(tmp_path / "raised")
+  for d in (fresh_dir, raised_dir):
+    shutil.copytree(runs("dense64")[0], d)
+  fresh = ce_solve.solve_horizons(fresh_dir, max_iter=20, progress=False, method="newton")
+  # At 8 Newton steps layer 0's layer scale stops at the limit (it needs 9-10), the other sets before it.
+  low = ce_solve.solve_horizons(raised_dir, max_iter=8, progress=False, method="newton")
+  assert low["layer0/iterations"].max() == 8 and not low["layer0/converged"].all()
+  assert all(low[f"{p}/iterations"].max() < 8 for p in ("neurons0", "layer1", "neurons1"))
+  loads, real_load = [], ce_problem.load
+  monkeypatch.setattr(ce_problem, "load", lambda *a, **k: loads.append(a[1:3]) or real_load(*a, **k))
+  assert not regret_curves.is_solved(raised_dir, max_iter=20)  # method and horizons: the earlier solve's
+  regret_curves.solve_if_needed(raised_dir, max_iter=20)  # as bin/regret.py --max_iter=20
+  assert loads == [(0, None)]  # layer 0's layer scale alone solved again
+  raised = rundir.read_optima(raised_dir)
+  assert sorted(raised) == sorted(fresh)
+  for key in fresh:
+    np.testing.assert_array_equal(raised[key], fresh[key], err_msg=key)
+  assert ce_solve.is_complete(raised_dir, max_iter=20) and not ce_solve.is_complete(raised_dir, max_iter=8)
+  loads.clear()
+  regret_curves.solve_if_needed(raised_dir)  # no budget given: the finished solve's, so nothing to do
+  assert regret_curves.is_solved(raised_dir) and loads == []
+  regret_curves.solve_if_needed(raised_dir, max_iter=20, method="lbfgs")  # another solver: all of it again
+  assert (0, None) in loads and (1, None) in loads and ce_solve.is_complete(raised_dir, method="lbfgs")
+
+
 def test_newton_solves_match_lbfgs_and_scipy_and_a_set_of_neurons_is_each_alone(runs):
   workdir, _, _, _, _, states, _ = runs("conv64")
   records = ce_records.load_records(workdir)

@@ -6,6 +6,7 @@ The end-to-end regeneration (training, analyses, figures, claims) is exercised b
 import json
 import os
 
+import numpy as np
 import pytest
 
 from nta import config as config_lib
@@ -53,7 +54,7 @@ def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
   cpu = _settings(scale="paper", preset="paper_cpu")
   assert (cpu.convnet_epochs, cpu.convnet_train_size, cpu.convnet_taylor_every, cpu.convnet_taylor_layer,
           cpu.convnet_taylor_neurons, cpu.convnet_taylor_max_iter, cpu.convnet_taylor_horizon_epochs,
-          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 1, (50, 5, 5), 100, 3, None, (0, 1, 2))
+          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 1, (50, 5, 5), 300, 3, None, (0, 1, 2))
   assert s.convnet_taylor_method == paper.convnet_taylor_method == cpu.convnet_taylor_method == "newton"
   assert runs.run_config(cpu, _key("convnet", "rmsprop")).num_epochs == 15
   with pytest.raises(NTAError, match="preset 'paper_cpu' is for scale 'paper', not 'quick'"):
@@ -122,3 +123,22 @@ def test_runs_that_share_the_cores_split_the_threads(monkeypatch):
   assert runs.run_config(two, _key("autoencoder", "adam")).threads.intra_op == 1  # its config's own choice
   assert _settings(scale="paper").parallel == 4
   assert runs.run_config(_settings(scale="paper"), _key("convnet", "adam")).threads.intra_op == 1
+
+
+def test_a_finished_convnet_run_solved_with_another_budget_is_analysed_again(tmp_path):
+  s = _settings(scale="quick", runs_dir=str(tmp_path), models=("convnet",), optimizers=("adam",), keras3_seeds=())
+  key = _key("convnet", "adam")
+  cfg = runs.run_config(s, key)
+  assert cfg.record.taylor
+  workdir = tmp_path / "tf1" / "seed0" / "convnet_adam"
+  (workdir / "records" / "taylor").mkdir(parents=True)
+  (workdir / "status.json").write_text(json.dumps({"state": "finished", "epochs_done": cfg.num_epochs}))
+  (workdir / "exploration.npz").write_bytes(b"")
+  (workdir / "records" / "taylor" / "meta.json").write_text(json.dumps({"loss": "cross_entropy"}))
+  np.savez(workdir / "records" / "taylor" / "optima.npz", N=np.arange(1, 3))
+  budget = {"max_iter": s.convnet_taylor_max_iter, "epochs_between_horizons": s.convnet_taylor_horizon_epochs,
+            "method": s.convnet_taylor_method}
+  for changed, complete in [({}, True), ({"max_iter": s.convnet_taylor_max_iter + 1}, False),
+                            ({"method": "lbfgs"}, False), ({"complete": False}, False)]:
+    (workdir / "records" / "taylor" / "solve.json").write_text(json.dumps({**budget, "complete": True, **changed}))
+    assert runs._is_complete(s, key) is complete, changed

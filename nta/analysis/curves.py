@@ -19,6 +19,10 @@ from nta.analysis import regret as regret_lib
 from nta import rundir
 from nta.errors import NTAError, check_int
 
+# The budget of a cross-entropy run's first solve where none is given (:func:`solve_if_needed`).
+SOLVE_DEFAULTS = {"max_iter": 1000, "epochs_between_horizons": 1, "method": "lbfgs"}
+
+
 def _record_every(workdir: str) -> int:
   path = rundir.records(workdir, rundir.TAYLOR, rundir.META)
   value = rundir.read_json(path, missing={}).get("record_every", 1)
@@ -160,19 +164,39 @@ def load(workdir: str) -> dict:
   return rundir.load_npz(path, f"python bin/regret.py --workdir={workdir}")
 
 
-def solve_if_needed(workdir: str, max_iter: int = 1000, epochs_between_horizons: int = 1,
-                    method: str = "lbfgs", device: Optional[str] = None) -> None:
-  """Cross-entropy runs record chunks; solve their horizons once (squared-loss runs solved while training).
+def solve_if_needed(workdir: str, max_iter: Optional[int] = None, epochs_between_horizons: Optional[int] = None,
+                    method: Optional[str] = None, device: Optional[str] = None) -> None:
+  """Cross-entropy runs record chunks; solve their horizons once per budget (squared-loss runs solved while
+  training).
 
   ``max_iter``, ``epochs_between_horizons``, ``method`` and ``device`` are those of ``nta.hindsight.solve.solve_horizons``:
-  the solve's budget and solver, which decide whether a convnet's optima take minutes or hours on a CPU.
+  the solve's budget and solver, which decide whether a convnet's optima take minutes or hours on a CPU. One left
+  None is the earlier solve's (finished or interrupted), else ``SOLVE_DEFAULTS``'. A finished solve of this
+  budget is kept; one with another ``max_iter`` keeps the problem sets that stopped before either limit
+  (``nta.hindsight.solve``), and an interrupted one resumes.
   """
+  budget = _budget_to_solve(workdir, max_iter, epochs_between_horizons, method)
+  if budget is not None:
+    ce_solve.solve_horizons(workdir, **budget, device=device)
+
+
+def is_solved(workdir: str, max_iter: Optional[int] = None, epochs_between_horizons: Optional[int] = None,
+              method: Optional[str] = None) -> bool:
+  """Whether :func:`solve_if_needed` with this budget has nothing to do."""
+  return _budget_to_solve(workdir, max_iter, epochs_between_horizons, method) is None
+
+
+def _budget_to_solve(workdir, max_iter, epochs_between_horizons, method) -> Optional[dict]:
+  """The budget :func:`solve_if_needed` solves with; None where the run's optima are already those."""
   folder = rundir.records(workdir, rundir.TAYLOR)
   if not os.path.isdir(folder):
     raise NTAError(f"no Taylor records in {workdir}: train with --config.record.taylor=True")
   cross_entropy = rundir.read_json(os.path.join(folder, rundir.META), missing={}).get("loss") == "cross_entropy"
-  if os.path.exists(os.path.join(folder, rundir.OPTIMA)) and (not cross_entropy or ce_solve.is_complete(workdir)):
-    return
-  # None yet, or an interrupted cross-entropy solve (it resumes from the problems it finished).
-  ce_solve.solve_horizons(workdir, max_iter=max_iter, epochs_between_horizons=epochs_between_horizons,
-                          method=method, device=device)
+  earlier = ce_solve.earlier_solve(workdir) if cross_entropy else {}
+  asked = {"max_iter": max_iter, "epochs_between_horizons": epochs_between_horizons, "method": method}
+  budget = {k: v if v is not None else earlier.get(k) if earlier.get(k) is not None else SOLVE_DEFAULTS[k]
+            for k, v in asked.items()}
+  if os.path.exists(os.path.join(folder, rundir.OPTIMA)) and (
+      not cross_entropy or ce_solve.is_complete(workdir, **budget)):
+    return None
+  return budget

@@ -12,7 +12,8 @@ Outputs in ``<workdir>/records/taylor/``:
     solve.json         the solve's settings, its device, "seconds" per problem set (loading its records and
                        solving), "load_seconds" per problem set (the loading alone: rebuilding the layer's rounds,
                        materialising G, the Jacobi scale) and "complete" (false while a solve runs or after it was
-                       interrupted: solving again resumes from the problems it finished).
+                       interrupted: solving again resumes from the problems it finished; a solve with another
+                       ``max_iter`` keeps the problem sets that stopped before either limit, ``_kept_solve``).
 
 
 Costs (convnet of §2.3 on 28×28×1 input, batch 128, 2 CPU cores): recording with the defaults stores each round
@@ -132,7 +133,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     raise NTAError(f"unknown solver method {method!r}; choose one of: {', '.join(problem_lib.METHODS)}")
   settings = {"tol": tol, "max_iter": max_iter, "method": method, "horizons": hz.tolist(),
               "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None}
-  done = _interrupted_solve(rec.dir, settings)  # problems an interrupted solve of these settings finished
+  done = _kept_solve(rec.dir, settings)  # problem sets an earlier solve finished exactly as this one would
   if progress:
     print(f"taylor: solving {len(hz)} horizons by {method} on {device} (problem sets up to {memory_mb:.0f} MB)",
           flush=True)
@@ -160,7 +161,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     timings[prefix] = done["seconds"].get(prefix)
     loading[prefix] = done["load_seconds"].get(prefix)
     if progress:
-      print(f"taylor: {prefix} solved by the interrupted solve, kept", flush=True)
+      print(f"taylor: {prefix} solved by the earlier solve, kept", flush=True)
     return True
 
   # One layer at a time, its layer scale and then its neurons: both read the layer's records (rebuilt once
@@ -237,30 +238,58 @@ def _counts(out: dict, prefix: str) -> str:
           + (f" ({int(sep.sum())} without a minimiser: separable rounds)" if sep.any() else ""))
 
 
-def _interrupted_solve(folder: str, settings: dict) -> dict:
-  """{"arrays", "seconds", "load_seconds"} of an unfinished solve with the same settings in ``folder`` (empty
-  otherwise)."""
+def _kept_solve(folder: str, settings: dict) -> dict:
+  """{"arrays", "seconds", "load_seconds"} of the problem sets an earlier solve in ``folder`` finished exactly as
+  one with ``settings`` would (empty where none).
+
+  Those are all of an interrupted solve's with the same settings. Where only ``max_iter`` differs (a complete
+  solve too), a problem set is kept where every one of its problems stopped, at every horizon, before the lower
+  of the two limits: the solvers' iterates never depend on the limit before it is reached, so the solve with the
+  other limit takes the same steps to the same numbers. A raised limit then re-solves only the problem sets that
+  ran into the old one.
+  """
   none = {"arrays": {}, "seconds": {}, "load_seconds": {}}
   try:
     solve = rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
   except NTAError:
     return none  # unreadable: solve everything again
-  if not solve or solve.get("complete", True) or any(solve.get(k) != v for k, v in settings.items()):
+  if not solve or any(solve.get(k) != v for k, v in settings.items() if k != "max_iter"):
     return none
+  same_limit = solve.get("max_iter") == settings["max_iter"]
+  if same_limit and solve.get("complete", True):
+    return none  # the same solve again, as asked: all of it
   try:
     arrays = rundir.load_npz(os.path.join(folder, rundir.OPTIMA), "a new solve")
   except NTAError:
     return none  # unreadable: solve everything again
-  loads = solve.get("load_seconds")  # absent from solves written before it was recorded
-  return {"arrays": arrays, "seconds": solve.get("seconds", {}),
-          "load_seconds": loads if isinstance(loads, dict) else {}}
+  if not same_limit:
+    old = solve.get("max_iter")
+    if isinstance(old, bool) or not isinstance(old, int):
+      return none
+    limit = min(old, settings["max_iter"])
+  keep = {k.rsplit("/", 1)[0] for k in arrays if k.endswith("/iterations")
+          and (same_limit or np.all(np.asarray(arrays[k]) < limit))}
+
+  def kept(d):  # solve.json's per-set seconds; absent from solves written before they were recorded
+    return {k: v for k, v in d.items() if k in keep} if isinstance(d, dict) else {}
+  return {"arrays": {k: v for k, v in arrays.items() if k.rsplit("/", 1)[0] in keep},
+          "seconds": kept(solve.get("seconds")), "load_seconds": kept(solve.get("load_seconds"))}
 
 
-def is_complete(workdir: str) -> bool:
-  """Whether ``records/taylor/optima.npz`` holds a finished solve (not one that was interrupted)."""
+def earlier_solve(workdir: str) -> dict:
+  """solve.json of the solve in ``records/taylor/`` (its settings and "complete"); empty where there is none or
+  its optima.npz or solve.json is damaged (solved again: the records determine it exactly)."""
   folder = rundir.records(workdir, rundir.TAYLOR)
-  try:  # a damaged optima.npz or solve.json is solved again (exactly: the records determine it)
+  try:
     rundir.load_npz(os.path.join(folder, rundir.OPTIMA), "a new solve")
-    return bool(rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={}).get("complete", False))
+    return rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
   except NTAError:
-    return False
+    return {}
+
+
+def is_complete(workdir: str, **settings) -> bool:
+  """Whether ``records/taylor/optima.npz`` holds a finished solve (not one that was interrupted), made with the
+  given ``settings`` of :func:`solve_horizons` (e.g. ``max_iter``, ``method``, ``epochs_between_horizons``): a
+  solve with another ``max_iter`` is not the one asked for."""
+  solve = earlier_solve(workdir)
+  return bool(solve.get("complete", False)) and all(solve.get(k) == v for k, v in settings.items())

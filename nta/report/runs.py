@@ -301,8 +301,12 @@ def _is_complete(s: Settings, key: RunKey) -> bool:
   status = rundir.read_status(workdir) if os.path.isdir(workdir) else {}
   if status.get("state") == "failed":
     return True
-  done = status.get("state") == "finished" and status.get("epochs_done") == run_config(s, key).num_epochs
-  return done and os.path.exists(rundir.path(workdir, rundir.EXPLORATION))
+  cfg = run_config(s, key)
+  done = status.get("state") == "finished" and status.get("epochs_done") == cfg.num_epochs
+  # A cross-entropy run's optima solved with another budget (a raised max_iter) are solved again.
+  return done and os.path.exists(rundir.path(workdir, rundir.EXPLORATION)) and (
+      not cfg.record.taylor or regret_curves.is_solved(workdir, s.convnet_taylor_max_iter,
+                                                        s.convnet_taylor_horizon_epochs, s.convnet_taylor_method))
 
 
 def _info(s: Settings, key: RunKey) -> dict:
