@@ -197,6 +197,6 @@ def _budget_to_solve(workdir, max_iter, epochs_between_horizons, method) -> Opti
   budget = {k: v if v is not None else earlier.get(k) if earlier.get(k) is not None else SOLVE_DEFAULTS[k]
             for k, v in asked.items()}
   if os.path.exists(os.path.join(folder, rundir.OPTIMA)) and (
-      not cross_entropy or ce_solve.is_complete(workdir, **budget)):
+      not cross_entropy or ce_solve.solved_with(earlier, **budget)):
     return None
   return budget

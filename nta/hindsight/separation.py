@@ -441,7 +441,7 @@ def rare_split(x: np.ndarray, jac: np.ndarray, y: np.ndarray, count: int, max_ro
   x = np.asarray(x, np.float64)
   samples, classes, width = jac.shape
   out = Split(np.zeros((samples, classes), bool), None)
-  counts = ((np.unique(x, axis=0) if inputs is None else inputs) != 0.0).sum(0)
+  counts = ((distinct(x)[0] if inputs is None else inputs) != 0.0).sum(0)
   lit = x != 0.0
   moved = np.zeros(0, np.int64)
   for most in range(count, 0, -1):

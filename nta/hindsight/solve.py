@@ -249,19 +249,12 @@ def _kept_solve(folder: str, settings: dict) -> dict:
   ran into the old one.
   """
   none = {"arrays": {}, "seconds": {}, "load_seconds": {}}
-  try:
-    solve = rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
-  except NTAError:
-    return none  # unreadable: solve everything again
+  solve, arrays = _earlier(folder)
   if not solve or any(solve.get(k) != v for k, v in settings.items() if k != "max_iter"):
     return none
   same_limit = solve.get("max_iter") == settings["max_iter"]
   if same_limit and solve.get("complete", True):
     return none  # the same solve again, as asked: all of it
-  try:
-    arrays = rundir.load_npz(os.path.join(folder, rundir.OPTIMA), "a new solve")
-  except NTAError:
-    return none  # unreadable: solve everything again
   if not same_limit:
     old = solve.get("max_iter")
     if isinstance(old, bool) or not isinstance(old, int):
@@ -276,20 +269,29 @@ def _kept_solve(folder: str, settings: dict) -> dict:
           "seconds": kept(solve.get("seconds")), "load_seconds": kept(solve.get("load_seconds"))}
 
 
+def _earlier(folder: str):
+  """(solve.json, optima.npz's arrays) of the solve in ``folder``; ({}, {}) where there is none or either is
+  damaged (solved again: the records determine it exactly)."""
+  try:
+    solve = rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
+    return (solve, rundir.load_npz(os.path.join(folder, rundir.OPTIMA), "a new solve")) if solve else ({}, {})
+  except NTAError:
+    return {}, {}
+
+
 def earlier_solve(workdir: str) -> dict:
   """solve.json of the solve in ``records/taylor/`` (its settings and "complete"); empty where there is none or
-  its optima.npz or solve.json is damaged (solved again: the records determine it exactly)."""
-  folder = rundir.records(workdir, rundir.TAYLOR)
-  try:
-    rundir.load_npz(os.path.join(folder, rundir.OPTIMA), "a new solve")
-    return rundir.read_json(os.path.join(folder, rundir.SOLVE), missing={})
-  except NTAError:
-    return {}
+  its optima.npz or solve.json is damaged."""
+  return _earlier(rundir.records(workdir, rundir.TAYLOR))[0]
+
+
+def solved_with(solve: dict, **settings) -> bool:
+  """Whether ``solve`` (:func:`earlier_solve`'s) is a finished solve (not one that was interrupted) made with the
+  given ``settings`` of :func:`solve_horizons` (e.g. ``max_iter``, ``method``, ``epochs_between_horizons``): a
+  solve with another ``max_iter`` is not the one asked for."""
+  return bool(solve.get("complete", False)) and all(solve.get(k) == v for k, v in settings.items())
 
 
 def is_complete(workdir: str, **settings) -> bool:
-  """Whether ``records/taylor/optima.npz`` holds a finished solve (not one that was interrupted), made with the
-  given ``settings`` of :func:`solve_horizons` (e.g. ``max_iter``, ``method``, ``epochs_between_horizons``): a
-  solve with another ``max_iter`` is not the one asked for."""
-  solve = earlier_solve(workdir)
-  return bool(solve.get("complete", False)) and all(solve.get(k) == v for k, v in settings.items())
+  """Whether ``records/taylor/`` holds a finished solve made with ``settings`` (:func:`solved_with`)."""
+  return solved_with(earlier_solve(workdir), **settings)
