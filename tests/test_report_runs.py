@@ -54,7 +54,7 @@ def test_each_scale_has_its_convnet_taylor_budget_and_flags_override_it():
   cpu = _settings(scale="paper", preset="paper_cpu")
   assert (cpu.convnet_epochs, cpu.convnet_train_size, cpu.convnet_taylor_every, cpu.convnet_taylor_layer,
           cpu.convnet_taylor_neurons, cpu.convnet_taylor_max_iter, cpu.convnet_taylor_horizon_epochs,
-          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 1, (50, 5, 5), 300, 3, None, (0, 1, 2))
+          cpu.ae_epochs, cpu.seeds) == (15, 10_000, 10, 1, (50, 5, 5), 100, 3, None, (0, 1, 2))
   assert s.convnet_taylor_method == paper.convnet_taylor_method == cpu.convnet_taylor_method == "newton"
   assert runs.run_config(cpu, _key("convnet", "rmsprop")).num_epochs == 15
   with pytest.raises(NTAError, match="preset 'paper_cpu' is for scale 'paper', not 'quick'"):
