@@ -58,6 +58,7 @@ OPTIMA = "optima.npz"  # taylor: hindsight optima per horizon (nta.hindsight.squ
 NETWORK_OPTIMA = "network.npz"  # taylor: the network-scale optimum (nta.hindsight.network)
 CHUNK_INDEX = "index.json"  # taylor, cross-entropy: the committed chunks (nta.hindsight.records)
 SOLVE = "solve.json"  # taylor, cross-entropy: the solve's settings and timings
+SOLVE_PARTIAL = "solve_partial.npz"  # taylor, cross-entropy: the horizons solved so far of the set in progress
 ARCHITECTURE = "model.json"  # taylor, cross-entropy: the model (Keras JSON) that replays compact records
 UNITS = "units.npz"  # exploration: the recorded units (nta.exploration)
 DATA_INDICES = "data_indices.npz"  # exploration: the recorded data points

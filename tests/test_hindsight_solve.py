@@ -11,6 +11,7 @@ import pytest
 from scipy import optimize
 
 from nta import rundir
+from nta import solvers
 from nta.errors import NTAError
 from nta.analysis import curves as regret_curves
 from nta import taylor
@@ -181,6 +182,77 @@ def test_an_interrupted_solve_resumes_and_equals_an_uninterrupted_one(runs, tmp_
   assert sorted(resumed) == sorted(full)
   for key in full:
     np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
+
+
+@pytest.mark.parametrize("name,cut", [("dense64", 3), ("dense64", 7), ("conv64", 3)])
+def test_a_solve_interrupted_within_a_problem_set_goes_on_from_its_next_horizon_bit_for_bit(runs, tmp_path,
+                                                                                             monkeypatch, name, cut):
+  # Killed in the Newton solve of the cut-th horizon solved, the third of a problem set's four (dense64: layer
+  # 0's layer scale, with its private samples, or its neurons, split by LPs in null spaces extended horizon by
+  # horizon; conv64: conv1's layer scale, its Kronecker factors' Ω summed horizon by horizon): the two horizons
+  # before it are kept, and what they leave for the next is rebuilt.
+  full_dir, cut_dir = str(tmp_path / "full"), str(tmp_path / "cut")
+  for d in (full_dir, cut_dir):
+    shutil.copytree(runs(name)[0], d)
+  calls, killed, real_newton = [], [], solvers.newton_cg
+
+  def newton(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == cut and not killed:
+      killed.append(True)
+      raise KeyboardInterrupt
+    return real_newton(*args, **kwargs)
+
+  monkeypatch.setattr(solvers, "newton_cg", newton)
+  with pytest.raises(KeyboardInterrupt):
+    ce_solve.solve_horizons(cut_dir, max_iter=30, progress=False, method="newton")
+  partial = np.load(os.path.join(cut_dir, "records", "taylor", rundir.SOLVE_PARTIAL))
+  saved = sum(len(partial[k]) for k in partial.files if k.endswith("/value"))
+  assert saved == 2  # the horizons of the set solved before the kill
+  calls.clear()
+  full = ce_solve.solve_horizons(full_dir, max_iter=30, progress=False, method="newton")
+  fresh_calls = len(calls)
+  calls.clear()
+  # Another memory_mb (the default follows the memory free) that leaves the problems their form: kept.
+  resumed = ce_solve.solve_horizons(cut_dir, max_iter=30, progress=False, method="newton", memory_mb=1000)
+  assert len(calls) == fresh_calls - (cut - 1)  # nothing solved before the kill is solved again
+  assert not os.path.exists(os.path.join(cut_dir, "records", "taylor", rundir.SOLVE_PARTIAL))
+  assert sorted(resumed) == sorted(full)
+  for key in full:
+    np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
+
+
+@pytest.mark.parametrize("change", ["method", "truncated", "random bytes"])
+def test_a_partial_solve_with_other_settings_or_damaged_is_solved_again(runs, tmp_path, monkeypatch, change):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(runs("dense64")[0], workdir)
+  real_newton = solvers.newton_cg
+  calls = []
+
+  def newton(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return real_newton(*args, **kwargs)
+
+  monkeypatch.setattr(solvers, "newton_cg", newton)
+  with pytest.raises(KeyboardInterrupt):
+    ce_solve.solve_horizons(workdir, max_iter=30, progress=False, method="newton")
+  path = os.path.join(workdir, "records", "taylor", rundir.SOLVE_PARTIAL)
+  data = open(path, "rb").read()
+  if change == "truncated":
+    open(path, "wb").write(data[:len(data) // 2])
+  elif change == "random bytes":
+    open(path, "wb").write(np.random.default_rng(0).bytes(len(data)))
+  method = "lbfgs" if change == "method" else "newton"  # Newton's horizons kept would differ from L-BFGS's
+  monkeypatch.setattr(solvers, "newton_cg", real_newton)
+  other = ce_solve.solve_horizons(workdir, max_iter=30, progress=False, method=method)
+  assert not os.path.exists(path)
+  fresh_dir = str(tmp_path / "fresh")
+  shutil.copytree(runs("dense64")[0], fresh_dir)
+  fresh = ce_solve.solve_horizons(fresh_dir, max_iter=30, progress=False, method=method)
+  for key in fresh:
+    np.testing.assert_array_equal(other[key], fresh[key], err_msg=key)
 
 
 def test_a_raised_max_iter_solves_again_only_the_problem_sets_that_reached_the_old_one(runs, tmp_path, monkeypatch):

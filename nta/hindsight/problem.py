@@ -290,6 +290,13 @@ class TaylorProblem:
     self.scale = _jacobi_scale(self._fun.diagonal(None, self._n(None), data, shared).numpy())
 
   @property
+  def form(self) -> str:
+    """How the problem is evaluated and preconditioned (what ``memory_mb`` decided besides the groups): its
+    records' form, the dtype of its Hessian-vector products, an exact factor or Kronecker factors. Solves of the
+    same problem in another form agree to the tolerance, not bit for bit."""
+    return json.dumps([self.kind, self._fun.hvp_dtype.name, bool(self._explicit), bool(self._kronecker)])
+
+  @property
   def num_rounds(self) -> int:
     return len(self.steps)
 
@@ -323,7 +330,7 @@ class TaylorProblem:
     return tf.constant(self._rounds(horizon), tf.int32)
 
   def solve(self, horizons: Sequence[int], tol: float = 1e-6, max_iter: int = 1000, v0=None,
-            method: str = "lbfgs", progress=None) -> list:
+            method: str = "lbfgs", progress=None, done: Sequence[solvers.Solution] = ()) -> list:
     """Minimises at each horizon (ascending), warm-started from the previous optimum.
 
     Each horizon starts, per problem, from whichever is lower there: the previous horizon's optimum or W^n of
@@ -340,7 +347,12 @@ class TaylorProblem:
       v0: start of the first horizon (default W^n of its last round).
       method: "lbfgs" (``nta.solvers.minimize``, one problem at a time) or "newton" (``nta.solvers.newton_cg``,
         every problem of the set at once, with exact Hessian-vector products).
-      progress: optional ``progress(horizon, solution)``, called after each horizon.
+      progress: optional ``progress(horizon, solution)``, called after each horizon solved (not those of
+        ``done``).
+      done: the solutions of the first horizons by an interrupted solve of the same problems with the same
+        settings (as this method returned them): kept, and the solve goes on from the last, as it would have
+        (what a horizon leaves for the next, a dense neuron's split and the Kronecker factors' sums, is rebuilt
+        horizon by horizon).
 
     Returns:
       One ``nta.solvers.Solution`` (numpy fields: ``v`` shaped like V; the others scalars for the layer scale
@@ -349,9 +361,9 @@ class TaylorProblem:
     if method not in METHODS:
       raise NTAError(f"unknown solver method {method!r}; choose one of: {', '.join(METHODS)}")
     with tf.device(self.device):  # the solver's state and compiled loops beside the records
-      return self._solve(horizons, tol, max_iter, v0, method, progress)
+      return self._solve(horizons, tol, max_iter, v0, method, progress, list(done))
 
-  def _solve(self, horizons, tol, max_iter, v0, method, progress):
+  def _solve(self, horizons, tol, max_iter, v0, method, progress, done):
     fun, data, shared = self._fun, self._data, self._shared
     d = tf.constant(self.scale)
     prev = None if v0 is None else self._v(v0)
@@ -363,15 +375,20 @@ class TaylorProblem:
         # The same recorded rounds as the horizon before (rounds recorded every k-th): the same problem, so the
         # same solution, where a far-out (separable) optimum could otherwise cost a needless CG to re-verify.
         out.append(out[-1]._replace(iterations=np.zeros_like(out[-1].iterations)))
-        if progress is not None:
+        if progress is not None and len(out) > len(done):
           progress(int(horizon), out[-1])
         continue
       solved = int(n)
+      if len(out) < len(done):
+        # An interrupted solve's horizon: its solution, after rebuilding what this horizon's preparation
+        # leaves for the next (the split's null spaces, the Kronecker factors' running sum), so that the
+        # horizons after it are solved bit for bit as they would have been.
+        self._prepare(int(n), method)
+        out.append(done[len(out)])
+        prev = self._v(out[-1].v)
+        continue
       v = self._start(int(horizon), prev, out[-1].separable if out else None)
-      splits, solve_data = self._split(int(n), method)
-      alone, solve_data = self._private(int(n), method, solve_data)
-      if self._kronecker and method == "newton":
-        shared["patches"] = self._patch_factor(int(n))
+      splits, alone, solve_data = self._prepare(int(n), method)
       args = (d, n, solve_data, shared)
       if method == "newton":
         sol = solvers.newton_cg(fun.affine(), fun.x_hvp, fun.to_x(v / d), tol, max_iter,
@@ -402,6 +419,15 @@ class TaylorProblem:
       if progress is not None:
         progress(int(horizon), out[-1])
     return out
+
+  def _prepare(self, n: int, method: str):
+    """What the solve of the first n rounds needs besides its start: the split of dense neurons, the private
+    samples of a dense layer, the Kronecker factors' Ω (into ``self._shared``); (splits, private, data)."""
+    splits, data = self._split(n, method)
+    alone, data = self._private(n, method, data)
+    if self._kronecker and method == "newton":
+      self._shared["patches"] = self._patch_factor(n)
+    return splits, alone, data
 
   def _patch_factor(self, n: int) -> tf.Tensor:
     """The damped Cholesky factor of Ω over the first n rounds (``_patch_rounds``; it does not depend on V), its

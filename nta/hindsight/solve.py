@@ -14,6 +14,11 @@ Outputs in ``<workdir>/records/taylor/``:
                        materialising G, the Jacobi scale) and "complete" (false while a solve runs or after it was
                        interrupted: solving again resumes from the problems it finished; a solve with another
                        ``max_iter`` keeps the problem sets that stopped before either limit, ``_kept_solve``).
+    solve_partial.npz  while a problem set is being solved: the solutions of its horizons solved so far (every
+                       field of ``nta.solvers.Solution``, V included, per group of neurons), written after each
+                       horizon: a solve interrupted there and started again with the same settings on the same
+                       device goes on from the next horizon and reaches the numbers of an uninterrupted solve
+                       bit for bit (``_Partial``). Removed once the set is in optima.npz.
 
 
 Costs (convnet of §2.3 on 28×28×1 input, batch 128, 2 CPU cores): recording with the defaults stores each round
@@ -31,6 +36,7 @@ the layer input instead: ``nta.hindsight.problem.materialised``).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Mapping, Optional, Sequence
@@ -41,6 +47,7 @@ import tensorflow as tf
 from nta.hindsight import device as device_lib
 from nta.hindsight import horizons as horizons_lib
 from nta import rundir
+from nta import solvers as solvers_lib
 from nta.errors import NTAError, check_int
 from nta.hindsight import problem as problem_lib
 from nta.hindsight import records as records_lib
@@ -134,6 +141,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
   settings = {"tol": tol, "max_iter": max_iter, "method": method, "horizons": hz.tolist(),
               "epochs_between_horizons": int(epochs_between_horizons) if horizons is None else None}
   done = _kept_solve(rec.dir, settings)  # problem sets an earlier solve finished exactly as this one would
+  partial = _Partial(rec.dir, {**settings, "device": device})
   if progress:
     print(f"taylor: solving {len(hz)} horizons by {method} on {device} (problem sets up to {memory_mb:.0f} MB)",
           flush=True)
@@ -154,6 +162,22 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     loading[prefix] = round(loading.get(prefix, 0.0) + time.perf_counter() - t, 3)
     return problem
 
+  def solve(prefix, group, l, units, what, t0):
+    """One problem set's (or group of neurons') solutions at every horizon, going on from the horizons an
+    interrupted solve saved, and saving each horizon as it is solved."""
+    problem = load(prefix, l, units)
+    kept = partial.earlier(prefix, group, units, problem.form)
+    if kept and progress:
+      print(f"taylor:   {what}: {len(kept)} of {len(hz)} horizons solved before, kept; going on", flush=True)
+    line = _horizon_line(what, t0, progress)
+
+    def each(horizon, sol):
+      partial.add(group, sol)
+      if line is not None:
+        line(horizon, sol)
+    partial.start(prefix, group, units, problem.form, kept)
+    return problem.solve(hz, tol, max_iter, method=method, progress=each, done=kept)
+
   def resume(prefix) -> bool:
     if f"{prefix}/value" not in done["arrays"]:
       return False
@@ -169,12 +193,12 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
   for l in sorted(set(layers) | {l for l, units in neurons.items() if units}):
     if l in layers and not resume(f"layer{l}"):
       t0 = time.perf_counter()
-      sols = load(f"layer{l}", l, None).solve(
-          hz, tol, max_iter, method=method, progress=_horizon_line(f"layer {l} ({rec.sites[l].name})", t0, progress))
+      sols = solve(f"layer{l}", 0, l, None, f"layer {l} ({rec.sites[l].name})", t0)
       for field, dtype in fields.items():
         out[f"layer{l}/{field}"] = np.array([getattr(s, field) for s in sols], dtype)
       timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
       write()
+      partial.clear()
       if progress:
         print(f"taylor: layer {l} ({rec.sites[l].name}) layer scale solved at {len(hz)} horizons in "
               f"{timings[f'layer{l}']:.1f} s; {_counts(out, f'layer{l}')}", flush=True)
@@ -188,11 +212,10 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     per_horizon = [[] for _ in hz]
     groups = (problem_lib.neuron_groups(rec, l, units, memory_mb) if method == "newton"
               else [[u] for u in units])
-    for group in groups:
+    for g, group in enumerate(groups):
       t1 = time.perf_counter()
-      sols = load(f"neurons{l}", l, group).solve(
-          hz, tol, max_iter, method=method,
-          progress=_horizon_line(f"layer {l} ({rec.sites[l].name}) neurons {group[0]}..{group[-1]}", t1, progress))
+      sols = solve(f"neurons{l}", g, l, group, f"layer {l} ({rec.sites[l].name}) neurons {group[0]}..{group[-1]}",
+                   t1)
       for h, sol in enumerate(sols):
         per_horizon[h].append(sol)
       if progress and len(groups) > 1:
@@ -205,6 +228,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
                                             dtype).reshape(len(hz), len(units))
     timings[f"neurons{l}"] = round(time.perf_counter() - t0, 3)
     write()
+    partial.clear()
     if progress:
       print(f"taylor: layer {l} ({rec.sites[l].name}) {len(units)} neurons solved at {len(hz)} horizons in "
             f"{timings[f'neurons{l}']:.1f} s; {_counts(out, f'neurons{l}')}", flush=True)
@@ -236,6 +260,65 @@ def _counts(out: dict, prefix: str) -> str:
   conv, sep = out[f"{prefix}/converged"], out[f"{prefix}/separable"]
   return (f"converged {int(conv.sum())}/{conv.size}"
           + (f" ({int(sep.sum())} without a minimiser: separable rounds)" if sep.any() else ""))
+
+
+class _Partial:
+  """``solve_partial.npz``: the solutions of the problem set in progress, per group of neurons (a layer scale is
+  group 0), horizon by horizon, under a ``key`` (the solve's settings and device). The groups of a set are
+  solved one after the other, so a set's file holds its finished groups whole and the last one up to where it
+  stopped. An earlier group is used only under the same key, set, units and ``TaylorProblem.form`` (what the
+  memory allowed, which varies from run to run where ``memory_mb`` is the default: each decides the numbers);
+  anything else, or a damaged file, is solved again (the records determine it exactly)."""
+
+  _FIELDS = ("v", "value", "grad_norm", "iterations", "converged", "separable")  # what TaylorProblem.solve fills
+
+  def __init__(self, folder: str, key: dict):
+    self.path = os.path.join(folder, rundir.SOLVE_PARTIAL)
+    self.key = json.dumps(key, sort_keys=True, default=str)
+    self.prefix, self.groups = None, {}
+    self._earlier = {}
+    if os.path.exists(self.path):
+      try:
+        arrays = rundir.load_npz(self.path, "a new solve")
+      except NTAError:
+        arrays = {}
+      if arrays.get("key") is not None and str(arrays["key"]) == self.key:
+        self._earlier = arrays
+
+  def earlier(self, prefix: str, group: int, units, form: str) -> list:
+    """The solutions the earlier solve saved for this group of ``prefix``'s set ([] where none)."""
+    a = self._earlier
+    if str(a.get("prefix", "")) != prefix or f"{group}/value" not in a:
+      return []
+    if not np.array_equal(a[f"{group}/units"], _units(units)) or str(a[f"{group}/form"]) != form:
+      return []
+    return [solvers_lib.Solution(**{f: a[f"{group}/{f}"][h] for f in self._FIELDS})
+            for h in range(len(a[f"{group}/value"]))]
+
+  def start(self, prefix: str, group: int, units, form: str, kept: list) -> None:
+    if prefix != self.prefix:
+      self.prefix, self.groups = prefix, {}
+    self.groups[group] = (_units(units), form, list(kept))
+
+  def add(self, group: int, sol) -> None:
+    """One more horizon's solution of the set started last, saved at once."""
+    self.groups[group][2].append(sol)
+    out = {"key": np.asarray(self.key), "prefix": np.asarray(self.prefix)}
+    for g, (units, form, sols) in self.groups.items():
+      out[f"{g}/units"], out[f"{g}/form"] = units, np.asarray(form)
+      for f in self._FIELDS:
+        out[f"{g}/{f}"] = np.stack([np.asarray(getattr(s, f)) for s in sols])
+    rundir.save_npz(self.path, out)
+
+  def clear(self) -> None:
+    """The set is in optima.npz: its partial solutions go."""
+    self.prefix, self.groups, self._earlier = None, {}, {}
+    if os.path.exists(self.path):
+      os.remove(self.path)
+
+
+def _units(units) -> np.ndarray:
+  return np.asarray([] if units is None else list(units), np.int64)
 
 
 def _kept_solve(folder: str, settings: dict) -> dict:
