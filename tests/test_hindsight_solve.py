@@ -264,10 +264,19 @@ def test_a_raised_max_iter_solves_again_only_the_problem_sets_that_reached_the_o
   low = ce_solve.solve_horizons(raised_dir, max_iter=8, progress=False, method="newton")
   assert low["layer0/iterations"].max() == 8 and not low["layer0/converged"].all()
   assert all(low[f"{p}/iterations"].max() < 8 for p in ("neurons0", "layer1", "neurons1"))
+  # Killed in its first Newton step: the sets it keeps are already back in optima.npz, with the new budget.
+  real_newton = solvers.newton_cg
+  monkeypatch.setattr(solvers, "newton_cg", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+  with pytest.raises(KeyboardInterrupt):
+    regret_curves.solve_if_needed(raised_dir, max_iter=20)
+  monkeypatch.setattr(solvers, "newton_cg", real_newton)
+  cut = rundir.read_optima(raised_dir)
+  assert sorted(k for k in cut if k.endswith("/value")) == ["layer1/value", "neurons0/value", "neurons1/value"]
+  assert ce_solve.earlier_solve(raised_dir)["max_iter"] == 20 and not ce_solve.is_complete(raised_dir)
   loads, real_load = [], ce_problem.load
   monkeypatch.setattr(ce_problem, "load", lambda *a, **k: loads.append(a[1:3]) or real_load(*a, **k))
   assert not regret_curves.is_solved(raised_dir, max_iter=20)  # method and horizons: the earlier solve's
-  regret_curves.solve_if_needed(raised_dir, max_iter=20)  # as bin/regret.py --max_iter=20
+  regret_curves.solve_if_needed(raised_dir)  # as bin/regret.py after the kill: the budget solve.json says
   assert loads == [(0, None)]  # layer 0's layer scale alone solved again
   raised = rundir.read_optima(raised_dir)
   assert sorted(raised) == sorted(fresh)

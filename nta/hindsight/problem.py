@@ -207,7 +207,9 @@ class TaylorProblem:
       self._load(records, site, units, num_rounds, memory_mb, single)
 
   def _load(self, records, site, units, num_rounds, memory_mb, single):
-    block_bytes = device_lib.block_bytes(self.device)  # the float64 temporaries of a block of rounds
+    # The float64 temporaries of a block of rounds: fixed at loading (on a GPU it follows the free memory, and the
+    # blocks set the order of summation: ``form``).
+    block_bytes = self._block_bytes = device_lib.block_bytes(self.device)
     self.site, self.units, self.single = site, None if units is None else [int(u) for u in units], single
     keys = ["f", "y"] + [k for k in (f"layer{site.layer}/{n}" for n in ("w", "x", "j", "pos", "g"))
                          if _stored(site, k.rsplit("/", 1)[1])]
@@ -291,10 +293,12 @@ class TaylorProblem:
 
   @property
   def form(self) -> str:
-    """How the problem is evaluated and preconditioned (what ``memory_mb`` decided besides the groups): its
-    records' form, the dtype of its Hessian-vector products, an exact factor or Kronecker factors. Solves of the
-    same problem in another form agree to the tolerance, not bit for bit."""
-    return json.dumps([self.kind, self._fun.hvp_dtype.name, bool(self._explicit), bool(self._kronecker)])
+    """How the problem is evaluated and preconditioned (what ``memory_mb`` and the device's free memory decided
+    besides the groups): its records' form, the dtype of its Hessian-vector products, an exact factor or
+    Kronecker factors, and the blocks of rounds its sums run over (their order of summation). Solves of the same
+    problem in another form agree to the tolerance, not bit for bit."""
+    return json.dumps([self.kind, self._fun.hvp_dtype.name, bool(self._explicit), bool(self._kronecker),
+                       self._fun.block, self._fun.explicit_block, self._block_bytes])
 
   @property
   def num_rounds(self) -> int:
@@ -349,10 +353,11 @@ class TaylorProblem:
         every problem of the set at once, with exact Hessian-vector products).
       progress: optional ``progress(horizon, solution)``, called after each horizon solved (not those of
         ``done``).
-      done: the solutions of the first horizons by an interrupted solve of the same problems with the same
-        settings (as this method returned them): kept, and the solve goes on from the last, as it would have
-        (what a horizon leaves for the next, a dense neuron's split and the Kronecker factors' sums, is rebuilt
-        horizon by horizon).
+      done: the solutions of the first horizons by an interrupted solve of the same problems in the same
+        ``form`` with the same settings (as this method returned them): kept, and the solve goes on from the
+        last, as it would have (what a horizon leaves for the next, a dense neuron's split, a dense layer's
+        private samples and the Kronecker factors' sums, is rebuilt horizon by horizon); ``v0`` is then not
+        used.
 
     Returns:
       One ``nta.solvers.Solution`` (numpy fields: ``v`` shaped like V; the others scalars for the layer scale
@@ -381,8 +386,8 @@ class TaylorProblem:
       solved = int(n)
       if len(out) < len(done):
         # An interrupted solve's horizon: its solution, after rebuilding what this horizon's preparation
-        # leaves for the next (the split's null spaces, the Kronecker factors' running sum), so that the
-        # horizons after it are solved bit for bit as they would have been.
+        # leaves for the next (the split's null spaces, the private samples' cache, the Kronecker factors'
+        # running sum), so that the horizons after it are solved bit for bit as they would have been.
         self._prepare(int(n), method)
         out.append(done[len(out)])
         prev = self._v(out[-1].v)
@@ -435,7 +440,7 @@ class TaylorProblem:
     done, total = self._omega if self._omega is not None and self._omega[0] <= n else (0, None)
     rounds = _patch_rounds(done, n)
     if rounds:
-      block = max(1, device_lib.block_bytes(self.device) // (self._data["y"].shape[1] * self.site.spatial
+      block = max(1, self._block_bytes // (self._data["y"].shape[1] * self.site.spatial
                                                              * self.site.K * 8))
       more = _patch_moments(self.site, self._data, rounds, block)
       total = more if total is None else total + more

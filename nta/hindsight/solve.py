@@ -14,11 +14,13 @@ Outputs in ``<workdir>/records/taylor/``:
                        materialising G, the Jacobi scale) and "complete" (false while a solve runs or after it was
                        interrupted: solving again resumes from the problems it finished; a solve with another
                        ``max_iter`` keeps the problem sets that stopped before either limit, ``_kept_solve``).
-    solve_partial.npz  while a problem set is being solved: the solutions of its horizons solved so far (every
-                       field of ``nta.solvers.Solution``, V included, per group of neurons), written after each
-                       horizon: a solve interrupted there and started again with the same settings on the same
-                       device goes on from the next horizon and reaches the numbers of an uninterrupted solve
-                       bit for bit (``_Partial``). Removed once the set is in optima.npz.
+    solve_partial.npz  while a problem set is being solved: the solutions of its horizons solved so far (V,
+                       value, grad_norm, iterations, converged, separable, per group of neurons), written after
+                       each horizon: a solve interrupted there and started again with the same settings on the
+                       same device, its problems in the same form (``TaylorProblem.form``), goes on from the
+                       horizon after the last saved and reaches the numbers of an uninterrupted solve bit for
+                       bit (``_Partial``). Removed once the set is in optima.npz. Like the kept problem sets
+                       above, it assumes the same code solved it.
 
 
 Costs (convnet of §2.3 on 28×28×1 input, batch 128, 2 CPU cores): recording with the defaults stores each round
@@ -188,10 +190,17 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
       print(f"taylor: {prefix} solved by the earlier solve, kept", flush=True)
     return True
 
+  # The problem sets kept from an earlier solve go into optima.npz before anything is solved, with solve.json
+  # (its budget, for a resume that does not name one): a solve killed after its first new set loses none of them.
+  order = sorted(set(layers) | {l for l, units in neurons.items() if units})
+  kept_sets = {f"layer{l}" for l in order if l in layers and resume(f"layer{l}")}
+  kept_sets |= {f"neurons{l}" for l in order if neurons.get(l)
+                and list(done["arrays"].get(f"neurons{l}/units", [])) == list(neurons[l]) and resume(f"neurons{l}")}
+  write()
   # One layer at a time, its layer scale and then its neurons: both read the layer's records (rebuilt once
   # where the rounds are stored as themselves, ``nta.hindsight.records``).
-  for l in sorted(set(layers) | {l for l, units in neurons.items() if units}):
-    if l in layers and not resume(f"layer{l}"):
+  for l in order:
+    if l in layers and f"layer{l}" not in kept_sets:
       t0 = time.perf_counter()
       sols = solve(f"layer{l}", 0, l, None, f"layer {l} ({rec.sites[l].name})", t0)
       for field, dtype in fields.items():
@@ -205,8 +214,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     units = neurons.get(l)
     if not units:
       continue
-    kept = done["arrays"].get(f"neurons{l}/units")
-    if kept is not None and list(kept) == list(units) and resume(f"neurons{l}"):
+    if f"neurons{l}" in kept_sets:
       continue
     t0 = time.perf_counter()
     per_horizon = [[] for _ in hz]
