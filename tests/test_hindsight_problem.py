@@ -217,6 +217,30 @@ def _check_hessian_factor(factor, hessian, float32=False):
              for damping in (1e-10, 1e-7)) if mean > 0 else np.allclose(m, np.eye(len(m)))
 
 
+def test_a_materialised_neuron_whose_float32_hessian_is_not_positive_definite_is_factored_in_float64(runs,
+                                                                                                     monkeypatch):
+  # Nearly separated samples leave eigenvalues below the float32 GEMM's roundoff: the Hessian is built again
+  # in float64 before the damping is raised (here the float32 one is made indefinite by hand).
+  workdir, _, _, _, _, states, _ = runs("conv64")
+  records = ce_records.load_records(workdir)
+  prob = ce_problem.load(records, 2, records.sites[2].units[-1], horizon=6)
+  assert prob.kind == "matrix" and prob._explicit
+  v = prob.start() + 0.5 * np.random.default_rng(4).normal(size=prob.shape)
+  hessian = _reference_hessian(states, 1, 6, 2, records.sites[2].units[-1], v)
+  fun, real, asked = prob._fun, prob._fun.hessian, []
+
+  def hessian_of(probs, n, data, shared, precise):
+    asked.append(precise)
+    h = real(probs, n, data, shared, precise)
+    return h if precise else h - 1e-3 * tf.reduce_max(h) * tf.eye(h.shape[-1], dtype=h.dtype)
+
+  monkeypatch.setattr(fun, "hessian", hessian_of)
+  _, _, probs = fun.value_grad(prob._v(v), prob._n(6), prob._data, prob._shared)
+  factor = fun.x_hessian_factor(probs, None, prob._n(6), prob._data, prob._shared)
+  assert asked == [False, True]
+  _check_hessian_factor(factor, hessian)  # the float64 Hessian's, at the least damping
+
+
 def test_a_conv_neuron_of_float32_records_is_materialised_in_float32_rounded_once(runs):
   # G_α summed in float64 and rounded once: within half an ulp of float32 of the float64 G of the same records.
   workdir = runs("conv32_replay_every2")[0]
