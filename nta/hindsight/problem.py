@@ -20,7 +20,8 @@ G_α is stored or materialised (conv filters), by the exact Hessian (its Cholesk
 needs at most 3 iterations): a dense neuron's Σ_s ω_s h_s x̃_s x̃_sᵀ, a materialised neuron's
 Σ_s ω_s G_sᵀ A_s G_s, or at the layer scale Σ_s ω_s (J_sᵀA_sJ_s) ⊗ (x̃_s x̃_sᵀ) where that (K·C)² matrix fits
 ``memory_mb``; GEMMs over the samples either way (a materialised neuron's in float32, summed over blocks of
-rounds in float64: a preconditioner, half the time of the float64 GEMM; a conv2 neuron of the MNIST convnet at
+rounds in float64: a preconditioner, half the time of the float64 GEMM, which builds it again where float32's
+is not positive definite: ``x_hessian_factor``; a conv2 neuron of the MNIST convnet at
 N = 51: 9 Newton steps and 11.5 s, where the diagonal left it at 0.535 after 15 steps and 112 s). With
 correlated inputs such as neighbouring pixels, or a layer's units coupled through J, diagonally preconditioned
 CG stalls and Newton crawls (the classifier below: a first-layer neuron 100 iterations without converging at
