@@ -222,7 +222,7 @@ def test_a_solve_interrupted_within_a_problem_set_goes_on_from_its_next_horizon_
     np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
 
 
-@pytest.mark.parametrize("change", ["method", "truncated", "random bytes"])
+@pytest.mark.parametrize("change", ["method", "truncated", "random bytes", "a field missing"])
 def test_a_partial_solve_with_other_settings_or_damaged_is_solved_again(runs, tmp_path, monkeypatch, change):
   workdir = str(tmp_path / "run")
   shutil.copytree(runs("dense64")[0], workdir)
@@ -244,6 +244,10 @@ def test_a_partial_solve_with_other_settings_or_damaged_is_solved_again(runs, tm
     open(path, "wb").write(data[:len(data) // 2])
   elif change == "random bytes":
     open(path, "wb").write(np.random.default_rng(0).bytes(len(data)))
+  elif change == "a field missing":
+    with np.load(path) as z:
+      arrays = {k: z[k] for k in z.files if k != "0/grad_norm"}
+    np.savez(path, **arrays)
   method = "lbfgs" if change == "method" else "newton"  # Newton's horizons kept would differ from L-BFGS's
   monkeypatch.setattr(solvers, "newton_cg", real_newton)
   other = ce_solve.solve_horizons(workdir, max_iter=30, progress=False, method=method)

@@ -298,10 +298,13 @@ class _Partial:
     a = self._earlier
     if str(a.get("prefix", "")) != prefix or f"{group}/value" not in a:
       return []
-    if not np.array_equal(a[f"{group}/units"], _units(units)) or str(a[f"{group}/form"]) != form:
+    try:
+      if not np.array_equal(a[f"{group}/units"], _units(units)) or str(a[f"{group}/form"]) != form:
+        return []
+      return [solvers_lib.Solution(**{f: a[f"{group}/{f}"][h] for f in self._FIELDS})
+              for h in range(len(a[f"{group}/value"]))]
+    except (KeyError, IndexError):  # a file that loads but lacks a field or a horizon: solved again
       return []
-    return [solvers_lib.Solution(**{f: a[f"{group}/{f}"][h] for f in self._FIELDS})
-            for h in range(len(a[f"{group}/value"]))]
 
   def start(self, prefix: str, group: int, units, form: str, kept: list) -> None:
     if prefix != self.prefix:
