@@ -184,6 +184,21 @@ def test_an_interrupted_solve_resumes_and_equals_an_uninterrupted_one(runs, tmp_
     np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
 
 
+def _newton_killed_at(monkeypatch, cut: int) -> list:
+  """Newton-CG counting its calls (the list returned), its ``cut``-th call interrupted as a kill would (once)."""
+  calls, killed, real_newton = [], [], solvers.newton_cg
+
+  def newton(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == cut and not killed:  # once: the count may be cleared to count a later solve
+      killed.append(True)
+      raise KeyboardInterrupt
+    return real_newton(*args, **kwargs)
+
+  monkeypatch.setattr(solvers, "newton_cg", newton)
+  return calls
+
+
 @pytest.mark.parametrize("name,cut", [("dense64", 3), ("dense64", 7), ("conv64", 3)])
 def test_a_solve_interrupted_within_a_problem_set_goes_on_from_its_next_horizon_bit_for_bit(runs, tmp_path,
                                                                                              monkeypatch, name, cut):
@@ -194,16 +209,7 @@ def test_a_solve_interrupted_within_a_problem_set_goes_on_from_its_next_horizon_
   full_dir, cut_dir = str(tmp_path / "full"), str(tmp_path / "cut")
   for d in (full_dir, cut_dir):
     shutil.copytree(runs(name)[0], d)
-  calls, killed, real_newton = [], [], solvers.newton_cg
-
-  def newton(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == cut and not killed:
-      killed.append(True)
-      raise KeyboardInterrupt
-    return real_newton(*args, **kwargs)
-
-  monkeypatch.setattr(solvers, "newton_cg", newton)
+  calls = _newton_killed_at(monkeypatch, cut)
   with pytest.raises(KeyboardInterrupt):
     ce_solve.solve_horizons(cut_dir, max_iter=30, progress=False, method="newton")
   partial = np.load(os.path.join(cut_dir, "records", "taylor", rundir.SOLVE_PARTIAL))
@@ -226,16 +232,7 @@ def test_a_solve_interrupted_within_a_problem_set_goes_on_from_its_next_horizon_
 def test_a_partial_solve_with_other_settings_or_damaged_is_solved_again(runs, tmp_path, monkeypatch, change):
   workdir = str(tmp_path / "run")
   shutil.copytree(runs("dense64")[0], workdir)
-  real_newton = solvers.newton_cg
-  calls = []
-
-  def newton(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 3:
-      raise KeyboardInterrupt
-    return real_newton(*args, **kwargs)
-
-  monkeypatch.setattr(solvers, "newton_cg", newton)
+  _newton_killed_at(monkeypatch, 3)
   with pytest.raises(KeyboardInterrupt):
     ce_solve.solve_horizons(workdir, max_iter=30, progress=False, method="newton")
   path = os.path.join(workdir, "records", "taylor", rundir.SOLVE_PARTIAL)
@@ -249,7 +246,6 @@ def test_a_partial_solve_with_other_settings_or_damaged_is_solved_again(runs, tm
       arrays = {k: z[k] for k in z.files if k != "0/grad_norm"}
     np.savez(path, **arrays)
   method = "lbfgs" if change == "method" else "newton"  # Newton's horizons kept would differ from L-BFGS's
-  monkeypatch.setattr(solvers, "newton_cg", real_newton)
   other = ce_solve.solve_horizons(workdir, max_iter=30, progress=False, method=method)
   assert not os.path.exists(path)
   fresh_dir = str(tmp_path / "fresh")

@@ -441,8 +441,7 @@ class TaylorProblem:
     done, total = self._omega if self._omega is not None and self._omega[0] <= n else (0, None)
     rounds = _patch_rounds(done, n)
     if rounds:
-      block = max(1, self._block_bytes // (self._data["y"].shape[1] * self.site.spatial
-                                                             * self.site.K * 8))
+      block = max(1, self._block_bytes // (self._data["y"].shape[1] * self.site.spatial * self.site.K * 8))
       more = _patch_moments(self.site, self._data, rounds, block)
       total = more if total is None else total + more
     self._omega = (n, total)

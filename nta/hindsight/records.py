@@ -651,9 +651,9 @@ class CrossEntropyTaylorRecorder(Recorder):
     if recorded != expected:
       raise Rewind(0, f"{self.dir}: the committed chunks hold rounds {recorded[:3]}... ({len(recorded)}) but "
                       f"{len(expected)} recorded rounds precede epoch {epochs_done}")
-    for name in (rundir.OPTIMA, rundir.SOLVE_PARTIAL):
-      if dropped and os.path.exists(os.path.join(self.dir, name)):
-        os.remove(os.path.join(self.dir, name))  # solved from rounds that are now re-recorded
+    for name in (rundir.OPTIMA, rundir.SOLVE_PARTIAL) if dropped else ():  # solved from rounds now re-recorded
+      if os.path.exists(os.path.join(self.dir, name)):
+        os.remove(os.path.join(self.dir, name))
     rundir.write_json(os.path.join(self.dir, rundir.CHUNK_INDEX), {"chunks": keep, "rounds_done": rounds_done})
     self._write_architecture()
     numbers = [int(c["file"][6:11]) for c in keep]
