@@ -228,6 +228,38 @@ def test_a_solve_interrupted_within_a_problem_set_goes_on_from_its_next_horizon_
     np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
 
 
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_resumed_problem_set_counts_the_earlier_runs_time_or_says_it_was_not_recorded(runs, tmp_path,
+                                                                                         monkeypatch, recorded):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(runs("dense64")[0], workdir)
+  _newton_killed_at(monkeypatch, 3)  # in layer 0's layer scale, its first two horizons saved
+  with pytest.raises(KeyboardInterrupt):
+    ce_solve.solve_horizons(workdir, max_iter=30, progress=False, method="newton")
+  path = os.path.join(workdir, "records", "taylor", rundir.SOLVE_PARTIAL)
+  with np.load(path) as z:
+    arrays = {k: z[k] for k in z.files}
+  assert arrays["seconds"] >= arrays["load_seconds"] > 0
+  # The earlier runs' time, made far longer than any run here, so that the sum is told from this run's alone.
+  earlier = 1e4
+  arrays["seconds"], arrays["load_seconds"] = np.float64(earlier), np.float64(earlier / 2)
+  if not recorded:  # a file written before the time was saved
+    del arrays["seconds"], arrays["load_seconds"]
+  np.savez(path, **arrays)
+  ce_solve.solve_horizons(workdir, max_iter=30, progress=False, method="newton")
+  solve = json.load(open(os.path.join(workdir, "records", "taylor", rundir.SOLVE)))
+  assert (solve["seconds"]["layer0"] > earlier) == recorded
+  assert (solve["load_seconds"]["layer0"] > earlier / 2) == recorded
+  assert all(solve["seconds"][k] < earlier for k in solve["seconds"] if k != "layer0")
+  assert solve["seconds_partial"] == ([] if recorded else ["layer0"])
+  # A later solve with a raised budget keeps the sets that stopped before the old one, with their marks.
+  again = ce_solve._kept_solve(os.path.dirname(path), {k: solve[k] for k in ("tol", "method", "horizons",
+                                                                               "epochs_between_horizons")}
+                               | {"max_iter": 40})
+  kept = set(again["seconds"])
+  assert again["partial"] == ({"layer0"} & kept if not recorded else set())
+
+
 @pytest.mark.parametrize("change", ["method", "truncated", "random bytes", "a field missing"])
 def test_a_partial_solve_with_other_settings_or_damaged_is_solved_again(runs, tmp_path, monkeypatch, change):
   workdir = str(tmp_path / "run")

@@ -65,6 +65,26 @@ def test_wall_times_come_from_status_json_only(tmp_path, monkeypatch):
   assert "autoencoder: not recorded for every run" in text
 
 
+def test_solve_times_are_summed_from_solve_json_and_marked_where_some_went_unrecorded(tmp_path):
+  s = _settings(scale="quick", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "out"),
+                models=("convnet",), optimizers=("adam", "sgd0.1"), keras3_seeds=())
+  infos = {}
+  for opt, solve in (("adam", {"seconds": {"layer1": 100.4, "neurons0": 20.0}, "seconds_partial": []}),
+                     ("sgd0.1", {"seconds": {"layer1": 30.0, "neurons0": None}})):
+    key = _key("convnet", opt)
+    workdir = tmp_path / "runs" / "tf1" / "seed0" / f"convnet_{opt}"
+    (workdir / "records" / "taylor").mkdir(parents=True)
+    (workdir / "records" / "taylor" / "solve.json").write_text(json.dumps(solve))
+    (workdir / "status.json").write_text(json.dumps({"state": "running", "epochs_done": 0, "wall_seconds": 5.0}))
+    infos[key] = {**runs._info(s, key), "schedule": None}
+  assert readme._solve_seconds(infos[_key("convnet", "adam")]["workdir"]) == (120.4, False)
+  assert readme._solve_seconds(infos[_key("convnet", "sgd0.1")]["workdir"]) == (30.0, True)
+  text = open(readme.write_readme(s, infos, [], {}, "cmd", 1.0)).read()
+  assert "| convnet adam seed 0 | running | 5 | 120 |" in text
+  assert "| convnet sgd0.1 seed 0 | running | 5 | 30 † |" in text
+  assert "† a solve resumed from one that did not record its time" in text
+
+
 def test_wall_time_per_seed_spans_the_runs_of_one_invocation(tmp_path):
   s = _settings(scale="paper", models=("autoencoder",), optimizers=("adam", "sgd0.1"), seeds=(0, 1), keras3_seeds=())
   entry = lambda start, end, fresh=True, inv="a": {"start": start, "end": end, "fresh": fresh, "parallel": 2,  # noqa

@@ -10,8 +10,11 @@ Outputs in ``<workdir>/records/taylor/``:
                        ``separable``: the Newton solver certified that the problem has no minimiser (its value is
                        then an upper bound on the infimum); always False for L-BFGS, which does not look.
     solve.json         the solve's settings, its device, "seconds" per problem set (loading its records and
-                       solving), "load_seconds" per problem set (the loading alone: rebuilding the layer's rounds,
-                       materialising G, the Jacobi scale) and "complete" (false while a solve runs or after it was
+                       solving, summed over the runs that solved it: a set resumed from solve_partial.npz counts
+                       the earlier runs' time up to their last saved horizon), "load_seconds" per problem set (the
+                       loading alone: rebuilding the layer's rounds, materialising G, the Jacobi scale),
+                       "seconds_partial" (the sets whose earlier runs' time was not recorded, so their seconds
+                       count the last run only) and "complete" (false while a solve runs or after it was
                        interrupted: solving again resumes from the problems it finished; a solve with another
                        ``max_iter`` keeps the problem sets that stopped before either limit, ``_kept_solve``).
     solve_partial.npz  while a problem set is being solved: the solutions of its horizons solved so far (V,
@@ -136,7 +139,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
         raise NTAError(f"unit {bad[0]} of layer {l} is not recorded; recorded units: {rec.sites[l].units}")
   last = int(hz[-1])
   out = {"N": hz.astype(np.int64)}
-  timings, loading = {}, {}
+  timings, loading, unknown = {}, {}, set()  # unknown: sets whose earlier runs' time was not recorded
   path = os.path.join(rec.dir, rundir.OPTIMA)
   if method not in problem_lib.METHODS:
     raise NTAError(f"unknown solver method {method!r}; choose one of: {', '.join(problem_lib.METHODS)}")
@@ -156,7 +159,8 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     # finished file from a partial one.
     rundir.save_npz(path, out)
     rundir.write_json(os.path.join(rec.dir, rundir.SOLVE), {**settings, "device": device, "seconds": timings,
-                                                            "load_seconds": loading, "complete": complete})
+                                                            "load_seconds": loading,
+                                                            "seconds_partial": sorted(unknown), "complete": complete})
 
   def load(prefix, l, units):
     t = time.perf_counter()
@@ -164,7 +168,16 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     loading[prefix] = round(loading.get(prefix, 0.0) + time.perf_counter() - t, 3)
     return problem
 
-  def solve(prefix, group, l, units, what, t0):
+  def begin(prefix):
+    """The clock of a problem set about to be solved: its seconds so far, the earlier runs' (where an
+    interrupted solve saved some of its horizons) plus this run's."""
+    t0 = time.perf_counter()
+    seconds, loading[prefix], known = partial.spent(prefix)
+    if not known:
+      unknown.add(prefix)
+    return lambda: seconds + time.perf_counter() - t0
+
+  def solve(prefix, group, l, units, what, t0, clock):
     """One problem set's (or group of neurons') solutions at every horizon, going on from the horizons an
     interrupted solve saved, and saving each horizon as it is solved."""
     problem = load(prefix, l, units)
@@ -174,7 +187,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     line = _horizon_line(what, t0, progress)
 
     def each(horizon, sol):
-      partial.add(group, sol)
+      partial.add(group, sol, clock(), loading[prefix])
       if line is not None:
         line(horizon, sol)
     partial.start(prefix, group, units, problem.form, kept)
@@ -186,6 +199,8 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     out.update({k: v for k, v in done["arrays"].items() if k.startswith(prefix + "/")})
     timings[prefix] = done["seconds"].get(prefix)
     loading[prefix] = done["load_seconds"].get(prefix)
+    if timings[prefix] is None or prefix in done["partial"]:
+      unknown.add(prefix)
     if progress:
       print(f"taylor: {prefix} solved by the earlier solve, kept", flush=True)
     return True
@@ -202,10 +217,11 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
   for l in order:
     if l in layers and f"layer{l}" not in kept_sets:
       t0 = time.perf_counter()
-      sols = solve(f"layer{l}", 0, l, None, f"layer {l} ({rec.sites[l].name})", t0)
+      clock = begin(f"layer{l}")
+      sols = solve(f"layer{l}", 0, l, None, f"layer {l} ({rec.sites[l].name})", t0, clock)
       for field, dtype in fields.items():
         out[f"layer{l}/{field}"] = np.array([getattr(s, field) for s in sols], dtype)
-      timings[f"layer{l}"] = round(time.perf_counter() - t0, 3)
+      timings[f"layer{l}"] = round(clock(), 3)
       write()
       partial.clear()
       if progress:
@@ -216,14 +232,14 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
       continue
     if f"neurons{l}" in kept_sets:
       continue
-    t0 = time.perf_counter()
+    clock = begin(f"neurons{l}")
     per_horizon = [[] for _ in hz]
     groups = (problem_lib.neuron_groups(rec, l, units, memory_mb) if method == "newton"
               else [[u] for u in units])
     for g, group in enumerate(groups):
       t1 = time.perf_counter()
       sols = solve(f"neurons{l}", g, l, group, f"layer {l} ({rec.sites[l].name}) neurons {group[0]}..{group[-1]}",
-                   t1)
+                   t1, clock)
       for h, sol in enumerate(sols):
         per_horizon[h].append(sol)
       if progress and len(groups) > 1:
@@ -234,7 +250,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     for field, dtype in fields.items():
       out[f"neurons{l}/{field}"] = np.array([np.concatenate([np.atleast_1d(getattr(s, field)) for s in sols]) for sols in per_horizon],
                                             dtype).reshape(len(hz), len(units))
-    timings[f"neurons{l}"] = round(time.perf_counter() - t0, 3)
+    timings[f"neurons{l}"] = round(clock(), 3)
     write()
     partial.clear()
     if progress:
@@ -306,15 +322,27 @@ class _Partial:
     except (KeyError, IndexError):  # a file that loads but lacks a field or a horizon: solved again
       return []
 
+  def spent(self, prefix: str):
+    """(seconds, load_seconds, known) the earlier runs spent on ``prefix``'s set up to their last saved horizon:
+    (0, 0, True) where none saved any; (0, 0, False) where their file did not record its time."""
+    a = self._earlier
+    if str(a.get("prefix", "")) != prefix:
+      return 0.0, 0.0, True
+    try:
+      return float(a["seconds"]), float(a["load_seconds"]), True
+    except (KeyError, TypeError, ValueError):
+      return 0.0, 0.0, False
+
   def start(self, prefix: str, group: int, units, form: str, kept: list) -> None:
     if prefix != self.prefix:
       self.prefix, self.groups = prefix, {}
     self.groups[group] = (_units(units), form, list(kept))
 
-  def add(self, group: int, sol) -> None:
-    """One more horizon's solution of the set started last, saved at once."""
+  def add(self, group: int, sol, seconds: float, load_seconds: float) -> None:
+    """One more horizon's solution of the set started last, saved at once with the set's time so far."""
     self.groups[group][2].append(sol)
-    out = {"key": np.asarray(self.key), "prefix": np.asarray(self.prefix)}
+    out = {"key": np.asarray(self.key), "prefix": np.asarray(self.prefix), "seconds": np.float64(seconds),
+           "load_seconds": np.float64(load_seconds)}
     for g, (units, form, sols) in self.groups.items():
       out[f"{g}/units"], out[f"{g}/form"] = units, np.asarray(form)
       for f in self._FIELDS:
@@ -333,7 +361,7 @@ def _units(units) -> np.ndarray:
 
 
 def _kept_solve(folder: str, settings: dict) -> dict:
-  """{"arrays", "seconds", "load_seconds"} of the problem sets an earlier solve in ``folder`` finished exactly as
+  """{"arrays", "seconds", "load_seconds", "partial"} of the problem sets an earlier solve in ``folder`` finished exactly as
   one with ``settings`` would (empty where none).
 
   Those are all of an interrupted solve's with the same settings. Where only ``max_iter`` differs (a complete
@@ -342,7 +370,7 @@ def _kept_solve(folder: str, settings: dict) -> dict:
   other limit takes the same steps to the same numbers. A raised limit then re-solves only the problem sets that
   ran into the old one.
   """
-  none = {"arrays": {}, "seconds": {}, "load_seconds": {}}
+  none = {"arrays": {}, "seconds": {}, "load_seconds": {}, "partial": set()}
   solve, arrays = _earlier(folder)
   if not solve or any(solve.get(k) != v for k, v in settings.items() if k != "max_iter"):
     return none
@@ -360,7 +388,8 @@ def _kept_solve(folder: str, settings: dict) -> dict:
   def kept(d):  # solve.json's per-set seconds; absent from solves written before they were recorded
     return {k: v for k, v in d.items() if k in keep} if isinstance(d, dict) else {}
   return {"arrays": {k: v for k, v in arrays.items() if k.rsplit("/", 1)[0] in keep},
-          "seconds": kept(solve.get("seconds")), "load_seconds": kept(solve.get("load_seconds"))}
+          "seconds": kept(solve.get("seconds")), "load_seconds": kept(solve.get("load_seconds")),
+          "partial": keep & set(solve.get("seconds_partial") or ())}
 
 
 def _earlier(folder: str):

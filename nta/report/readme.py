@@ -94,12 +94,17 @@ def run_notes(s: Settings, infos: dict) -> list:
   return notes
 
 
-def _solve_seconds(workdir: str) -> Optional[float]:
-  """Seconds spent solving a cross-entropy run's optima (``records/taylor/solve.json``); None if not solved."""
+def _solve_seconds(workdir: str) -> tuple:
+  """(seconds, partial) spent solving a cross-entropy run's optima (``records/taylor/solve.json``), partial where
+  some of its time was not recorded (a set resumed from a solve that did not save it); (None, False) if not
+  solved."""
   path = rundir.records(workdir, rundir.TAYLOR, rundir.SOLVE)
   if not os.path.exists(path):
-    return None
-  return float(sum(rundir.read_json(path)["seconds"].values()))
+    return None, False
+  solve = rundir.read_json(path)
+  seconds = solve["seconds"].values()
+  return (float(sum(t for t in seconds if t is not None)),
+          any(t is None for t in seconds) or bool(solve.get("seconds_partial")))
 
 
 def _every(k: int, what: str) -> str:
@@ -276,19 +281,23 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
   for name, path in figs.items():
     rel = os.path.relpath(path, s.results_dir)
     lines += [f"### {name}", "", f"![{name}]({rel}) ([PDF]({rel[:-4]}.pdf))", ""]
+  solves = {key: _solve_seconds(v["workdir"]) for key, v in infos.items()}
   lines += ["## Runs", "", "Wall time is training, from the run's `status.json`, with its recording (the "
             "autoencoder's Taylor optima are solved while it trains), test evaluations and checkpoints; solve is "
             "the convnet's cross-entropy optima afterwards."
             + (" ‡ a run resumed from before wall times were recorded: its earlier sessions count their epochs' "
-               "times only." if any(v["partial"] for v in infos.values()) else ""), "",
+               "times only." if any(v["partial"] for v in infos.values()) else "")
+            + (" † a solve resumed from one that did not record its time: the earlier runs' time is left out."
+               if any(solves[k][1] for k in infos) else ""), "",
             "| run | state | wall time (s) | solve (s) | final loss | command |",
             "| --- | --- | --- | --- | --- | --- |"]
   for key in sorted(infos, key=RunKey.order):
     v = infos[key]
     final = _final_loss(v["workdir"]) if v["state"] == "finished" else float("nan")
-    solve = _solve_seconds(v["workdir"])
+    solve, solve_partial = solves[key]
     wall_text = "not recorded" if v["seconds"] is None else f"{v['seconds']:.0f}" + (" ‡" if v["partial"] else "")
-    lines.append(f"| {key.name} | {v['state']} | {wall_text} | {'—' if solve is None else f'{solve:.0f}'} | "
+    solve_text = "—" if solve is None else f"{solve:.0f}" + (" †" if solve_partial else "")
+    lines.append(f"| {key.name} | {v['state']} | {wall_text} | {solve_text} | "
                  f"{final:.4g} | `{_command(s, key, v['config'])}` |")
   lines += ["", "Each run directory holds `config.json`, per-round `rounds.csv`, `regret.json`/`regret.npz` "
             "(`python bin/regret.py --workdir=RUN`) and `exploration.npz` (`python bin/exploration.py "
