@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 
+from nta import rundir
 from nta.report import readme
 from nta.report import runs
 
@@ -70,7 +71,7 @@ def test_solve_times_are_summed_from_solve_json_and_marked_where_some_went_unrec
                 models=("convnet",), optimizers=("adam", "sgd0.1"), keras3_seeds=())
   infos = {}
   for opt, solve in (("adam", {"seconds": {"layer1": 100.4, "neurons0": 20.0}, "seconds_partial": []}),
-                     ("sgd0.1", {"seconds": {"layer1": 30.0, "neurons0": None}})):
+                     ("sgd0.1", {"seconds": {"layer1": 30.0, "neurons0": None}, "seconds_partial": []})):
     key = _key("convnet", opt)
     workdir = tmp_path / "runs" / "tf1" / "seed0" / f"convnet_{opt}"
     (workdir / "records" / "taylor").mkdir(parents=True)
@@ -79,10 +80,15 @@ def test_solve_times_are_summed_from_solve_json_and_marked_where_some_went_unrec
     infos[key] = {**runs._info(s, key), "schedule": None}
   assert readme._solve_seconds(infos[_key("convnet", "adam")]["workdir"]) == (120.4, False)
   assert readme._solve_seconds(infos[_key("convnet", "sgd0.1")]["workdir"]) == (30.0, True)
+  # A solve.json that does not say whether a resumed set counted its earlier runs' time.
+  path = os.path.join(infos[_key("convnet", "adam")]["workdir"], "records", "taylor", "solve.json")
+  rundir.write_json(path, {"seconds": {"layer1": 100.4}})
+  assert readme._solve_seconds(infos[_key("convnet", "adam")]["workdir"]) == (100.4, True)
+  rundir.write_json(path, {"seconds": {"layer1": 100.4, "neurons0": 20.0}, "seconds_partial": []})
   text = open(readme.write_readme(s, infos, [], {}, "cmd", 1.0)).read()
   assert "| convnet adam seed 0 | running | 5 | 120 |" in text
   assert "| convnet sgd0.1 seed 0 | running | 5 | 30 † |" in text
-  assert "† a solve resumed from one that did not record its time" in text
+  assert "† a solve that may leave out the time of earlier runs" in text
 
 
 def test_wall_time_per_seed_spans_the_runs_of_one_invocation(tmp_path):

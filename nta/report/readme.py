@@ -96,7 +96,8 @@ def run_notes(s: Settings, infos: dict) -> list:
 
 def _solve_seconds(workdir: str) -> tuple:
   """(seconds, partial) spent solving a cross-entropy run's optima (``records/taylor/solve.json``), partial where
-  some of its time was not recorded (a set resumed from a solve that did not save it); (None, False) if not
+  some of its time may be missing: a set resumed from a solve that did not save its time, or a solve.json
+  without "seconds_partial" (written before a resumed set counted its earlier runs' time); (None, False) if not
   solved."""
   path = rundir.records(workdir, rundir.TAYLOR, rundir.SOLVE)
   if not os.path.exists(path):
@@ -104,7 +105,7 @@ def _solve_seconds(workdir: str) -> tuple:
   solve = rundir.read_json(path)
   seconds = solve["seconds"].values()
   return (float(sum(t for t in seconds if t is not None)),
-          any(t is None for t in seconds) or bool(solve.get("seconds_partial")))
+          any(t is None for t in seconds) or solve.get("seconds_partial", True) != [])
 
 
 def _every(k: int, what: str) -> str:
@@ -287,7 +288,8 @@ def write_readme(s: Settings, infos: dict, rows: list, figs: dict, command: str,
             "the convnet's cross-entropy optima afterwards."
             + (" ‡ a run resumed from before wall times were recorded: its earlier sessions count their epochs' "
                "times only." if any(v["partial"] for v in infos.values()) else "")
-            + (" † a solve resumed from one that did not record its time: the earlier runs' time is left out."
+            + (" † a solve that may leave out the time of earlier runs it resumed from (not recorded by them, or "
+               "a solve.json from before it said so)."
                if any(solves[k][1] for k in infos) else ""), "",
             "| run | state | wall time (s) | solve (s) | final loss | command |",
             "| --- | --- | --- | --- | --- | --- |"]
