@@ -502,7 +502,8 @@ def newton_cg(value_grad: Any, hvp: Callable, x0: Any, tol: Any, max_iter: int =
               hvp_precise: Optional[Callable] = None, precondition: Optional[Callable] = None,
               apply_preconditioner: Optional[Callable] = None, reuse_preconditioner: int = 0,
               value_tol: Any = None, recedes: Optional[Callable] = None, forcing: float = FORCING,
-              lower: Any = None, value: Optional[Callable] = None) -> Solution:
+              lower: Any = None, value: Optional[Callable] = None,
+              on_step: Optional[Callable] = None) -> Solution:
   """Minimises P independent smooth convex functions at once by line-search Newton-CG.
 
   Each iteration solves H s = −g by conjugate gradients (preconditioned by ``precondition``, the Hessian's
@@ -592,6 +593,8 @@ def newton_cg(value_grad: Any, hvp: Callable, x0: Any, tol: Any, max_iter: int =
     value: optional ``value(x, *args) -> (P,)``, the values of ``value_grad`` alone, where that costs less (no
       reverse pass): the line search's trials after the first and ``follow_way``'s doublings use it, and the
       point accepted is evaluated by ``value_grad`` once.
+    on_step: optional ``on_step(iterations, values, grad_norms)``, numpy (P,) each, called after every
+      iteration (for progress reports on long solves).
 
   Returns:
     A :class:`Solution` of numpy arrays: ``v`` (P, D); ``value``, ``grad_norm`` (‖g ⊘ metric‖), ``iterations``,
@@ -765,6 +768,8 @@ def newton_cg(value_grad: Any, hvp: Callable, x0: Any, tol: Any, max_iter: int =
       converged = gnorm <= tol
     converged |= bounded()
     done = converged | (iterations >= max_iter) | stuck
+    if on_step is not None:
+      on_step(iterations.copy(), np.array(f), np.array(gnorm))
   if objective.can_certify:
     ask = ~separable
     if ask.any():

@@ -429,3 +429,18 @@ def test_the_solve_says_each_horizon_as_it_is_solved(runs, tmp_path, capsys):
       ["layer 1 (logits)"] * 2
   assert [l.split(" N=")[1].split(":")[0] for l in lines] == ["2", "6", "2", "6"]
   assert all("converged" in l and "gradient norm" in l for l in lines)
+
+
+def test_a_long_horizon_says_its_newton_steps_as_they_are_taken(runs, tmp_path, capsys, monkeypatch):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(runs("dense64")[0], workdir)
+  monkeypatch.setattr(ce_solve, "_STEP_LINE_SECONDS", 0.0)  # every step a long one
+  out = ce_solve.solve_horizons(workdir, layers=[1], neurons={}, horizons=[6], method="newton")
+  lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("taylor:   ")]
+  steps = [l for l in lines if "Newton step" in l]
+  # One line per Newton step, in order, then the horizon's line; the last step's value is the optimum's.
+  assert [int(l.split("Newton step ")[1].split(",")[0]) for l in steps] == \
+      list(range(1, int(out["layer1/iterations"][0]) + 1))
+  assert all(l.startswith("taylor:   layer 1 (logits) N=6: Newton step") for l in steps)
+  assert float(steps[-1].split("value ")[1].split(",")[0]) == pytest.approx(out["layer1/value"][0], rel=1e-8)
+  assert lines[-1].startswith("taylor:   layer 1 (logits) N=6: converged") and len(lines) == len(steps) + 1

@@ -393,8 +393,16 @@ def test_newton_cg_matches_scipy_on_a_batch_and_each_problem_alone(precondition)
   Y = rng.integers(0, C, (P, N))  # random labels: no W separates them
   value_grad, hvp, diagonal, _ = _logistic(X, Y, C)
   kwargs = {"precondition": diagonal} if precondition else {}
-  sol = solvers.newton_cg(value_grad, hvp, np.zeros((P, D * C)), 1e-9, **kwargs)
+  steps = []
+  sol = solvers.newton_cg(value_grad, hvp, np.zeros((P, D * C)), 1e-9, **kwargs,
+                          on_step=lambda *a: steps.append(a))
   assert sol.converged.all() and (sol.grad_norm <= 1e-9).all() and not sol.separable.any()
+  # on_step: after every iteration, each problem's count rising to its own; the last call holds the result.
+  assert len(steps) == sol.iterations.max()
+  np.testing.assert_array_equal(np.stack([s[0] for s in steps]),
+                                np.minimum(np.arange(1, len(steps) + 1)[:, None], sol.iterations))
+  np.testing.assert_array_equal(steps[-1][1], sol.value)
+  np.testing.assert_array_equal(steps[-1][2], sol.grad_norm)
   assert (sol.iterations < 30).all()  # Newton: a handful of iterations, not hundreds
   for p in range(P):
     ref = _scipy_logistic(X[p], Y[p], C)

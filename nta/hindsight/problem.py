@@ -114,6 +114,7 @@ convolution over every position per product).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Optional, Sequence
 
@@ -335,7 +336,7 @@ class TaylorProblem:
     return tf.constant(self._rounds(horizon), tf.int32)
 
   def solve(self, horizons: Sequence[int], tol: float = 1e-6, max_iter: int = 1000, v0=None,
-            method: str = "lbfgs", progress=None, done: Sequence[solvers.Solution] = ()) -> list:
+            method: str = "lbfgs", progress=None, done: Sequence[solvers.Solution] = (), step=None) -> list:
     """Minimises at each horizon (ascending), warm-started from the previous optimum.
 
     Each horizon starts, per problem, from whichever is lower there: the previous horizon's optimum or W^n of
@@ -354,6 +355,8 @@ class TaylorProblem:
         every problem of the set at once, with exact Hessian-vector products).
       progress: optional ``progress(horizon, solution)``, called after each horizon solved (not those of
         ``done``).
+      step: optional ``step(horizon, iterations, values, grad_norms)`` after each Newton step (numpy (P,),
+        ``nta.solvers.newton_cg``'s ``on_step``); not called by L-BFGS.
       done: the solutions of the first horizons by an interrupted solve of the same problems in the same
         ``form`` with the same settings (as this method returned them): kept, and the solve goes on from the
         last, as it would have (what a horizon leaves for the next, a dense neuron's split, a dense layer's
@@ -367,9 +370,9 @@ class TaylorProblem:
     if method not in METHODS:
       raise NTAError(f"unknown solver method {method!r}; choose one of: {', '.join(METHODS)}")
     with tf.device(self.device):  # the solver's state and compiled loops beside the records
-      return self._solve(horizons, tol, max_iter, v0, method, progress, list(done))
+      return self._solve(horizons, tol, max_iter, v0, method, progress, list(done), step)
 
-  def _solve(self, horizons, tol, max_iter, v0, method, progress, done):
+  def _solve(self, horizons, tol, max_iter, v0, method, progress, done, step):
     fun, data, shared = self._fun, self._data, self._shared
     d = tf.constant(self.scale)
     prev = None if v0 is None else self._v(v0)
@@ -407,7 +410,8 @@ class TaylorProblem:
                                 hvp_precise=None if fun.hvp_dtype == tf.float64 else fun.x_hvp64,
                                 forcing=_FORCING_EXACT if self._explicit else solvers.FORCING,
                                 lower=0.0,  # a cross-entropy is never negative
-                                max_cg=_KRONECKER_MAX_CG if self._kronecker else solvers.MAX_CG)
+                                max_cg=_KRONECKER_MAX_CG if self._kronecker else solvers.MAX_CG,
+                                on_step=None if step is None else functools.partial(step, int(horizon)))
       else:
         sol = _lbfgs_each(fun, fun.to_x(v / d), tol, max_iter, args)
       v = d * fun.to_v(tf.constant(sol.v), d)

@@ -88,7 +88,8 @@ def solve_horizons(workdir: str, tol: float = 1e-6, max_iter: int = 1000, horizo
     neurons: {layer: units} to solve; default every recorded neuron.
     memory_mb: memory allowed for a problem set's materialised G_α or Hessian factors (see
       ``nta.hindsight.problem.TaylorProblem``); default the device's (``nta.hindsight.device.memory_mb``).
-    progress: print a line per solved problem (layer or neuron) and per layer of neurons.
+    progress: print a line per solved problem (layer or neuron) and per layer of neurons, per horizon, and
+      within a horizon its Newton step at most every minute.
     epochs_between_horizons: k of the default horizons (each horizon costs a solve of every problem).
     method: "lbfgs" (each problem alone) or "newton" (a layer's neurons as one batched problem set, exact
       Hessian-vector products; see ``nta.hindsight.problem``).
@@ -184,14 +185,14 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     kept = partial.earlier(prefix, group, units, problem.form)
     if kept and progress:
       print(f"taylor:   {what}: {len(kept)} of {len(hz)} horizons solved before, kept; going on", flush=True)
-    line = _horizon_line(what, t0, progress)
+    line, step = _horizon_lines(what, t0, progress)
 
     def each(horizon, sol):
       partial.add(group, sol, clock(), loading[prefix])
       if line is not None:
         line(horizon, sol)
     partial.start(prefix, group, units, problem.form, kept)
-    return problem.solve(hz, tol, max_iter, method=method, progress=each, done=kept)
+    return problem.solve(hz, tol, max_iter, method=method, progress=each, done=kept, step=step)
 
   def resume(prefix) -> bool:
     if f"{prefix}/value" not in done["arrays"]:
@@ -267,17 +268,36 @@ def default_horizons(rec: records_lib.Records, epochs_between_horizons: int = 1)
   return hz[hz > rec.steps[0]]
 
 
-def _horizon_line(what: str, t0: float, progress: bool):
-  """A progress callback printing one line per solved horizon (the solve of a problem set can take minutes)."""
+# A Newton solve still running on one horizon reports its step at most this often (one horizon of conv2 at
+# the layer scale can take over an hour on a 2-core CPU).
+_STEP_LINE_SECONDS = 60.0
+
+
+def _horizon_lines(what: str, t0: float, progress: bool):
+  """Progress callbacks (None, None without ``progress``): one printing a line per solved horizon (the solve of
+  a problem set can take minutes), and one for ``TaylorProblem.solve``'s ``step`` printing the Newton step
+  reached within a horizon, at most every ``_STEP_LINE_SECONDS``."""
   if not progress:
-    return None
+    return None, None
+  last = {"horizon": time.perf_counter(), "line": time.perf_counter()}
 
   def line(horizon, sol):
     converged, separable = np.atleast_1d(sol.converged), np.atleast_1d(sol.separable)
     print(f"taylor:   {what} N={horizon}: converged {int(converged.sum())}/{converged.size}"
           + (f", {int(separable.sum())} separable" if separable.any() else "")
           + f", max gradient norm {float(np.max(sol.grad_norm)):.1e} ({time.perf_counter() - t0:.1f} s)", flush=True)
-  return line
+    last["horizon"] = last["line"] = time.perf_counter()
+
+  def step(horizon, iterations, values, grad_norms):
+    now = time.perf_counter()
+    if now - last["line"] < _STEP_LINE_SECONDS:
+      return
+    last["line"] = now
+    print(f"taylor:   {what} N={horizon}: Newton step {int(np.max(iterations))}, "
+          + (f"value {float(values[0]):.9g}, " if len(values) == 1 else "")
+          + f"max gradient norm {float(np.max(grad_norms)):.1e} ({now - last['horizon']:.0f} s on this horizon)",
+          flush=True)
+  return line, step
 
 
 def _counts(out: dict, prefix: str) -> str:
