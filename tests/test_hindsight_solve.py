@@ -258,6 +258,13 @@ def test_a_resumed_problem_set_counts_the_earlier_runs_time_or_says_it_was_not_r
                                | {"max_iter": 40})
   kept = set(again["seconds"])
   assert again["partial"] == ({"layer0"} & kept if not recorded else set())
+  # A solve.json from before it said which sets were resumed without their time: every set kept is marked.
+  del solve["seconds_partial"]
+  rundir.write_json(os.path.join(os.path.dirname(path), rundir.SOLVE), solve)
+  again = ce_solve._kept_solve(os.path.dirname(path), {k: solve[k] for k in ("tol", "method", "horizons",
+                                                                               "epochs_between_horizons")}
+                               | {"max_iter": 40})
+  assert again["partial"] == set(again["seconds"]) == kept and kept
 
 
 @pytest.mark.parametrize("change", ["method", "truncated", "random bytes", "a field missing"])

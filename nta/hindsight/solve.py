@@ -200,7 +200,7 @@ def _solve_horizons(workdir, tol, max_iter, horizons, layers, neurons, memory_mb
     out.update({k: v for k, v in done["arrays"].items() if k.startswith(prefix + "/")})
     timings[prefix] = done["seconds"].get(prefix)
     loading[prefix] = done["load_seconds"].get(prefix)
-    if timings[prefix] is None or prefix in done["partial"]:
+    if prefix in done["partial"]:
       unknown.add(prefix)
     if progress:
       print(f"taylor: {prefix} solved by the earlier solve, kept", flush=True)
@@ -409,7 +409,17 @@ def _kept_solve(folder: str, settings: dict) -> dict:
     return {k: v for k, v in d.items() if k in keep} if isinstance(d, dict) else {}
   return {"arrays": {k: v for k, v in arrays.items() if k.rsplit("/", 1)[0] in keep},
           "seconds": kept(solve.get("seconds")), "load_seconds": kept(solve.get("load_seconds")),
-          "partial": keep & set(solve.get("seconds_partial") or ())}
+          "partial": unrecorded_seconds(solve, keep)}
+
+
+def unrecorded_seconds(solve: dict, sets) -> set:
+  """The problem sets among ``sets`` whose time in ``solve`` (a solve.json) is missing or may leave out earlier
+  runs': no time, named in "seconds_partial", or any set where solve.json has no "seconds_partial" (written
+  before a resumed set counted its earlier runs' time)."""
+  seconds = solve.get("seconds") if isinstance(solve.get("seconds"), dict) else {}
+  if "seconds_partial" not in solve:
+    return set(sets)
+  return {k for k in sets if seconds.get(k) is None or k in solve["seconds_partial"]}
 
 
 def _earlier(folder: str):

@@ -11,6 +11,7 @@ import numpy as np
 from nta import optimizers as optimizers_lib
 from nta.report import plots
 from nta import rundir
+from nta.hindsight import solve as ce_solve
 from nta.report.runs import _base_name, CONFIG_FILES, run_all, run_dir, RunKey, Settings, variant
 from nta.report.claims import _final_loss, _settings_seeds, claims_over_seeds, exponent_rows
 
@@ -103,9 +104,8 @@ def _solve_seconds(workdir: str) -> tuple:
   if not os.path.exists(path):
     return None, False
   solve = rundir.read_json(path)
-  seconds = solve["seconds"].values()
-  return (float(sum(t for t in seconds if t is not None)),
-          any(t is None for t in seconds) or solve.get("seconds_partial", True) != [])
+  return (float(sum(t for t in solve["seconds"].values() if t is not None)),
+          bool(ce_solve.unrecorded_seconds(solve, solve["seconds"])))
 
 
 def _every(k: int, what: str) -> str:
